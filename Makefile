@@ -1,0 +1,32 @@
+# The front door. `make local-up` runs everything locally; `make test` runs every test.
+.PHONY: local-up local-down local-status test unit bench build lint fmt
+
+local-up:        ## Install (first time), start and provision the local stack; serve the functions
+	@tools/local/stack.sh up
+
+local-down:      ## Stop exactly what local-up started
+	@tools/local/stack.sh down
+
+local-status:
+	@tools/local/stack.sh status
+
+test:            ## All tests against the real local services (started and stopped if needed)
+	@tools/local/stack.sh test
+
+unit:            ## Unit tests only: no services needed
+	cargo test --workspace --lib --bins
+
+bench:           ## Benchmarks (the handler benchmark needs `make local-up`)
+	cargo bench -p shared --bench verify_parse
+	@tools/local/stack.sh up
+	cargo run --release -p integration-tests --bin handler-bench
+
+build:           ## Release artifacts for AWS (target/lambda/<function>/bootstrap)
+	cargo lambda build --release --arm64 --workspace --bins
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all

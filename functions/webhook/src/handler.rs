@@ -1,0 +1,201 @@
+//! HTTP in, queue messages out. Order of checks: route, method, size, signature, parse; only a
+//! verified, well-formed body reaches storage. Nothing here calls LINE.
+
+use std::sync::Arc;
+
+use lambda_http::http::{header, Method, StatusCode};
+use lambda_http::{Body, Error, Request, Response};
+use serde_json::json;
+use shared::adapters::dynamodb::{DynamoFriends, DynamoIdempotency};
+use shared::adapters::sqs::SqsQueue;
+use shared::config::Secret;
+use shared::ingest::{line_items, shop_items, Ingestor, Report};
+use shared::line::signature::{verify, LINE_SIGNATURE_HEADER};
+use shared::line::webhook::WebhookBody;
+use shared::ports::{Clock, SystemClock};
+use shared::shop::{ShopEvent, SHOP_SIGNATURE_HEADER};
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+/// Largest body accepted (LINE's own webhook bodies are far smaller): 1 MiB, else 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What the handler needs, built once in `main`.
+pub struct Deps {
+    pub channel_secret: Secret,
+    pub shop_events_secret: Secret,
+    pub ingestor: Ingestor,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Line,
+    Shop,
+}
+
+impl Route {
+    fn name(self) -> &'static str {
+        match self {
+            Route::Line => "webhook",
+            Route::Shop => "events",
+        }
+    }
+}
+
+impl Deps {
+    /// The production wiring: DynamoDB and SQS adapters over clients from `sdk`.
+    pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Self {
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        Deps {
+            ingestor: Ingestor {
+                idempotency: Arc::new(DynamoIdempotency::new(
+                    dynamodb.clone(),
+                    &config.events_table,
+                    config.idempotency_ttl.as_secs() as i64,
+                    config.in_progress_timeout.as_millis() as i64,
+                )),
+                friends: Arc::new(DynamoFriends::new(dynamodb, &config.users_table)),
+                reply_queue: Arc::new(SqsQueue::new(sqs.clone(), &config.reply_queue_url)),
+                tag_queue: Arc::new(SqsQueue::new(sqs, &config.tag_queue_url)),
+                clock: clock.clone(),
+            },
+            channel_secret: config.channel_secret,
+            shop_events_secret: config.shop_events_secret,
+            clock,
+        }
+    }
+}
+
+/// Routes on the last path segment, so the same function serves `/webhook` behind a Function URL,
+/// an API Gateway stage or `cargo lambda watch`'s `/lambda-url/webhook/webhook`.
+fn route(path: &str) -> Option<Route> {
+    match path.trim_end_matches('/').rsplit('/').next() {
+        Some("webhook") => Some(Route::Line),
+        Some("events") => Some(Route::Shop),
+        _ => None,
+    }
+}
+
+fn respond(status: StatusCode, message: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({ "message": message }).to_string()))
+        .expect("static response parts are valid")
+}
+
+pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
+    let path = req.uri().path().to_string();
+    let Some(route) = route(&path) else {
+        info!(path, status = 404, "no such route");
+        return Ok(respond(StatusCode::NOT_FOUND, "Not found"));
+    };
+    if req.method() != Method::POST {
+        info!(route = route.name(), method = %req.method(), status = 405, "method not allowed");
+        let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "Use POST");
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return Ok(r);
+    }
+    let body: &[u8] = match req.body() {
+        Body::Empty => &[],
+        Body::Text(t) => t.as_bytes(),
+        Body::Binary(b) => b,
+        _ => &[],
+    };
+    if body.len() > MAX_BODY_BYTES {
+        info!(
+            route = route.name(),
+            bytes = body.len(),
+            status = 413,
+            "body too large"
+        );
+        return Ok(respond(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Body larger than 1 MiB",
+        ));
+    }
+    let (secret, header_name) = match route {
+        Route::Line => (&deps.channel_secret, LINE_SIGNATURE_HEADER),
+        Route::Shop => (&deps.shop_events_secret, SHOP_SIGNATURE_HEADER),
+    };
+    let signature = req.headers().get(header_name).map(|v| v.as_bytes());
+    if let Err(e) = verify(secret.expose(), body, signature) {
+        warn!(route = route.name(), bytes = body.len(), reason = %e, status = 401, "rejected signature");
+        return Ok(respond(StatusCode::UNAUTHORIZED, "Invalid signature"));
+    }
+
+    let received_at = deps.clock.now_ms();
+    let (items, destination) = match route {
+        Route::Line => match WebhookBody::parse(body) {
+            Ok(parsed) => {
+                for e in &parsed.events {
+                    if let shared::line::webhook::EventKind::Other { type_name, reason } = &e.kind {
+                        info!(event_type = %type_name, reason = %reason, "kept an event the model does not know");
+                    }
+                }
+                let destination = parsed.destination.clone();
+                (line_items(parsed, received_at), destination)
+            }
+            Err(e) => return Ok(bad_request(route, &e)),
+        },
+        Route::Shop => match ShopEvent::parse_body(body) {
+            Ok(events) => (shop_items(events, received_at), None),
+            Err(e) => return Ok(bad_request(route, &e)),
+        },
+    };
+    let keys: Vec<String> = items.iter().map(|i| i.key.clone()).collect();
+    let report = if items.is_empty() {
+        Report::default()
+    } else {
+        deps.ingestor.ingest(items).await
+    };
+    let status = if report.needs_redelivery() {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
+    info!(
+        route = route.name(),
+        status = status.as_u16(),
+        destination = destination.as_deref().unwrap_or(""),
+        events = report.received,
+        enqueued = report.enqueued,
+        duplicates = report.duplicates,
+        in_progress = report.in_progress,
+        failed = report.failed,
+        stale_friend_updates = report.stale_friend_updates,
+        event_ids = ?keys,
+        errors = ?report.errors,
+        "ingested"
+    );
+    Ok(if status == StatusCode::OK {
+        respond(status, "OK")
+    } else {
+        respond(status, "Not all events could be recorded; redeliver")
+    })
+}
+
+fn bad_request(route: Route, e: &dyn std::fmt::Display) -> Response<Body> {
+    // The parse error names what is wrong with the envelope; it never echoes message text.
+    info!(route = route.name(), status = 400, reason = %e, "bad request");
+    respond(StatusCode::BAD_REQUEST, &e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_last_segment() {
+        assert_eq!(route("/webhook"), Some(Route::Line));
+        assert_eq!(route("/lambda-url/webhook/webhook/"), Some(Route::Line));
+        assert_eq!(route("/events"), Some(Route::Shop));
+        assert_eq!(route("/"), None);
+        assert_eq!(route("/other"), None);
+    }
+}

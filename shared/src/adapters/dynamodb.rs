@@ -1,0 +1,230 @@
+//! DynamoDB adapters: the idempotency (events) table and the users table.
+//!
+//! Conditional-check failures are domain results (`Claim::InProgress`, `FriendUpdate::Stale`), not
+//! errors.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::Client;
+
+use crate::ports::{
+    BackendError, Claim, FriendChange, FriendStore, FriendUpdate, IdempotencyStore,
+};
+
+const STATUS_IN_PROGRESS: &str = "INPROGRESS";
+const STATUS_COMPLETED: &str = "COMPLETED";
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+fn store_err<E, R>(operation: &'static str, e: SdkError<E, R>) -> BackendError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    BackendError::Store {
+        operation,
+        message: super::describe(&e),
+    }
+}
+
+/// Idempotency records in the events table: `{id, status, expiresAt (s, TTL), inProgressUntil (ms)}`.
+#[derive(Clone)]
+pub struct DynamoIdempotency {
+    client: Client,
+    table: String,
+    /// How long a completed key keeps later deliveries out.
+    ttl_secs: i64,
+    /// How long an in-progress claim blocks other deliveries; past it, the owner is presumed dead.
+    in_progress_ms: i64,
+}
+
+impl DynamoIdempotency {
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        ttl_secs: i64,
+        in_progress_ms: i64,
+    ) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            ttl_secs,
+            in_progress_ms,
+        }
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for DynamoIdempotency {
+    async fn claim(&self, key: &str, now_ms: i64) -> Result<Claim, BackendError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("id", s(key))
+            .item("status", s(STATUS_IN_PROGRESS))
+            .item("expiresAt", n(now_ms / 1000 + self.ttl_secs))
+            .item("inProgressUntil", n(now_ms + self.in_progress_ms))
+            .condition_expression(
+                "attribute_not_exists(id) OR expiresAt < :now_s \
+                 OR (#status = :in_progress AND inProgressUntil < :now_ms)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":now_s", n(now_ms / 1000))
+            .expression_attribute_values(":now_ms", n(now_ms))
+            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Claim::Claimed),
+            Err(e) => {
+                if let Some(PutItemError::ConditionalCheckFailedException(held)) =
+                    e.as_service_error()
+                {
+                    let status = held
+                        .item()
+                        .and_then(|i| i.get("status"))
+                        .and_then(|v| v.as_s().ok());
+                    return Ok(if status.map(String::as_str) == Some(STATUS_COMPLETED) {
+                        Claim::AlreadyCompleted
+                    } else {
+                        Claim::InProgress
+                    });
+                }
+                Err(store_err("PutItem", e))
+            }
+        }
+    }
+
+    async fn complete(&self, key: &str, now_ms: i64) -> Result<(), BackendError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("id", s(key))
+            .item("status", s(STATUS_COMPLETED))
+            .item("expiresAt", n(now_ms / 1000 + self.ttl_secs))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| store_err("PutItem", e))
+    }
+
+    async fn release(&self, key: &str) -> Result<(), BackendError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("id", s(key))
+            .condition_expression("#status = :in_progress")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Someone completed it meanwhile: nothing to give back.
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(())
+            }
+            Err(e) => Err(store_err("DeleteItem", e)),
+        }
+    }
+}
+
+/// Friend state in the users table, keyed by `userId`:
+/// `{state: following|blocked, isUnblocked, firstFollowedAt, lastChangedAt (event ms), updatedAt}`.
+#[derive(Clone)]
+pub struct DynamoFriends {
+    client: Client,
+    table: String,
+}
+
+impl DynamoFriends {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn is_condition_failure(
+    e: &SdkError<UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> bool {
+    matches!(e, SdkError::ServiceError(se) if se.err().is_conditional_check_failed_exception())
+}
+
+#[async_trait]
+impl FriendStore for DynamoFriends {
+    async fn record(
+        &self,
+        user_id: &str,
+        change: FriendChange,
+        event_time_ms: i64,
+        now_ms: i64,
+    ) -> Result<FriendUpdate, BackendError> {
+        let (state, update) = match change {
+            FriendChange::Followed { is_unblocked } => (
+                "following",
+                self.client
+                    .update_item()
+                    .update_expression(
+                        "SET #state = :state, isUnblocked = :unblocked, lastChangedAt = :ts, updatedAt = :now, \
+                         firstFollowedAt = if_not_exists(firstFollowedAt, :ts)",
+                    )
+                    .expression_attribute_values(":unblocked", AttributeValue::Bool(is_unblocked)),
+            ),
+            FriendChange::Unfollowed => (
+                "blocked",
+                self.client
+                    .update_item()
+                    .update_expression("SET #state = :state, lastChangedAt = :ts, updatedAt = :now, blockedAt = :ts"),
+            ),
+        };
+        let result = update
+            .table_name(&self.table)
+            .key("userId", s(user_id))
+            .condition_expression("attribute_not_exists(lastChangedAt) OR lastChangedAt < :ts")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":state", s(state))
+            .expression_attribute_values(":ts", n(event_time_ms))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(FriendUpdate::Applied),
+            Err(e) if is_condition_failure(&e) => {
+                // The state is newer, but an older follow still says when the friendship began.
+                if matches!(change, FriendChange::Followed { .. }) {
+                    let earlier = self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .key("userId", s(user_id))
+                        .update_expression("SET firstFollowedAt = :ts")
+                        .condition_expression(
+                            "attribute_not_exists(firstFollowedAt) OR firstFollowedAt > :ts",
+                        )
+                        .expression_attribute_values(":ts", n(event_time_ms))
+                        .send()
+                        .await;
+                    if let Err(e) = earlier {
+                        if !is_condition_failure(&e) {
+                            return Err(store_err("UpdateItem", e));
+                        }
+                    }
+                }
+                Ok(FriendUpdate::Stale)
+            }
+            Err(e) => Err(store_err("UpdateItem", e)),
+        }
+    }
+}

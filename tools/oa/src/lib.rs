@@ -1,0 +1,25 @@
+//! The `oa` CLI's library: the local-stack provisioner ([`stack`]) and builders for signed test
+//! webhooks and shop events ([`sample`]). The integration tests use both.
+
+pub mod sample;
+pub mod stack;
+
+/// Posts `body` to `url` with `signature_header` = the body's signature under `secret`.
+pub async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    signature_header: &str,
+    secret: &str,
+    body: Vec<u8>,
+) -> Result<(u16, String), reqwest::Error> {
+    let signature = shared::line::signature::sign(secret, &body);
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header(signature_header, signature)
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
+}
