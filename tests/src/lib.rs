@@ -1,1 +1,248 @@
+//! Harness for the tests in `tests/tests/`: they run against the real local services (DynamoDB
+//! Local, the SQS emulator, and for end-to-end tests the functions under `cargo lambda watch`).
+//! Run them with `make test`, which starts whatever is not running.
+//!
+//! Every test provisions its own stack from `infra/template.yaml` under a unique name, so tests run
+//! in parallel without seeing each other's items or messages.
 
+use std::collections::{BTreeMap, HashMap};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine;
+use lambda_http::{Body, Request, Response};
+use serde_json::json;
+use shared::config::Secret;
+use shared::envelope::QueuedEvent;
+
+pub use oa::sample;
+
+/// Secrets the in-process tests sign with (the end-to-end tests use local.env's).
+pub const CHANNEL_SECRET: &str = "test-channel-secret";
+pub const SHOP_SECRET: &str = "test-shop-secret";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Reads `local.env` (values already in the environment win), once per process.
+pub fn load_local_env() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = dotenvy::from_path(repo_root().join("local.env"));
+    });
+}
+
+pub fn setting(name: &str) -> String {
+    load_local_env();
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set and not in local.env"))
+}
+
+/// Panics with instructions when a local service is not listening.
+pub fn require_service(what: &str, url: &str) {
+    let authority = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or_default();
+    let reachable = authority
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok());
+    assert!(
+        reachable,
+        "{what} is not reachable at {url}. These tests run against the real local services: run them with \
+         `make test` (it starts what is missing), or start the services with `make local-up`."
+    );
+}
+
+/// SDK config for the local services (checked reachable first).
+pub async fn local_sdk() -> aws_config::SdkConfig {
+    load_local_env();
+    require_service("DynamoDB Local", &setting("AWS_ENDPOINT_URL_DYNAMODB"));
+    require_service("The SQS emulator", &setting("AWS_ENDPOINT_URL_SQS"));
+    shared::aws::sdk_config(Duration::from_secs(10)).await
+}
+
+/// An isolated stack: every table and queue of the template, under a unique name.
+pub struct TestStack {
+    pub stack: oa::stack::Stack,
+    pub sdk: aws_config::SdkConfig,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl TestStack {
+    pub async fn new() -> Self {
+        let sdk = local_sdk().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let template = oa::stack::Template::load(&repo_root().join("infra/template.yaml")).expect("template loads");
+        let name = format!("t-{}", ulid::Ulid::new().to_string().to_lowercase());
+        let stack = oa::stack::provision(&template, &name, &dynamodb, &sqs).await.expect("provisioning works");
+        Self { stack, sdk, dynamodb, sqs }
+    }
+
+    pub fn table(&self, logical_id: &str) -> &str {
+        &self.stack.tables[logical_id]
+    }
+
+    pub fn queue_url(&self, logical_id: &str) -> &str {
+        &self.stack.queue_urls[logical_id]
+    }
+
+    /// The webhook function's configuration for this stack.
+    pub fn webhook_config(&self) -> webhook::config::Config {
+        let template = oa::stack::Template::load(&repo_root().join("infra/template.yaml")).unwrap();
+        let env = self.stack.function_env(&template, "WebhookFunction").unwrap();
+        let mut vars: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        vars.insert("LINE_CHANNEL_SECRET", CHANNEL_SECRET);
+        vars.insert("SHOP_EVENTS_SECRET", SHOP_SECRET);
+        webhook::config::Config::from_env(&vars).expect("the template gives the function all it needs")
+    }
+
+    /// The webhook function's dependencies, wired exactly as in production.
+    pub fn webhook(&self) -> webhook::Deps {
+        webhook::Deps::new(self.webhook_config(), &self.sdk)
+    }
+
+    /// Receives and deletes every message on a queue; returns their bodies, in order received.
+    pub async fn drain(&self, logical_id: &str) -> Vec<String> {
+        let url = self.queue_url(logical_id);
+        let mut bodies = Vec::new();
+        let mut empty_polls = 0;
+        while empty_polls < 2 {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .visibility_timeout(30)
+                .wait_time_seconds(0)
+                .send()
+                .await
+                .expect("receive works");
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                empty_polls += 1;
+                continue;
+            }
+            for m in messages {
+                self.sqs
+                    .delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle.unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete works");
+                bodies.push(m.body.unwrap_or_default());
+            }
+        }
+        bodies
+    }
+
+    /// [`Self::drain`], parsed.
+    pub async fn drain_events(&self, logical_id: &str) -> Vec<QueuedEvent> {
+        self.drain(logical_id)
+            .await
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap_or_else(|e| panic!("queue body is a QueuedEvent ({e}): {b}")))
+            .collect()
+    }
+
+    pub async fn item_count(&self, logical_id: &str) -> usize {
+        let out = self.dynamodb.scan().table_name(self.table(logical_id)).send().await.expect("scan works");
+        out.items.unwrap_or_default().len()
+    }
+
+    pub async fn friend(&self, user_id: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.dynamodb
+            .get_item()
+            .table_name(self.table("UsersTable"))
+            .key("userId", AttributeValue::S(user_id.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get works")
+            .item
+    }
+
+    /// Nothing at all in any table or queue of this stack.
+    pub async fn assert_untouched(&self) {
+        for table in self.stack.tables.keys() {
+            assert_eq!(self.item_count(table).await, 0, "table {table} must be empty");
+        }
+        for queue in self.stack.queue_urls.keys() {
+            assert!(self.drain(queue).await.is_empty(), "queue {queue} must be empty");
+        }
+    }
+}
+
+/// A Lambda Function URL event (payload 2.0) as AWS delivers it, decoded by lambda_http itself.
+pub fn function_url_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8], base64: bool) -> Request {
+    let headers: serde_json::Map<String, serde_json::Value> =
+        headers.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let body = if base64 {
+        base64::engine::general_purpose::STANDARD.encode(body)
+    } else {
+        String::from_utf8(body.to_vec()).expect("text body")
+    };
+    let event = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous", "apiId": "local", "domainName": "local.lambda-url.ap-northeast-1.on.aws",
+            "domainPrefix": "local", "requestId": ulid::Ulid::new().to_string(), "routeKey": "$default",
+            "stage": "$default", "time": "22/Nov/2026:00:00:00 +0000", "timeEpoch": 0,
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "tests"}
+        },
+        "body": body,
+        "isBase64Encoded": base64,
+    });
+    lambda_http::request::from_str(&event.to_string()).expect("a valid Function URL event")
+}
+
+/// A LINE webhook POST signed with [`CHANNEL_SECRET`].
+pub fn line_post(body: &[u8]) -> Request {
+    let signature = shared::line::signature::sign(CHANNEL_SECRET, body);
+    function_url_request("POST", "/webhook", &[("content-type", "application/json"), ("x-line-signature", &signature)], body, false)
+}
+
+/// A shop-events POST signed with [`SHOP_SECRET`].
+pub fn shop_post(body: &[u8]) -> Request {
+    let signature = shared::line::signature::sign(SHOP_SECRET, body);
+    function_url_request("POST", "/events", &[("content-type", "application/json"), ("x-shop-signature", &signature)], body, false)
+}
+
+/// Calls the handler; returns the status and the body text.
+pub async fn call(deps: &webhook::Deps, request: Request) -> (u16, String) {
+    let response: Response<Body> = webhook::function_handler(deps, request).await.expect("the handler never errors");
+    let status = response.status().as_u16();
+    let text = match response.body() {
+        Body::Text(t) => t.clone(),
+        Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    };
+    (status, text)
+}
+
+/// The counts a 200/500 answer reports: `(enqueued, duplicates)`.
+pub fn counts(body: &str) -> (u64, u64) {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (v["enqueued"].as_u64().unwrap_or(0), v["duplicates"].as_u64().unwrap_or(0))
+}
+
+/// Keys of the queued events, for comparing sets.
+pub fn keys(events: &[QueuedEvent]) -> Vec<String> {
+    events.iter().map(|e| e.dedupe_key().to_string()).collect()
+}
+
+/// The secret the running local stack uses.
+pub fn local_secret(name: &str) -> Secret {
+    Secret::new(setting(name))
+}
+
+/// Map a BTreeMap of env vars to sorted `KEY=VALUE` lines.
+pub fn env_lines(env: &BTreeMap<String, String>) -> Vec<String> {
+    env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
