@@ -216,6 +216,8 @@ cmd_test() {
   port_open "$DYNAMODB_PORT" || TEST_STARTED="$TEST_STARTED dynamodb"
   [ -z "$TEST_STARTED" ] || trap 'cmd_down $TEST_STARTED' EXIT
   cmd_up
+  # The end-to-end tests run the oa binary as a user would.
+  (cd "$ROOT" && cargo build -q --workspace --bins)
   say "running the workspace tests"
   (cd "$ROOT" && cargo test --workspace "$@")
 }

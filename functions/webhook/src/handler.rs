@@ -47,10 +47,18 @@ impl Route {
 impl Deps {
     /// The production wiring: DynamoDB and SQS adapters over clients from `sdk`.
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Self {
-        Self::from_clients(config, aws_sdk_dynamodb::Client::new(sdk), aws_sdk_sqs::Client::new(sdk))
+        Self::from_clients(
+            config,
+            aws_sdk_dynamodb::Client::new(sdk),
+            aws_sdk_sqs::Client::new(sdk),
+        )
     }
 
-    pub fn from_clients(config: Config, dynamodb: aws_sdk_dynamodb::Client, sqs: aws_sdk_sqs::Client) -> Self {
+    pub fn from_clients(
+        config: Config,
+        dynamodb: aws_sdk_dynamodb::Client,
+        sqs: aws_sdk_sqs::Client,
+    ) -> Self {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         Deps {
             ingestor: Ingestor {
@@ -175,7 +183,11 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
         errors = ?report.errors,
         "ingested"
     );
-    let message = if status == StatusCode::OK { "OK" } else { "Not all events could be recorded; redeliver" };
+    let message = if status == StatusCode::OK {
+        "OK"
+    } else {
+        "Not all events could be recorded; redeliver"
+    };
     // LINE ignores the body; people and tools read what happened to each event here.
     let body = json!({
         "message": message,
