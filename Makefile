@@ -21,8 +21,9 @@ bench:           ## Benchmarks (the handler benchmark needs `make local-up`)
 	@tools/local/stack.sh up
 	cargo run --release -p integration-tests --bin handler-bench
 
-build:           ## Release artifacts for AWS (target/lambda/<function>/bootstrap)
-	cargo lambda build --release --arm64 --workspace --bins
+ARCH ?= arm64
+build:           ## Release artifacts for AWS (target/lambda/<function>/bootstrap); ARCH=arm64|x86-64
+	PATH="$(CURDIR)/.local/venv/bin:$$PATH" cargo lambda build --release --$(ARCH) --package webhook
 
 lint:
 	cargo fmt --all -- --check

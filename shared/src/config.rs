@@ -58,10 +58,7 @@ impl EnvSource for std::collections::HashMap<&str, &str> {
 pub fn required(env: &dyn EnvSource, name: &'static str) -> Result<String, ConfigError> {
     match env.get(name) {
         Some(v) if !v.trim().is_empty() => Ok(v),
-        Some(_) => Err(ConfigError::Invalid {
-            name,
-            reason: "is empty".into(),
-        }),
+        Some(_) => Err(ConfigError::Invalid { name, reason: "is empty".into() }),
         None => Err(ConfigError::Missing(name)),
     }
 }
@@ -74,25 +71,18 @@ where
 {
     match env.get(name) {
         None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-            name,
-            reason: format!("{v:?}: {e}"),
-        }),
+        Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { name, reason: format!("{v:?}: {e}") }),
     }
 }
 
 /// A queue URL: must look like an SQS queue URL (`http(s)://host/account/name`).
 pub fn queue_url(env: &dyn EnvSource, name: &'static str) -> Result<String, ConfigError> {
     let v = required(env, name)?;
-    let ok = (v.starts_with("https://") || v.starts_with("http://"))
-        && v.trim_end_matches('/').split('/').count() >= 5;
+    let ok = (v.starts_with("https://") || v.starts_with("http://")) && v.trim_end_matches('/').split('/').count() >= 5;
     if ok {
         Ok(v)
     } else {
-        Err(ConfigError::Invalid {
-            name,
-            reason: format!("{v:?} is not an SQS queue URL"),
-        })
+        Err(ConfigError::Invalid { name, reason: format!("{v:?} is not an SQS queue URL") })
     }
 }
 
@@ -104,10 +94,7 @@ mod tests {
     #[test]
     fn missing_variable_is_named() {
         let env: HashMap<&str, &str> = HashMap::new();
-        assert_eq!(
-            required(&env, "USERS_TABLE"),
-            Err(ConfigError::Missing("USERS_TABLE"))
-        );
+        assert_eq!(required(&env, "USERS_TABLE"), Err(ConfigError::Missing("USERS_TABLE")));
         assert_eq!(
             ConfigError::Missing("USERS_TABLE").to_string(),
             "missing required environment variable USERS_TABLE"
@@ -118,21 +105,14 @@ mod tests {
     fn malformed_number_is_named_with_its_value() {
         let env: HashMap<&str, &str> = HashMap::from([("TTL_HOURS", "two")]);
         let err = parsed_or::<u64>(&env, "TTL_HOURS", 1).unwrap_err();
-        assert!(
-            err.to_string().contains("TTL_HOURS") && err.to_string().contains("\"two\""),
-            "{err}"
-        );
+        assert!(err.to_string().contains("TTL_HOURS") && err.to_string().contains("\"two\""), "{err}");
     }
 
     #[test]
     fn queue_url_must_be_a_url() {
         let env: HashMap<&str, &str> = HashMap::from([("Q", "reply.fifo")]);
-        assert!(matches!(
-            queue_url(&env, "Q"),
-            Err(ConfigError::Invalid { name: "Q", .. })
-        ));
-        let env: HashMap<&str, &str> =
-            HashMap::from([("Q", "http://127.0.0.1:9324/123456789012/reply.fifo")]);
+        assert!(matches!(queue_url(&env, "Q"), Err(ConfigError::Invalid { name: "Q", .. })));
+        let env: HashMap<&str, &str> = HashMap::from([("Q", "http://127.0.0.1:9324/123456789012/reply.fifo")]);
         assert!(queue_url(&env, "Q").is_ok());
     }
 

@@ -16,23 +16,17 @@ pub enum QueuedEvent {
         destination: Option<String>,
         /// When the webhook function received it (ms since the epoch).
         received_at: i64,
-        event: Event,
+        event: Box<Event>,
     },
     /// A first-party shop event from `POST /events`.
     #[serde(rename_all = "camelCase")]
-    Shop {
-        dedupe_key: String,
-        received_at: i64,
-        event: ShopEvent,
-    },
+    Shop { dedupe_key: String, received_at: i64, event: ShopEvent },
 }
 
 impl QueuedEvent {
     pub fn dedupe_key(&self) -> &str {
         match self {
-            QueuedEvent::Line { dedupe_key, .. } | QueuedEvent::Shop { dedupe_key, .. } => {
-                dedupe_key
-            }
+            QueuedEvent::Line { dedupe_key, .. } | QueuedEvent::Shop { dedupe_key, .. } => dedupe_key,
         }
     }
 }

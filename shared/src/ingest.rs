@@ -16,8 +16,8 @@ use futures::future::join_all;
 use crate::envelope::QueuedEvent;
 use crate::line::webhook::{Event, EventKind, Follow, SourceKind, WebhookBody};
 use crate::ports::{
-    BackendError, Claim, Clock, FriendChange, FriendStore, FriendUpdate, IdempotencyStore,
-    MessageQueue, OutgoingMessage,
+    BackendError, Claim, Clock, FriendChange, FriendStore, FriendUpdate, IdempotencyStore, MessageQueue,
+    OutgoingMessage,
 };
 use crate::shop::ShopEvent;
 
@@ -39,49 +39,30 @@ pub struct Item {
 /// Items for a parsed LINE webhook body, in the order LINE sent them.
 pub fn line_items(body: WebhookBody, received_at: i64) -> Vec<Item> {
     let destination = body.destination;
-    body.events
-        .into_iter()
-        .map(|event| line_item(event, destination.as_deref(), received_at))
-        .collect()
+    body.events.into_iter().map(|event| line_item(event, destination.as_deref(), received_at)).collect()
 }
 
 fn line_item(event: Event, destination: Option<&str>, received_at: i64) -> Item {
     let key = event.dedupe_key();
-    let group_id = event
-        .chat_id()
-        .or(destination)
-        .unwrap_or("channel")
-        .to_string();
-    let is_user = event
-        .common
-        .source
-        .as_ref()
-        .is_some_and(|s| s.kind == SourceKind::User);
+    let group_id = event.chat_id().or(destination).unwrap_or("channel").to_string();
+    let is_user = event.common.source.as_ref().is_some_and(|s| s.kind == SourceKind::User);
     let friend_change = match (&event.kind, event.user_id(), is_user) {
         (EventKind::Follow { follow }, Some(user), true) => Some((
             user.to_string(),
-            FriendChange::Followed {
-                is_unblocked: matches!(follow, Some(Follow { is_unblocked: true })),
-            },
+            FriendChange::Followed { is_unblocked: matches!(follow, Some(Follow { is_unblocked: true })) },
             event.common.timestamp,
         )),
-        (EventKind::Unfollow, Some(user), true) => Some((
-            user.to_string(),
-            FriendChange::Unfollowed,
-            event.common.timestamp,
-        )),
+        (EventKind::Unfollow, Some(user), true) => {
+            Some((user.to_string(), FriendChange::Unfollowed, event.common.timestamp))
+        }
         _ => None,
     };
-    let to_reply_queue = event
-        .common
-        .reply_token
-        .as_deref()
-        .is_some_and(|t| !t.is_empty());
+    let to_reply_queue = event.common.reply_token.as_deref().is_some_and(|t| !t.is_empty());
     let queued = QueuedEvent::Line {
         dedupe_key: key.clone(),
         destination: destination.map(str::to_string),
         received_at,
-        event,
+        event: Box::new(event),
     };
     Item {
         key,
@@ -100,11 +81,7 @@ pub fn shop_items(events: Vec<ShopEvent>, received_at: i64) -> Vec<Item> {
         .map(|event| {
             let key = event.dedupe_key();
             let group_id = event.user_id.clone();
-            let queued = QueuedEvent::Shop {
-                dedupe_key: key.clone(),
-                received_at,
-                event,
-            };
+            let queued = QueuedEvent::Shop { dedupe_key: key.clone(), received_at, event };
             Item {
                 key,
                 group_id,
@@ -162,17 +139,11 @@ pub struct Ingestor {
 impl Ingestor {
     pub async fn ingest(&self, items: Vec<Item>) -> Report {
         let now = self.clock.now_ms();
-        let mut report = Report {
-            received: items.len(),
-            ..Report::default()
-        };
+        let mut report = Report { received: items.len(), ..Report::default() };
 
         // 1. Claim each distinct key once.
         let mut seen = HashSet::new();
-        let items: Vec<Item> = items
-            .into_iter()
-            .filter(|i| seen.insert(i.key.clone()))
-            .collect();
+        let items: Vec<Item> = items.into_iter().filter(|i| seen.insert(i.key.clone())).collect();
         report.duplicates += report.received - items.len();
         let claims = join_all(items.iter().map(|i| self.idempotency.claim(&i.key, now))).await;
         let mut claimed = Vec::with_capacity(items.len());
@@ -192,9 +163,7 @@ impl Ingestor {
         // 2. Follow/block state (conditional on event time, so order and repeats do not matter).
         let updates = join_all(claimed.iter().map(|item| async move {
             match &item.friend_change {
-                Some((user, change, at)) => {
-                    Some(self.friends.record(user, *change, *at, now).await)
-                }
+                Some((user, change, at)) => Some(self.friends.record(user, *change, *at, now).await),
                 None => None,
             }
         }))
@@ -213,15 +182,10 @@ impl Ingestor {
         // 3. Queues, reply first: an event that failed there is not sent on to the tag queue, so its
         //    redelivery enqueues it to both without a double on either.
         for (queue, wanted) in [
-            (
-                &self.reply_queue,
-                (|i: &Item| i.to_reply_queue) as fn(&Item) -> bool,
-            ),
+            (&self.reply_queue, (|i: &Item| i.to_reply_queue) as fn(&Item) -> bool),
             (&self.tag_queue, |i: &Item| i.to_tag_queue),
         ] {
-            let picked: Vec<usize> = (0..claimed.len())
-                .filter(|&i| ok[i] && wanted(&claimed[i]))
-                .collect();
+            let picked: Vec<usize> = (0..claimed.len()).filter(|&i| ok[i] && wanted(&claimed[i])).collect();
             if picked.is_empty() {
                 continue;
             }
@@ -301,22 +265,11 @@ mod tests {
             tag_queue: tag.clone(),
             clock: Arc::new(FixedClock(AtomicI64::new(1_000_000))),
         };
-        World {
-            ingestor,
-            idempotency,
-            friends,
-            reply,
-            tag,
-        }
+        World { ingestor, idempotency, friends, reply, tag }
     }
 
     fn body(events: serde_json::Value) -> WebhookBody {
-        WebhookBody::parse(
-            json!({"destination": "Ubot", "events": events})
-                .to_string()
-                .as_bytes(),
-        )
-        .unwrap()
+        WebhookBody::parse(json!({"destination": "Ubot", "events": events}).to_string().as_bytes()).unwrap()
     }
 
     fn text(id: &str, user: &str) -> serde_json::Value {
@@ -331,46 +284,23 @@ mod tests {
     #[tokio::test]
     async fn routes_reply_token_events_to_both_queues_and_the_rest_to_tags() {
         let w = world();
-        let items = line_items(
-            body(json!([
-                text("e1", "U1"),
-                follow_change("e2", "unfollow", 5)
-            ])),
-            7,
-        );
+        let items = line_items(body(json!([text("e1", "U1"), follow_change("e2", "unfollow", 5)])), 7);
         assert_eq!(items[0].group_id, "U1");
         let report = w.ingestor.ingest(items).await;
         assert_eq!((report.enqueued, report.failed), (2, 0));
-        assert_eq!(
-            w.reply.len(),
-            1,
-            "unfollow has no reply token: not on the reply queue"
-        );
+        assert_eq!(w.reply.len(), 1, "unfollow has no reply token: not on the reply queue");
         assert_eq!(w.tag.len(), 2);
-        let queued: QueuedEvent =
-            serde_json::from_str(&w.reply.messages.lock().unwrap()[0].body).unwrap();
+        let queued: QueuedEvent = serde_json::from_str(&w.reply.messages.lock().unwrap()[0].body).unwrap();
         assert_eq!(queued.dedupe_key(), "e1");
     }
 
     #[tokio::test]
     async fn repeats_are_duplicates_inside_and_across_requests() {
         let w = world();
-        let r = w
-            .ingestor
-            .ingest(line_items(
-                body(json!([text("e1", "U1"), text("e1", "U1")])),
-                0,
-            ))
-            .await;
+        let r = w.ingestor.ingest(line_items(body(json!([text("e1", "U1"), text("e1", "U1")])), 0)).await;
         assert_eq!((r.enqueued, r.duplicates), (1, 1));
-        let r = w
-            .ingestor
-            .ingest(line_items(body(json!([text("e1", "U1")])), 0))
-            .await;
-        assert_eq!(
-            (r.enqueued, r.duplicates, r.needs_redelivery()),
-            (0, 1, false)
-        );
+        let r = w.ingestor.ingest(line_items(body(json!([text("e1", "U1")])), 0)).await;
+        assert_eq!((r.enqueued, r.duplicates, r.needs_redelivery()), (0, 1, false));
         assert_eq!((w.reply.len(), w.tag.len()), (1, 1));
     }
 
@@ -378,36 +308,20 @@ mod tests {
     async fn queue_failure_releases_the_claim_for_the_redelivery() {
         let w = world();
         w.tag.set_unavailable(true);
-        let r = w
-            .ingestor
-            .ingest(line_items(body(json!([text("e1", "U1")])), 0))
-            .await;
+        let r = w.ingestor.ingest(line_items(body(json!([text("e1", "U1")])), 0)).await;
         assert!(r.needs_redelivery());
         assert_eq!(r.failed, 1);
         w.tag.set_unavailable(false);
-        let r = w
-            .ingestor
-            .ingest(line_items(body(json!([text("e1", "U1")])), 0))
-            .await;
+        let r = w.ingestor.ingest(line_items(body(json!([text("e1", "U1")])), 0)).await;
         assert_eq!((r.enqueued, r.failed), (1, 0));
-        assert_eq!(
-            (w.reply.len(), w.tag.len()),
-            (1, 1),
-            "reply queue deduplicates the second send"
-        );
+        assert_eq!((w.reply.len(), w.tag.len()), (1, 1), "reply queue deduplicates the second send");
     }
 
     #[tokio::test]
     async fn an_in_progress_twin_asks_for_redelivery() {
         let w = world();
-        assert_eq!(
-            w.idempotency.claim("e1", 1_000_000).await.unwrap(),
-            Claim::Claimed
-        );
-        let r = w
-            .ingestor
-            .ingest(line_items(body(json!([text("e1", "U1")])), 0))
-            .await;
+        assert_eq!(w.idempotency.claim("e1", 1_000_000).await.unwrap(), Claim::Claimed);
+        let r = w.ingestor.ingest(line_items(body(json!([text("e1", "U1")])), 0)).await;
         assert_eq!(r.in_progress, 1);
         assert!(r.needs_redelivery());
         assert!(w.tag.is_empty());
@@ -416,19 +330,8 @@ mod tests {
     #[tokio::test]
     async fn older_unfollow_does_not_undo_a_newer_follow() {
         let w = world();
-        w.ingestor
-            .ingest(line_items(
-                body(json!([follow_change("f", "follow", 200)])),
-                0,
-            ))
-            .await;
-        let r = w
-            .ingestor
-            .ingest(line_items(
-                body(json!([follow_change("u", "unfollow", 100)])),
-                0,
-            ))
-            .await;
+        w.ingestor.ingest(line_items(body(json!([follow_change("f", "follow", 200)])), 0)).await;
+        let r = w.ingestor.ingest(line_items(body(json!([follow_change("u", "unfollow", 100)])), 0)).await;
         assert_eq!(r.stale_friend_updates, 1);
         let row = w.friends.rows.lock().unwrap()["U1"].clone();
         assert!(row.following);

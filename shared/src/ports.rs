@@ -7,15 +7,9 @@ use async_trait::async_trait;
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("dynamodb {operation} failed: {message}")]
-    Store {
-        operation: &'static str,
-        message: String,
-    },
+    Store { operation: &'static str, message: String },
     #[error("sqs {operation} failed: {message}")]
-    Queue {
-        operation: &'static str,
-        message: String,
-    },
+    Queue { operation: &'static str, message: String },
 }
 
 /// The result of trying to claim an event key.
@@ -102,9 +96,6 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
     }
 }

@@ -45,27 +45,17 @@ pub enum ShopEventError {
 
 fn millis_or_rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     match Value::deserialize(d)? {
-        Value::Number(n) => n
-            .as_i64()
-            .ok_or_else(|| serde::de::Error::custom("occurredAt must be an integer")),
+        Value::Number(n) => n.as_i64().ok_or_else(|| serde::de::Error::custom("occurredAt must be an integer")),
         Value::String(s) => OffsetDateTime::parse(&s, &Rfc3339)
             .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-            .map_err(|e| {
-                serde::de::Error::custom(format!("occurredAt {s:?} is not RFC 3339: {e}"))
-            }),
-        _ => Err(serde::de::Error::custom(
-            "occurredAt must be RFC 3339 text or epoch milliseconds",
-        )),
+            .map_err(|e| serde::de::Error::custom(format!("occurredAt {s:?} is not RFC 3339: {e}"))),
+        _ => Err(serde::de::Error::custom("occurredAt must be RFC 3339 text or epoch milliseconds")),
     }
 }
 
 /// A LINE user ID: `U` and 32 lowercase hex digits.
 pub fn is_line_user_id(s: &str) -> bool {
-    s.len() == 33
-        && s.starts_with('U')
-        && s[1..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 33 && s.starts_with('U') && s[1..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl ShopEvent {
@@ -75,12 +65,7 @@ impl ShopEvent {
         let items = match value {
             Value::Array(items) => items,
             obj @ Value::Object(_) => vec![obj],
-            _ => {
-                return Err(ShopEventError::Invalid {
-                    index: 0,
-                    reason: "not an object".into(),
-                })
-            }
+            _ => return Err(ShopEventError::Invalid { index: 0, reason: "not an object".into() }),
         };
         if items.is_empty() {
             return Err(ShopEventError::Empty);
@@ -92,14 +77,9 @@ impl ShopEvent {
             .into_iter()
             .enumerate()
             .map(|(index, item)| {
-                let event: ShopEvent =
-                    serde_json::from_value(item).map_err(|e| ShopEventError::Invalid {
-                        index,
-                        reason: e.to_string(),
-                    })?;
-                event
-                    .validate()
-                    .map_err(|reason| ShopEventError::Invalid { index, reason })?;
+                let event: ShopEvent = serde_json::from_value(item)
+                    .map_err(|e| ShopEventError::Invalid { index, reason: e.to_string() })?;
+                event.validate().map_err(|reason| ShopEventError::Invalid { index, reason })?;
                 Ok(event)
             })
             .collect()
@@ -109,19 +89,13 @@ impl ShopEvent {
         // The id becomes an SQS deduplication id (<= 128 chars of a limited set) after a prefix.
         let id_ok = !self.event_id.is_empty()
             && self.event_id.len() <= 100
-            && self
-                .event_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+            && self.event_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
         if !id_ok {
             return Err("eventId must be 1-100 characters of A-Z a-z 0-9 - _ . :".into());
         }
         let type_ok = !self.kind.is_empty()
             && self.kind.len() <= 64
-            && self
-                .kind
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && self.kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !type_ok {
             return Err("type must be 1-64 characters of a-z 0-9 _".into());
         }
@@ -165,31 +139,15 @@ mod tests {
     #[test]
     fn invalid_events_say_which_and_why() {
         let bad_user = r#"{"eventId":"a","type":"purchase","userId":"bob","occurredAt":5}"#;
-        let e = ShopEvent::parse_body(bad_user.as_bytes())
-            .unwrap_err()
-            .to_string();
+        let e = ShopEvent::parse_body(bad_user.as_bytes()).unwrap_err().to_string();
         assert!(e.contains("event 0") && e.contains("userId"), "{e}");
-        let missing = format!(
-            r#"[{{"eventId":"a","type":"purchase","userId":"{USER}","occurredAt":5}},{{"type":"x"}}]"#
-        );
-        let e = ShopEvent::parse_body(missing.as_bytes())
-            .unwrap_err()
-            .to_string();
+        let missing =
+            format!(r#"[{{"eventId":"a","type":"purchase","userId":"{USER}","occurredAt":5}},{{"type":"x"}}]"#);
+        let e = ShopEvent::parse_body(missing.as_bytes()).unwrap_err().to_string();
         assert!(e.contains("event 1") && e.contains("eventId"), "{e}");
-        let bad_time = format!(
-            r#"{{"eventId":"a","type":"purchase","userId":"{USER}","occurredAt":"yesterday"}}"#
-        );
-        assert!(ShopEvent::parse_body(bad_time.as_bytes())
-            .unwrap_err()
-            .to_string()
-            .contains("RFC 3339"));
-        assert!(matches!(
-            ShopEvent::parse_body(b"[]"),
-            Err(ShopEventError::Empty)
-        ));
-        assert!(matches!(
-            ShopEvent::parse_body(b"{"),
-            Err(ShopEventError::NotJson(_))
-        ));
+        let bad_time = format!(r#"{{"eventId":"a","type":"purchase","userId":"{USER}","occurredAt":"yesterday"}}"#);
+        assert!(ShopEvent::parse_body(bad_time.as_bytes()).unwrap_err().to_string().contains("RFC 3339"));
+        assert!(matches!(ShopEvent::parse_body(b"[]"), Err(ShopEventError::Empty)));
+        assert!(matches!(ShopEvent::parse_body(b"{"), Err(ShopEventError::NotJson(_))));
     }
 }

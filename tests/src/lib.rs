@@ -25,10 +25,7 @@ pub const CHANNEL_SECRET: &str = "test-channel-secret";
 pub const SHOP_SECRET: &str = "test-shop-secret";
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// Reads `local.env` (values already in the environment win), once per process.
@@ -46,13 +43,7 @@ pub fn setting(name: &str) -> String {
 
 /// Panics with instructions when a local service is not listening.
 pub fn require_service(what: &str, url: &str) {
-    let authority = url
-        .split("://")
-        .nth(1)
-        .unwrap_or(url)
-        .split('/')
-        .next()
-        .unwrap_or_default();
+    let authority = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or_default();
     let reachable = authority
         .to_socket_addrs()
         .ok()
@@ -86,18 +77,10 @@ impl TestStack {
         let sdk = local_sdk().await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let template = oa::stack::Template::load(&repo_root().join("infra/template.yaml"))
-            .expect("template loads");
+        let template = oa::stack::Template::load(&repo_root().join("infra/template.yaml")).expect("template loads");
         let name = format!("t-{}", ulid::Ulid::new().to_string().to_lowercase());
-        let stack = oa::stack::provision(&template, &name, &dynamodb, &sqs)
-            .await
-            .expect("provisioning works");
-        Self {
-            stack,
-            sdk,
-            dynamodb,
-            sqs,
-        }
+        let stack = oa::stack::provision(&template, &name, &dynamodb, &sqs).await.expect("provisioning works");
+        Self { stack, sdk, dynamodb, sqs }
     }
 
     pub fn table(&self, logical_id: &str) -> &str {
@@ -111,16 +94,11 @@ impl TestStack {
     /// The webhook function's configuration for this stack.
     pub fn webhook_config(&self) -> webhook::config::Config {
         let template = oa::stack::Template::load(&repo_root().join("infra/template.yaml")).unwrap();
-        let env = self
-            .stack
-            .function_env(&template, "WebhookFunction")
-            .unwrap();
-        let mut vars: HashMap<&str, &str> =
-            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let env = self.stack.function_env(&template, "WebhookFunction").unwrap();
+        let mut vars: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         vars.insert("LINE_CHANNEL_SECRET", CHANNEL_SECRET);
         vars.insert("SHOP_EVENTS_SECRET", SHOP_SECRET);
-        webhook::config::Config::from_env(&vars)
-            .expect("the template gives the function all it needs")
+        webhook::config::Config::from_env(&vars).expect("the template gives the function all it needs")
     }
 
     /// The webhook function's dependencies, wired exactly as in production.
@@ -168,21 +146,12 @@ impl TestStack {
         self.drain(logical_id)
             .await
             .iter()
-            .map(|b| {
-                serde_json::from_str(b)
-                    .unwrap_or_else(|e| panic!("queue body is a QueuedEvent ({e}): {b}"))
-            })
+            .map(|b| serde_json::from_str(b).unwrap_or_else(|e| panic!("queue body is a QueuedEvent ({e}): {b}")))
             .collect()
     }
 
     pub async fn item_count(&self, logical_id: &str) -> usize {
-        let out = self
-            .dynamodb
-            .scan()
-            .table_name(self.table(logical_id))
-            .send()
-            .await
-            .expect("scan works");
+        let out = self.dynamodb.scan().table_name(self.table(logical_id)).send().await.expect("scan works");
         out.items.unwrap_or_default().len()
     }
 
@@ -201,33 +170,18 @@ impl TestStack {
     /// Nothing at all in any table or queue of this stack.
     pub async fn assert_untouched(&self) {
         for table in self.stack.tables.keys() {
-            assert_eq!(
-                self.item_count(table).await,
-                0,
-                "table {table} must be empty"
-            );
+            assert_eq!(self.item_count(table).await, 0, "table {table} must be empty");
         }
         for queue in self.stack.queue_urls.keys() {
-            assert!(
-                self.drain(queue).await.is_empty(),
-                "queue {queue} must be empty"
-            );
+            assert!(self.drain(queue).await.is_empty(), "queue {queue} must be empty");
         }
     }
 }
 
 /// A Lambda Function URL event (payload 2.0) as AWS delivers it, decoded by lambda_http itself.
-pub fn function_url_request(
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    base64: bool,
-) -> Request {
-    let headers: serde_json::Map<String, serde_json::Value> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
+pub fn function_url_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8], base64: bool) -> Request {
+    let headers: serde_json::Map<String, serde_json::Value> =
+        headers.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
     let body = if base64 {
         base64::engine::general_purpose::STANDARD.encode(body)
     } else {
@@ -248,41 +202,25 @@ pub fn function_url_request(
     lambda_http::request::from_str(&event.to_string()).expect("a valid Function URL event")
 }
 
+/// A POST of `body` to `path`, signed with `secret` in `header`.
+pub fn signed_post(path: &str, header: &str, secret: &str, body: &[u8]) -> Request {
+    let signature = shared::line::signature::sign(secret, body);
+    function_url_request("POST", path, &[("content-type", "application/json"), (header, &signature)], body, false)
+}
+
 /// A LINE webhook POST signed with [`CHANNEL_SECRET`].
 pub fn line_post(body: &[u8]) -> Request {
-    let signature = shared::line::signature::sign(CHANNEL_SECRET, body);
-    function_url_request(
-        "POST",
-        "/webhook",
-        &[
-            ("content-type", "application/json"),
-            ("x-line-signature", &signature),
-        ],
-        body,
-        false,
-    )
+    signed_post("/webhook", "x-line-signature", CHANNEL_SECRET, body)
 }
 
 /// A shop-events POST signed with [`SHOP_SECRET`].
 pub fn shop_post(body: &[u8]) -> Request {
-    let signature = shared::line::signature::sign(SHOP_SECRET, body);
-    function_url_request(
-        "POST",
-        "/events",
-        &[
-            ("content-type", "application/json"),
-            ("x-shop-signature", &signature),
-        ],
-        body,
-        false,
-    )
+    signed_post("/events", "x-shop-signature", SHOP_SECRET, body)
 }
 
 /// Calls the handler; returns the status and the body text.
 pub async fn call(deps: &webhook::Deps, request: Request) -> (u16, String) {
-    let response: Response<Body> = webhook::function_handler(deps, request)
-        .await
-        .expect("the handler never errors");
+    let response: Response<Body> = webhook::function_handler(deps, request).await.expect("the handler never errors");
     let status = response.status().as_u16();
     let text = match response.body() {
         Body::Text(t) => t.clone(),
@@ -292,13 +230,18 @@ pub async fn call(deps: &webhook::Deps, request: Request) -> (u16, String) {
     (status, text)
 }
 
+/// A webhook body with one text message from a new friend, as a new event.
+pub fn one_text_body(text: &str) -> Vec<u8> {
+    sample::body(
+        "Ubot00000000000000000000000000000",
+        &[sample::text(&sample::event_id(), &sample::user_id(), text, sample::now_ms())],
+    )
+}
+
 /// The counts a 200/500 answer reports: `(enqueued, duplicates)`.
 pub fn counts(body: &str) -> (u64, u64) {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    (
-        v["enqueued"].as_u64().unwrap_or(0),
-        v["duplicates"].as_u64().unwrap_or(0),
-    )
+    (v["enqueued"].as_u64().unwrap_or(0), v["duplicates"].as_u64().unwrap_or(0))
 }
 
 /// Keys of the queued events, for comparing sets.

@@ -17,10 +17,7 @@ fn fixtures() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!(
-            "note: {} is not present: LINE SDK fixture conformance not checked",
-            dir.display()
-        );
+        eprintln!("note: {} is not present: LINE SDK fixture conformance not checked", dir.display());
         None
     }
 }
@@ -43,11 +40,7 @@ fn bodies(dir: &std::path::Path) -> Vec<PathBuf> {
 async fn every_sdk_fixture_body_is_accepted_and_every_event_reaches_the_queues() {
     let Some(dir) = fixtures() else { return };
     let files = bodies(&dir);
-    assert!(
-        files.len() >= 30,
-        "expected the SDK fixtures, found {}",
-        files.len()
-    );
+    assert!(files.len() >= 30, "expected the SDK fixtures, found {}", files.len());
     let stack = TestStack::new().await;
     let deps = stack.webhook();
     let mut events_seen = 0;
@@ -60,10 +53,8 @@ async fn every_sdk_fixture_body_is_accepted_and_every_event_reaches_the_queues()
         let fixture: Value = serde_json::from_slice(&body).unwrap();
         let raw_events = fixture["events"].as_array().cloned().unwrap_or_default();
         events_seen += raw_events.len();
-        let expected_tag: BTreeSet<String> = raw_events
-            .iter()
-            .map(|e| Event::from_value(e.clone()).unwrap().dedupe_key())
-            .collect();
+        let expected_tag: BTreeSet<String> =
+            raw_events.iter().map(|e| Event::from_value(e.clone()).unwrap().dedupe_key()).collect();
         let expected_reply: BTreeSet<String> = raw_events
             .iter()
             .filter(|e| e["replyToken"].as_str().is_some_and(|t| !t.is_empty()))
@@ -72,44 +63,22 @@ async fn every_sdk_fixture_body_is_accepted_and_every_event_reaches_the_queues()
         // Different files reuse ids (the Go and Python suites share events): a repeat of an event
         // already enqueued is a duplicate, not a new message.
         let (enqueued, duplicates) = counts(&answer);
-        assert_eq!(
-            enqueued + duplicates,
-            raw_events.len() as u64,
-            "{name}: {answer}"
-        );
+        assert_eq!(enqueued + duplicates, raw_events.len() as u64, "{name}: {answer}");
 
         let tagged = stack.drain_events("TagQueue").await;
         let replied = stack.drain_events("ReplyQueue").await;
         let tag_keys: BTreeSet<String> = keys(&tagged).into_iter().collect();
         let reply_keys: BTreeSet<String> = keys(&replied).into_iter().collect();
-        assert!(
-            tag_keys.is_subset(&expected_tag),
-            "{name}: unexpected tag messages"
-        );
-        assert!(
-            reply_keys.is_subset(&expected_reply),
-            "{name}: unexpected reply messages"
-        );
-        assert_eq!(
-            tag_keys.len() as u64,
-            enqueued,
-            "{name}: every new event is on the tag queue"
-        );
+        assert!(tag_keys.is_subset(&expected_tag), "{name}: unexpected tag messages");
+        assert!(reply_keys.is_subset(&expected_reply), "{name}: unexpected reply messages");
+        assert_eq!(tag_keys.len() as u64, enqueued, "{name}: every new event is on the tag queue");
         // What arrives is what LINE sent, field for field.
         for queued in &tagged {
-            let shared::envelope::QueuedEvent::Line { event, .. } = queued else {
-                panic!("{name}: not a LINE event")
-            };
-            assert!(
-                raw_events.contains(&event.raw),
-                "{name}: event changed on the way"
-            );
+            let shared::envelope::QueuedEvent::Line { event, .. } = queued else { panic!("{name}: not a LINE event") };
+            assert!(raw_events.contains(&event.raw), "{name}: event changed on the way");
         }
     }
-    assert!(
-        events_seen > 100,
-        "only {events_seen} events in the fixtures"
-    );
+    assert!(events_seen > 100, "only {events_seen} events in the fixtures");
 }
 
 #[test]
@@ -124,14 +93,10 @@ fn signature_vectors_hold() {
         let body = v["body"].as_str().unwrap();
         let signature = v["x_line_signature"].as_str().unwrap();
         let valid = v["valid"].as_bool().unwrap();
-        let verdict =
-            shared::line::signature::verify(secret, body.as_bytes(), Some(signature.as_bytes()));
+        let verdict = shared::line::signature::verify(secret, body.as_bytes(), Some(signature.as_bytes()));
         assert_eq!(verdict.is_ok(), valid, "{v}");
         if valid {
-            assert_eq!(
-                shared::line::signature::sign(secret, body.as_bytes()),
-                signature
-            );
+            assert_eq!(shared::line::signature::sign(secret, body.as_bytes()), signature);
         }
     }
 }

@@ -8,10 +8,7 @@ use serde_json::Value;
 use shared::envelope::QueuedEvent;
 
 fn require_functions() {
-    require_service(
-        "The functions (cargo lambda watch)",
-        &setting("WEBHOOK_URL"),
-    );
+    require_service("The functions (cargo lambda watch)", &setting("WEBHOOK_URL"));
 }
 
 /// The stack's own queues, read (and emptied) like a consumer would.
@@ -19,25 +16,14 @@ async fn drain(url: &str) -> Vec<QueuedEvent> {
     let sqs = aws_sdk_sqs::Client::new(&local_sdk().await);
     let mut out = Vec::new();
     loop {
-        let got = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(0)
-            .send()
-            .await
-            .unwrap();
+        let got =
+            sqs.receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(0).send().await.unwrap();
         let messages = got.messages.unwrap_or_default();
         if messages.is_empty() {
             return out;
         }
         for m in messages {
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle.unwrap())
-                .send()
-                .await
-                .unwrap();
+            sqs.delete_message().queue_url(url).receipt_handle(m.receipt_handle.unwrap()).send().await.unwrap();
             out.push(serde_json::from_str(&m.body.unwrap()).unwrap());
         }
     }
@@ -58,11 +44,7 @@ async fn local_env_names_exactly_what_the_template_creates() {
     let env = stack.function_env(&template, "WebhookFunction").unwrap();
     assert!(env.len() >= 4, "{env:?}");
     for (name, value) in env {
-        assert_eq!(
-            setting(&name),
-            value,
-            "local.env's {name} must name what the template creates"
-        );
+        assert_eq!(setting(&name), value, "local.env's {name} must name what the template creates");
     }
 }
 
@@ -73,25 +55,15 @@ async fn a_signed_webhook_to_the_running_function_lands_once_on_each_queue() {
     let secret = setting("LINE_CHANNEL_SECRET");
     let http = reqwest::Client::new();
     let (user, id) = (sample::user_id(), sample::event_id());
-    let body = sample::body(
-        "Ulocal",
-        &[sample::follow(&id, &user, sample::now_ms(), false)],
-    );
-    let first = oa::post_signed(&http, &url, "x-line-signature", &secret, body.clone())
-        .await
-        .unwrap();
+    let body = sample::body("Ulocal", &[sample::follow(&id, &user, sample::now_ms(), false)]);
+    let first = oa::post_signed(&http, &url, "x-line-signature", &secret, body.clone()).await.unwrap();
     assert_eq!((first.0, counts(&first.1)), (200, (1, 0)), "{first:?}");
-    let again = oa::post_signed(&http, &url, "x-line-signature", &secret, body.clone())
-        .await
-        .unwrap();
+    let again = oa::post_signed(&http, &url, "x-line-signature", &secret, body.clone()).await.unwrap();
     assert_eq!((again.0, counts(&again.1)), (200, (0, 1)), "{again:?}");
-    let forged = oa::post_signed(&http, &url, "x-line-signature", "not-the-secret", body)
-        .await
-        .unwrap();
+    let forged = oa::post_signed(&http, &url, "x-line-signature", "not-the-secret", body).await.unwrap();
     assert_eq!(forged.0, 401);
 
-    let ours =
-        |events: Vec<QueuedEvent>| events.into_iter().filter(|e| e.dedupe_key() == id).count();
+    let ours = |events: Vec<QueuedEvent>| events.into_iter().filter(|e| e.dedupe_key() == id).count();
     assert_eq!(ours(drain(&setting("TAG_QUEUE_URL")).await), 1);
     assert_eq!(ours(drain(&setting("REPLY_QUEUE_URL")).await), 1);
 
@@ -122,30 +94,19 @@ async fn shop_events_reach_the_running_function_on_their_own_route() {
         serde_json::json!({"category": "dessert"}),
     );
     let body = serde_json::to_vec(&event).unwrap();
-    let (status, answer) = oa::post_signed(
-        &http,
-        &setting("EVENTS_URL"),
-        "x-shop-signature",
-        &setting("SHOP_EVENTS_SECRET"),
-        body,
-    )
-    .await
-    .unwrap();
+    let (status, answer) =
+        oa::post_signed(&http, &setting("EVENTS_URL"), "x-shop-signature", &setting("SHOP_EVENTS_SECRET"), body)
+            .await
+            .unwrap();
     assert_eq!((status, counts(&answer)), (200, (1, 0)), "{answer}");
     let get = http.get(setting("EVENTS_URL")).send().await.unwrap();
     assert_eq!(get.status().as_u16(), 405);
 }
 
 fn oa_binary() -> std::path::PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| repo_root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(Into::into).unwrap_or_else(|| repo_root().join("target"));
     let path = target.join("debug/oa");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p oa` (make test does)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: build it with `cargo build -p oa` (make test does)", path.display());
     path
 }
 
@@ -157,23 +118,13 @@ fn the_oa_cli_signs_and_posts_test_events() {
     let send = |extra: &[&str]| {
         let out = Command::new(oa_binary())
             .current_dir(repo_root())
-            .args([
-                "webhook",
-                "send",
-                "--text",
-                "hi",
-                "--user",
-                &user,
-                "--event-id",
-                &id,
-            ])
+            .args(["webhook", "send", "--text", "hi", "--user", &user, "--event-id", &id])
             .args(extra)
             .output()
             .unwrap();
         (
             out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
         )
     };
     let (ok, out) = send(&[]);
@@ -197,15 +148,9 @@ async fn the_bundled_invoke_examples_are_accepted() {
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        let request =
-            lambda_http::request::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let request = lambda_http::request::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let (status, answer) = call(&deps, request).await;
-        assert_eq!(
-            (status, counts(&answer)),
-            (200, (1, 0)),
-            "{}: {answer}",
-            path.display()
-        );
+        assert_eq!((status, counts(&answer)), (200, (1, 0)), "{}: {answer}", path.display());
         n += 1;
     }
     assert!(n >= 3);

@@ -215,6 +215,10 @@ cmd_test() {
   port_open "$SQS_PORT" || TEST_STARTED="$TEST_STARTED sqs"
   port_open "$DYNAMODB_PORT" || TEST_STARTED="$TEST_STARTED dynamodb"
   [ -z "$TEST_STARTED" ] || trap 'cmd_down $TEST_STARTED' EXIT
+  say "checking formatting and the SAM template"
+  (cd "$ROOT" && cargo fmt --all -- --check) || die "code is not formatted: run cargo fmt --all"
+  ensure_venv
+  cfn-lint "$ROOT/infra/template.yaml" || die "infra/template.yaml does not pass cfn-lint"
   cmd_up
   # The end-to-end tests run the oa binary as a user would.
   (cd "$ROOT" && cargo build -q --workspace --bins)

@@ -36,19 +36,9 @@ impl Config {
             users_table: required(env, "USERS_TABLE")?,
             reply_queue_url: queue_url(env, "REPLY_QUEUE_URL")?,
             tag_queue_url: queue_url(env, "TAG_QUEUE_URL")?,
-            idempotency_ttl: Duration::from_secs(
-                3600 * parsed_or(env, "IDEMPOTENCY_TTL_HOURS", 168u64)?,
-            ),
-            in_progress_timeout: Duration::from_secs(parsed_or(
-                env,
-                "IDEMPOTENCY_IN_PROGRESS_SECS",
-                30u64,
-            )?),
-            aws_operation_timeout: Duration::from_millis(parsed_or(
-                env,
-                "AWS_OPERATION_TIMEOUT_MS",
-                1500u64,
-            )?),
+            idempotency_ttl: Duration::from_secs(3600 * parsed_or(env, "IDEMPOTENCY_TTL_HOURS", 168u64)?),
+            in_progress_timeout: Duration::from_secs(parsed_or(env, "IDEMPOTENCY_IN_PROGRESS_SECS", 30u64)?),
+            aws_operation_timeout: Duration::from_millis(parsed_or(env, "AWS_OPERATION_TIMEOUT_MS", 1500u64)?),
         })
     }
 }
@@ -64,14 +54,8 @@ mod tests {
             ("SHOP_EVENTS_SECRET", "t"),
             ("EVENTS_TABLE", "events"),
             ("USERS_TABLE", "users"),
-            (
-                "REPLY_QUEUE_URL",
-                "http://127.0.0.1:9324/123456789012/reply.fifo",
-            ),
-            (
-                "TAG_QUEUE_URL",
-                "http://127.0.0.1:9324/123456789012/tag.fifo",
-            ),
+            ("REPLY_QUEUE_URL", "http://127.0.0.1:9324/123456789012/reply.fifo"),
+            ("TAG_QUEUE_URL", "http://127.0.0.1:9324/123456789012/tag.fifo"),
         ])
     }
 

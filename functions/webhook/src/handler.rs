@@ -11,7 +11,7 @@ use shared::adapters::sqs::SqsQueue;
 use shared::config::Secret;
 use shared::ingest::{line_items, shop_items, Ingestor, Report};
 use shared::line::signature::{verify, LINE_SIGNATURE_HEADER};
-use shared::line::webhook::WebhookBody;
+use shared::line::webhook::{EventKind, WebhookBody};
 use shared::ports::{Clock, SystemClock};
 use shared::shop::{ShopEvent, SHOP_SIGNATURE_HEADER};
 use tracing::{info, warn};
@@ -47,18 +47,10 @@ impl Route {
 impl Deps {
     /// The production wiring: DynamoDB and SQS adapters over clients from `sdk`.
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Self {
-        Self::from_clients(
-            config,
-            aws_sdk_dynamodb::Client::new(sdk),
-            aws_sdk_sqs::Client::new(sdk),
-        )
+        Self::from_clients(config, aws_sdk_dynamodb::Client::new(sdk), aws_sdk_sqs::Client::new(sdk))
     }
 
-    pub fn from_clients(
-        config: Config,
-        dynamodb: aws_sdk_dynamodb::Client,
-        sqs: aws_sdk_sqs::Client,
-    ) -> Self {
+    pub fn from_clients(config: Config, dynamodb: aws_sdk_dynamodb::Client, sqs: aws_sdk_sqs::Client) -> Self {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         Deps {
             ingestor: Ingestor {
@@ -107,8 +99,7 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
     if req.method() != Method::POST {
         info!(route = route.name(), method = %req.method(), status = 405, "method not allowed");
         let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "Use POST");
-        r.headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         return Ok(r);
     }
     let body: &[u8] = match req.body() {
@@ -118,16 +109,8 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
         _ => &[],
     };
     if body.len() > MAX_BODY_BYTES {
-        info!(
-            route = route.name(),
-            bytes = body.len(),
-            status = 413,
-            "body too large"
-        );
-        return Ok(respond(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Body larger than 1 MiB",
-        ));
+        info!(route = route.name(), bytes = body.len(), status = 413, "body too large");
+        return Ok(respond(StatusCode::PAYLOAD_TOO_LARGE, "Body larger than 1 MiB"));
     }
     let (secret, header_name) = match route {
         Route::Line => (&deps.channel_secret, LINE_SIGNATURE_HEADER),
@@ -140,14 +123,19 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
     }
 
     let received_at = deps.clock.now_ms();
+    let mut unknown_types: Vec<String> = Vec::new();
     let (items, destination) = match route {
         Route::Line => match WebhookBody::parse(body) {
             Ok(parsed) => {
-                for e in &parsed.events {
-                    if let shared::line::webhook::EventKind::Other { type_name, reason } = &e.kind {
-                        info!(event_type = %type_name, reason = %reason, "kept an event the model does not know");
-                    }
-                }
+                // Kept and forwarded all the same; named in the request's log line.
+                unknown_types = parsed
+                    .events
+                    .iter()
+                    .filter_map(|e| match &e.kind {
+                        EventKind::Other { type_name, .. } => Some(type_name.clone()),
+                        _ => None,
+                    })
+                    .collect();
                 let destination = parsed.destination.clone();
                 (line_items(parsed, received_at), destination)
             }
@@ -159,16 +147,8 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
         },
     };
     let keys: Vec<String> = items.iter().map(|i| i.key.clone()).collect();
-    let report = if items.is_empty() {
-        Report::default()
-    } else {
-        deps.ingestor.ingest(items).await
-    };
-    let status = if report.needs_redelivery() {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
-    };
+    let report = if items.is_empty() { Report::default() } else { deps.ingestor.ingest(items).await };
+    let status = if report.needs_redelivery() { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
     info!(
         route = route.name(),
         status = status.as_u16(),
@@ -180,14 +160,11 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
         failed = report.failed,
         stale_friend_updates = report.stale_friend_updates,
         event_ids = ?keys,
+        unknown_types = ?unknown_types,
         errors = ?report.errors,
         "ingested"
     );
-    let message = if status == StatusCode::OK {
-        "OK"
-    } else {
-        "Not all events could be recorded; redeliver"
-    };
+    let message = if status == StatusCode::OK { "OK" } else { "Not all events could be recorded; redeliver" };
     // LINE ignores the body; people and tools read what happened to each event here.
     let body = json!({
         "message": message,

@@ -10,9 +10,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 
-use crate::ports::{
-    BackendError, Claim, FriendChange, FriendStore, FriendUpdate, IdempotencyStore,
-};
+use crate::ports::{BackendError, Claim, FriendChange, FriendStore, FriendUpdate, IdempotencyStore};
 
 const STATUS_IN_PROGRESS: &str = "INPROGRESS";
 const STATUS_COMPLETED: &str = "COMPLETED";
@@ -28,10 +26,7 @@ where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    BackendError::Store {
-        operation,
-        message: super::describe(&e),
-    }
+    BackendError::Store { operation, message: super::describe(&e) }
 }
 
 /// Idempotency records in the events table: `{id, status, expiresAt (s, TTL), inProgressUntil (ms)}`.
@@ -46,18 +41,8 @@ pub struct DynamoIdempotency {
 }
 
 impl DynamoIdempotency {
-    pub fn new(
-        client: Client,
-        table: impl Into<String>,
-        ttl_secs: i64,
-        in_progress_ms: i64,
-    ) -> Self {
-        Self {
-            client,
-            table: table.into(),
-            ttl_secs,
-            in_progress_ms,
-        }
+    pub fn new(client: Client, table: impl Into<String>, ttl_secs: i64, in_progress_ms: i64) -> Self {
+        Self { client, table: table.into(), ttl_secs, in_progress_ms }
     }
 }
 
@@ -86,13 +71,8 @@ impl IdempotencyStore for DynamoIdempotency {
         match result {
             Ok(_) => Ok(Claim::Claimed),
             Err(e) => {
-                if let Some(PutItemError::ConditionalCheckFailedException(held)) =
-                    e.as_service_error()
-                {
-                    let status = held
-                        .item()
-                        .and_then(|i| i.get("status"))
-                        .and_then(|v| v.as_s().ok());
+                if let Some(PutItemError::ConditionalCheckFailedException(held)) = e.as_service_error() {
+                    let status = held.item().and_then(|i| i.get("status")).and_then(|v| v.as_s().ok());
                     return Ok(if status.map(String::as_str) == Some(STATUS_COMPLETED) {
                         Claim::AlreadyCompleted
                     } else {
@@ -131,9 +111,7 @@ impl IdempotencyStore for DynamoIdempotency {
         match result {
             Ok(_) => Ok(()),
             // Someone completed it meanwhile: nothing to give back.
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Ok(())
-            }
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
             Err(e) => Err(store_err("DeleteItem", e)),
         }
     }
@@ -149,16 +127,11 @@ pub struct DynamoFriends {
 
 impl DynamoFriends {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 }
 
-fn is_condition_failure(
-    e: &SdkError<UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> bool {
+fn is_condition_failure(e: &SdkError<UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>) -> bool {
     matches!(e, SdkError::ServiceError(se) if se.err().is_conditional_check_failed_exception())
 }
 
@@ -210,9 +183,7 @@ impl FriendStore for DynamoFriends {
                         .table_name(&self.table)
                         .key("userId", s(user_id))
                         .update_expression("SET firstFollowedAt = :ts")
-                        .condition_expression(
-                            "attribute_not_exists(firstFollowedAt) OR firstFollowedAt > :ts",
-                        )
+                        .condition_expression("attribute_not_exists(firstFollowedAt) OR firstFollowedAt > :ts")
                         .expression_attribute_values(":ts", n(event_time_ms))
                         .send()
                         .await;

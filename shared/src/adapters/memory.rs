@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::ports::{
-    BackendError, BatchOutcome, Claim, FriendChange, FriendStore, FriendUpdate, IdempotencyStore,
-    MessageQueue, OutgoingMessage,
+    BackendError, BatchOutcome, Claim, FriendChange, FriendStore, FriendUpdate, IdempotencyStore, MessageQueue,
+    OutgoingMessage,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,10 +26,7 @@ pub struct MemoryIdempotency {
 
 impl MemoryIdempotency {
     pub fn new(in_progress_ms: i64) -> Self {
-        Self {
-            records: Mutex::default(),
-            in_progress_ms,
-        }
+        Self { records: Mutex::default(), in_progress_ms }
     }
 }
 
@@ -41,21 +38,13 @@ impl IdempotencyStore for MemoryIdempotency {
             Some(Record::Completed) => Ok(Claim::AlreadyCompleted),
             Some(Record::InProgress { until_ms }) if *until_ms >= now_ms => Ok(Claim::InProgress),
             _ => {
-                records.insert(
-                    key.into(),
-                    Record::InProgress {
-                        until_ms: now_ms + self.in_progress_ms,
-                    },
-                );
+                records.insert(key.into(), Record::InProgress { until_ms: now_ms + self.in_progress_ms });
                 Ok(Claim::Claimed)
             }
         }
     }
     async fn complete(&self, key: &str, _now_ms: i64) -> Result<(), BackendError> {
-        self.records
-            .lock()
-            .unwrap()
-            .insert(key.into(), Record::Completed);
+        self.records.lock().unwrap().insert(key.into(), Record::Completed);
         Ok(())
     }
     async fn release(&self, key: &str) -> Result<(), BackendError> {
@@ -81,13 +70,7 @@ pub struct MemoryFriends {
 
 #[async_trait]
 impl FriendStore for MemoryFriends {
-    async fn record(
-        &self,
-        user: &str,
-        change: FriendChange,
-        at: i64,
-        _now: i64,
-    ) -> Result<FriendUpdate, BackendError> {
+    async fn record(&self, user: &str, change: FriendChange, at: i64, _now: i64) -> Result<FriendUpdate, BackendError> {
         let mut rows = self.rows.lock().unwrap();
         let row = rows.entry(user.into()).or_insert(FriendRow {
             following: false,
@@ -129,10 +112,7 @@ impl MemoryQueue {
 impl MessageQueue for MemoryQueue {
     async fn send_all(&self, messages: &[OutgoingMessage]) -> BatchOutcome {
         if self.unavailable.load(Ordering::SeqCst) {
-            return BatchOutcome {
-                failed: (0..messages.len()).collect(),
-                error: Some("queue unavailable".into()),
-            };
+            return BatchOutcome { failed: (0..messages.len()).collect(), error: Some("queue unavailable".into()) };
         }
         let mut stored = self.messages.lock().unwrap();
         for m in messages {

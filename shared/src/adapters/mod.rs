@@ -17,11 +17,7 @@ where
     match e {
         SdkError::ServiceError(se) => {
             let err = se.err();
-            format!(
-                "{}: {}",
-                err.code().unwrap_or("error"),
-                err.message().unwrap_or("(no message)")
-            )
+            format!("{}: {}", err.code().unwrap_or("error"), err.message().unwrap_or("(no message)"))
         }
         other => {
             let mut text = other.to_string();

@@ -17,10 +17,7 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(client: Client, url: impl Into<String>) -> Self {
-        Self {
-            client,
-            url: url.into(),
-        }
+        Self { client, url: url.into() }
     }
 }
 
@@ -76,17 +73,13 @@ impl MessageQueue for SqsQueue {
                         if let Ok(i) = f.id().parse::<usize>() {
                             outcome.failed.push(i);
                         }
-                        outcome.error.get_or_insert_with(|| {
-                            format!("{}: {}", f.code(), f.message().unwrap_or(""))
-                        });
+                        outcome.error.get_or_insert_with(|| format!("{}: {}", f.code(), f.message().unwrap_or("")));
                     }
                 }
                 Err(e) => {
                     // Stop here: later batches may hold later events of the same friends, and FIFO
                     // order is per send. Everything from this batch on is reported failed.
-                    outcome
-                        .failed
-                        .extend(ranges[n..].iter().flat_map(|r| r.clone()));
+                    outcome.failed.extend(ranges[n..].iter().flat_map(|r| r.clone()));
                     outcome.error.get_or_insert(e);
                     break;
                 }
@@ -102,11 +95,7 @@ mod tests {
     use super::*;
 
     fn msg(size: usize) -> OutgoingMessage {
-        OutgoingMessage {
-            group_id: "g".into(),
-            dedupe_id: "d".into(),
-            body: "x".repeat(size),
-        }
+        OutgoingMessage { group_id: "g".into(), dedupe_id: "d".into(), body: "x".repeat(size) }
     }
 
     #[test]

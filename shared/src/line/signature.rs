@@ -39,9 +39,7 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
 /// Checks `header` (the signature header's value, if any) against `body`, in constant time.
 pub fn verify(secret: &str, body: &[u8], header: Option<&[u8]>) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
-    let given = B64
-        .decode(header.trim_ascii())
-        .map_err(|_| SignatureError::Malformed)?;
+    let given = B64.decode(header.trim_ascii()).map_err(|_| SignatureError::Malformed)?;
     let mut m = mac(secret.as_bytes());
     m.update(body);
     m.verify_slice(&given).map_err(|_| SignatureError::Mismatch)
@@ -59,35 +57,20 @@ mod tests {
     #[test]
     fn line_reference_vector_holds() {
         assert_eq!(sign(SECRET, BODY.as_bytes()), SIG);
-        assert_eq!(
-            verify(SECRET, BODY.as_bytes(), Some(SIG.as_bytes())),
-            Ok(())
-        );
+        assert_eq!(verify(SECRET, BODY.as_bytes(), Some(SIG.as_bytes())), Ok(()));
     }
 
     #[test]
     fn one_changed_byte_fails() {
         let mut body = BODY.as_bytes().to_vec();
         body[10] ^= 1;
-        assert_eq!(
-            verify(SECRET, &body, Some(SIG.as_bytes())),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(verify(SECRET, &body, Some(SIG.as_bytes())), Err(SignatureError::Mismatch));
     }
 
     #[test]
     fn missing_and_garbage_headers_fail() {
-        assert_eq!(
-            verify(SECRET, BODY.as_bytes(), None),
-            Err(SignatureError::Missing)
-        );
-        assert_eq!(
-            verify(SECRET, BODY.as_bytes(), Some(b"%%%")),
-            Err(SignatureError::Malformed)
-        );
-        assert_eq!(
-            verify("other", BODY.as_bytes(), Some(SIG.as_bytes())),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(verify(SECRET, BODY.as_bytes(), None), Err(SignatureError::Missing));
+        assert_eq!(verify(SECRET, BODY.as_bytes(), Some(b"%%%")), Err(SignatureError::Malformed));
+        assert_eq!(verify("other", BODY.as_bytes(), Some(SIG.as_bytes())), Err(SignatureError::Mismatch));
     }
 }

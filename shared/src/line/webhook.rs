@@ -45,14 +45,8 @@ impl WebhookBody {
         let Some(Value::Array(raw_events)) = envelope.remove("events") else {
             return Err(ParseError::NotEnvelope("events is missing or not an array"));
         };
-        let events = raw_events
-            .into_iter()
-            .map(Event::from_value)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            destination,
-            events,
-        })
+        let events = raw_events.into_iter().map(Event::from_value).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { destination, events })
     }
 }
 
@@ -160,20 +154,20 @@ pub enum EventKind {
         link: AccountLink,
     },
     Membership {
-        membership: Value,
+        membership: Membership,
     },
     Module {
-        module: Value,
+        module: Module,
     },
     #[serde(rename_all = "camelCase")]
     Activated {
-        chat_control: Option<Value>,
+        chat_control: ChatControl,
     },
     Deactivated,
     BotSuspended,
     BotResumed,
     Delivery {
-        delivery: Value,
+        delivery: Delivery,
     },
     /// A type this model does not know, or a known type whose payload did not match; see
     /// [`Event::raw`] for everything that was sent.
@@ -221,39 +215,17 @@ pub struct Message {
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum MessageContent {
     #[serde(rename_all = "camelCase")]
-    Text {
-        text: String,
-        emojis: Option<Vec<Value>>,
-        mention: Option<Value>,
-        quoted_message_id: Option<String>,
-    },
+    Text { text: String, emojis: Option<Vec<Value>>, mention: Option<Value>, quoted_message_id: Option<String> },
     #[serde(rename_all = "camelCase")]
-    Image {
-        content_provider: Option<ContentProvider>,
-        image_set: Option<Value>,
-    },
+    Image { content_provider: Option<ContentProvider>, image_set: Option<Value> },
     #[serde(rename_all = "camelCase")]
-    Video {
-        duration: Option<u64>,
-        content_provider: Option<ContentProvider>,
-    },
+    Video { duration: Option<u64>, content_provider: Option<ContentProvider> },
     #[serde(rename_all = "camelCase")]
-    Audio {
-        duration: Option<u64>,
-        content_provider: Option<ContentProvider>,
-    },
+    Audio { duration: Option<u64>, content_provider: Option<ContentProvider> },
     #[serde(rename_all = "camelCase")]
-    File {
-        file_name: Option<String>,
-        file_size: Option<u64>,
-    },
+    File { file_name: Option<String>, file_size: Option<u64> },
     #[serde(rename_all = "camelCase")]
-    Location {
-        title: Option<String>,
-        address: Option<String>,
-        latitude: f64,
-        longitude: f64,
-    },
+    Location { title: Option<String>, address: Option<String>, latitude: f64, longitude: f64 },
     #[serde(rename_all = "camelCase")]
     Sticker {
         package_id: String,
@@ -331,24 +303,54 @@ pub struct AccountLink {
     pub nonce: Option<String>,
 }
 
+/// A friend joined, left or renewed a membership (`membershipId` is numeric).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Membership {
+    /// `joined`, `left` or `renewed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub membership_id: i64,
+}
+
+/// A module channel attached (`botId`, `scopes`) or detached (`botId`, `reason`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Module {
+    /// `attached` or `detached`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub bot_id: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub reason: Option<String>,
+}
+
+/// Chat control was handed to a module channel until `expireAt` (ms).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatControl {
+    pub expire_at: i64,
+}
+
+/// A LINE notification message was delivered (`data` is the hashed phone number).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Delivery {
+    pub data: String,
+}
+
 impl Event {
     /// Builds an event from its JSON. Errors only if it is not an object with a string `type`.
     pub fn from_value(raw: Value) -> Result<Self, ParseError> {
         if !raw.is_object() {
             return Err(ParseError::NotEnvelope("an event is not an object"));
         }
-        let common = EventCommon::deserialize(&raw)
-            .map_err(|_| ParseError::NotEnvelope("an event has no string `type`"))?;
+        let common =
+            EventCommon::deserialize(&raw).map_err(|_| ParseError::NotEnvelope("an event has no string `type`"))?;
         let kind = if KNOWN_TYPES.contains(&common.type_name.as_str()) {
-            EventKind::deserialize(&raw).unwrap_or_else(|e| EventKind::Other {
-                type_name: common.type_name.clone(),
-                reason: e.to_string(),
-            })
+            EventKind::deserialize(&raw)
+                .unwrap_or_else(|e| EventKind::Other { type_name: common.type_name.clone(), reason: e.to_string() })
         } else {
-            EventKind::Other {
-                type_name: common.type_name.clone(),
-                reason: "unknown event type".into(),
-            }
+            EventKind::Other { type_name: common.type_name.clone(), reason: "unknown event type".into() }
         };
         Ok(Self { common, kind, raw })
     }
@@ -361,17 +363,11 @@ impl Event {
     /// The chat the event belongs to: the user, else the group or room.
     pub fn chat_id(&self) -> Option<&str> {
         let s = self.common.source.as_ref()?;
-        s.user_id
-            .as_deref()
-            .or(s.group_id.as_deref())
-            .or(s.room_id.as_deref())
+        s.user_id.as_deref().or(s.group_id.as_deref()).or(s.room_id.as_deref())
     }
 
     pub fn is_redelivery(&self) -> bool {
-        self.common
-            .delivery_context
-            .as_ref()
-            .is_some_and(|d| d.is_redelivery)
+        self.common.delivery_context.as_ref().is_some_and(|d| d.is_redelivery)
     }
 
     /// The key this event is deduplicated by: its `webhookEventId`; for older payloads without one,
@@ -455,9 +451,7 @@ mod tests {
         assert_eq!(e.dedupe_key(), "01H");
         match &e.kind {
             EventKind::Message { message } => {
-                assert!(
-                    matches!(&message.content, MessageContent::Text { text, .. } if text == "hello")
-                )
+                assert!(matches!(&message.content, MessageContent::Text { text, .. } if text == "hello"))
             }
             other => panic!("not a message: {other:?}"),
         }
@@ -469,25 +463,18 @@ mod tests {
             {"type": "greatNewFeature", "timestamp": 1, "source": {"type": "user", "userId": "U1"}, "x": 1},
             {"type": "message", "source": {"type": "weird"}, "message": {"id": "1", "type": "hologram"}},
             {"type": "UNKNOWN", "great": "new-field"}]}));
-        assert!(
-            matches!(&body.events[0].kind, EventKind::Other { type_name, .. } if type_name == "greatNewFeature")
-        );
+        assert!(matches!(&body.events[0].kind, EventKind::Other { type_name, .. } if type_name == "greatNewFeature"));
         assert_eq!(body.events[0].raw["x"], 1);
         assert!(matches!(&body.events[1].kind,
             EventKind::Message { message } if message.content == MessageContent::Unknown));
-        assert_eq!(
-            body.events[1].common.source.as_ref().unwrap().kind,
-            SourceKind::Unknown
-        );
+        assert_eq!(body.events[1].common.source.as_ref().unwrap().kind, SourceKind::Unknown);
         assert_eq!(body.events[2].common.mode, Mode::Active);
     }
 
     #[test]
     fn known_type_with_unexpected_shape_is_kept_as_other() {
         let body = parse(json!({"events": [{"type": "postback", "postback": "not an object"}]}));
-        assert!(
-            matches!(&body.events[0].kind, EventKind::Other { type_name, .. } if type_name == "postback")
-        );
+        assert!(matches!(&body.events[0].kind, EventKind::Other { type_name, .. } if type_name == "postback"));
     }
 
     #[test]
@@ -495,68 +482,59 @@ mod tests {
         let body = parse(json!({"events": [
             {"type": "follow", "follow": {"isUnblocked": true}, "source": {"type": "user", "userId": "U1"}},
             {"type": "postback", "postback": {"data": "q=dessert&a=yes", "params": {"date": "2026-01-01"}}}]}));
-        assert!(matches!(
-            &body.events[0].kind,
-            EventKind::Follow {
-                follow: Some(Follow { is_unblocked: true })
-            }
-        ));
+        assert!(matches!(&body.events[0].kind, EventKind::Follow { follow: Some(Follow { is_unblocked: true }) }));
         match &body.events[1].kind {
             EventKind::Postback { postback } => {
                 assert_eq!(postback.data, "q=dessert&a=yes");
-                assert_eq!(
-                    postback.params.as_ref().unwrap().date.as_deref(),
-                    Some("2026-01-01")
-                );
+                assert_eq!(postback.params.as_ref().unwrap().date.as_deref(), Some("2026-01-01"));
             }
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
+    fn channel_level_event_types_are_typed() {
+        let body = parse(json!({"events": [
+            {"type": "membership", "membership": {"type": "joined", "membershipId": 3189}},
+            {"type": "module", "module": {"type": "attached", "botId": "Ub", "scopes": ["message:send"]}},
+            {"type": "activated", "chatControl": {"expireAt": 1462629479859_i64}},
+            {"type": "delivery", "delivery": {"data": "hashed"}},
+            {"type": "botSuspended"}, {"type": "botResumed"}, {"type": "deactivated"}]}));
+        assert!(
+            matches!(&body.events[0].kind, EventKind::Membership { membership } if membership.membership_id == 3189)
+        );
+        assert!(
+            matches!(&body.events[1].kind, EventKind::Module { module } if module.scopes.as_ref().unwrap().len() == 1)
+        );
+        assert!(matches!(&body.events[2].kind, EventKind::Activated { chat_control } if chat_control.expire_at > 0));
+        assert!(matches!(&body.events[3].kind, EventKind::Delivery { delivery } if delivery.data == "hashed"));
+        assert!(matches!(body.events[4].kind, EventKind::BotSuspended));
+        assert!(body.events.iter().all(|e| !matches!(e.kind, EventKind::Other { .. })));
+    }
+
+    #[test]
     fn envelope_errors() {
-        assert!(matches!(
-            WebhookBody::parse(b"not json"),
-            Err(ParseError::NotJson(_))
-        ));
-        assert!(matches!(
-            WebhookBody::parse(b"[]"),
-            Err(ParseError::NotEnvelope(_))
-        ));
-        assert!(matches!(
-            WebhookBody::parse(br#"{"destination":"U"}"#),
-            Err(ParseError::NotEnvelope(_))
-        ));
-        assert!(matches!(
-            WebhookBody::parse(br#"{"events":[1]}"#),
-            Err(ParseError::NotEnvelope(_))
-        ));
-        assert!(matches!(
-            WebhookBody::parse(br#"{"events":[{"no":"type"}]}"#),
-            Err(ParseError::NotEnvelope(_))
-        ));
-        assert!(parse(json!({"destination": "U", "events": []}))
-            .events
-            .is_empty());
+        assert!(matches!(WebhookBody::parse(b"not json"), Err(ParseError::NotJson(_))));
+        assert!(matches!(WebhookBody::parse(b"[]"), Err(ParseError::NotEnvelope(_))));
+        assert!(matches!(WebhookBody::parse(br#"{"destination":"U"}"#), Err(ParseError::NotEnvelope(_))));
+        assert!(matches!(WebhookBody::parse(br#"{"events":[1]}"#), Err(ParseError::NotEnvelope(_))));
+        assert!(matches!(WebhookBody::parse(br#"{"events":[{"no":"type"}]}"#), Err(ParseError::NotEnvelope(_))));
+        assert!(parse(json!({"destination": "U", "events": []})).events.is_empty());
     }
 
     #[test]
     fn derived_dedupe_key_ignores_key_order_and_differs_per_event() {
-        let a = Event::from_value(
-            json!({"type": "unfollow", "timestamp": 5, "source": {"type": "user", "userId": "U1"}}),
-        )
-        .unwrap();
+        let a =
+            Event::from_value(json!({"type": "unfollow", "timestamp": 5, "source": {"type": "user", "userId": "U1"}}))
+                .unwrap();
         let b = Event::from_value(
-            serde_json::from_str(
-                r#"{"source":{"userId":"U1","type":"user"},"timestamp":5,"type":"unfollow"}"#,
-            )
-            .unwrap(),
+            serde_json::from_str(r#"{"source":{"userId":"U1","type":"user"},"timestamp":5,"type":"unfollow"}"#)
+                .unwrap(),
         )
         .unwrap();
-        let c = Event::from_value(
-            json!({"type": "unfollow", "timestamp": 6, "source": {"type": "user", "userId": "U1"}}),
-        )
-        .unwrap();
+        let c =
+            Event::from_value(json!({"type": "unfollow", "timestamp": 6, "source": {"type": "user", "userId": "U1"}}))
+                .unwrap();
         assert_eq!(a.dedupe_key(), b.dedupe_key());
         assert_ne!(a.dedupe_key(), c.dedupe_key());
         assert!(a.dedupe_key().starts_with("sha256:") && a.dedupe_key().len() <= 128);

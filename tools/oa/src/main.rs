@@ -11,11 +11,7 @@ use oa::{post_signed, sample, stack};
 use serde_json::{Map, Value};
 
 #[derive(Parser)]
-#[command(
-    name = "oa",
-    version,
-    about = "LINE OA backend: local stack and test traffic"
-)]
+#[command(name = "oa", version, about = "LINE OA backend: local stack and test traffic")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -118,10 +114,7 @@ fn main() -> ExitCode {
         let _ = dotenvy::from_filename("local.env");
     }
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -135,11 +128,7 @@ type AnyError = Box<dyn std::error::Error>;
 
 async fn run(cli: Cli) -> Result<(), AnyError> {
     match cli.command {
-        Command::Local(LocalCommand::Provision {
-            template,
-            stack: name,
-            function,
-        }) => {
+        Command::Local(LocalCommand::Provision { template, stack: name, function }) => {
             let template = stack::Template::load(&template)?;
             let sdk = aws_config_for_local().await;
             let created = stack::provision(
@@ -155,40 +144,22 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
             Ok(())
         }
         Command::Webhook(WebhookCommand::Sign { file, secret }) => {
-            let body =
-                std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let body = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             println!("{}", shared::line::signature::sign(&secret, &body));
             Ok(())
         }
         Command::Webhook(WebhookCommand::Send(args)) => send_webhook(args).await,
-        Command::Events(EventsCommand::Send {
-            url,
-            secret,
-            kind,
-            user,
-            properties,
-            event_id,
-        }) => {
+        Command::Events(EventsCommand::Send { url, secret, kind, user, properties, event_id }) => {
             let mut props = Map::new();
             for p in properties {
-                let (k, v) = p
-                    .split_once('=')
-                    .ok_or_else(|| format!("--property {p:?} is not key=value"))?;
+                let (k, v) = p.split_once('=').ok_or_else(|| format!("--property {p:?} is not key=value"))?;
                 props.insert(k.to_string(), Value::String(v.to_string()));
             }
             let id = event_id.unwrap_or_else(sample::event_id);
-            let event =
-                sample::shop_event(&id, &kind, &user, sample::now_ms(), Value::Object(props));
+            let event = sample::shop_event(&id, &kind, &user, sample::now_ms(), Value::Object(props));
             let body = serde_json::to_vec(&event)?;
             report(
-                post_signed(
-                    &reqwest::Client::new(),
-                    &url,
-                    shared::shop::SHOP_SIGNATURE_HEADER,
-                    &secret,
-                    body,
-                )
-                .await?,
+                post_signed(&reqwest::Client::new(), &url, shared::shop::SHOP_SIGNATURE_HEADER, &secret, body).await?,
                 &id,
             )
         }
@@ -197,16 +168,11 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
 
 async fn send_webhook(args: SendArgs) -> Result<(), AnyError> {
     let (body, label) = if let Some(file) = &args.body_file {
-        (
-            std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?,
-            file.display().to_string(),
-        )
+        (std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?, file.display().to_string())
     } else {
         let user = args.user.clone().unwrap_or_else(sample::user_id);
         if !shared::shop::is_line_user_id(&user) {
-            return Err(
-                format!("--user {user:?} is not a LINE user ID (U + 32 hex digits)").into(),
-            );
+            return Err(format!("--user {user:?} is not a LINE user ID (U + 32 hex digits)").into());
         }
         let id = args.event_id.clone().unwrap_or_else(sample::event_id);
         let now = sample::now_ms();
@@ -219,21 +185,10 @@ async fn send_webhook(args: SendArgs) -> Result<(), AnyError> {
         } else {
             sample::text(&id, &user, args.text.as_deref().unwrap_or("hi"), now)
         };
-        let event = if args.redelivery {
-            sample::redelivered(event)
-        } else {
-            event
-        };
+        let event = if args.redelivery { sample::redelivered(event) } else { event };
         (sample::body(&args.destination, &[event]), id)
     };
-    let response = post_signed(
-        &reqwest::Client::new(),
-        &args.url,
-        "x-line-signature",
-        &args.secret,
-        body,
-    )
-    .await?;
+    let response = post_signed(&reqwest::Client::new(), &args.url, "x-line-signature", &args.secret, body).await?;
     report(response, &label)
 }
 

@@ -5,10 +5,7 @@ use serde_json::{json, Value};
 
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A fresh webhookEventId (a ULID, like LINE's).
@@ -72,18 +69,10 @@ pub fn redelivered(mut event: Value) -> Value {
 
 /// A webhook body as LINE sends it.
 pub fn body(destination: &str, events: &[Value]) -> Vec<u8> {
-    json!({"destination": destination, "events": events})
-        .to_string()
-        .into_bytes()
+    json!({"destination": destination, "events": events}).to_string().into_bytes()
 }
 
 /// A shop event.
-pub fn shop_event(
-    event_id: &str,
-    kind: &str,
-    user: &str,
-    occurred_at_ms: i64,
-    properties: Value,
-) -> Value {
+pub fn shop_event(event_id: &str, kind: &str, user: &str, occurred_at_ms: i64, properties: Value) -> Value {
     json!({"eventId": event_id, "type": kind, "userId": user, "occurredAt": occurred_at_ms, "properties": properties})
 }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml::Value;
@@ -19,15 +19,9 @@ use shared::adapters::describe;
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path} is not valid YAML: {source}")]
-    Yaml {
-        path: String,
-        source: serde_yaml::Error,
-    },
+    Yaml { path: String, source: serde_yaml::Error },
     #[error("template: {0}")]
     Template(String),
     #[error("creating {resource}: {message}")]
@@ -50,24 +44,17 @@ pub struct Template {
 
 impl Template {
     pub fn load(path: &Path) -> Result<Self, StackError> {
-        let text = std::fs::read_to_string(path).map_err(|source| StackError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| StackError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text).map_err(|e| match e {
-            StackError::Yaml { source, .. } => StackError::Yaml {
-                path: path.display().to_string(),
-                source,
-            },
+            StackError::Yaml { source, .. } => StackError::Yaml { path: path.display().to_string(), source },
             other => other,
         })
     }
 
     pub fn parse(text: &str) -> Result<Self, StackError> {
-        let doc: Value = serde_yaml::from_str(text).map_err(|source| StackError::Yaml {
-            path: "template".into(),
-            source,
-        })?;
+        let doc: Value =
+            serde_yaml::from_str(text).map_err(|source| StackError::Yaml { path: "template".into(), source })?;
         let Some(Value::Mapping(resources)) = doc.get("Resources") else {
             return Err(StackError::Template("no Resources section".into()));
         };
@@ -75,17 +62,9 @@ impl Template {
             .iter()
             .map(|(k, v)| {
                 let logical_id = k.as_str().unwrap_or_default().to_string();
-                let kind = v
-                    .get("Type")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
+                let kind = v.get("Type").and_then(Value::as_str).unwrap_or_default().to_string();
                 let properties = v.get("Properties").cloned().unwrap_or(Value::Null);
-                Resource {
-                    logical_id,
-                    kind,
-                    properties,
-                }
+                Resource { logical_id, kind, properties }
             })
             .collect();
         Ok(Self { resources })
@@ -112,29 +91,15 @@ impl Stack {
     /// The environment variables a function of the template gets that point at this stack's
     /// resources (`!Ref Table` = its name, `!Ref Queue` = its URL). Secrets and other values that
     /// are not references to tables or queues are left out.
-    pub fn function_env(
-        &self,
-        template: &Template,
-        function: &str,
-    ) -> Result<BTreeMap<String, String>, StackError> {
-        let f = template
-            .resource(function)
-            .ok_or_else(|| StackError::Template(format!("no resource {function}")))?;
+    pub fn function_env(&self, template: &Template, function: &str) -> Result<BTreeMap<String, String>, StackError> {
+        let f = template.resource(function).ok_or_else(|| StackError::Template(format!("no resource {function}")))?;
         let mut env = BTreeMap::new();
-        if let Some(Value::Mapping(vars)) = f
-            .properties
-            .get("Environment")
-            .and_then(|e| e.get("Variables"))
-        {
+        if let Some(Value::Mapping(vars)) = f.properties.get("Environment").and_then(|e| e.get("Variables")) {
             for (k, v) in vars {
                 let (Some(name), Some(target)) = (k.as_str(), ref_target(v)) else {
                     continue;
                 };
-                if let Some(value) = self
-                    .tables
-                    .get(target)
-                    .or_else(|| self.queue_urls.get(target))
-                {
+                if let Some(value) = self.tables.get(target).or_else(|| self.queue_urls.get(target)) {
                     env.insert(name.to_string(), value.clone());
                 }
             }
@@ -145,10 +110,7 @@ impl Stack {
 
 fn tag_name(v: &Value) -> Option<(String, &Value)> {
     match v {
-        Value::Tagged(t) => Some((
-            t.tag.to_string().trim_start_matches('!').to_string(),
-            &t.value,
-        )),
+        Value::Tagged(t) => Some((t.tag.to_string().trim_start_matches('!').to_string(), &t.value)),
         Value::Mapping(m) if m.len() == 1 => {
             let (k, inner) = m.iter().next()?;
             let k = k.as_str()?;
@@ -179,16 +141,12 @@ fn resolve_str(v: &Value, stack: &str, what: &str) -> Result<String, StackError>
         Some((t, Value::String(s))) if t == "Sub" => {
             let out = s.replace("${AWS::StackName}", stack);
             if out.contains("${") {
-                Err(StackError::Template(format!(
-                    "{what}: only ${{AWS::StackName}} is supported in {s:?}"
-                )))
+                Err(StackError::Template(format!("{what}: only ${{AWS::StackName}} is supported in {s:?}")))
             } else {
                 Ok(out)
             }
         }
-        _ => Err(StackError::Template(format!(
-            "{what}: unsupported value {v:?}"
-        ))),
+        _ => Err(StackError::Template(format!("{what}: unsupported value {v:?}"))),
     }
 }
 
@@ -210,10 +168,7 @@ fn key_schema(v: Option<&Value>) -> Result<Vec<KeySchemaElement>, StackError> {
         .ok_or_else(|| StackError::Template("KeySchema missing".into()))?
         .iter()
         .map(|k| {
-            let name = k
-                .get("AttributeName")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let name = k.get("AttributeName").and_then(Value::as_str).unwrap_or_default();
             let kind = match k.get("KeyType").and_then(Value::as_str) {
                 Some("RANGE") => KeyType::Range,
                 _ => KeyType::Hash,
@@ -234,10 +189,7 @@ pub async fn provision(
     dynamodb: &aws_sdk_dynamodb::Client,
     sqs: &aws_sdk_sqs::Client,
 ) -> Result<Stack, StackError> {
-    let mut out = Stack {
-        name: stack.to_string(),
-        ..Stack::default()
-    };
+    let mut out = Stack { name: stack.to_string(), ..Stack::default() };
     for table in template.of_kind("AWS::DynamoDB::Table") {
         let name = create_table(table, stack, dynamodb).await?;
         out.tables.insert(table.logical_id.clone(), name);
@@ -254,23 +206,15 @@ pub async fn provision(
     Ok(out)
 }
 
-async fn create_table(
-    table: &Resource,
-    stack: &str,
-    client: &aws_sdk_dynamodb::Client,
-) -> Result<String, StackError> {
+async fn create_table(table: &Resource, stack: &str, client: &aws_sdk_dynamodb::Client) -> Result<String, StackError> {
     let p = &table.properties;
     let what = &table.logical_id;
     let name = resolve_str(
-        str_prop(p, "TableName")
-            .ok_or_else(|| StackError::Template(format!("{what}: TableName missing")))?,
+        str_prop(p, "TableName").ok_or_else(|| StackError::Template(format!("{what}: TableName missing")))?,
         stack,
         what,
     )?;
-    let err = |message: String| StackError::Create {
-        resource: format!("table {name}"),
-        message,
-    };
+    let err = |message: String| StackError::Create { resource: format!("table {name}"), message };
     let attributes = p
         .get("AttributeDefinitions")
         .and_then(Value::as_sequence)
@@ -283,11 +227,7 @@ async fn create_table(
                 _ => ScalarAttributeType::S,
             };
             AttributeDefinition::builder()
-                .attribute_name(
-                    a.get("AttributeName")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
-                )
+                .attribute_name(a.get("AttributeName").and_then(Value::as_str).unwrap_or_default())
                 .attribute_type(kind)
                 .build()
                 .map_err(|e| StackError::Template(e.to_string()))
@@ -299,17 +239,9 @@ async fn create_table(
         .billing_mode(BillingMode::PayPerRequest)
         .set_attribute_definitions(Some(attributes))
         .set_key_schema(Some(key_schema(p.get("KeySchema"))?));
-    for gsi in p
-        .get("GlobalSecondaryIndexes")
-        .and_then(Value::as_sequence)
-        .into_iter()
-        .flatten()
-    {
+    for gsi in p.get("GlobalSecondaryIndexes").and_then(Value::as_sequence).into_iter().flatten() {
         let projection = gsi.get("Projection");
-        let kind = match projection
-            .and_then(|p| p.get("ProjectionType"))
-            .and_then(Value::as_str)
-        {
+        let kind = match projection.and_then(|p| p.get("ProjectionType")).and_then(Value::as_str) {
             Some("KEYS_ONLY") => ProjectionType::KeysOnly,
             Some("INCLUDE") => ProjectionType::Include,
             _ => ProjectionType::All,
@@ -317,53 +249,30 @@ async fn create_table(
         let non_key: Option<Vec<String>> = projection
             .and_then(|p| p.get("NonKeyAttributes"))
             .and_then(Value::as_sequence)
-            .map(|s| {
-                s.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            });
+            .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_string)).collect());
         request = request.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
-                .index_name(
-                    gsi.get("IndexName")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
-                )
+                .index_name(gsi.get("IndexName").and_then(Value::as_str).unwrap_or_default())
                 .set_key_schema(Some(key_schema(gsi.get("KeySchema"))?))
-                .projection(
-                    Projection::builder()
-                        .projection_type(kind)
-                        .set_non_key_attributes(non_key)
-                        .build(),
-                )
+                .projection(Projection::builder().projection_type(kind).set_non_key_attributes(non_key).build())
                 .build()
                 .map_err(|e| StackError::Template(e.to_string()))?,
         );
     }
     match request.send().await {
         Ok(_) => {}
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
         Err(e) => return Err(err(describe(&e))),
     }
     if let Some(ttl) = p.get("TimeToLiveSpecification") {
         if ttl.get("Enabled").and_then(Value::as_bool) == Some(true) {
-            let attribute = ttl
-                .get("AttributeName")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let attribute = ttl.get("AttributeName").and_then(Value::as_str).unwrap_or_default();
             let spec = TimeToLiveSpecification::builder()
                 .attribute_name(attribute)
                 .enabled(true)
                 .build()
                 .map_err(|e| StackError::Template(e.to_string()))?;
-            let result = client
-                .update_time_to_live()
-                .table_name(&name)
-                .time_to_live_specification(spec)
-                .send()
-                .await;
+            let result = client.update_time_to_live().table_name(&name).time_to_live_specification(spec).send().await;
             // Already enabled on a re-run: fine.
             if let Err(e) = result {
                 let text = describe(&e);
@@ -385,37 +294,21 @@ async fn create_queue(
     let p = &queue.properties;
     let what = &queue.logical_id;
     let name = resolve_str(
-        str_prop(p, "QueueName")
-            .ok_or_else(|| StackError::Template(format!("{what}: QueueName missing")))?,
+        str_prop(p, "QueueName").ok_or_else(|| StackError::Template(format!("{what}: QueueName missing")))?,
         stack,
         what,
     )?;
-    let err = |message: String| StackError::Create {
-        resource: format!("queue {name}"),
-        message,
-    };
+    let err = |message: String| StackError::Create { resource: format!("queue {name}"), message };
     let mut request = client.create_queue().queue_name(&name);
     for (prop, attribute) in [
         ("FifoQueue", QueueAttributeName::FifoQueue),
-        (
-            "ContentBasedDeduplication",
-            QueueAttributeName::ContentBasedDeduplication,
-        ),
+        ("ContentBasedDeduplication", QueueAttributeName::ContentBasedDeduplication),
         ("VisibilityTimeout", QueueAttributeName::VisibilityTimeout),
-        (
-            "MessageRetentionPeriod",
-            QueueAttributeName::MessageRetentionPeriod,
-        ),
+        ("MessageRetentionPeriod", QueueAttributeName::MessageRetentionPeriod),
         ("DelaySeconds", QueueAttributeName::DelaySeconds),
-        (
-            "ReceiveMessageWaitTimeSeconds",
-            QueueAttributeName::ReceiveMessageWaitTimeSeconds,
-        ),
+        ("ReceiveMessageWaitTimeSeconds", QueueAttributeName::ReceiveMessageWaitTimeSeconds),
         ("DeduplicationScope", QueueAttributeName::DeduplicationScope),
-        (
-            "FifoThroughputLimit",
-            QueueAttributeName::FifoThroughputLimit,
-        ),
+        ("FifoThroughputLimit", QueueAttributeName::FifoThroughputLimit),
     ] {
         if let Some(v) = str_prop(p, prop).and_then(scalar_string) {
             request = request.attributes(attribute, v);
@@ -425,29 +318,19 @@ async fn create_queue(
         let target = redrive
             .get("deadLetterTargetArn")
             .and_then(|v| match tag_name(v) {
-                Some((t, Value::String(s))) if t == "GetAtt" => {
-                    s.strip_suffix(".Arn").map(str::to_string)
-                }
+                Some((t, Value::String(s))) if t == "GetAtt" => s.strip_suffix(".Arn").map(str::to_string),
                 Some((t, Value::Sequence(parts))) if t == "GetAtt" => {
                     parts.first().and_then(Value::as_str).map(str::to_string)
                 }
                 _ => None,
             })
-            .ok_or_else(|| {
-                StackError::Template(format!(
-                    "{what}: deadLetterTargetArn must be !GetAtt <Queue>.Arn"
-                ))
-            })?;
+            .ok_or_else(|| StackError::Template(format!("{what}: deadLetterTargetArn must be !GetAtt <Queue>.Arn")))?;
         let arn = arns.get(&target).ok_or_else(|| {
-            StackError::Template(format!(
-                "{what}: dead-letter queue {target} is not a queue of the template"
-            ))
+            StackError::Template(format!("{what}: dead-letter queue {target} is not a queue of the template"))
         })?;
-        let max = redrive
-            .get("maxReceiveCount")
-            .and_then(scalar_string)
-            .unwrap_or_else(|| "5".into());
-        let policy = serde_json::json!({ "deadLetterTargetArn": arn, "maxReceiveCount": max.parse::<u32>().unwrap_or(5) });
+        let max = redrive.get("maxReceiveCount").and_then(scalar_string).unwrap_or_else(|| "5".into());
+        let policy =
+            serde_json::json!({ "deadLetterTargetArn": arn, "maxReceiveCount": max.parse::<u32>().unwrap_or(5) });
         request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
     }
     let url = request
@@ -485,8 +368,7 @@ mod tests {
             resolve_str(r.properties.get("TableName").unwrap(), "s", &r.logical_id).unwrap();
         }
         for r in queues {
-            let name =
-                resolve_str(r.properties.get("QueueName").unwrap(), "s", &r.logical_id).unwrap();
+            let name = resolve_str(r.properties.get("QueueName").unwrap(), "s", &r.logical_id).unwrap();
             assert!(name.ends_with(".fifo"), "{name}: every queue is FIFO");
             assert!(name.starts_with("s-"));
         }
@@ -495,23 +377,12 @@ mod tests {
     #[test]
     fn function_env_resolves_refs_only() {
         let t = Template::parse(TEMPLATE).unwrap();
-        let mut stack = Stack {
-            name: "s".into(),
-            ..Stack::default()
-        };
+        let mut stack = Stack { name: "s".into(), ..Stack::default() };
         stack.tables.insert("EventsTable".into(), "s-events".into());
-        stack
-            .queue_urls
-            .insert("ReplyQueue".into(), "http://q/1/s-reply.fifo".into());
+        stack.queue_urls.insert("ReplyQueue".into(), "http://q/1/s-reply.fifo".into());
         let env = stack.function_env(&t, "WebhookFunction").unwrap();
-        assert_eq!(
-            env.get("EVENTS_TABLE").map(String::as_str),
-            Some("s-events")
-        );
-        assert_eq!(
-            env.get("REPLY_QUEUE_URL").map(String::as_str),
-            Some("http://q/1/s-reply.fifo")
-        );
+        assert_eq!(env.get("EVENTS_TABLE").map(String::as_str), Some("s-events"));
+        assert_eq!(env.get("REPLY_QUEUE_URL").map(String::as_str), Some("http://q/1/s-reply.fifo"));
         assert!(!env.contains_key("LINE_CHANNEL_SECRET"));
     }
 
