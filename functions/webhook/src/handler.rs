@@ -12,7 +12,7 @@ use shared::config::Secret;
 use shared::ingest::{line_items, shop_items, Ingestor, Report};
 use shared::line::signature::{verify, LINE_SIGNATURE_HEADER};
 use shared::line::webhook::{EventKind, WebhookBody};
-use shared::ports::{Clock, SystemClock};
+use shared::ports::SystemClock;
 use shared::shop::{ShopEvent, SHOP_SIGNATURE_HEADER};
 use tracing::{info, warn};
 
@@ -26,7 +26,6 @@ pub struct Deps {
     pub channel_secret: Secret,
     pub shop_events_secret: Secret,
     pub ingestor: Ingestor,
-    pub clock: Arc<dyn Clock>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +50,6 @@ impl Deps {
     }
 
     pub fn from_clients(config: Config, dynamodb: aws_sdk_dynamodb::Client, sqs: aws_sdk_sqs::Client) -> Self {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         Deps {
             ingestor: Ingestor {
                 idempotency: Arc::new(DynamoIdempotency::new(
@@ -63,11 +61,10 @@ impl Deps {
                 friends: Arc::new(DynamoFriends::new(dynamodb, &config.users_table)),
                 reply_queue: Arc::new(SqsQueue::new(sqs.clone(), &config.reply_queue_url)),
                 tag_queue: Arc::new(SqsQueue::new(sqs, &config.tag_queue_url)),
-                clock: clock.clone(),
+                clock: Arc::new(SystemClock),
             },
             channel_secret: config.channel_secret,
             shop_events_secret: config.shop_events_secret,
-            clock,
         }
     }
 }
@@ -82,23 +79,26 @@ fn route(path: &str) -> Option<Route> {
     }
 }
 
-fn respond(status: StatusCode, message: &str) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(json!({ "message": message }).to_string()))
-        .expect("static response parts are valid")
+fn respond(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response
+}
+
+fn message(status: StatusCode, text: &str) -> Response<Body> {
+    respond(status, json!({ "message": text }))
 }
 
 pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
     let path = req.uri().path().to_string();
     let Some(route) = route(&path) else {
         info!(path, status = 404, "no such route");
-        return Ok(respond(StatusCode::NOT_FOUND, "Not found"));
+        return Ok(message(StatusCode::NOT_FOUND, "Not found"));
     };
     if req.method() != Method::POST {
         info!(route = route.name(), method = %req.method(), status = 405, "method not allowed");
-        let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "Use POST");
+        let mut r = message(StatusCode::METHOD_NOT_ALLOWED, "Use POST");
         r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         return Ok(r);
     }
@@ -110,7 +110,7 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
     };
     if body.len() > MAX_BODY_BYTES {
         info!(route = route.name(), bytes = body.len(), status = 413, "body too large");
-        return Ok(respond(StatusCode::PAYLOAD_TOO_LARGE, "Body larger than 1 MiB"));
+        return Ok(message(StatusCode::PAYLOAD_TOO_LARGE, "Body larger than 1 MiB"));
     }
     let (secret, header_name) = match route {
         Route::Line => (&deps.channel_secret, LINE_SIGNATURE_HEADER),
@@ -119,10 +119,10 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
     let signature = req.headers().get(header_name).map(|v| v.as_bytes());
     if let Err(e) = verify(secret.expose(), body, signature) {
         warn!(route = route.name(), bytes = body.len(), reason = %e, status = 401, "rejected signature");
-        return Ok(respond(StatusCode::UNAUTHORIZED, "Invalid signature"));
+        return Ok(message(StatusCode::UNAUTHORIZED, "Invalid signature"));
     }
 
-    let received_at = deps.clock.now_ms();
+    let received_at = deps.ingestor.clock.now_ms();
     let mut unknown_types: Vec<String> = Vec::new();
     let (items, destination) = match route {
         Route::Line => match WebhookBody::parse(body) {
@@ -164,27 +164,25 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
         errors = ?report.errors,
         "ingested"
     );
-    let message = if status == StatusCode::OK { "OK" } else { "Not all events could be recorded; redeliver" };
+    let text = if status == StatusCode::OK { "OK" } else { "Not all events could be recorded; redeliver" };
     // LINE ignores the body; people and tools read what happened to each event here.
-    let body = json!({
-        "message": message,
-        "events": report.received,
-        "enqueued": report.enqueued,
-        "duplicates": report.duplicates,
-        "inProgress": report.in_progress,
-        "failed": report.failed,
-    });
-    Ok(Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .expect("static response parts are valid"))
+    Ok(respond(
+        status,
+        json!({
+            "message": text,
+            "events": report.received,
+            "enqueued": report.enqueued,
+            "duplicates": report.duplicates,
+            "inProgress": report.in_progress,
+            "failed": report.failed,
+        }),
+    ))
 }
 
 fn bad_request(route: Route, e: &dyn std::fmt::Display) -> Response<Body> {
     // The parse error names what is wrong with the envelope; it never echoes message text.
     info!(route = route.name(), status = 400, reason = %e, "bad request");
-    respond(StatusCode::BAD_REQUEST, &e.to_string())
+    message(StatusCode::BAD_REQUEST, &e.to_string())
 }
 
 #[cfg(test)]
