@@ -136,17 +136,23 @@ up_sqs() {
   wait_for "SQS emulator" "$SQS_PORT" 60 "$LOGS/sqs.log"
 }
 
+build() {
+  # One build of every binary (functions and the oa CLI), shared by provisioning, watch and tests.
+  say "building the workspace"
+  (cd "$ROOT" && cargo build -q --workspace --bins) || die "the workspace does not build"
+}
+
 provision() {
   say "provisioning stack $STACK_NAME from infra/template.yaml"
-  (cd "$ROOT" && cargo run -q -p oa -- local provision --stack "$STACK_NAME") >"$LOGS/provision.log" 2>&1 \
+  (cd "$ROOT" && "$(cargo_target)/debug/oa" local provision --stack "$STACK_NAME") >"$LOGS/provision.log" 2>&1 \
     || { cat "$LOGS/provision.log" >&2; die "provisioning failed"; }
 }
+
+cargo_target() { echo "${CARGO_TARGET_DIR:-$ROOT/target}"; }
 
 up_functions() {
   if port_open "$LAMBDA_PORT"; then say "functions: already listening on $LAMBDA_PORT"; return; fi
   ensure_venv
-  say "building the functions"
-  (cd "$ROOT" && cargo build -q --workspace --bins) || die "the functions do not build"
   say "starting cargo lambda watch on 127.0.0.1:$LAMBDA_PORT"
   ( cd "$ROOT" && start functions "$LOGS/functions.log" cargo lambda watch --invoke-address 127.0.0.1 \
       --invoke-port "$LAMBDA_PORT" --env-file "$LOCAL/run.env" --concurrency 4 )
@@ -173,6 +179,7 @@ cmd_up() {
   mkdir -p "$PIDS" "$LOGS"
   up_dynamodb
   up_sqs
+  build
   provision
   up_functions
   say "up. Settings: local.env (effective: .local/run.env). Stop with: make local-down"
@@ -220,8 +227,6 @@ cmd_test() {
   ensure_venv
   cfn-lint "$ROOT/infra/template.yaml" || die "infra/template.yaml does not pass cfn-lint"
   cmd_up
-  # The end-to-end tests run the oa binary as a user would.
-  (cd "$ROOT" && cargo build -q --workspace --bins)
   say "running the workspace tests"
   (cd "$ROOT" && cargo test --workspace "$@")
 }
