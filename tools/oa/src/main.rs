@@ -1,7 +1,7 @@
 //! `oa`: the operator's and developer's command line.
 //!
-//! Settings come from flags, else the environment, else `local.env` in the current directory (never
-//! overriding what the environment already sets).
+//! Settings come from flags, else the environment, else `.local/run.env` (the local stack's effective
+//! settings, ports moved included), else `local.env`, in the current directory.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,8 +110,11 @@ enum EventsCommand {
 }
 
 fn main() -> ExitCode {
-    if std::path::Path::new("local.env").exists() {
-        let _ = dotenvy::from_filename("local.env");
+    // dotenvy never overrides a variable already set, so the first file that sets one wins.
+    for file in [".local/run.env", "local.env"] {
+        if std::path::Path::new(file).exists() {
+            let _ = dotenvy::from_filename(file);
+        }
     }
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
