@@ -5,7 +5,7 @@
 //! Every test provisions its own stack from `infra/template.yaml` under a unique name, so tests run
 //! in parallel without seeing each other's items or messages.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Once;
@@ -106,39 +106,9 @@ impl TestStack {
         webhook::Deps::new(self.webhook_config(), &self.sdk)
     }
 
-    /// Receives and deletes every message on a queue; returns their bodies, in order received.
+    /// Receives and deletes every message on one of this stack's queues; returns their bodies.
     pub async fn drain(&self, logical_id: &str) -> Vec<String> {
-        let url = self.queue_url(logical_id);
-        let mut bodies = Vec::new();
-        let mut empty_polls = 0;
-        while empty_polls < 2 {
-            let out = self
-                .sqs
-                .receive_message()
-                .queue_url(url)
-                .max_number_of_messages(10)
-                .visibility_timeout(30)
-                .wait_time_seconds(0)
-                .send()
-                .await
-                .expect("receive works");
-            let messages = out.messages.unwrap_or_default();
-            if messages.is_empty() {
-                empty_polls += 1;
-                continue;
-            }
-            for m in messages {
-                self.sqs
-                    .delete_message()
-                    .queue_url(url)
-                    .receipt_handle(m.receipt_handle.unwrap_or_default())
-                    .send()
-                    .await
-                    .expect("delete works");
-                bodies.push(m.body.unwrap_or_default());
-            }
-        }
-        bodies
+        drain_queue(&self.sqs, self.queue_url(logical_id)).await
     }
 
     /// [`Self::drain`], parsed.
@@ -176,6 +146,36 @@ impl TestStack {
             assert!(self.drain(queue).await.is_empty(), "queue {queue} must be empty");
         }
     }
+}
+
+/// Receives and deletes every message on the queue at `url`, as a consumer would; returns their
+/// bodies in the order received. Two empty polls in a row end it.
+pub async fn drain_queue(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    let mut empty_polls = 0;
+    while empty_polls < 2 {
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(30)
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .expect("receive works");
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            empty_polls += 1;
+            continue;
+        }
+        empty_polls = 0;
+        for m in messages {
+            let handle = m.receipt_handle.unwrap_or_default();
+            sqs.delete_message().queue_url(url).receipt_handle(handle).send().await.expect("delete works");
+            bodies.push(m.body.unwrap_or_default());
+        }
+    }
+    bodies
 }
 
 /// A Lambda Function URL event (payload 2.0) as AWS delivers it, decoded by lambda_http itself.
@@ -252,9 +252,4 @@ pub fn keys(events: &[QueuedEvent]) -> Vec<String> {
 /// The secret the running local stack uses.
 pub fn local_secret(name: &str) -> Secret {
     Secret::new(setting(name))
-}
-
-/// Map a BTreeMap of env vars to sorted `KEY=VALUE` lines.
-pub fn env_lines(env: &BTreeMap<String, String>) -> Vec<String> {
-    env.iter().map(|(k, v)| format!("{k}={v}")).collect()
 }

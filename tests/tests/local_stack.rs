@@ -11,22 +11,10 @@ fn require_functions() {
     require_service("The functions (cargo lambda watch)", &setting("WEBHOOK_URL"));
 }
 
-/// The stack's own queues, read (and emptied) like a consumer would.
+/// The running stack's own queue, read (and emptied) like a consumer would.
 async fn drain(url: &str) -> Vec<QueuedEvent> {
     let sqs = aws_sdk_sqs::Client::new(&local_sdk().await);
-    let mut out = Vec::new();
-    loop {
-        let got =
-            sqs.receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(0).send().await.unwrap();
-        let messages = got.messages.unwrap_or_default();
-        if messages.is_empty() {
-            return out;
-        }
-        for m in messages {
-            sqs.delete_message().queue_url(url).receipt_handle(m.receipt_handle.unwrap()).send().await.unwrap();
-            out.push(serde_json::from_str(&m.body.unwrap()).unwrap());
-        }
-    }
+    drain_queue(&sqs, url).await.iter().map(|b| serde_json::from_str(b).expect("a QueuedEvent")).collect()
 }
 
 #[tokio::test]

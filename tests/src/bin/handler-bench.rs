@@ -42,21 +42,6 @@ fn options() -> Options {
     o
 }
 
-/// Empties a queue of the running stack (the HTTP mode posts to `oa-local`'s queues).
-async fn drain_queue(stack: &TestStack, url: &str) {
-    loop {
-        let got = stack.sqs.receive_message().queue_url(url).max_number_of_messages(10).send().await.expect("receive");
-        let messages = got.messages.unwrap_or_default();
-        if messages.is_empty() {
-            return;
-        }
-        for m in messages {
-            let handle = m.receipt_handle.unwrap_or_default();
-            stack.sqs.delete_message().queue_url(url).receipt_handle(handle).send().await.expect("delete");
-        }
-    }
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
@@ -112,8 +97,8 @@ async fn main() {
         wall += started.elapsed();
         latencies.extend(timed);
         if o.http {
-            drain_queue(&stack, &setting("REPLY_QUEUE_URL")).await;
-            drain_queue(&stack, &setting("TAG_QUEUE_URL")).await;
+            drain_queue(&stack.sqs, &setting("REPLY_QUEUE_URL")).await;
+            drain_queue(&stack.sqs, &setting("TAG_QUEUE_URL")).await;
         } else {
             stack.drain("ReplyQueue").await;
             stack.drain("TagQueue").await;
