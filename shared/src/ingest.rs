@@ -192,9 +192,9 @@ impl Ingestor {
             let messages: Vec<OutgoingMessage> = picked
                 .iter()
                 .map(|&i| OutgoingMessage {
-                    group_id: claimed[i].group_id.clone(),
-                    dedupe_id: claimed[i].key.clone(),
-                    body: claimed[i].body.clone(),
+                    group_id: &claimed[i].group_id,
+                    dedupe_id: &claimed[i].key,
+                    body: &claimed[i].body,
                 })
                 .collect();
             let outcome = queue.send_all(&messages).await;

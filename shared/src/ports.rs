@@ -63,14 +63,14 @@ pub trait FriendStore: Send + Sync {
     ) -> Result<FriendUpdate, BackendError>;
 }
 
-/// One message for a FIFO queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutgoingMessage {
+/// One message for a FIFO queue, borrowed from the item it carries (no copy per queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutgoingMessage<'a> {
     /// MessageGroupId: messages of one group are delivered in order.
-    pub group_id: String,
+    pub group_id: &'a str,
     /// MessageDeduplicationId.
-    pub dedupe_id: String,
-    pub body: String,
+    pub dedupe_id: &'a str,
+    pub body: &'a str,
 }
 
 /// What a batch send did: the indexes (into the slice given) that were not enqueued.
@@ -84,7 +84,7 @@ pub struct BatchOutcome {
 #[async_trait]
 pub trait MessageQueue: Send + Sync {
     /// Enqueues `messages` in order (batched as the backend allows) and reports what failed.
-    async fn send_all(&self, messages: &[OutgoingMessage]) -> BatchOutcome;
+    async fn send_all(&self, messages: &[OutgoingMessage<'_>]) -> BatchOutcome;
 }
 
 /// Wall-clock time, injectable for tests.

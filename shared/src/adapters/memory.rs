@@ -89,10 +89,18 @@ impl FriendStore for MemoryFriends {
     }
 }
 
+/// A message as the in-memory queue keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub group_id: String,
+    pub dedupe_id: String,
+    pub body: String,
+}
+
 /// A queue that keeps what it was sent (deduplicating like FIFO) and can be switched off.
 #[derive(Default)]
 pub struct MemoryQueue {
-    pub messages: Mutex<Vec<OutgoingMessage>>,
+    pub messages: Mutex<Vec<StoredMessage>>,
     pub unavailable: AtomicBool,
 }
 
@@ -110,14 +118,18 @@ impl MemoryQueue {
 
 #[async_trait]
 impl MessageQueue for MemoryQueue {
-    async fn send_all(&self, messages: &[OutgoingMessage]) -> BatchOutcome {
+    async fn send_all(&self, messages: &[OutgoingMessage<'_>]) -> BatchOutcome {
         if self.unavailable.load(Ordering::SeqCst) {
             return BatchOutcome { failed: (0..messages.len()).collect(), error: Some("queue unavailable".into()) };
         }
         let mut stored = self.messages.lock().unwrap();
         for m in messages {
             if !stored.iter().any(|s| s.dedupe_id == m.dedupe_id) {
-                stored.push(m.clone());
+                stored.push(StoredMessage {
+                    group_id: m.group_id.to_string(),
+                    dedupe_id: m.dedupe_id.to_string(),
+                    body: m.body.to_string(),
+                });
             }
         }
         BatchOutcome::default()

@@ -22,7 +22,7 @@ impl SqsQueue {
 }
 
 /// Splits `messages` into consecutive index ranges that each fit one SendMessageBatch call.
-pub fn batch_ranges(messages: &[OutgoingMessage]) -> Vec<std::ops::Range<usize>> {
+pub fn batch_ranges(messages: &[OutgoingMessage<'_>]) -> Vec<std::ops::Range<usize>> {
     let mut ranges = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, m) in messages.iter().enumerate() {
@@ -41,7 +41,7 @@ pub fn batch_ranges(messages: &[OutgoingMessage]) -> Vec<std::ops::Range<usize>>
 
 #[async_trait]
 impl MessageQueue for SqsQueue {
-    async fn send_all(&self, messages: &[OutgoingMessage]) -> BatchOutcome {
+    async fn send_all(&self, messages: &[OutgoingMessage<'_>]) -> BatchOutcome {
         let mut outcome = BatchOutcome::default();
         let ranges = batch_ranges(messages);
         for (n, range) in ranges.iter().enumerate() {
@@ -50,9 +50,9 @@ impl MessageQueue for SqsQueue {
                 .map(|i| {
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .message_body(&messages[i].body)
-                        .message_group_id(&messages[i].group_id)
-                        .message_deduplication_id(&messages[i].dedupe_id)
+                        .message_body(messages[i].body)
+                        .message_group_id(messages[i].group_id)
+                        .message_deduplication_id(messages[i].dedupe_id)
                         .build()
                 })
                 .collect();
@@ -94,20 +94,20 @@ impl MessageQueue for SqsQueue {
 mod tests {
     use super::*;
 
-    fn msg(size: usize) -> OutgoingMessage {
-        OutgoingMessage { group_id: "g".into(), dedupe_id: "d".into(), body: "x".repeat(size) }
+    fn msgs(bodies: &[String]) -> Vec<OutgoingMessage<'_>> {
+        bodies.iter().map(|body| OutgoingMessage { group_id: "g", dedupe_id: "d", body }).collect()
     }
 
     #[test]
     fn batches_hold_at_most_ten_entries() {
-        let msgs: Vec<_> = (0..23).map(|_| msg(10)).collect();
-        assert_eq!(batch_ranges(&msgs), vec![0..10, 10..20, 20..23]);
+        let bodies = vec!["x".repeat(10); 23];
+        assert_eq!(batch_ranges(&msgs(&bodies)), vec![0..10, 10..20, 20..23]);
         assert!(batch_ranges(&[]).is_empty());
     }
 
     #[test]
     fn batches_stay_under_the_byte_limit() {
-        let msgs: Vec<_> = (0..5).map(|_| msg(100 * 1024)).collect();
-        assert_eq!(batch_ranges(&msgs), vec![0..2, 2..4, 4..5]);
+        let bodies = vec!["x".repeat(100 * 1024); 5];
+        assert_eq!(batch_ranges(&msgs(&bodies)), vec![0..2, 2..4, 4..5]);
     }
 }
