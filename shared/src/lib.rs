@@ -6,6 +6,7 @@
 //! - [`ports`]: the small traits at the seams (idempotency store, friend store, queue, clock).
 //! - [`adapters`]: DynamoDB and SQS implementations of the ports, plus in-memory ones for unit tests.
 //! - [`ingest`]: claim, record, enqueue: the ingestion pipeline behind the webhook function.
+//! - [`rules`]: reply rules: file format, compiled matcher, versioned store.
 //! - [`config`]: typed settings read once from the environment; [`aws`]: SDK clients from it.
 
 pub mod adapters;
@@ -15,4 +16,5 @@ pub mod envelope;
 pub mod ingest;
 pub mod line;
 pub mod ports;
+pub mod rules;
 pub mod shop;

@@ -1,4 +1,5 @@
-//! LINE Messaging API: webhook model and signature check.
+//! LINE Messaging API: webhook model, signature check and the API client.
 
+pub mod client;
 pub mod signature;
 pub mod webhook;

@@ -1,0 +1,145 @@
+//! The LINE Messaging API client: what is sent, and what each answer means for a retry.
+//!
+//! LINE documents that error texts are not guaranteed, so answers are classified by status first;
+//! the text only separates the two kinds of 429 (rate limit: wait; monthly limit: stop).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Secret;
+
+pub const REQUEST_ID_HEADER: &str = "x-line-request-id";
+pub const RETRY_KEY_HEADER: &str = "x-line-retry-key";
+pub const ACCEPTED_REQUEST_ID_HEADER: &str = "x-line-accepted-request-id";
+
+/// An answer other than success.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    /// 400 on reply: the token was used, expired or never issued. Retrying cannot help.
+    #[error("invalid reply token")]
+    InvalidReplyToken,
+    /// 429 "The API rate limit has been exceeded": worth a retry later.
+    #[error("rate limited")]
+    RateLimited,
+    /// 429 "You have reached your monthly limit": stop sending until the quota grows.
+    #[error("monthly message limit reached")]
+    MonthlyLimit,
+    /// 409: a request with this retry key was already accepted (it was delivered).
+    #[error("retry key already accepted (request {accepted_request_id:?})")]
+    RetryKeyAccepted { accepted_request_id: Option<String> },
+    #[error("LINE answered {status} (request {request_id:?})")]
+    Server { status: u16, request_id: Option<String> },
+    #[error("no answer from LINE within {0:?}")]
+    Timeout(Duration),
+    #[error("could not reach LINE: {0}")]
+    Transport(String),
+    /// Any other 4xx: the request itself is wrong; retrying the same request cannot help.
+    #[error("LINE rejected the request with {status}: {message}")]
+    Rejected { status: u16, message: String, request_id: Option<String> },
+}
+
+impl LineError {
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            LineError::RateLimited | LineError::Server { .. } | LineError::Timeout(_) | LineError::Transport(_)
+        )
+    }
+
+    /// A short name for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LineError::InvalidReplyToken => "invalidReplyToken",
+            LineError::RateLimited => "rateLimited",
+            LineError::MonthlyLimit => "monthlyLimit",
+            LineError::RetryKeyAccepted { .. } => "retryKeyAccepted",
+            LineError::Server { .. } => "serverError",
+            LineError::Timeout(_) => "timeout",
+            LineError::Transport(_) => "transport",
+            LineError::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+/// A request LINE accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub request_id: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct LineClient {
+    http: reqwest::Client,
+    base: String,
+    token: Secret,
+    timeout: Duration,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReplyBody<'a> {
+    reply_token: &'a str,
+    messages: &'a [Value],
+}
+
+impl LineClient {
+    /// `base` is `https://api.line.me` in production, line-sim's address locally.
+    pub fn new(base: &str, token: Secret, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build()
+            .expect("TLS backend initialises");
+        LineClient { http, base: base.trim_end_matches('/').to_string(), token, timeout }
+    }
+
+    /// `POST /v2/bot/message/reply` (free). 1-5 messages.
+    pub async fn reply(&self, reply_token: &str, messages: &[Value]) -> Result<Accepted, LineError> {
+        let body = ReplyBody { reply_token, messages };
+        self.post("/v2/bot/message/reply", &body, None).await.map_err(|e| match e {
+            LineError::Rejected { status: 400, ref message, .. } if message.contains("reply token") => {
+                LineError::InvalidReplyToken
+            }
+            other => other,
+        })
+    }
+
+    async fn post<B: Serialize>(&self, path: &str, body: &B, retry_key: Option<&str>) -> Result<Accepted, LineError> {
+        let mut request = self.http.post(format!("{}{path}", self.base)).bearer_auth(self.token.expose()).json(body);
+        if let Some(key) = retry_key {
+            request = request.header(RETRY_KEY_HEADER, key);
+        }
+        let response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let request_id = header(REQUEST_ID_HEADER);
+        if (200..300).contains(&status) {
+            return Ok(Accepted { request_id });
+        }
+        let accepted_request_id = header(ACCEPTED_REQUEST_ID_HEADER);
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or(text);
+        Err(match status {
+            409 => LineError::RetryKeyAccepted { accepted_request_id },
+            429 if message.contains("monthly limit") => LineError::MonthlyLimit,
+            429 => LineError::RateLimited,
+            500.. => LineError::Server { status, request_id },
+            _ => LineError::Rejected { status, message, request_id },
+        })
+    }
+
+    fn transport(&self, e: reqwest::Error) -> LineError {
+        if e.is_timeout() {
+            LineError::Timeout(self.timeout)
+        } else {
+            // Without the URL: it is not secret, but the error chain is what helps.
+            LineError::Transport(e.without_url().to_string())
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Matching a message against every rule at once: exact keywords in a hash map, prefix and
+//! contains keywords in one Aho-Corasick automaton, regexes in one `RegexSet`. The time per message
+//! depends on the message, not on the number of rules.
+
+use std::collections::HashMap;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use regex::{RegexSet, RegexSetBuilder};
+use serde::Serialize;
+
+use super::file::Rule;
+use super::normalize;
+
+/// How a keyword matched. The order is the tie-break between rules of equal priority: an exact
+/// match beats a prefix, which beats a substring, which beats a regex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Exact,
+    Prefix,
+    Contains,
+    Regex,
+}
+
+/// One rule that matched: its index in the rule list, how, and which keyword (index into the
+/// list of that kind in the rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub rule: usize,
+    pub kind: Kind,
+    pub keyword: usize,
+}
+
+impl Hit {
+    /// The keyword or pattern as written in the rules file.
+    pub fn keyword<'r>(&self, rules: &'r [Rule]) -> &'r str {
+        let m = &rules[self.rule].matches;
+        let list = match self.kind {
+            Kind::Exact => &m.exact,
+            Kind::Prefix => &m.prefix,
+            Kind::Contains => &m.contains,
+            Kind::Regex => &m.regex,
+        };
+        &list[self.keyword]
+    }
+}
+
+/// The compiled form of a list of rules.
+pub struct Matcher {
+    normalise: bool,
+    exact: HashMap<String, Vec<(usize, usize)>>,
+    literals: Option<AhoCorasick>,
+    literal_owner: Vec<Hit>,
+    regexes: RegexSet,
+    regex_owner: Vec<(usize, usize)>,
+}
+
+impl Matcher {
+    /// Compiles `rules`. With `normalise`, keywords and messages are compared after NFKC,
+    /// case folding and trimming (text messages); without, byte for byte (postback data).
+    pub fn new(rules: &[Rule], normalise: bool) -> Result<Self, String> {
+        let norm = |s: &str| if normalise { normalize(s) } else { s.to_string() };
+        let mut exact: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+        let (mut literals, mut literal_owner, mut patterns, mut regex_owner) = (vec![], vec![], vec![], vec![]);
+        for (r, rule) in rules.iter().enumerate() {
+            let m = &rule.matches;
+            for (k, kw) in m.exact.iter().enumerate() {
+                exact.entry(norm(kw)).or_default().push((r, k));
+            }
+            for (kind, list) in [(Kind::Prefix, &m.prefix), (Kind::Contains, &m.contains)] {
+                for (k, kw) in list.iter().enumerate() {
+                    literals.push(norm(kw));
+                    literal_owner.push(Hit { rule: r, kind, keyword: k });
+                }
+            }
+            for (k, p) in m.regex.iter().enumerate() {
+                patterns.push(p.clone());
+                regex_owner.push((r, k));
+            }
+        }
+        let literals = if literals.is_empty() {
+            None
+        } else {
+            // Standard semantics: overlapping search reports every keyword that occurs.
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .build(&literals)
+                    .map_err(|e| format!("keyword automaton: {e}"))?,
+            )
+        };
+        let regexes = RegexSetBuilder::new(&patterns)
+            .case_insensitive(normalise)
+            .size_limit(64 << 20)
+            .build()
+            .map_err(|e| format!("regex set: {e}"))?;
+        Ok(Matcher { normalise, exact, literals, literal_owner, regexes, regex_owner })
+    }
+
+    /// Every rule that matches `text`, once each, with its most specific way of matching.
+    pub fn hits(&self, text: &str) -> Vec<Hit> {
+        let owned;
+        let text = if self.normalise {
+            owned = normalize(text);
+            owned.as_str()
+        } else {
+            text
+        };
+        let mut best: HashMap<usize, Hit> = HashMap::new();
+        let mut offer = |h: Hit| {
+            best.entry(h.rule)
+                .and_modify(|b| {
+                    if h.kind < b.kind {
+                        *b = h
+                    }
+                })
+                .or_insert(h);
+        };
+        if let Some(owners) = self.exact.get(text) {
+            for &(rule, keyword) in owners {
+                offer(Hit { rule, kind: Kind::Exact, keyword });
+            }
+        }
+        if let Some(ac) = &self.literals {
+            for m in ac.find_overlapping_iter(text) {
+                let owner = self.literal_owner[m.pattern().as_usize()];
+                if owner.kind == Kind::Contains || m.start() == 0 {
+                    offer(owner);
+                }
+            }
+        }
+        if !self.regex_owner.is_empty() {
+            for i in self.regexes.matches(text).iter() {
+                let (rule, keyword) = self.regex_owner[i];
+                offer(Hit { rule, kind: Kind::Regex, keyword });
+            }
+        }
+        let mut hits: Vec<Hit> = best.into_values().collect();
+        hits.sort_by_key(|h| h.rule);
+        hits
+    }
+}
+
+/// The obvious implementation: every keyword of every rule, one after the other. Kept as the
+/// reference the compiled matcher is tested against, and as the baseline of the benchmark.
+pub struct NaiveMatcher {
+    rules: Vec<(Vec<String>, Vec<String>, Vec<String>, Vec<regex::Regex>)>,
+}
+
+impl NaiveMatcher {
+    pub fn new(rules: &[Rule]) -> Self {
+        let norm = |v: &Vec<String>| v.iter().map(|k| normalize(k)).collect::<Vec<_>>();
+        let rules = rules
+            .iter()
+            .map(|r| {
+                let m = &r.matches;
+                let regexes = m
+                    .regex
+                    .iter()
+                    .map(|p| regex::RegexBuilder::new(p).case_insensitive(true).build().expect("validated"))
+                    .collect();
+                (norm(&m.exact), norm(&m.prefix), norm(&m.contains), regexes)
+            })
+            .collect();
+        NaiveMatcher { rules }
+    }
+
+    pub fn hits(&self, text: &str) -> Vec<Hit> {
+        let text = normalize(text);
+        let mut hits = vec![];
+        for (rule, (exact, prefix, contains, regexes)) in self.rules.iter().enumerate() {
+            let found = exact
+                .iter()
+                .position(|k| *k == text)
+                .map(|keyword| Hit { rule, kind: Kind::Exact, keyword })
+                .or_else(|| {
+                    prefix.iter().position(|k| text.starts_with(k.as_str())).map(|keyword| Hit {
+                        rule,
+                        kind: Kind::Prefix,
+                        keyword,
+                    })
+                })
+                .or_else(|| {
+                    contains.iter().position(|k| text.contains(k.as_str())).map(|keyword| Hit {
+                        rule,
+                        kind: Kind::Contains,
+                        keyword,
+                    })
+                })
+                .or_else(|| {
+                    regexes.iter().position(|r| r.is_match(&text)).map(|keyword| Hit {
+                        rule,
+                        kind: Kind::Regex,
+                        keyword,
+                    })
+                });
+            hits.extend(found);
+        }
+        hits
+    }
+}
