@@ -1,0 +1,149 @@
+//! The Messaging API endpoints the project uses, answering the way LINE does: every response
+//! carries `x-line-request-id`; errors are `{"message", "details"?}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::state::{Api, Fault, LogEntry, Outcome, Refusal, State, RATE_LIMITED};
+use crate::Sim;
+
+pub fn routes() -> Router<Arc<Sim>> {
+    Router::new()
+        .route("/v2/bot/message/reply", post(|s, h, b| message(s, h, b, Api::Reply)))
+        .route("/v2/bot/message/push", post(|s, h, b| message(s, h, b, Api::Push)))
+        .route("/v2/bot/message/multicast", post(|s, h, b| message(s, h, b, Api::Multicast)))
+        .route("/v2/bot/message/quota", get(quota))
+        .route("/v2/bot/message/quota/consumption", get(consumption))
+        .route("/v2/bot/profile/{user_id}", get(profile))
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Everything every endpoint does around its own work: auth, rate limit, faults, the log.
+async fn handle(
+    sim: &Sim,
+    api: Api,
+    headers: &HeaderMap,
+    work: impl FnOnce(&mut State, Option<&str>, &str) -> Result<Outcome, Refusal>,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let retry_key = header(headers, "x-line-retry-key");
+    let (result, fault, hang_ms) = {
+        let mut st = sim.state.lock().expect("sim state");
+        let mut fault = None;
+        let result = st.check_auth(header(headers, "authorization")).and_then(|_| st.take_rate(api)).and_then(|_| {
+            fault = st.roll_fault(api);
+            match fault {
+                Some(Fault::Error500 | Fault::Hang) => Err(Refusal::new(500, "Internal server error")),
+                Some(Fault::RateLimit429) => Err(Refusal::new(429, RATE_LIMITED)),
+                _ => work(&mut st, retry_key, &request_id),
+            }
+        });
+        if fault.is_some() {
+            st.bump("faultsInjected", 1);
+        }
+        let (status, delivered_to, billed, error) = match &result {
+            Ok(o) => (200, o.delivered_to, o.billed, None),
+            Err(r) => (r.status, 0, 0, Some(r.message.clone())),
+        };
+        let at = st.now_ms();
+        st.record(LogEntry {
+            request_id: request_id.clone(),
+            api,
+            status,
+            at,
+            retry_key: retry_key.map(str::to_string),
+            fault: fault.map(|f| match f {
+                Fault::Error500 => "error500",
+                Fault::RateLimit429 => "rateLimit429",
+                Fault::Hang => "hang",
+                Fault::HangAfterDelivery => "hangAfterDelivery",
+            }),
+            delivered_to,
+            billed,
+            error,
+        });
+        (result, fault, st.settings.hang_ms)
+    };
+    if matches!(fault, Some(Fault::Hang | Fault::HangAfterDelivery)) {
+        tokio::time::sleep(Duration::from_millis(hang_ms)).await;
+    }
+    let (status, body, extra) = match result {
+        Ok(o) => (200, o.body, vec![]),
+        Err(r) => (r.status, r.body(), r.headers),
+    };
+    let mut response =
+        (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body)).into_response();
+    let h = response.headers_mut();
+    h.insert("x-line-request-id", HeaderValue::from_str(&request_id).expect("uuid is ascii"));
+    for (name, value) in extra {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    response
+}
+
+async fn message(AxumState(sim): AxumState<Arc<Sim>>, headers: HeaderMap, body: Bytes, api: Api) -> Response {
+    handle(&sim, api, &headers, |st, retry_key, request_id| {
+        if body.len() > st.settings.max_body_bytes {
+            return Err(Refusal::new(413, "Request entity too large"));
+        }
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            let mut r = Refusal::new(400, "The request body has 1 error(s)");
+            r.details.push(("".into(), format!("Invalid JSON: {e}")));
+            r
+        })?;
+        match api {
+            Api::Reply => st.reply(&value, retry_key, request_id),
+            Api::Push => st.push(&value, retry_key, request_id),
+            _ => st.multicast(&value, retry_key, request_id),
+        }
+    })
+    .await
+}
+
+async fn quota(AxumState(sim): AxumState<Arc<Sim>>, headers: HeaderMap) -> Response {
+    handle(&sim, Api::Quota, &headers, |st, _, _| {
+        let body = match st.settings.monthly_quota {
+            Some(value) => json!({ "type": "limited", "value": value }),
+            None => json!({ "type": "none" }),
+        };
+        Ok(Outcome { delivered_to: 0, billed: 0, body })
+    })
+    .await
+}
+
+async fn consumption(AxumState(sim): AxumState<Arc<Sim>>, headers: HeaderMap) -> Response {
+    handle(&sim, Api::Quota, &headers, |st, _, _| {
+        Ok(Outcome { delivered_to: 0, billed: 0, body: json!({ "totalUsage": st.usage_this_month() }) })
+    })
+    .await
+}
+
+async fn profile(AxumState(sim): AxumState<Arc<Sim>>, Path(user_id): Path<String>, headers: HeaderMap) -> Response {
+    handle(&sim, Api::Profile, &headers, |st, _, _| match st.friends.get(&user_id) {
+        Some(f) if !f.blocked => {
+            let mut body = json!({ "userId": f.user_id, "displayName": f.display_name, "language": f.language });
+            if let Some(p) = &f.picture_url {
+                body["pictureUrl"] = p.clone().into();
+            }
+            if let Some(s) = &f.status_message {
+                body["statusMessage"] = s.clone().into();
+            }
+            Ok(Outcome { delivered_to: 0, billed: 0, body })
+        }
+        _ => Err(Refusal::new(404, "Not found")),
+    })
+    .await
+}
