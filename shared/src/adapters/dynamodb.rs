@@ -129,6 +129,33 @@ impl DynamoFriends {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
     }
+
+    /// Starts the fallback-reply cooldown of `chat_id` (a user, or a group/room the fallback is
+    /// allowed in) unless one started less than `cooldown_ms` ago. True: the fallback may go out.
+    /// One conditional write, so two messages at once cannot both get the fallback.
+    pub async fn start_fallback_cooldown(
+        &self,
+        chat_id: &str,
+        now_ms: i64,
+        cooldown_ms: i64,
+    ) -> Result<bool, BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("userId", s(chat_id))
+            .update_expression("SET lastFallbackAt = :now")
+            .condition_expression("attribute_not_exists(lastFallbackAt) OR lastFallbackAt <= :cutoff")
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":cutoff", n(now_ms - cooldown_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(store_err("UpdateItem", e)),
+        }
+    }
 }
 
 fn is_condition_failure(e: &SdkError<UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>) -> bool {

@@ -1,6 +1,9 @@
-//! The `oa` CLI's library: the local-stack provisioner ([`stack`]) and builders for signed test
-//! webhooks and shop events ([`sample`]). The integration tests use both.
+//! The `oa` CLI's library: the local-stack provisioner ([`stack`]), the local event-source
+//! poller ([`poller`]), rules as code ([`rules`]) and builders for signed test webhooks and shop
+//! events ([`sample`]). The integration tests use them all.
 
+pub mod poller;
+pub mod rules;
 pub mod sample;
 pub mod stack;
 

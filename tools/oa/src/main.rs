@@ -11,7 +11,7 @@ use oa::{post_signed, sample, stack};
 use serde_json::{Map, Value};
 
 #[derive(Parser)]
-#[command(name = "oa", version, about = "LINE OA backend: local stack and test traffic")]
+#[command(name = "oa", version, about = "LINE OA backend: rules, local stack and test traffic")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,6 +28,86 @@ enum Command {
     /// Signed shop events.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Reply rules as code: validate, apply, list, test.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Talk to line-sim: send webhooks as LINE would, see what friends received.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Check a rules file; errors name FILE:LINE:COLUMN.
+    Validate { file: PathBuf },
+    /// Validate, show the changes against the live rules, publish them as a new version.
+    Apply {
+        file: PathBuf,
+        /// Only show what would change.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, env = "RULES_TABLE")]
+        table: String,
+    },
+    /// The live rules.
+    List {
+        #[arg(long, env = "RULES_TABLE")]
+        table: String,
+    },
+    /// Which rule answers a message, and why (the live rules, or --file).
+    Test {
+        /// The message text (or postback data with --postback).
+        text: Option<String>,
+        #[arg(long, conflicts_with = "table")]
+        file: Option<PathBuf>,
+        #[arg(long, env = "RULES_TABLE")]
+        table: Option<String>,
+        /// Treat TEXT as postback data.
+        #[arg(long)]
+        postback: bool,
+        /// Test the follow greeting instead (add --unblocked for a returning friend).
+        #[arg(long, conflicts_with = "text")]
+        follow: bool,
+        #[arg(long, requires = "follow")]
+        unblocked: bool,
+        /// The chat kind: user, group or room.
+        #[arg(long, default_value = "user")]
+        chat: String,
+        /// When, as RFC 3339 (default: now).
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// Send one event as the LINE platform: signed, with a reply token line-sim honours.
+    Send {
+        #[arg(long, env = "LINE_API_BASE")]
+        sim: String,
+        /// The webhook to POST to (default: the one line-sim was started with).
+        #[arg(long)]
+        url: Option<String>,
+        #[command(flatten)]
+        event: EventChoice,
+        /// Send in standby mode (no reply token).
+        #[arg(long)]
+        standby: bool,
+    },
+    /// Redeliver a sent event (same id and token, isRedelivery: true).
+    Redeliver {
+        #[arg(long, env = "LINE_API_BASE")]
+        sim: String,
+        #[arg(long)]
+        url: Option<String>,
+        webhook_event_id: String,
+    },
+    /// What a friend (or group) received.
+    Deliveries {
+        #[arg(long, env = "LINE_API_BASE")]
+        sim: String,
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -41,6 +121,17 @@ enum LocalCommand {
         stack: String,
         #[arg(long, default_value = "WebhookFunction")]
         function: String,
+    },
+    /// Feed each function's SQS queue to it under `cargo lambda watch`, like Lambda's event source
+    /// mappings (batch size from the template, partial batch failures, visibility timeout, DLQ).
+    Poll {
+        #[arg(long, default_value = "infra/template.yaml")]
+        template: PathBuf,
+        #[arg(long, default_value = "oa-local")]
+        stack: String,
+        /// Where `cargo lambda watch` serves the Lambda Invoke API.
+        #[arg(long, env = "LAMBDA_INVOKE_URL", default_value = "http://127.0.0.1:9000")]
+        invoke_url: String,
     },
 }
 
@@ -62,6 +153,24 @@ struct SendArgs {
     url: String,
     #[arg(long, env = "LINE_CHANNEL_SECRET", hide_env_values = true)]
     secret: String,
+    #[command(flatten)]
+    event: EventChoice,
+    /// Send this file's bytes as the body instead of building one.
+    #[arg(long, group = "kind")]
+    body_file: Option<PathBuf>,
+    /// Reuse a webhookEventId (e.g. to see a redelivery deduplicated).
+    #[arg(long)]
+    event_id: Option<String>,
+    /// Mark the event as a redelivery.
+    #[arg(long)]
+    redelivery: bool,
+    #[arg(long, default_value = "Ud000000000000000000000000000bot0")]
+    destination: String,
+}
+
+/// Which event to send, shared by `oa webhook send` and `oa sim send`.
+#[derive(Args)]
+struct EventChoice {
     /// The friend sending it (default: a random user ID).
     #[arg(long)]
     user: Option<String>,
@@ -75,17 +184,6 @@ struct SendArgs {
     /// A postback with this data, e.g. "q=dessert&a=yes".
     #[arg(long, group = "kind")]
     postback: Option<String>,
-    /// Send this file's bytes as the body instead of building one.
-    #[arg(long, group = "kind")]
-    body_file: Option<PathBuf>,
-    /// Reuse a webhookEventId (e.g. to see a redelivery deduplicated).
-    #[arg(long)]
-    event_id: Option<String>,
-    /// Mark the event as a redelivery.
-    #[arg(long)]
-    redelivery: bool,
-    #[arg(long, default_value = "Ud000000000000000000000000000bot0")]
-    destination: String,
 }
 
 #[derive(Subcommand)]
@@ -146,6 +244,11 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
             }
             Ok(())
         }
+        Command::Local(LocalCommand::Poll { template, stack: name, invoke_url }) => {
+            poll(&template, &name, &invoke_url).await
+        }
+        Command::Rules(command) => rules(command).await,
+        Command::Sim(command) => sim(command).await,
         Command::Webhook(WebhookCommand::Sign { file, secret }) => {
             let body = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             println!("{}", shared::line::signature::sign(&secret, &body));
@@ -173,20 +276,21 @@ async fn send_webhook(args: SendArgs) -> Result<(), AnyError> {
     let (body, label) = if let Some(file) = &args.body_file {
         (std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?, file.display().to_string())
     } else {
-        let user = args.user.clone().unwrap_or_else(sample::user_id);
+        let e = &args.event;
+        let user = e.user.clone().unwrap_or_else(sample::user_id);
         if !shared::shop::is_line_user_id(&user) {
             return Err(format!("--user {user:?} is not a LINE user ID (U + 32 hex digits)").into());
         }
         let id = args.event_id.clone().unwrap_or_else(sample::event_id);
         let now = sample::now_ms();
-        let event = if args.follow {
+        let event = if e.follow {
             sample::follow(&id, &user, now, false)
-        } else if args.unfollow {
+        } else if e.unfollow {
             sample::unfollow(&id, &user, now)
-        } else if let Some(data) = &args.postback {
+        } else if let Some(data) = &e.postback {
             sample::postback(&id, &user, data, now)
         } else {
-            sample::text(&id, &user, args.text.as_deref().unwrap_or("hi"), now)
+            sample::text(&id, &user, e.text.as_deref().unwrap_or("hi"), now)
         };
         let event = if args.redelivery { sample::redelivered(event) } else { event };
         (sample::body(&args.destination, &[event]), id)
@@ -202,6 +306,144 @@ fn report((status, text): (u16, String), label: &str) -> Result<(), AnyError> {
     } else {
         Err(format!("the endpoint answered {status}").into())
     }
+}
+
+async fn poll(template: &std::path::Path, name: &str, invoke_url: &str) -> Result<(), AnyError> {
+    use std::sync::Arc;
+    let template = stack::Template::load(template)?;
+    let sdk = aws_config_for_local().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
+    let invoker: Arc<dyn oa::poller::Invoker> = Arc::new(oa::poller::HttpInvoker::new(invoke_url));
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut pollers = vec![];
+    for m in oa::poller::mappings(&template)? {
+        let url = stack::queue_url(&template, name, &m.queue, &sqs).await?;
+        println!("[poll] {} -> {} ({url}, batch {})", m.queue, m.binary, m.batch_size);
+        pollers.push(oa::poller::Poller::new(m, sqs.clone(), &url, &region, invoker.clone()));
+    }
+    let log = |m: &oa::poller::Mapping, r: &oa::poller::PollReport| match &r.invoke_error {
+        Some(e) => println!("[poll] {}: {e}", m.queue),
+        None => println!(
+            "[poll] {} -> {}: {} received, {} deleted, {} left for retry",
+            m.queue, m.binary, r.received, r.deleted, r.returned
+        ),
+    };
+    // Every queue polled at once, until the process is stopped.
+    futures::future::join_all(pollers.iter().map(|p| p.run(stop.clone(), log))).await;
+    Ok(())
+}
+
+async fn rules(command: RulesCommand) -> Result<(), AnyError> {
+    use oa::rules;
+    use shared::rules::store::RulesStore;
+    let store = |table: String| async move {
+        let sdk = aws_config_for_local().await;
+        RulesStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)
+    };
+    match command {
+        RulesCommand::Validate { file } => {
+            let (_, book) = rules::load(&file)?;
+            let f = &book.file;
+            println!(
+                "{}: valid ({} text rules, {} postback rules{}{})",
+                file.display(),
+                f.replies.len(),
+                f.postbacks.len(),
+                if f.follow.is_some() { ", follow greeting" } else { "" },
+                if f.fallback.is_some() { ", fallback" } else { "" }
+            );
+        }
+        RulesCommand::Apply { file, dry_run, table } => {
+            let store = store(table).await;
+            match rules::apply(&store, &file, dry_run, sample::now_ms()).await? {
+                rules::Applied::Unchanged { version } => println!("no changes: version {version} is live"),
+                rules::Applied::WouldChange { changes } => {
+                    println!("would change (dry run, nothing written):");
+                    changes.iter().for_each(|c| println!("  {c}"));
+                }
+                rules::Applied::Published { version, changes } => {
+                    changes.iter().for_each(|c| println!("  {c}"));
+                    println!("published version {version}");
+                }
+            }
+        }
+        RulesCommand::List { table } => match store(table).await.live().await? {
+            None => println!("no rules applied yet (oa rules apply FILE)"),
+            Some(live) => {
+                let book = shared::rules::RuleBook::parse(&live.source)?;
+                println!("version {} (sha256 {})", live.version, &live.sha256[..12]);
+                print!("{}", rules::list(&book));
+            }
+        },
+        RulesCommand::Test { text, file, table, postback, follow, unblocked, chat, at } => {
+            let book = match (file, table) {
+                (Some(f), _) => rules::load(&f)?.1,
+                (None, Some(t)) => {
+                    let live = store(t).await.live().await?.ok_or("no rules applied yet; give --file")?;
+                    shared::rules::RuleBook::parse(&live.source)?
+                }
+                (None, None) => return Err("give --file FILE, or RULES_TABLE for the live rules".into()),
+            };
+            let source = match chat.as_str() {
+                "user" => shared::rules::file::SourceKind::User,
+                "group" => shared::rules::file::SourceKind::Group,
+                "room" => shared::rules::file::SourceKind::Room,
+                other => return Err(format!("--chat {other:?}: use user, group or room").into()),
+            };
+            let at = match at {
+                Some(a) => a.parse::<jiff::Timestamp>().map_err(|e| format!("--at {a:?}: {e}"))?,
+                None => jiff::Timestamp::now(),
+            };
+            let text = text.unwrap_or_default();
+            let trigger = if follow {
+                shared::rules::Trigger::Follow { unblocked }
+            } else if postback {
+                shared::rules::Trigger::Postback(&text)
+            } else {
+                shared::rules::Trigger::Text(&text)
+            };
+            print!("{}", rules::explain(&book, trigger, source, at));
+        }
+    }
+    Ok(())
+}
+
+async fn sim(command: SimCommand) -> Result<(), AnyError> {
+    use serde_json::json;
+    match command {
+        SimCommand::Send { sim, url, event: e, standby } => {
+            let user = e.user.unwrap_or_else(sample::user_id);
+            let mut event = if e.follow {
+                json!({ "type": "follow", "userId": user })
+            } else if e.unfollow {
+                json!({ "type": "unfollow", "userId": user })
+            } else if let Some(data) = e.postback {
+                json!({ "type": "postback", "userId": user, "data": data })
+            } else {
+                json!({ "type": "message", "userId": user, "text": e.text.unwrap_or_else(|| "hi".into()) })
+            };
+            if standby {
+                event["mode"] = "standby".into();
+            }
+            let client = line_sim::client::SimClient::new(&sim);
+            let sent = client.send(url.as_deref(), vec![event]).await?;
+            println!(
+                "{} {} (webhookEventId {}, user {user})",
+                sent.status, sent.body, sent.events[0]["webhookEventId"]
+            );
+        }
+        SimCommand::Redeliver { sim, url, webhook_event_id } => {
+            let client = line_sim::client::SimClient::new(&sim);
+            let sent = client.redeliver(url.as_deref(), &[&webhook_event_id]).await?;
+            println!("{} {}", sent.status, sent.body);
+        }
+        SimCommand::Deliveries { sim, to } => {
+            let client = line_sim::client::SimClient::new(&sim);
+            println!("{}", serde_json::to_string_pretty(&client.deliveries(&to).await?)?);
+        }
+    }
+    Ok(())
 }
 
 async fn aws_config_for_local() -> aws_config::SdkConfig {

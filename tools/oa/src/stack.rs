@@ -182,6 +182,24 @@ fn key_schema(v: Option<&Value>) -> Result<Vec<KeySchemaElement>, StackError> {
         .collect()
 }
 
+/// The URL of an existing queue of a provisioned stack.
+pub async fn queue_url(
+    template: &Template,
+    stack: &str,
+    logical_id: &str,
+    sqs: &aws_sdk_sqs::Client,
+) -> Result<String, StackError> {
+    let q = template.resource(logical_id).ok_or_else(|| StackError::Template(format!("no resource {logical_id}")))?;
+    let name_value = str_prop(&q.properties, "QueueName")
+        .ok_or_else(|| StackError::Template(format!("{logical_id}: QueueName missing")))?;
+    let name = resolve_str(name_value, stack, logical_id)?;
+    let out = sqs.get_queue_url().queue_name(&name).send().await.map_err(|e| StackError::Create {
+        resource: format!("queue {name}"),
+        message: format!("not found ({}); run `oa local provision` first", describe(&e)),
+    })?;
+    out.queue_url.ok_or_else(|| StackError::Template(format!("no URL for queue {name}")))
+}
+
 /// Creates every table and queue of `template` under the stack name `stack` (idempotent).
 pub async fn provision(
     template: &Template,

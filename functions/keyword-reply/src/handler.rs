@@ -1,0 +1,256 @@
+//! One SQS batch from reply-queue in, free replies out. Each record is handled on its own and
+//! ends in exactly one [`Outcome`]; only `Retry` ones are reported as batch item failures, so
+//! SQS redelivers them after the visibility timeout while the reply token can still work.
+//!
+//! Per record: parse → standby / no token → decide (rules, windows, chat kind) → token age →
+//! claim `reply:<event key>` (one reply per event, however often it is delivered) → fallback
+//! cooldown → reply → complete, or release and retry.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::future::join_all;
+use lambda_runtime::{Error, LambdaEvent};
+use shared::adapters::dynamodb::{DynamoFriends, DynamoIdempotency};
+use shared::envelope::QueuedEvent;
+use shared::line::client::{LineClient, LineError};
+use shared::line::webhook::{self, Event, EventKind, MessageContent, Mode};
+use shared::ports::{Claim, Clock, IdempotencyStore, SystemClock};
+use shared::rules::file::SourceKind;
+use shared::rules::store::{RulesCache, RulesStore};
+use shared::rules::{Answer, RuleBook, Trigger};
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+pub struct Deps {
+    pub rules: RulesCache,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    pub friends: DynamoFriends,
+    pub line: LineClient,
+    pub max_token_age_ms: i64,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Deps {
+    pub fn new(config: &Config, dynamodb: aws_sdk_dynamodb::Client) -> Self {
+        Deps {
+            rules: RulesCache::new(RulesStore::new(dynamodb.clone(), &config.rules_table)),
+            idempotency: Arc::new(DynamoIdempotency::new(
+                dynamodb.clone(),
+                &config.events_table,
+                config.idempotency_ttl.as_secs() as i64,
+                config.in_progress_timeout.as_millis() as i64,
+            )),
+            friends: DynamoFriends::new(dynamodb, &config.users_table),
+            line: LineClient::new(&config.line_api_base, config.access_token.clone(), config.line_timeout),
+            max_token_age_ms: config.max_token_age.as_millis() as i64,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Replied,
+    /// Already replied to (a redelivery or a duplicate message).
+    Duplicate,
+    /// Nothing to answer: no rule, not a replyable event, or a shop event.
+    NoMatch,
+    /// `mode: standby`: another channel owns the chat; the bot must not send.
+    Standby,
+    /// The event carries no reply token.
+    NoToken,
+    /// The token is too old to work: skipped, not retried.
+    Expired,
+    /// LINE refused the token (used or expired): dropped.
+    InvalidToken,
+    /// The fallback was sent to this friend less than its cooldown ago.
+    Cooldown,
+    /// LINE rejected the request itself (e.g. a malformed message in the rules): dropped.
+    Rejected,
+    /// Could not finish now (LINE 429/5xx/timeout, storage error, a twin in flight): retry.
+    Retry,
+    /// The message body is not a queued event: reported so it ends in the dead-letter queue.
+    Unreadable,
+}
+
+impl Outcome {
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Replied => "replied",
+            Outcome::Duplicate => "duplicates",
+            Outcome::NoMatch => "noMatch",
+            Outcome::Standby => "standby",
+            Outcome::NoToken => "noToken",
+            Outcome::Expired => "expiredTokens",
+            Outcome::InvalidToken => "invalidTokens",
+            Outcome::Cooldown => "cooldown",
+            Outcome::Rejected => "rejected",
+            Outcome::Retry => "retried",
+            Outcome::Unreadable => "unreadable",
+        }
+    }
+
+    /// Whether SQS should deliver the record again.
+    fn is_failure(self) -> bool {
+        matches!(self, Outcome::Retry | Outcome::Unreadable)
+    }
+}
+
+pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+    Ok(handle_batch(deps, &event.payload.records).await)
+}
+
+/// The whole batch; records run concurrently (a FIFO batch holds at most 10).
+pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    // One cheap version read per batch; rules are parsed only when the version changed.
+    let served = match deps.rules.get().await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot read the rules version; the whole batch will be retried");
+            for r in records {
+                response.add_failure(r.message_id.clone().unwrap_or_default());
+            }
+            return response;
+        }
+    };
+    let book = served.book.as_deref();
+    let outcomes = join_all(records.iter().map(|r| handle_record(deps, book, r))).await;
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (record, outcome) in records.iter().zip(&outcomes) {
+        *counts.entry(outcome.name()).or_default() += 1;
+        if outcome.is_failure() {
+            response.add_failure(record.message_id.clone().unwrap_or_default());
+        }
+    }
+    info!(records = records.len(), rules_version = served.version, rules_reloaded = served.reloaded, outcomes = ?counts, "batch");
+    response
+}
+
+fn source_kind(event: &Event) -> (SourceKind, Option<&str>) {
+    match &event.common.source {
+        Some(s) => match s.kind {
+            webhook::SourceKind::Group => (SourceKind::Group, s.group_id.as_deref()),
+            webhook::SourceKind::Room => (SourceKind::Room, s.room_id.as_deref()),
+            _ => (SourceKind::User, s.user_id.as_deref()),
+        },
+        None => (SourceKind::User, None),
+    }
+}
+
+fn trigger(event: &Event) -> Option<Trigger<'_>> {
+    match &event.kind {
+        EventKind::Message { message } => match &message.content {
+            MessageContent::Text { text, .. } => Some(Trigger::Text(text)),
+            _ => None,
+        },
+        EventKind::Postback { postback } => Some(Trigger::Postback(&postback.data)),
+        EventKind::Follow { follow } => {
+            Some(Trigger::Follow { unblocked: follow.as_ref().is_some_and(|f| f.is_unblocked) })
+        }
+        _ => None,
+    }
+}
+
+async fn handle_record(deps: &Deps, book: Option<&RuleBook>, record: &SqsMessage) -> Outcome {
+    let message_id = record.message_id.as_deref().unwrap_or_default();
+    let queued: QueuedEvent = match serde_json::from_str(record.body.as_deref().unwrap_or_default()) {
+        Ok(q) => q,
+        Err(e) => {
+            warn!(message_id, error = %e, "unreadable reply-queue message");
+            return Outcome::Unreadable;
+        }
+    };
+    let QueuedEvent::Line { dedupe_key, received_at, event, .. } = &queued else {
+        return Outcome::NoMatch;
+    };
+    if event.common.mode == Mode::Standby {
+        return Outcome::Standby;
+    }
+    let Some(token) = event.common.reply_token.as_deref() else { return Outcome::NoToken };
+    let (Some(book), Some(trigger)) = (book, trigger(event)) else { return Outcome::NoMatch };
+    let (source, chat_id) = source_kind(event);
+    let now = deps.clock.now_ms();
+    let at = jiff::Timestamp::from_millisecond(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let decision = book.decide(trigger, source, at);
+    let (messages, fallback_cooldown_ms, rule) = match decision.answer {
+        Answer::Nothing => return Outcome::NoMatch,
+        Answer::Rule { rule, messages } => (messages, None, rule),
+        Answer::Greeting { unblocked, messages } => {
+            (messages, None, if unblocked { "follow:unblocked".into() } else { "follow:newFriend".into() })
+        }
+        Answer::Fallback { cooldown_secs, messages } => {
+            (messages, Some(cooldown_secs as i64 * 1000), "fallback".into())
+        }
+    };
+    if now - received_at > deps.max_token_age_ms {
+        info!(event = %dedupe_key, age_ms = now - received_at, "reply token too old; skipped");
+        return Outcome::Expired;
+    }
+    let key = format!("reply:{dedupe_key}");
+    match deps.idempotency.claim(&key, now).await {
+        Ok(Claim::Claimed) => {}
+        Ok(Claim::AlreadyCompleted) => return Outcome::Duplicate,
+        Ok(Claim::InProgress) => return Outcome::Retry,
+        Err(e) => {
+            warn!(event = %dedupe_key, error = %e, "cannot claim");
+            return Outcome::Retry;
+        }
+    }
+    let outcome = send(deps, token, &messages, chat_id, fallback_cooldown_ms, *received_at).await;
+    let settled = match outcome {
+        Outcome::Retry => deps.idempotency.release(&key).await,
+        _ => deps.idempotency.complete(&key, deps.clock.now_ms()).await,
+    };
+    if let Err(e) = settled {
+        // A reply that went out stays out: a later delivery finds its token used (400, dropped).
+        warn!(event = %dedupe_key, error = %e, "cannot settle the reply record");
+    }
+    if outcome == Outcome::Replied {
+        info!(event = %dedupe_key, rule = %rule, "replied");
+    }
+    outcome
+}
+
+/// Cooldown (fallback only), then the reply itself.
+async fn send(
+    deps: &Deps,
+    token: &str,
+    messages: &[serde_json::Value],
+    chat_id: Option<&str>,
+    fallback_cooldown_ms: Option<i64>,
+    received_at: i64,
+) -> Outcome {
+    if let (Some(cooldown), Some(chat)) = (fallback_cooldown_ms, chat_id) {
+        match deps.friends.start_fallback_cooldown(chat, deps.clock.now_ms(), cooldown).await {
+            Ok(true) => {}
+            Ok(false) => return Outcome::Cooldown,
+            Err(e) => {
+                warn!(error = %e, "cannot check the fallback cooldown");
+                return Outcome::Retry;
+            }
+        }
+    }
+    match deps.line.reply(token, messages).await {
+        Ok(_) => Outcome::Replied,
+        Err(LineError::InvalidReplyToken) => Outcome::InvalidToken,
+        Err(e) if e.is_retryable() => {
+            // Worth another go only while the token can still work.
+            let age = deps.clock.now_ms() - received_at;
+            warn!(error = %e, age_ms = age, "reply failed");
+            if age < deps.max_token_age_ms {
+                Outcome::Retry
+            } else {
+                Outcome::Expired
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, kind = e.kind(), "LINE rejected the reply; dropped");
+            Outcome::Rejected
+        }
+    }
+}

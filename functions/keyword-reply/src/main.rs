@@ -1,0 +1,15 @@
+//! Wiring: configuration, SDK clients, the LINE client and the rules cache, built once per cold start.
+
+use keyword_reply::config::Config;
+use keyword_reply::{function_handler, Deps};
+use lambda_runtime::{run, service_fn, Error};
+use shared::config::ProcessEnv;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env(&ProcessEnv).inspect_err(|e| tracing::error!("configuration: {e}"))?;
+    let sdk = shared::aws::sdk_config(config.aws_operation_timeout).await;
+    let deps = Deps::new(&config, aws_sdk_dynamodb::Client::new(&sdk));
+    run(service_fn(|event| function_handler(&deps, event))).await
+}
