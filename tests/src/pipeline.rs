@@ -1,0 +1,197 @@
+//! The reply pipeline of one test, isolated: line-sim (in process, random port) sends signed
+//! webhooks over HTTP to the webhook function (served in process), which enqueues to this test's
+//! reply-queue; the event-source poller feeds batches to keyword-reply, which replies to line-sim.
+//! DynamoDB Local and the SQS emulator are real; only the Lambda runtime is left out.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::SqsEvent;
+use axum::body::Bytes;
+use axum::http::Request as AxumRequest;
+use keyword_reply::Deps as ReplyDeps;
+use line_sim::client::SimClient;
+use line_sim::sender::SendResult;
+use line_sim::{LineSim, SimConfig};
+use oa::poller::{Invoker, Poller};
+use serde_json::Value;
+use shared::ports::Clock;
+use shared::rules::store::{Publish, RulesStore};
+
+use crate::{repo_root, TestStack, CHANNEL_SECRET};
+
+pub const ACCESS_TOKEN: &str = "test-channel-access-token";
+
+/// The system clock plus an adjustable offset: lets a test age reply tokens without waiting.
+#[derive(Default)]
+pub struct ShiftedClock(pub AtomicI64);
+
+impl Clock for ShiftedClock {
+    fn now_ms(&self) -> i64 {
+        shared::ports::SystemClock.now_ms() + self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Calls keyword-reply's handler in this process, with the payload the poller built.
+struct InProcess(Arc<ReplyDeps>);
+
+#[async_trait]
+impl Invoker for InProcess {
+    async fn invoke(&self, function: &str, payload: Value) -> Result<Value, String> {
+        assert_eq!(function, "keyword-reply");
+        let event: SqsEvent = serde_json::from_value(payload).map_err(|e| e.to_string())?;
+        let response = keyword_reply::handler::handle_batch(&self.0, &event.records).await;
+        Ok(serde_json::to_value(response).expect("response serialises"))
+    }
+}
+
+pub struct Pipeline {
+    pub stack: TestStack,
+    pub sim: LineSim,
+    pub webhook_url: String,
+    pub rules: RulesStore,
+    pub clock: Arc<ShiftedClock>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// Serves the webhook function's handler over HTTP, as a Function URL would.
+async fn serve_webhook(deps: Arc<webhook::Deps>) -> String {
+    let app = axum::Router::new().fallback(move |request: AxumRequest<axum::body::Body>| {
+        let deps = deps.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let bytes: Bytes = axum::body::to_bytes(body, 8 << 20).await.unwrap_or_default();
+            let request = lambda_http::http::Request::from_parts(parts, lambda_http::Body::Binary(bytes.to_vec()));
+            let response = webhook::function_handler(&deps, request).await.expect("the handler answers");
+            let (parts, body) = response.into_parts();
+            axum::response::Response::from_parts(parts, axum::body::Body::from(body.to_vec()))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+impl Pipeline {
+    /// A pipeline whose live rules are `rules_yaml`. `max_token_age_ms` as in production (50 s).
+    pub async fn new(rules_yaml: &str) -> Self {
+        let stack = TestStack::new().await;
+        let sim = LineSim::start(SimConfig::new(CHANNEL_SECRET, ACCESS_TOKEN), ([127, 0, 0, 1], 0).into())
+            .await
+            .expect("line-sim starts");
+        let webhook_url = serve_webhook(Arc::new(stack.webhook())).await;
+
+        let template = oa::stack::Template::load(&repo_root().join("infra/template.yaml")).unwrap();
+        let env = stack.stack.function_env(&template, "KeywordReplyFunction").unwrap();
+        let mut vars: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let base = sim.base_url();
+        vars.insert("LINE_CHANNEL_ACCESS_TOKEN", ACCESS_TOKEN);
+        vars.insert("LINE_API_BASE", &base);
+        vars.insert("LINE_HTTP_TIMEOUT_MS", "1000");
+        let config = keyword_reply::config::Config::from_env(&vars).expect("the template configures keyword-reply");
+        let clock = Arc::new(ShiftedClock::default());
+        let mut deps = ReplyDeps::new(&config, stack.dynamodb.clone());
+        deps.clock = clock.clone();
+
+        let rules = RulesStore::new(stack.dynamodb.clone(), &config.rules_table);
+        let published = rules.publish(rules_yaml, None, 0).await.expect("rules publish");
+        assert_eq!(published, Publish::Published { version: 1 });
+
+        let mapping = oa::poller::mappings(&template)
+            .unwrap()
+            .into_iter()
+            .find(|m| m.function == "KeywordReplyFunction")
+            .expect("keyword-reply has an SQS event source");
+        let queue_url = stack.queue_url(&mapping.queue).to_string();
+        let poller =
+            Poller::new(mapping, stack.sqs.clone(), &queue_url, "ap-northeast-1", Arc::new(InProcess(Arc::new(deps))));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move { poller.run(stopped, |_, _| {}).await });
+        Pipeline { stack, sim, webhook_url, rules, clock, stop }
+    }
+
+    pub fn sim(&self) -> SimClient {
+        self.sim.client()
+    }
+
+    /// Sends events as LINE would (signed, with honoured reply tokens) to the webhook.
+    pub async fn send(&self, events: Vec<Value>) -> SendResult {
+        let sent = self.sim().send(Some(&self.webhook_url), events).await.expect("line-sim sends");
+        assert_eq!(sent.status, 200, "webhook answered {}", sent.body);
+        sent
+    }
+
+    pub async fn deliveries(&self, to: &str) -> Vec<Value> {
+        self.sim().deliveries(to).await.expect("line-sim answers")
+    }
+
+    /// Waits until `to` has received `n` requests (or `within` passes) and returns them all.
+    pub async fn wait_for(&self, to: &str, n: usize, within: Duration) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let got = self.deliveries(to).await;
+            if got.len() >= n || start.elapsed() > within {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Messages visible + in flight on reply-queue (0: everything was processed and deleted).
+    pub async fn reply_queue_depth(&self) -> usize {
+        queue_depth(&self.stack, "ReplyQueue").await
+    }
+
+    /// Waits until reply-queue is empty (everything processed) or `within` passes.
+    pub async fn wait_until_drained(&self, within: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            let depth = self.reply_queue_depth().await;
+            if depth == 0 || start.elapsed() > within {
+                return depth;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub async fn queue_depth(stack: &TestStack, logical_id: &str) -> usize {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = stack
+        .sqs
+        .get_queue_attributes()
+        .queue_url(stack.queue_url(logical_id))
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes");
+    let attrs = out.attributes.unwrap_or_default();
+    let n = |a: A| attrs.get(&a).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible)
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// A fresh LINE user ID.
+pub fn user() -> String {
+    format!("U{:032x}", ulid::Ulid::new().0)
+}
+
+/// The texts of one delivery's messages.
+pub fn texts(delivery: &Value) -> Vec<String> {
+    delivery["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["text"].as_str().map(str::to_string))
+        .collect()
+}
