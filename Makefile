@@ -17,13 +17,15 @@ unit:            ## Unit tests only: no services needed
 	cargo test --workspace --lib --bins
 
 bench:           ## Benchmarks (the handler benchmark needs `make local-up`)
-	cargo bench -p shared --bench verify_parse
+	cargo bench -p shared --bench verify_parse --bench matcher
 	@tools/local/stack.sh up
 	cargo run --release -p integration-tests --bin handler-bench
+	cargo run -q -p oa -- rules apply examples/bakery-rules.yaml
+	cargo run --release -p integration-tests --bin reply-bench
 
 ARCH ?= arm64
 build:           ## Release artifacts for AWS (target/lambda/<function>/bootstrap); ARCH=arm64|x86-64
-	PATH="$(CURDIR)/.local/venv/bin:$$PATH" cargo lambda build --release --$(ARCH) --package webhook
+	PATH="$(CURDIR)/.local/venv/bin:$$PATH" cargo lambda build --release --$(ARCH) --package webhook --package keyword-reply
 
 lint:
 	cargo fmt --all -- --check

@@ -54,7 +54,10 @@ mod tests {
     fn a_missing_setting_is_named_and_secrets_stay_hidden() {
         let mut env: HashMap<&str, &str> =
             HashMap::from([("LINE_CHANNEL_ACCESS_TOKEN", "tok-123"), ("RULES_TABLE", "r"), ("EVENTS_TABLE", "e")]);
-        assert_eq!(Config::from_env(&env).unwrap_err().to_string(), "missing required environment variable USERS_TABLE");
+        assert_eq!(
+            Config::from_env(&env).unwrap_err().to_string(),
+            "missing required environment variable USERS_TABLE"
+        );
         env.insert("USERS_TABLE", "u");
         let c = Config::from_env(&env).unwrap();
         assert_eq!(c.max_token_age, Duration::from_secs(50));

@@ -254,3 +254,19 @@ async fn send(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundled_sqs_event_carries_a_replyable_queued_event() {
+        let text = include_str!("../events/sqs-text-message.json");
+        let event: SqsEvent = serde_json::from_str(text).unwrap();
+        let body = event.records[0].body.as_deref().unwrap();
+        let QueuedEvent::Line { event, .. } = serde_json::from_str(body).unwrap() else { panic!("a LINE event") };
+        assert_eq!(trigger(&event), Some(Trigger::Text("menu")));
+        assert_eq!(source_kind(&event), (SourceKind::User, Some("U0123456789abcdef0123456789abcdef")));
+        assert!(event.common.reply_token.is_some());
+    }
+}

@@ -144,8 +144,11 @@ impl Matcher {
 /// The obvious implementation: every keyword of every rule, one after the other. Kept as the
 /// reference the compiled matcher is tested against, and as the baseline of the benchmark.
 pub struct NaiveMatcher {
-    rules: Vec<(Vec<String>, Vec<String>, Vec<String>, Vec<regex::Regex>)>,
+    rules: Vec<NaiveRule>,
 }
+
+/// One rule's normalised exact, prefix and contains keywords, and its regexes.
+type NaiveRule = (Vec<String>, Vec<String>, Vec<String>, Vec<regex::Regex>);
 
 impl NaiveMatcher {
     pub fn new(rules: &[Rule]) -> Self {

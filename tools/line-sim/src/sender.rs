@@ -111,7 +111,7 @@ fn complete(st: &mut State, input: &Value) -> Result<Value, String> {
     if REPLYABLE.contains(&kind.as_str()) && active && !e.contains_key("replyToken") {
         if let Some(to) = to {
             let time = e.get("timestamp").and_then(Value::as_i64).unwrap_or(now);
-            e.insert("replyToken".into(), st.issue_token(&to, time).into());
+            e.insert("replyToken".into(), st.issue_token(to, time).into());
         }
     }
     Ok(Value::Object(e))
