@@ -172,6 +172,29 @@ async fn a_500_from_reply_is_retried_and_the_friend_gets_one_reply() {
 }
 
 #[tokio::test]
+async fn a_timeout_is_retried_but_a_reply_line_delivered_late_is_not_sent_twice() {
+    let p = Pipeline::new(RULES).await;
+    // LINE does nothing and never answers: the 1 s client timeout makes it a retry.
+    p.sim().set_faults("reply", json!({ "hang": 1.0, "times": 1 })).await.unwrap();
+    let a = user();
+    p.send(vec![text_event(&a, "vip")]).await;
+    assert_eq!(p.wait_for(&a, 1, Duration::from_secs(25)).await.len(), 1);
+    let faults: Vec<Value> = p.sim().requests("reply").await.unwrap().iter().map(|r| r["fault"].clone()).collect();
+    assert_eq!(faults, [json!("hang"), Value::Null]);
+
+    // LINE delivers, then never answers: the retry finds the token used (400) and stops there.
+    p.sim().set_faults("reply", json!({ "hangAfterDelivery": 1.0, "times": 1 })).await.unwrap();
+    let b = user();
+    p.send(vec![text_event(&b, "vip")]).await;
+    assert_eq!(p.wait_for(&b, 1, SOON).await.len(), 1);
+    assert_eq!(p.wait_until_drained(Duration::from_secs(25)).await, 0);
+    assert_eq!(p.deliveries(&b).await.len(), 1, "one reply, not two");
+    let statuses: Vec<Value> =
+        p.sim().requests("reply").await.unwrap()[2..].iter().map(|r| r["status"].clone()).collect();
+    assert_eq!(statuses, [json!(200), json!(400)], "delivered (answered late), then the retry's refused token");
+}
+
+#[tokio::test]
 async fn unreadable_messages_end_in_the_dead_letter_queue_after_max_receives() {
     let p = Pipeline::new(RULES).await;
     let queue = shared::adapters::sqs::SqsQueue::new(p.stack.sqs.clone(), p.stack.queue_url("ReplyQueue"));
