@@ -25,11 +25,15 @@ pub fn located(path: &Path, e: &RulesError) -> String {
 /// The changes from `live` to `new`, one line each: `+` added, `-` removed, `~` changed.
 pub fn diff(live: Option<&RulesFile>, new: &RulesFile) -> Vec<String> {
     let empty = RulesFile::parse("{}").expect("an empty file is valid");
-    let live = live.unwrap_or(&empty);
     let mut out = vec![];
-    if live.timezone != new.timezone {
-        out.push(format!("~ timezone {} -> {}", live.timezone.name(), new.timezone.name()));
+    match live {
+        None if new.timezone != empty.timezone => out.push(format!("+ timezone {}", new.timezone.name())),
+        Some(l) if l.timezone != new.timezone => {
+            out.push(format!("~ timezone {} -> {}", l.timezone.name(), new.timezone.name()))
+        }
+        _ => {}
     }
+    let live = live.unwrap_or(&empty);
     for (section, old, new) in [("reply", &live.replies, &new.replies), ("postback", &live.postbacks, &new.postbacks)] {
         for rule in new {
             match old.iter().find(|r| r.id == rule.id) {
