@@ -125,6 +125,12 @@ impl Pipeline {
         sent
     }
 
+    /// One field (`status`, `fault`, ...) of every reply request line-sim logged, oldest first.
+    pub async fn reply_log(&self, field: &str) -> Vec<Value> {
+        let log = self.sim().requests("reply").await.expect("line-sim answers");
+        log.iter().map(|r| r[field].clone()).collect()
+    }
+
     pub async fn deliveries(&self, to: &str) -> Vec<Value> {
         self.sim().deliveries(to).await.expect("line-sim answers")
     }

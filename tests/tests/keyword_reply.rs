@@ -137,7 +137,7 @@ async fn a_token_line_refuses_is_dropped_after_one_400() {
     });
     enqueue(&p, &u, &event, "refused").await;
     assert_eq!(p.wait_until_drained(SOON).await, 0, "dropped, not left for a retry");
-    let statuses: Vec<Value> = p.sim().requests("reply").await.unwrap().iter().map(|r| r["status"].clone()).collect();
+    let statuses = p.reply_log("status").await;
     assert_eq!(statuses, [json!(400)], "one try, no retry");
     assert!(p.deliveries(&u).await.is_empty());
 }
@@ -166,7 +166,7 @@ async fn a_500_from_reply_is_retried_and_the_friend_gets_one_reply() {
     let got = p.wait_for(&u, 1, Duration::from_secs(25)).await;
     assert_eq!(got.len(), 1);
     assert_eq!(texts(&got[0]), ["Welcome, VIP!"]);
-    let statuses: Vec<Value> = p.sim().requests("reply").await.unwrap().iter().map(|r| r["status"].clone()).collect();
+    let statuses = p.reply_log("status").await;
     assert_eq!(statuses, [json!(500), json!(200)]);
     assert_eq!(p.wait_until_drained(SOON).await, 0);
 }
@@ -179,7 +179,7 @@ async fn a_timeout_is_retried_but_a_reply_line_delivered_late_is_not_sent_twice(
     let a = user();
     p.send(vec![text_event(&a, "vip")]).await;
     assert_eq!(p.wait_for(&a, 1, Duration::from_secs(25)).await.len(), 1);
-    let faults: Vec<Value> = p.sim().requests("reply").await.unwrap().iter().map(|r| r["fault"].clone()).collect();
+    let faults = p.reply_log("fault").await;
     assert_eq!(faults, [json!("hang"), Value::Null]);
 
     // LINE delivers, then never answers: the retry finds the token used (400) and stops there.
@@ -189,8 +189,7 @@ async fn a_timeout_is_retried_but_a_reply_line_delivered_late_is_not_sent_twice(
     assert_eq!(p.wait_for(&b, 1, SOON).await.len(), 1);
     assert_eq!(p.wait_until_drained(Duration::from_secs(25)).await, 0);
     assert_eq!(p.deliveries(&b).await.len(), 1, "one reply, not two");
-    let statuses: Vec<Value> =
-        p.sim().requests("reply").await.unwrap()[2..].iter().map(|r| r["status"].clone()).collect();
+    let statuses = p.reply_log("status").await[2..].to_vec();
     assert_eq!(statuses, [json!(200), json!(400)], "delivered (answered late), then the retry's refused token");
 }
 
