@@ -172,6 +172,17 @@ async fn a_500_from_reply_is_retried_and_the_friend_gets_one_reply() {
 }
 
 #[tokio::test]
+async fn a_fallback_that_failed_is_retried_not_swallowed_by_its_cooldown() {
+    let p = Pipeline::new(RULES).await;
+    p.sim().set_faults("reply", json!({ "error500": 1.0, "times": 1 })).await.unwrap();
+    let u = user();
+    p.send(vec![text_event(&u, "anything at all")]).await;
+    let got = p.wait_for(&u, 1, Duration::from_secs(25)).await;
+    assert_eq!(got.iter().map(texts).collect::<Vec<_>>(), [vec!["We will answer soon"]]);
+    assert_eq!(p.reply_log("status").await, [json!(500), json!(200)]);
+}
+
+#[tokio::test]
 async fn a_timeout_is_retried_but_a_reply_line_delivered_late_is_not_sent_twice() {
     let p = Pipeline::new(RULES).await;
     // LINE does nothing and never answers: the 1 s client timeout makes it a retry.

@@ -225,9 +225,11 @@ async fn send(
     fallback_cooldown_ms: Option<i64>,
     received_at: i64,
 ) -> Outcome {
+    let mut cooldown_started = None;
     if let (Some(cooldown), Some(chat)) = (fallback_cooldown_ms, chat_id) {
-        match deps.friends.start_fallback_cooldown(chat, deps.clock.now_ms(), cooldown).await {
-            Ok(true) => {}
+        let now = deps.clock.now_ms();
+        match deps.friends.start_fallback_cooldown(chat, now, cooldown).await {
+            Ok(true) => cooldown_started = Some((chat, now)),
             Ok(false) => return Outcome::Cooldown,
             Err(e) => {
                 warn!(error = %e, "cannot check the fallback cooldown");
@@ -235,6 +237,17 @@ async fn send(
             }
         }
     }
+    let outcome = reply(deps, token, messages, received_at).await;
+    if let (Outcome::Retry, Some((chat, started))) = (outcome, cooldown_started) {
+        // The retry must find the cooldown as it was, or the friend would get no fallback at all.
+        if let Err(e) = deps.friends.cancel_fallback_cooldown(chat, started).await {
+            warn!(error = %e, "cannot undo the fallback cooldown");
+        }
+    }
+    outcome
+}
+
+async fn reply(deps: &Deps, token: &str, messages: &[serde_json::Value], received_at: i64) -> Outcome {
     match deps.line.reply(token, messages).await {
         Ok(_) => Outcome::Replied,
         Err(LineError::InvalidReplyToken) => Outcome::InvalidToken,

@@ -156,6 +156,26 @@ impl DynamoFriends {
             Err(e) => Err(store_err("UpdateItem", e)),
         }
     }
+
+    /// Undoes [`Self::start_fallback_cooldown`] of `started_at_ms` when the fallback could not go out
+    /// (so its retry is not taken for a second fallback). A newer cooldown is left alone.
+    pub async fn cancel_fallback_cooldown(&self, chat_id: &str, started_at_ms: i64) -> Result<(), BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("userId", s(chat_id))
+            .update_expression("REMOVE lastFallbackAt")
+            .condition_expression("lastFallbackAt = :started")
+            .expression_attribute_values(":started", n(started_at_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(store_err("UpdateItem", e)),
+        }
+    }
 }
 
 fn is_condition_failure(e: &SdkError<UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>) -> bool {
