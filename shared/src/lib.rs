@@ -7,6 +7,7 @@
 //! - [`adapters`]: DynamoDB and SQS implementations of the ports, plus in-memory ones for unit tests.
 //! - [`ingest`]: claim, record, enqueue: the ingestion pipeline behind the webhook function.
 //! - [`rules`]: reply rules: file format, compiled matcher, versioned store.
+//! - [`segment`]: segment expressions (which friends a push goes to), parsed and evaluated.
 //! - [`config`]: typed settings read once from the environment; [`aws`]: SDK clients from it.
 
 pub mod adapters;
@@ -17,4 +18,5 @@ pub mod ingest;
 pub mod line;
 pub mod ports;
 pub mod rules;
+pub mod segment;
 pub mod shop;
