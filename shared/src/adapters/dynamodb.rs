@@ -150,11 +150,7 @@ impl DynamoFriends {
             .expression_attribute_values(":cutoff", n(now_ms - cooldown_ms))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(store_err("UpdateItem", e)),
-        }
+        applied(result)
     }
 
     /// Undoes [`Self::start_fallback_cooldown`] of `started_at_ms` when the fallback could not go out
@@ -170,16 +166,26 @@ impl DynamoFriends {
             .expression_attribute_values(":started", n(started_at_ms))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(store_err("UpdateItem", e)),
-        }
+        applied(result).map(|_| ())
     }
 }
 
+type UpdateResult = Result<
+    aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+    SdkError<UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
+>;
+
 fn is_condition_failure(e: &SdkError<UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>) -> bool {
     matches!(e, SdkError::ServiceError(se) if se.err().is_conditional_check_failed_exception())
+}
+
+/// A conditional update: true if it was applied, false if its condition did not hold.
+fn applied(result: UpdateResult) -> Result<bool, BackendError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_condition_failure(&e) => Ok(false),
+        Err(e) => Err(store_err("UpdateItem", e)),
+    }
 }
 
 #[async_trait]
@@ -234,11 +240,7 @@ impl FriendStore for DynamoFriends {
                         .expression_attribute_values(":ts", n(event_time_ms))
                         .send()
                         .await;
-                    if let Err(e) = earlier {
-                        if !is_condition_failure(&e) {
-                            return Err(store_err("UpdateItem", e));
-                        }
-                    }
+                    applied(earlier)?;
                 }
                 Ok(FriendUpdate::Stale)
             }

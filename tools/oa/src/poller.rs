@@ -132,8 +132,10 @@ pub struct Poller {
     queue_arn: String,
     region: String,
     invoker: Arc<dyn Invoker>,
-    wait: Duration,
 }
+
+/// How long one receive long-polls for messages when the template sets no batching window.
+const RECEIVE_WAIT: Duration = Duration::from_secs(1);
 
 /// `arn:aws:sqs:<region>:<account>:<name>` from `http(s)://host/<account>/<name>`.
 fn arn_of(url: &str, region: &str) -> String {
@@ -158,20 +160,13 @@ impl Poller {
             queue_arn: arn_of(queue_url, region),
             region: region.to_string(),
             invoker,
-            wait: Duration::from_secs(1),
         }
-    }
-
-    /// How long one receive waits for messages (long polling); 1 s by default.
-    pub fn with_wait(mut self, wait: Duration) -> Self {
-        self.wait = wait;
-        self
     }
 
     /// One receive → invoke → delete round.
     pub async fn poll_once(&self) -> Result<PollReport, String> {
         // Standard queues may gather a batch for up to the window; FIFO ones take what is there.
-        let wait = self.wait.max(Duration::from_secs(self.mapping.batching_window_secs.clamp(0, 20) as u64));
+        let wait = RECEIVE_WAIT.max(Duration::from_secs(self.mapping.batching_window_secs.clamp(0, 20) as u64));
         let received = self
             .sqs
             .receive_message()
