@@ -20,3 +20,4 @@ pub mod ports;
 pub mod rules;
 pub mod segment;
 pub mod shop;
+pub mod tagging;

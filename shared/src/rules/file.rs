@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 use super::normalize;
+use super::tags::TagsSection;
 use super::window::{Window, Zone};
 
 /// Most messages one reply may carry (LINE's limit).
@@ -36,6 +37,9 @@ pub struct RulesFile {
     /// Reply to a text message no rule matched, at most once per cooldown per friend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Fallback>,
+    /// Tag rules (see [`super::tags`]); shop and follow tags have defaults.
+    #[serde(default)]
+    pub tags: TagsSection,
 }
 
 /// One keyword or postback rule.
@@ -316,6 +320,25 @@ impl RulesFile {
                 });
             }
         }
+        let mut seen = BTreeSet::new();
+        for rule in self.tags.keywords.iter().chain(&self.tags.postbacks) {
+            let problem = if !seen.insert(&rule.id) {
+                Some((2, "tag rule id {:?} is used twice"))
+            } else if rule.matches.is_empty() {
+                Some((1, "tag rule {:?} has an empty match: give exact, prefix, contains or regex"))
+            } else if rule.add.is_empty() && rule.remove.is_empty() {
+                Some((1, "tag rule {:?} neither adds nor removes a tag"))
+            } else {
+                None
+            };
+            if let Some((nth, message)) = problem {
+                return Err(RulesError {
+                    // Reply and tag rules may share an id, so count from the tags section on.
+                    location: tags_id_location(text, &rule.id, nth),
+                    message: message.replace("{:?}", &format!("{:?}", rule.id.0)),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -323,6 +346,13 @@ impl RulesFile {
     pub fn all_rules(&self) -> impl Iterator<Item = &Rule> {
         self.replies.iter().chain(&self.postbacks)
     }
+}
+
+/// [`id_location`] within the `tags:` section.
+fn tags_id_location(text: &str, id: &RuleId, nth: usize) -> Option<(usize, usize)> {
+    let start = text.lines().position(|l| l.starts_with("tags:"))?;
+    let rest: String = text.lines().skip(start).collect::<Vec<_>>().join("\n");
+    id_location(&rest, id, nth).map(|(line, col)| (line + start, col))
 }
 
 /// Where `id: <id>` appears for the `nth` time (checks that span rules happen after parsing, when

@@ -8,7 +8,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use regex::{RegexSet, RegexSetBuilder};
 use serde::Serialize;
 
-use super::file::Rule;
+use super::file::{Match, Rule};
 use super::normalize;
 
 /// How a keyword matched. The order is the tie-break between rules of equal priority: an exact
@@ -59,11 +59,15 @@ impl Matcher {
     /// Compiles `rules`. With `normalise`, keywords and messages are compared after NFKC,
     /// case folding and trimming (text messages); without, byte for byte (postback data).
     pub fn new(rules: &[Rule], normalise: bool) -> Result<Self, String> {
+        Self::from_matches(rules.iter().map(|r| &r.matches), normalise)
+    }
+
+    /// Compiles any list of matches (reply rules, tag rules); hits name their index in the list.
+    pub fn from_matches<'m>(matches: impl Iterator<Item = &'m Match>, normalise: bool) -> Result<Self, String> {
         let norm = |s: &str| if normalise { normalize(s) } else { s.to_string() };
         let mut exact: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
         let (mut literals, mut literal_owner, mut patterns, mut regex_owner) = (vec![], vec![], vec![], vec![]);
-        for (r, rule) in rules.iter().enumerate() {
-            let m = &rule.matches;
+        for (r, m) in matches.enumerate() {
             for (k, kw) in m.exact.iter().enumerate() {
                 exact.entry(norm(kw)).or_default().push((r, k));
             }

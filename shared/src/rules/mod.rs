@@ -9,6 +9,7 @@
 pub mod file;
 pub mod matcher;
 pub mod store;
+pub mod tags;
 pub mod window;
 
 use jiff::Timestamp;
@@ -18,6 +19,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use file::{Rule, RulesError, RulesFile, SourceKind};
 use matcher::{Kind, Matcher};
+use tags::TagBook;
 
 /// The form text is compared in: Unicode NFKC (full-width "ＶＩＰ" becomes "VIP"), lower case,
 /// surrounding white space removed.
@@ -92,6 +94,7 @@ pub struct RuleBook {
     pub file: RulesFile,
     replies: Matcher,
     postbacks: Matcher,
+    tags: TagBook,
 }
 
 impl RuleBook {
@@ -104,6 +107,7 @@ impl RuleBook {
         Ok(RuleBook {
             replies: Matcher::new(&file.replies, true).map_err(err)?,
             postbacks: Matcher::new(&file.postbacks, false).map_err(err)?,
+            tags: TagBook::compile(file.tags.clone()).map_err(err)?,
             file,
         })
     }
@@ -162,6 +166,11 @@ impl RuleBook {
         }
         let normalized = matches!(trigger, Trigger::Text(_)).then(|| normalize(text));
         Decision { normalized, candidates: candidates.into_iter().map(|(c, _)| c).collect(), answer }
+    }
+
+    /// The tag rules.
+    pub fn tags(&self) -> &TagBook {
+        &self.tags
     }
 
     /// The rule list for `oa rules list`: replies then postbacks.

@@ -72,6 +72,31 @@ pub fn diff(live: Option<&RulesFile>, new: &RulesFile) -> Vec<String> {
     };
     optional("follow greeting", live.follow.is_some(), new.follow.is_some(), live.follow == new.follow, &mut out);
     optional("fallback", live.fallback.is_some(), new.fallback.is_some(), live.fallback == new.fallback, &mut out);
+    let (old, new) = (&live.tags, &new.tags);
+    for (section, old, new) in [("tag keyword", &old.keywords, &new.keywords), ("tag postback", &old.postbacks, &new.postbacks)]
+    {
+        for rule in new {
+            match old.iter().find(|r| r.id == rule.id) {
+                None => out.push(format!("+ {section} {}", rule.id)),
+                Some(before) if before != rule => out.push(format!("~ {section} {}", rule.id)),
+                Some(_) => {}
+            }
+        }
+        for rule in old.iter().filter(|r| !new.iter().any(|n| n.id == r.id)) {
+            out.push(format!("- {section} {}", rule.id));
+        }
+    }
+    if old.follow != new.follow {
+        out.push("~ follow tags".into());
+    }
+    for kind in old.shop.keys().chain(new.shop.keys()).collect::<std::collections::BTreeSet<_>>() {
+        match (old.shop.get(kind), new.shop.get(kind)) {
+            (None, Some(_)) => out.push(format!("+ shop tags {kind}")),
+            (Some(_), None) => out.push(format!("- shop tags {kind}")),
+            (Some(a), Some(b)) if a != b => out.push(format!("~ shop tags {kind}")),
+            _ => {}
+        }
+    }
     out
 }
 

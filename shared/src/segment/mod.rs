@@ -9,7 +9,8 @@
 //! tagged        := "tagged" "(" TAG ["," "within" SPAN] ")"     tag set within the last SPAN
 //! friend_since  := "friend_since" "(" SPAN ")"                  became a friend within the last SPAN
 //! friend_before := "friend_before" "(" SPAN | DATE ")"          a friend for longer than SPAN / since before DATE
-//! TAG           := [a-z0-9_] [a-z0-9_:.-]*     e.g. dessert, cart:open, bought:shoes
+//! TAG           := letter (letter | : | . | -)*  e.g. dessert, cart:open, bought:shoes, bought:スイーツ
+//!                  letter = a letter of any script (lower case) or digit or _
 //! SPAN          := digits + s|m|h|d            e.g. 3d, 12h
 //! DATE          := YYYY-MM-DD (UTC)
 //! ```
@@ -23,6 +24,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::rules::file::{format_span, parse_span};
+
+pub mod resolve;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
@@ -94,9 +97,9 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, SegmentError> {
                 out.push((i, Token::Comma));
                 i += 1
             }
-            c if c.is_ascii_alphanumeric() || c == '_' => {
+            c if c.is_alphanumeric() || c == '_' => {
                 let start = i;
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '_' | ':' | '.' | '-'))
+                while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | ':' | '.' | '-'))
                 {
                     i += 1;
                 }
@@ -256,11 +259,18 @@ impl Parser {
     }
 }
 
-fn is_tag(w: &str) -> bool {
+/// Whether `w` is a tag name: letters of any script (lower case where the script has case), digits,
+/// `_`, and after the first character also `:` `.` `-`; at most [`MAX_TAG_LEN`] bytes.
+pub fn is_tag(w: &str) -> bool {
+    let letter = |c: char| (c.is_alphanumeric() && !c.is_uppercase()) || c == '_';
     let mut chars = w.chars();
-    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | ':' | '.' | '-'))
+    w.len() <= MAX_TAG_LEN
+        && chars.next().is_some_and(letter)
+        && chars.all(|c| letter(c) || matches!(c, ':' | '.' | '-'))
 }
+
+/// Longest tag name, in bytes (it is part of DynamoDB keys).
+pub const MAX_TAG_LEN: usize = 100;
 
 fn date(s: &str) -> Result<Before, String> {
     let bad = || format!("{s:?} is not a date like 2026-11-01");
