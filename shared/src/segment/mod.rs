@@ -304,6 +304,16 @@ impl Expr {
         }
     }
 
+    /// Calls `f` with every tag the expression names.
+    pub fn tags(&self, f: &mut impl FnMut(&str)) {
+        match self {
+            Expr::Tag(t) | Expr::Tagged { tag: t, .. } => f(t),
+            Expr::Not(e) => e.tags(f),
+            Expr::And(parts) | Expr::Or(parts) => parts.iter().for_each(|p| p.tags(f)),
+            Expr::All | Expr::FriendSince(_) | Expr::FriendBefore(_) => {}
+        }
+    }
+
     /// Whether `friend` is in the segment at `now_ms`. Blocked friends never are.
     pub fn matches(&self, friend: &FriendFacts, now_ms: i64) -> bool {
         !friend.blocked && self.eval(friend, now_ms)
