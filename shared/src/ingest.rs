@@ -42,11 +42,11 @@ pub fn line_items(body: WebhookBody, received_at: i64) -> Vec<Item> {
     body.events.into_iter().map(|event| line_item(event, destination.as_deref(), received_at)).collect()
 }
 
-fn line_item(event: Event, destination: Option<&str>, received_at: i64) -> Item {
-    let key = event.dedupe_key();
-    let group_id = event.chat_id().or(destination).unwrap_or("channel").to_string();
+/// The follow state an event changes: (user, change, event time). 1:1 chats only: groups and
+/// rooms have join/leave instead.
+pub fn friend_change(event: &Event) -> Option<(String, FriendChange, i64)> {
     let is_user = event.common.source.as_ref().is_some_and(|s| s.kind == SourceKind::User);
-    let friend_change = match (&event.kind, event.user_id(), is_user) {
+    match (&event.kind, event.user_id(), is_user) {
         (EventKind::Follow { follow }, Some(user), true) => Some((
             user.to_string(),
             FriendChange::Followed { is_unblocked: matches!(follow, Some(Follow { is_unblocked: true })) },
@@ -56,7 +56,13 @@ fn line_item(event: Event, destination: Option<&str>, received_at: i64) -> Item 
             Some((user.to_string(), FriendChange::Unfollowed, event.common.timestamp))
         }
         _ => None,
-    };
+    }
+}
+
+fn line_item(event: Event, destination: Option<&str>, received_at: i64) -> Item {
+    let key = event.dedupe_key();
+    let group_id = event.chat_id().or(destination).unwrap_or("channel").to_string();
+    let friend_change = friend_change(&event);
     let to_reply_queue = event.common.reply_token.as_deref().is_some_and(|t| !t.is_empty());
     let queued = QueuedEvent::Line {
         dedupe_key: key.clone(),

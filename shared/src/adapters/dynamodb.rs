@@ -10,6 +10,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 
+use crate::tagging::{friend_index_key, shard_of};
 use crate::ports::{BackendError, Claim, FriendChange, FriendStore, FriendUpdate, IdempotencyStore};
 
 const STATUS_IN_PROGRESS: &str = "INPROGRESS";
@@ -118,7 +119,8 @@ impl IdempotencyStore for DynamoIdempotency {
 }
 
 /// Friend state in the users table, keyed by `userId`:
-/// `{state: following|blocked, isUnblocked, firstFollowedAt, lastChangedAt (event ms), updatedAt}`.
+/// `{state: following|blocked, isUnblocked, firstFollowedAt, lastChangedAt (event ms), updatedAt,
+/// fshard}`; `fshard` (the friend's shard of the `following` index) only while following.
 #[derive(Clone)]
 pub struct DynamoFriends {
     client: Client,
@@ -204,15 +206,18 @@ impl FriendStore for DynamoFriends {
                     .update_item()
                     .update_expression(
                         "SET #state = :state, isUnblocked = :unblocked, lastChangedAt = :ts, updatedAt = :now, \
-                         firstFollowedAt = if_not_exists(firstFollowedAt, :ts)",
+                         firstFollowedAt = if_not_exists(firstFollowedAt, :ts), fshard = :fshard",
                     )
-                    .expression_attribute_values(":unblocked", AttributeValue::Bool(is_unblocked)),
+                    .expression_attribute_values(":unblocked", AttributeValue::Bool(is_unblocked))
+                    .expression_attribute_values(":fshard", s(&friend_index_key(shard_of(user_id)))),
             ),
             FriendChange::Unfollowed => (
                 "blocked",
                 self.client
                     .update_item()
-                    .update_expression("SET #state = :state, lastChangedAt = :ts, updatedAt = :now, blockedAt = :ts"),
+                    .update_expression(
+                        "SET #state = :state, lastChangedAt = :ts, updatedAt = :now, blockedAt = :ts REMOVE fshard",
+                    ),
             ),
         };
         let result = update

@@ -3,6 +3,7 @@
 pub mod dynamodb;
 pub mod memory;
 pub mod sqs;
+pub mod tags;
 
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;

@@ -1,0 +1,15 @@
+//! Wiring: configuration, the DynamoDB client and the rules cache, built once per cold start.
+
+use lambda_runtime::{run, service_fn, Error};
+use shared::config::ProcessEnv;
+use tagger::config::Config;
+use tagger::{function_handler, Deps};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env(&ProcessEnv).inspect_err(|e| tracing::error!("configuration: {e}"))?;
+    let sdk = shared::aws::sdk_config(config.aws_operation_timeout).await;
+    let deps = Deps::new(&config, aws_sdk_dynamodb::Client::new(&sdk));
+    run(service_fn(|event| function_handler(&deps, event))).await
+}

@@ -1,0 +1,372 @@
+//! Tags in DynamoDB.
+//!
+//! Tags table, key `userId` + `tag`:
+//! - a friend's tag: `{active, taggedAt, expiresAt?, source, changedAt, followedAt?, v, idx?, ttl?}`
+//!   (times in ms, `ttl` in s for DynamoDB's TTL). `idx` = `<tag>#<shard>` only while the item is
+//!   indexed ([`crate::tagging`]), which makes the `byTag` index (`idx`, `userId`) sparse: it holds
+//!   exactly the live tags of following friends, sorted by user ID within each shard.
+//! - per-tag counters: `userId` = `#counts#<shard>`, `tag` = `<tag>|<expiry hour or never>`,
+//!   `{friends, ttl?}`, changed in the same transaction as the tags they count.
+//!
+//! Users table index `following` (`fshard`, `userId`): `fshard` is set only while the friend follows
+//! (see [`super::dynamodb::DynamoFriends`]), so it lists every following friend, by shard.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
+};
+use aws_sdk_dynamodb::Client;
+
+use super::describe;
+use crate::ports::BackendError;
+use crate::segment::resolve::{Member, MemberPage, ReadStats, SegmentIndex, Source};
+use crate::tagging::{
+    bucket_counts, count_deltas, friend_index_key, shard_of, tag_index_key, FriendState, TagItem, TagWrite, SHARDS,
+};
+
+/// Name of the tag index on the tags table.
+pub const TAG_INDEX: &str = "byTag";
+/// Name of the following-friends index on the users table.
+pub const FRIEND_INDEX: &str = "following";
+/// Most actions DynamoDB takes in one transaction.
+const MAX_TRANSACTION: usize = 100;
+const COUNTS_PREFIX: &str = "#counts#";
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+fn num(item: &HashMap<String, AttributeValue>, key: &str) -> Option<i64> {
+    item.get(key).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+fn text<'i>(item: &'i HashMap<String, AttributeValue>, key: &str) -> Option<&'i str> {
+    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+fn err(operation: &'static str, message: String) -> BackendError {
+    BackendError::Store { operation, message }
+}
+
+/// The friend as the users table has them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FriendRow {
+    /// The item has a follow state (following or blocked).
+    pub known: bool,
+    pub state: FriendState,
+}
+
+/// What became of a planned write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Written,
+    /// The event's changes were applied before (its idempotency record exists): nothing written.
+    Duplicate,
+    /// Someone changed the friend's items since they were read: read, plan and try again.
+    Conflict,
+}
+
+#[derive(Clone)]
+pub struct DynamoTags {
+    client: Client,
+    tags_table: String,
+    users_table: String,
+    events_table: String,
+    /// How long an idempotency record keeps a redelivered event out (s).
+    idempotency_ttl_secs: i64,
+}
+
+impl DynamoTags {
+    pub fn new(
+        client: Client,
+        tags_table: impl Into<String>,
+        users_table: impl Into<String>,
+        events_table: impl Into<String>,
+        idempotency_ttl_secs: i64,
+    ) -> Self {
+        DynamoTags {
+            client,
+            tags_table: tags_table.into(),
+            users_table: users_table.into(),
+            events_table: events_table.into(),
+            idempotency_ttl_secs,
+        }
+    }
+
+    /// The friend's follow state and every tag item (tombstones included), strongly consistent.
+    pub async fn read_friend(&self, user_id: &str) -> Result<(FriendRow, Vec<TagItem>), BackendError> {
+        let row = self
+            .client
+            .get_item()
+            .table_name(&self.users_table)
+            .key("userId", s(user_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| err("GetItem", describe(&e)))?;
+        let friend = match row.item() {
+            Some(item) if text(item, "state").is_some() => FriendRow {
+                known: true,
+                state: FriendState {
+                    blocked: text(item, "state") == Some("blocked"),
+                    followed_at_ms: num(item, "firstFollowedAt"),
+                },
+            },
+            _ => FriendRow::default(),
+        };
+        Ok((friend, self.tags_of(user_id).await?))
+    }
+
+    /// Every tag item of a friend, tombstones included.
+    pub async fn tags_of(&self, user_id: &str) -> Result<Vec<TagItem>, BackendError> {
+        let mut items = vec![];
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tags_table)
+                .key_condition_expression("userId = :u")
+                .expression_attribute_values(":u", s(user_id))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| err("Query", describe(&e)))?;
+            items.extend(page.items().iter().filter_map(tag_item));
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// Writes `writes` for `user_id` in transactions of at most 100 actions, each item guarded by
+    /// the version it was read at, with the per-tag counters. With `idempotency_key`, the last
+    /// transaction also records the event, and finds it recorded when it is a duplicate. With
+    /// `mark_following`, a friend the users table does not know yet is recorded as following.
+    pub async fn apply(
+        &self,
+        user_id: &str,
+        writes: &[TagWrite],
+        mark_following: bool,
+        idempotency_key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Applied, BackendError> {
+        let mut actions: Vec<TransactWriteItem> = vec![];
+        for w in writes {
+            actions.push(self.put_tag(user_id, w)?);
+        }
+        let shard = shard_of(user_id);
+        for ((tag, bucket), delta) in count_deltas(writes) {
+            actions.push(self.count(shard, &tag, &bucket, delta)?);
+        }
+        if mark_following {
+            let update = Update::builder()
+                .table_name(&self.users_table)
+                .key("userId", s(user_id))
+                .update_expression("SET #state = :following, fshard = :fshard, updatedAt = :now")
+                .condition_expression("attribute_not_exists(#state)")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":following", s("following"))
+                .expression_attribute_values(":fshard", s(&friend_index_key(shard)))
+                .expression_attribute_values(":now", n(now_ms))
+                .build()
+                .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+            actions.push(TransactWriteItem::builder().update(update).build());
+        }
+        // The record goes last, so it lands with the final part of a large change.
+        let record_at = idempotency_key.map(|_| actions.len());
+        if let Some(key) = idempotency_key {
+            let put = Put::builder()
+                .table_name(&self.events_table)
+                .item("id", s(key))
+                .item("status", s("COMPLETED"))
+                .item("expiresAt", n(now_ms / 1000 + self.idempotency_ttl_secs))
+                .condition_expression("attribute_not_exists(id) OR expiresAt < :now_s")
+                .expression_attribute_values(":now_s", n(now_ms / 1000))
+                .build()
+                .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+            actions.push(TransactWriteItem::builder().put(put).build());
+        }
+        let total = actions.len();
+        let mut offset = 0;
+        let mut actions = actions.into_iter().peekable();
+        while actions.peek().is_some() {
+            let chunk: Vec<TransactWriteItem> = actions.by_ref().take(MAX_TRANSACTION).collect();
+            let len = chunk.len();
+            let result = self.client.transact_write_items().set_transact_items(Some(chunk)).send().await;
+            if let Err(e) = result {
+                let reasons: Vec<CancellationReason> = match e.as_service_error() {
+                    Some(se) if se.is_transaction_canceled_exception() => match se {
+                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => {
+                            t.cancellation_reasons().to_vec()
+                        }
+                        _ => vec![],
+                    },
+                    _ => return Err(err("TransactWriteItems", describe(&e))),
+                };
+                let failed = |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
+                if let Some(at) = record_at.filter(|at| (offset..offset + len).contains(at)) {
+                    if failed(at - offset) {
+                        return Ok(Applied::Duplicate);
+                    }
+                }
+                // A tag or the friend changed meanwhile, or another transaction held an item.
+                return Ok(Applied::Conflict);
+            }
+            offset += len;
+        }
+        debug_assert_eq!(offset, total);
+        Ok(Applied::Written)
+    }
+
+    fn put_tag(&self, user_id: &str, w: &TagWrite) -> Result<TransactWriteItem, BackendError> {
+        let t = &w.new;
+        let mut put = Put::builder()
+            .table_name(&self.tags_table)
+            .item("userId", s(user_id))
+            .item("tag", s(&t.tag))
+            .item("active", AttributeValue::Bool(t.active))
+            .item("taggedAt", n(t.tagged_at_ms))
+            .item("source", s(&t.source))
+            .item("changedAt", n(t.changed_at_ms))
+            .item("v", n(t.version as i64 + 1));
+        if let Some(e) = t.expires_at_ms {
+            put = put.item("expiresAt", n(e));
+        }
+        if let Some(f) = t.followed_at_ms {
+            put = put.item("followedAt", n(f));
+        }
+        if t.indexed {
+            put = put.item("idx", s(&tag_index_key(&t.tag, shard_of(user_id))));
+        }
+        if let Some(ms) = t.delete_after_ms() {
+            put = put.item("ttl", n(ms / 1000));
+        }
+        put = match &w.old {
+            None => put.condition_expression("attribute_not_exists(userId)"),
+            Some(old) => put.condition_expression("v = :v").expression_attribute_values(":v", n(old.version as i64)),
+        };
+        let put = put.build().map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn count(&self, shard: u16, tag: &str, bucket: &str, delta: i64) -> Result<TransactWriteItem, BackendError> {
+        let mut update = Update::builder()
+            .table_name(&self.tags_table)
+            .key("userId", s(&format!("{COUNTS_PREFIX}{shard:02}")))
+            .key("tag", s(&format!("{tag}|{bucket}")))
+            .expression_attribute_values(":d", n(delta));
+        update = match bucket.parse::<i64>() {
+            // An hour bucket is of no use a day after it ended.
+            Ok(hour) => update
+                .update_expression("ADD friends :d SET #ttl = :ttl")
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":ttl", n(hour * 3600 + 86_400)),
+            Err(_) => update.update_expression("ADD friends :d"),
+        };
+        let update = update.build().map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Friends per tag at `now_ms`, from the counters: one small query per shard.
+    /// A tag that expired within the current hour still counts until the hour ends.
+    pub async fn counts(&self, now_ms: i64) -> Result<BTreeMap<String, i64>, BackendError> {
+        let mut out: BTreeMap<String, i64> = BTreeMap::new();
+        for shard in 0..SHARDS {
+            let mut start = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.tags_table)
+                    .key_condition_expression("userId = :u")
+                    .expression_attribute_values(":u", s(&format!("{COUNTS_PREFIX}{shard:02}")))
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| err("Query", describe(&e)))?;
+                for item in page.items() {
+                    let (Some(key), Some(friends)) = (text(item, "tag"), num(item, "friends")) else { continue };
+                    let Some((tag, bucket)) = key.rsplit_once('|') else { continue };
+                    let entry = out.entry(tag.to_string()).or_default();
+                    if bucket_counts(bucket, now_ms) {
+                        *entry += friends;
+                    }
+                }
+                start = page.last_evaluated_key().cloned();
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn tag_item(item: &HashMap<String, AttributeValue>) -> Option<TagItem> {
+    Some(TagItem {
+        tag: text(item, "tag")?.to_string(),
+        active: item.get("active").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+        tagged_at_ms: num(item, "taggedAt")?,
+        expires_at_ms: num(item, "expiresAt"),
+        source: text(item, "source").unwrap_or_default().to_string(),
+        changed_at_ms: num(item, "changedAt")?,
+        indexed: item.contains_key("idx"),
+        followed_at_ms: num(item, "followedAt"),
+        version: num(item, "v")? as u64,
+    })
+}
+
+#[async_trait]
+impl SegmentIndex for DynamoTags {
+    async fn members(
+        &self,
+        source: &Source,
+        shard: u16,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<MemberPage, BackendError> {
+        let (table, index, key_attr, key) = match source {
+            Source::Tag(tag) => (&self.tags_table, TAG_INDEX, "idx", tag_index_key(tag, shard)),
+            Source::Friends => (&self.users_table, FRIEND_INDEX, "fshard", friend_index_key(shard)),
+        };
+        let mut query = self
+            .client
+            .query()
+            .table_name(table)
+            .index_name(index)
+            .expression_attribute_names("#k", key_attr)
+            .expression_attribute_values(":k", s(&key))
+            .set_limit(limit.map(|l| l as i32))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        query = match after {
+            Some(a) => query
+                .key_condition_expression("#k = :k AND userId > :after")
+                .expression_attribute_values(":after", s(a)),
+            None => query.key_condition_expression("#k = :k"),
+        };
+        let page = query.send().await.map_err(|e| err("Query", describe(&e)))?;
+        let members = page
+            .items()
+            .iter()
+            .filter_map(|item| {
+                Some(Member {
+                    user_id: text(item, "userId")?.to_string(),
+                    tagged_at_ms: num(item, "taggedAt").unwrap_or(0),
+                    expires_at_ms: num(item, "expiresAt"),
+                    followed_at_ms: num(item, "followedAt").or_else(|| num(item, "firstFollowedAt")),
+                })
+            })
+            .collect();
+        let read = ReadStats {
+            items: page.scanned_count() as u64,
+            requests: 1,
+            capacity_units: page.consumed_capacity().and_then(|c| c.capacity_units()).unwrap_or(0.0),
+        };
+        Ok(MemberPage { members, more: page.last_evaluated_key().is_some(), read })
+    }
+}
