@@ -25,7 +25,7 @@ bench:           ## Benchmarks (the handler benchmark needs `make local-up`)
 
 ARCH ?= arm64
 build:           ## Release artifacts for AWS (target/lambda/<function>/bootstrap); ARCH=arm64|x86-64
-	PATH="$(CURDIR)/.local/venv/bin:$$PATH" cargo lambda build --release --$(ARCH) --package webhook --package keyword-reply
+	PATH="$(CURDIR)/.local/venv/bin:$$PATH" cargo lambda build --release --$(ARCH) --package webhook --package keyword-reply --package tagger
 
 lint:
 	cargo fmt --all -- --check

@@ -1,7 +1,8 @@
-//! The reply pipeline of one test, isolated: line-sim (in process, random port) sends signed
-//! webhooks over HTTP to the webhook function (served in process), which enqueues to this test's
-//! reply-queue; the event-source poller feeds batches to keyword-reply, which replies to line-sim.
-//! DynamoDB Local and the SQS emulator are real; only the Lambda runtime is left out.
+//! The pipeline of one test, isolated: line-sim (in process, random port) sends signed webhooks
+//! over HTTP to the webhook function (served in process), which enqueues to this test's reply-queue
+//! and tag-queue; event-source pollers feed batches to keyword-reply, which replies to line-sim, and
+//! to the tagger, which tags. DynamoDB Local and the SQS emulator are real; only the Lambda runtime
+//! is left out.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -18,8 +19,10 @@ use line_sim::sender::SendResult;
 use line_sim::{LineSim, SimConfig};
 use oa::poller::{Invoker, Poller};
 use serde_json::Value;
+use shared::adapters::tags::DynamoTags;
 use shared::ports::Clock;
 use shared::rules::store::{Publish, RulesStore};
+use tagger::Deps as TaggerDeps;
 
 use crate::{repo_root, TestStack, CHANNEL_SECRET};
 
@@ -35,15 +38,21 @@ impl Clock for ShiftedClock {
     }
 }
 
-/// Calls keyword-reply's handler in this process, with the payload the poller built.
-struct InProcess(Arc<ReplyDeps>);
+/// Calls the queue consumers' handlers in this process, with the payload the poller built.
+struct InProcess {
+    reply: ReplyDeps,
+    tagger: TaggerDeps,
+}
 
 #[async_trait]
 impl Invoker for InProcess {
     async fn invoke(&self, function: &str, payload: Value) -> Result<Value, String> {
-        assert_eq!(function, "keyword-reply");
         let event: SqsEvent = serde_json::from_value(payload).map_err(|e| e.to_string())?;
-        let response = keyword_reply::handler::handle_batch(&self.0, &event.records).await;
+        let response = match function {
+            "keyword-reply" => keyword_reply::handler::handle_batch(&self.reply, &event.records).await,
+            "tagger" => tagger::handler::handle_batch(&self.tagger, &event.records).await,
+            other => return Err(format!("no function {other}")),
+        };
         Ok(serde_json::to_value(response).expect("response serialises"))
     }
 }
@@ -53,6 +62,8 @@ pub struct Pipeline {
     pub sim: LineSim,
     pub webhook_url: String,
     pub rules: RulesStore,
+    /// The tags of this test's stack, for reading.
+    pub tags: DynamoTags,
     pub clock: Arc<ShiftedClock>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -96,22 +107,31 @@ impl Pipeline {
         let clock = Arc::new(ShiftedClock::default());
         let mut deps = ReplyDeps::new(&config, stack.dynamodb.clone());
         deps.clock = clock.clone();
+        let env = stack.stack.function_env(&template, "TaggerFunction").unwrap();
+        let vars: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let tagger_config = tagger::config::Config::from_env(&vars).expect("the template configures the tagger");
+        let mut tagger_deps = TaggerDeps::new(&tagger_config, stack.dynamodb.clone());
+        tagger_deps.clock = clock.clone();
+        let tags = DynamoTags::reader(stack.dynamodb.clone(), &tagger_config.tags_table, &tagger_config.users_table);
 
         let rules = RulesStore::new(stack.dynamodb.clone(), &config.rules_table);
         let published = rules.publish(rules_yaml, None, 0).await.expect("rules publish");
         assert_eq!(published, Publish::Published { version: 1 });
 
-        let mapping = oa::poller::mappings(&template)
-            .unwrap()
-            .into_iter()
-            .find(|m| m.function == "KeywordReplyFunction")
-            .expect("keyword-reply has an SQS event source");
-        let queue_url = stack.queue_url(&mapping.queue).to_string();
-        let poller =
-            Poller::new(mapping, stack.sqs.clone(), &queue_url, "ap-northeast-1", Arc::new(InProcess(Arc::new(deps))));
+        let invoker = Arc::new(InProcess { reply: deps, tagger: tagger_deps });
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move { poller.run(stopped, |_, _| {}).await });
-        Pipeline { stack, sim, webhook_url, rules, clock, stop }
+        for function in ["KeywordReplyFunction", "TaggerFunction"] {
+            let mapping = oa::poller::mappings(&template)
+                .unwrap()
+                .into_iter()
+                .find(|m| m.function == function)
+                .unwrap_or_else(|| panic!("{function} has an SQS event source"));
+            let queue_url = stack.queue_url(&mapping.queue).to_string();
+            let poller = Poller::new(mapping, stack.sqs.clone(), &queue_url, "ap-northeast-1", invoker.clone());
+            let stopped = stopped.clone();
+            tokio::spawn(async move { poller.run(stopped, |_, _| {}).await });
+        }
+        Pipeline { stack, sim, webhook_url, rules, tags, clock, stop }
     }
 
     pub fn sim(&self) -> SimClient {
@@ -154,9 +174,34 @@ impl Pipeline {
 
     /// Waits until reply-queue is empty (everything processed) or `within` passes.
     pub async fn wait_until_drained(&self, within: Duration) -> usize {
+        self.wait_until_queue_drained("ReplyQueue", within).await
+    }
+
+    /// Waits until tag-queue is empty (every event tagged) and returns, or panics after 20 s.
+    pub async fn wait_until_tagged(&self) {
+        let left = self.wait_until_queue_drained("TagQueue", Duration::from_secs(20)).await;
+        assert_eq!(left, 0, "tag-queue still holds {left} messages");
+    }
+
+    /// Posts signed shop events (one JSON object or an array) to the webhook's /events route.
+    pub async fn shop(&self, body: Value) {
+        let url = self.webhook_url.replace("/webhook", "/events");
+        let (status, text) = oa::post_signed(
+            &reqwest::Client::new(),
+            &url,
+            shared::shop::SHOP_SIGNATURE_HEADER,
+            crate::SHOP_SECRET,
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await
+        .expect("the webhook answers");
+        assert_eq!(status, 200, "{text}");
+    }
+
+    async fn wait_until_queue_drained(&self, logical_id: &str, within: Duration) -> usize {
         let start = Instant::now();
         loop {
-            let depth = self.reply_queue_depth().await;
+            let depth = queue_depth(&self.stack, logical_id).await;
             if depth == 0 || start.elapsed() > within {
                 return depth;
             }

@@ -30,7 +30,7 @@ async fn local_env_names_exactly_what_the_template_creates() {
     )
     .await
     .unwrap();
-    for function in ["WebhookFunction", "KeywordReplyFunction"] {
+    for function in ["WebhookFunction", "KeywordReplyFunction", "TaggerFunction"] {
         let env = stack.function_env(&template, function).unwrap();
         assert!(env.len() >= 3, "{function}: {env:?}");
         for (name, value) in env {

@@ -197,7 +197,7 @@ warm_up() {
   fi
   # Every queue consumer gets an empty batch, so the first real message finds it running.
   local fn
-  for fn in keyword-reply; do
+  for fn in keyword-reply tagger; do
     for ((i = 0; i < 300; i++)); do
       code="$(curl -s -o /dev/null -w '%{http_code}' -X POST "$LAMBDA_INVOKE_URL/2015-03-31/functions/$fn/invocations" \
         -H 'content-type: application/json' --data-raw '{"Records":[]}' || true)"

@@ -16,7 +16,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 use shared::adapters::dynamodb::DynamoFriends;
-use shared::adapters::tags::{Applied, DynamoTags};
+use shared::adapters::tags::{Changed, DynamoTags};
 use shared::envelope::QueuedEvent;
 use shared::ingest::friend_change;
 use shared::line::webhook::{EventKind, MessageContent};
@@ -24,13 +24,9 @@ use shared::ports::{Clock, FriendChange, FriendStore, SystemClock};
 use shared::rules::store::{RulesCache, RulesStore};
 use shared::rules::tags::TagTrigger;
 use shared::rules::RuleBook;
-use shared::tagging::plan;
 use tracing::{info, warn};
 
 use crate::config::Config;
-
-/// Plans tried against concurrent changes before the record goes back to the queue.
-const ATTEMPTS: usize = 3;
 
 pub struct Deps {
     pub rules: RulesCache,
@@ -202,35 +198,29 @@ async fn handle_record(deps: &Deps, book: &RuleBook, record: &SqsMessage) -> Out
     }
     let ops = t.trigger.map(|tr| book.tags().ops(tr)).unwrap_or_default();
     if ops.is_empty() && t.follow.is_none() {
+        if t.from_line {
+            // Still a friend worth knowing, for segments over all friends.
+            if let Err(e) = deps.friends.ensure_known(t.user_id, now).await {
+                warn!(error = %e, "cannot record the friend");
+                return Outcome::Retry;
+            }
+        }
         return Outcome::NoTags;
     }
     let key = format!("tag:{}", queued.dedupe_key());
-    for _ in 0..ATTEMPTS {
-        let (friend, items) = match deps.tags.read_friend(t.user_id).await {
-            Ok(read) => read,
-            Err(e) => {
-                warn!(error = %e, "cannot read the friend's tags");
-                return Outcome::Retry;
-            }
-        };
-        let writes = plan(&items, friend.state, &ops, t.event_ms, now);
-        let mark_following = t.from_line && !friend.known;
-        if writes.is_empty() && !mark_following {
-            return Outcome::Unchanged;
+    match deps.tags.change(t.user_id, &ops, t.event_ms, now, t.from_line, &key).await {
+        Ok(Changed::Written) => Outcome::Tagged,
+        Ok(Changed::Unchanged) => Outcome::Unchanged,
+        Ok(Changed::Duplicate) => Outcome::Duplicate,
+        Ok(Changed::Contended) => {
+            warn!(event = %queued.dedupe_key(), "the friend's tags kept changing; retried later");
+            Outcome::Retry
         }
-        let record = (!ops.is_empty()).then_some(key.as_str());
-        match deps.tags.apply(t.user_id, &writes, mark_following, record, now).await {
-            Ok(Applied::Written) => return Outcome::Tagged,
-            Ok(Applied::Duplicate) => return Outcome::Duplicate,
-            Ok(Applied::Conflict) => continue,
-            Err(e) => {
-                warn!(error = %e, "cannot write tags");
-                return Outcome::Retry;
-            }
+        Err(e) => {
+            warn!(event = %queued.dedupe_key(), error = %e, "cannot change tags");
+            Outcome::Retry
         }
     }
-    warn!(event = %queued.dedupe_key(), "the friend's tags kept changing; retried later");
-    Outcome::Retry
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 
-use crate::tagging::{friend_index_key, shard_of};
 use crate::ports::{BackendError, Claim, FriendChange, FriendStore, FriendUpdate, IdempotencyStore};
+use crate::tagging::{friend_index_key, shard_of};
 
 const STATUS_IN_PROGRESS: &str = "INPROGRESS";
 const STATUS_COMPLETED: &str = "COMPLETED";
@@ -155,6 +155,25 @@ impl DynamoFriends {
         applied(result)
     }
 
+    /// Records a friend we have never seen follow as following, because they talk to the account
+    /// (friends from before the account used this backend). A known state is left alone.
+    pub async fn ensure_known(&self, user_id: &str, now_ms: i64) -> Result<bool, BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("userId", s(user_id))
+            .update_expression("SET #state = :following, fshard = :fshard, updatedAt = :now")
+            .condition_expression("attribute_not_exists(#state)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":following", s("following"))
+            .expression_attribute_values(":fshard", s(&friend_index_key(shard_of(user_id))))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        applied(result)
+    }
+
     /// Undoes [`Self::start_fallback_cooldown`] of `started_at_ms` when the fallback could not go out
     /// (so its retry is not taken for a second fallback). A newer cooldown is left alone.
     pub async fn cancel_fallback_cooldown(&self, chat_id: &str, started_at_ms: i64) -> Result<(), BackendError> {
@@ -213,11 +232,9 @@ impl FriendStore for DynamoFriends {
             ),
             FriendChange::Unfollowed => (
                 "blocked",
-                self.client
-                    .update_item()
-                    .update_expression(
-                        "SET #state = :state, lastChangedAt = :ts, updatedAt = :now, blockedAt = :ts REMOVE fshard",
-                    ),
+                self.client.update_item().update_expression(
+                    "SET #state = :state, lastChangedAt = :ts, updatedAt = :now, blockedAt = :ts REMOVE fshard",
+                ),
             ),
         };
         let result = update

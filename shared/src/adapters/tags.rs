@@ -21,9 +21,11 @@ use aws_sdk_dynamodb::Client;
 
 use super::describe;
 use crate::ports::BackendError;
+use crate::rules::tags::TagOp;
 use crate::segment::resolve::{Member, MemberPage, ReadStats, SegmentIndex, Source};
 use crate::tagging::{
-    bucket_counts, count_deltas, friend_index_key, shard_of, tag_index_key, FriendState, TagItem, TagWrite, SHARDS,
+    bucket_counts, count_deltas, friend_index_key, plan, shard_of, tag_index_key, FriendState, TagItem, TagWrite,
+    SHARDS,
 };
 
 /// Name of the tag index on the tags table.
@@ -57,6 +59,20 @@ pub struct FriendRow {
     pub known: bool,
     pub state: FriendState,
 }
+
+/// What became of an event's tag changes ([`DynamoTags::change`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    Written,
+    /// Nothing to write: already so, or overtaken by newer events.
+    Unchanged,
+    Duplicate,
+    /// The friend's items kept changing under us: try later.
+    Contended,
+}
+
+/// Plans tried against concurrent changes before [`Changed::Contended`].
+const ATTEMPTS: usize = 3;
 
 /// What became of a planned write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +109,11 @@ impl DynamoTags {
             events_table: events_table.into(),
             idempotency_ttl_secs,
         }
+    }
+
+    /// For reading only (segments, counts, a friend's tags): [`Self::apply`] needs the events table.
+    pub fn reader(client: Client, tags_table: impl Into<String>, users_table: impl Into<String>) -> Self {
+        Self::new(client, tags_table, users_table, String::new(), 0)
     }
 
     /// The friend's follow state and every tag item (tombstones included), strongly consistent.
@@ -141,6 +162,37 @@ impl DynamoTags {
                 return Ok(items);
             }
         }
+    }
+
+    /// Applies `ops` of an event at `event_ms` to a friend: read, [`plan`], [`Self::apply`], and again
+    /// from the read if someone changed the friend meanwhile. `ops` may be empty: then only the
+    /// friend's index entries are brought in line with their follow state. The idempotency record
+    /// `idempotency_key` is written with any change `ops` make.
+    pub async fn change(
+        &self,
+        user_id: &str,
+        ops: &[TagOp],
+        event_ms: i64,
+        now_ms: i64,
+        talks_to_us: bool,
+        idempotency_key: &str,
+    ) -> Result<Changed, BackendError> {
+        for _ in 0..ATTEMPTS {
+            let (friend, items) = self.read_friend(user_id).await?;
+            let writes = plan(&items, friend.state, ops, event_ms, now_ms);
+            // Someone who talks to the account is a friend, even if we never saw them follow.
+            let mark_following = talks_to_us && !friend.known;
+            if writes.is_empty() && !mark_following {
+                return Ok(Changed::Unchanged);
+            }
+            let record = (!ops.is_empty()).then_some(idempotency_key);
+            match self.apply(user_id, &writes, mark_following, record, now_ms).await? {
+                Applied::Written => return Ok(Changed::Written),
+                Applied::Duplicate => return Ok(Changed::Duplicate),
+                Applied::Conflict => continue,
+            }
+        }
+        Ok(Changed::Contended)
     }
 
     /// Writes `writes` for `user_id` in transactions of at most 100 actions, each item guarded by

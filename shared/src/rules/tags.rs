@@ -387,8 +387,8 @@ tags:
 
     #[test]
     fn shop_and_follow_tags_are_configurable() {
-        let book = RuleBook::parse("tags:\n  shop: {}\n  follow:\n    newFriend: { add: [newbie], expires: 30d }\n")
-            .unwrap();
+        let book =
+            RuleBook::parse("tags:\n  shop: {}\n  follow:\n    newFriend: { add: [newbie], expires: 30d }\n").unwrap();
         let t = book.tags();
         assert!(t.ops(TagTrigger::Shop { kind: "purchase", properties: &Map::new() }).is_empty());
         assert_eq!(names(&t.ops(TagTrigger::Follow { unblocked: false })), ["+newbie"]);

@@ -99,8 +99,7 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, SegmentError> {
             }
             c if c.is_alphanumeric() || c == '_' => {
                 let start = i;
-                while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | ':' | '.' | '-'))
-                {
+                while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | ':' | '.' | '-')) {
                     i += 1;
                 }
                 out.push((start, Token::Word(chars[start..i].iter().collect())));

@@ -297,7 +297,10 @@ impl MemoryIndex {
             };
             lists.entry((Source::Friends, shard)).or_default().push(member(0, None));
             for (tag, t) in &facts.tags {
-                lists.entry((Source::Tag(tag.clone()), shard)).or_default().push(member(t.tagged_at_ms, t.expires_at_ms));
+                lists
+                    .entry((Source::Tag(tag.clone()), shard))
+                    .or_default()
+                    .push(member(t.tagged_at_ms, t.expires_at_ms));
             }
         }
         lists.values_mut().for_each(|l| l.sort_by(|a, b| a.user_id.cmp(&b.user_id)));
@@ -351,7 +354,8 @@ mod tests {
                     let exp = if i % 20 == 0 { NOW - 1 } else { at + 7 * DAY };
                     tags.insert("cart:open".to_string(), tag(at, Some(exp)));
                 }
-                let facts = FriendFacts { blocked: i % 7 == 0, followed_at_ms: Some(NOW - (i as i64 % 60) * DAY), tags };
+                let facts =
+                    FriendFacts { blocked: i % 7 == 0, followed_at_ms: Some(NOW - (i as i64 % 60) * DAY), tags };
                 (format!("U{i:032x}"), facts)
             })
             .collect()
@@ -359,8 +363,7 @@ mod tests {
 
     async fn check(friends: &[(String, FriendFacts)], expr: &str, index: &MemoryIndex) {
         let e = Expr::parse(expr).unwrap();
-        let mut truth: Vec<&str> =
-            friends.iter().filter(|(_, f)| e.matches(f, NOW)).map(|(u, _)| u.as_str()).collect();
+        let mut truth: Vec<&str> = friends.iter().filter(|(_, f)| e.matches(f, NOW)).map(|(u, _)| u.as_str()).collect();
         truth.sort();
         let resolver = Resolver::new(index);
         assert_eq!(resolver.count(&e, NOW).await.unwrap().friends, truth.len() as u64, "{expr}");

@@ -5,6 +5,7 @@
 pub mod poller;
 pub mod rules;
 pub mod sample;
+pub mod segments;
 pub mod stack;
 
 /// Posts `body` to `url` with `signature_header` = the body's signature under `secret`.

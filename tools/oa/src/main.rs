@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use oa::{post_signed, sample, stack};
+use oa::{post_signed, sample, segments, stack};
 use serde_json::{Map, Value};
 
 #[derive(Parser)]
@@ -34,6 +34,53 @@ enum Command {
     /// Talk to line-sim: send webhooks as LINE would, see what friends received.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Segments: how many friends an expression selects, and who (grammar: README "Segments").
+    #[command(subcommand)]
+    Segment(SegmentCommand),
+    /// Tags: friends per tag, and one friend's tags.
+    #[command(subcommand)]
+    Tags(TagsCommand),
+}
+
+#[derive(Args)]
+struct TagTables {
+    #[arg(long, env = "TAGS_TABLE")]
+    tags_table: String,
+    #[arg(long, env = "USERS_TABLE")]
+    users_table: String,
+}
+
+#[derive(Subcommand)]
+enum SegmentCommand {
+    /// How many following friends EXPR selects, e.g. 'dessert AND NOT vip'.
+    Count {
+        expr: String,
+        #[command(flatten)]
+        tables: TagTables,
+    },
+    /// The first user IDs EXPR selects.
+    Sample {
+        expr: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        tables: TagTables,
+    },
+}
+
+#[derive(Subcommand)]
+enum TagsCommand {
+    /// Every tag with its number of friends (from the per-tag counters).
+    List {
+        #[command(flatten)]
+        tables: TagTables,
+    },
+    /// One friend's tags: source, age, expiry; removed and expired ones last.
+    Of {
+        user_id: String,
+        #[command(flatten)]
+        tables: TagTables,
+    },
 }
 
 #[derive(Subcommand)]
@@ -249,6 +296,8 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
         }
         Command::Rules(command) => rules(command).await,
         Command::Sim(command) => sim(command).await,
+        Command::Segment(command) => segment(command).await,
+        Command::Tags(command) => tags(command).await,
         Command::Webhook(WebhookCommand::Sign { file, secret }) => {
             let body = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             println!("{}", shared::line::signature::sign(&secret, &body));
@@ -441,6 +490,53 @@ async fn sim(command: SimCommand) -> Result<(), AnyError> {
         SimCommand::Deliveries { sim, to } => {
             let client = line_sim::client::SimClient::new(&sim);
             println!("{}", serde_json::to_string_pretty(&client.deliveries(&to).await?)?);
+        }
+    }
+    Ok(())
+}
+
+async fn tag_reader(tables: TagTables) -> shared::adapters::tags::DynamoTags {
+    let sdk = aws_config_for_local().await;
+    shared::adapters::tags::DynamoTags::reader(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        tables.tags_table,
+        tables.users_table,
+    )
+}
+
+async fn segment(command: SegmentCommand) -> Result<(), AnyError> {
+    use shared::segment::resolve::Resolver;
+    let now = shared::ports::Clock::now_ms(&shared::ports::SystemClock);
+    let started = std::time::Instant::now();
+    match command {
+        SegmentCommand::Count { expr, tables } => {
+            let parsed = segments::parse(&expr)?;
+            let index = tag_reader(tables).await;
+            let counted = Resolver::new(&index).count(&parsed, now).await?;
+            println!("{}", counted.friends);
+            eprintln!("{parsed}: {}", segments::cost(&counted.read, started.elapsed()));
+        }
+        SegmentCommand::Sample { expr, limit, tables } => {
+            let parsed = segments::parse(&expr)?;
+            let index = tag_reader(tables).await;
+            let page = Resolver::new(&index).page(&parsed, now, None, limit).await?;
+            for user in &page.user_ids {
+                println!("{user}");
+            }
+            eprintln!("{parsed}: {} shown; {}", page.user_ids.len(), segments::cost(&page.read, started.elapsed()));
+        }
+    }
+    Ok(())
+}
+
+async fn tags(command: TagsCommand) -> Result<(), AnyError> {
+    let now = shared::ports::Clock::now_ms(&shared::ports::SystemClock);
+    match command {
+        TagsCommand::List { tables } => {
+            print!("{}", segments::format_counts(&tag_reader(tables).await.counts(now).await?))
+        }
+        TagsCommand::Of { user_id, tables } => {
+            print!("{}", segments::format_tags_of(&tag_reader(tables).await.tags_of(&user_id).await?, now))
         }
     }
     Ok(())

@@ -73,7 +73,8 @@ pub fn diff(live: Option<&RulesFile>, new: &RulesFile) -> Vec<String> {
     optional("follow greeting", live.follow.is_some(), new.follow.is_some(), live.follow == new.follow, &mut out);
     optional("fallback", live.fallback.is_some(), new.fallback.is_some(), live.fallback == new.fallback, &mut out);
     let (old, new) = (&live.tags, &new.tags);
-    for (section, old, new) in [("tag keyword", &old.keywords, &new.keywords), ("tag postback", &old.postbacks, &new.postbacks)]
+    for (section, old, new) in
+        [("tag keyword", &old.keywords, &new.keywords), ("tag postback", &old.postbacks, &new.postbacks)]
     {
         for rule in new {
             match old.iter().find(|r| r.id == rule.id) {
