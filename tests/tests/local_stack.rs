@@ -54,9 +54,22 @@ async fn a_signed_webhook_to_the_running_function_lands_once_on_each_queue() {
     let forged = oa::post_signed(&http, &url, "x-line-signature", "not-the-secret", body).await.unwrap();
     assert_eq!(forged.0, 401);
 
-    let ours = |events: Vec<QueuedEvent>| events.into_iter().filter(|e| e.dedupe_key() == id).count();
-    assert_eq!(ours(drain(&setting("TAG_QUEUE_URL")).await), 1);
-    // reply-queue is consumed by the poller and keyword-reply: see the bakery test below.
+    // reply-queue and tag-queue are consumed by the poller: the follow is tagged, once.
+    let tags = shared::adapters::tags::DynamoTags::reader(
+        aws_sdk_dynamodb::Client::new(&local_sdk().await),
+        setting("TAGS_TABLE"),
+        setting("USERS_TABLE"),
+    );
+    let started = std::time::Instant::now();
+    let tagged = loop {
+        let items = tags.tags_of(&user).await.unwrap();
+        if items.iter().any(|t| t.tag == "friend:new") || started.elapsed() > std::time::Duration::from_secs(10) {
+            break items;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let new = tagged.iter().find(|t| t.tag == "friend:new").expect("the tagger tagged the follow");
+    assert_eq!((new.version, new.indexed), (1, true), "written once, and in the index");
 
     // The follow was recorded in the stack's users table.
     let dynamodb = aws_sdk_dynamodb::Client::new(&local_sdk().await);
@@ -157,7 +170,7 @@ fn oa(args: &[&str]) -> (bool, String) {
 /// webhook from LINE (line-sim) gets exactly one reply with the configured messages within a second.
 /// One test, because both parts change the stack's one set of live rules.
 #[tokio::test]
-async fn bakery_rules_applied_with_the_cli_answer_a_keyword_within_a_second() {
+async fn bakery_rules_applied_with_the_cli_answer_within_a_second_and_tag_friends_for_segments() {
     require_functions();
     require_service("line-sim", &setting("LINE_API_BASE"));
     let (ok, out) = oa(&["rules", "apply", "examples/bakery-rules.yaml"]);
@@ -204,4 +217,61 @@ async fn bakery_rules_applied_with_the_cli_answer_a_keyword_within_a_second() {
     assert_eq!(serde_json::Value::Array(expected), got[0]["messages"]);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(sim.deliveries(&user).await.unwrap().len(), 1, "and only one");
+
+    // Tags: friends tagged through webhooks and shop events, found with oa segment as the rules say.
+    let (fan, buyer, cart) = (sample::user_id(), sample::user_id(), sample::user_id());
+    let follow = |u: &str| serde_json::json!({ "type": "follow", "userId": u });
+    let answer =
+        |u: &str, a: &str| serde_json::json!({ "type": "postback", "userId": u, "data": format!("q=dessert&a={a}") });
+    let events = vec![
+        follow(&fan),
+        answer(&fan, "yes"),
+        follow(&buyer),
+        serde_json::json!({ "userId": buyer, "text": "Do you still have pudding?" }),
+        follow(&cart),
+        answer(&cart, "yes"),
+    ];
+    assert_eq!(sim.send(None, events).await.unwrap().status, 200);
+    let (ok, out) = oa(&["events", "send", "--type", "add_to_cart", "--user", &cart, "--property", "sku=tart-1"]);
+    assert!(ok, "{out}");
+    let (ok, out) =
+        oa(&["events", "send", "--type", "purchase", "--user", &buyer, "--property", "category=Fruit Tarts"]);
+    assert!(ok, "{out}");
+    let started = std::time::Instant::now();
+    while !oa(&["tags", "of", &buyer]).1.contains("bought:fruit_tarts")
+        || !oa(&["tags", "of", &cart]).1.contains("cart:open")
+        || !oa(&["tags", "of", &fan]).1.contains("dessert")
+    {
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "the tagger did not tag in 15 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, of_buyer) = oa(&["tags", "of", &buyer]);
+    assert!(of_buyer.contains("keyword:talks-dessert") && of_buyer.contains("shop:purchase"), "{of_buyer}");
+    let members = |expr: &str| {
+        let (ok, out) = oa(&["segment", "sample", expr, "--limit", "1000000"]);
+        assert!(ok, "{out}");
+        out
+    };
+    let ours = |out: &str| [&fan, &buyer, &cart].map(|u| out.lines().any(|l| l == u.as_str()));
+    assert_eq!(ours(&members("dessert AND NOT buyer")), [true, false, true]);
+    assert_eq!(ours(&members("tagged(cart:open, within 3d) AND NOT buyer")), [false, false, true]);
+    assert_eq!(ours(&members("bought:fruit_tarts OR friend:returning")), [false, true, false]);
+    let (ok, count) = oa(&["segment", "count", "dessert"]);
+    assert!(ok && count.lines().next().unwrap().parse::<u64>().unwrap() >= 3, "{count}");
+    let (_, list) = oa(&["tags", "list"]);
+    assert!(list.lines().any(|l| l.starts_with("dessert ")), "{list}");
+
+    // A friend who blocks the account leaves every segment.
+    assert_eq!(
+        sim.send(None, vec![serde_json::json!({ "type": "unfollow", "userId": fan })]).await.unwrap().status,
+        200
+    );
+    let started = std::time::Instant::now();
+    while ours(&members("dessert"))[0] {
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "the block did not reach the index in 15 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let (ok, out) = oa(&["segment", "count", "dessert AND (vip"]);
+    assert!(!ok && out.contains("position 16") && out.contains("                ^ expected ')'"), "{out}");
 }

@@ -243,20 +243,20 @@ async fn blocked_friends_never_appear_and_come_back_when_they_follow_again() {
 struct Seed;
 impl Seed {
     fn dessert(i: usize) -> bool {
-        i % 2 == 0
+        i.is_multiple_of(2)
     }
     fn vip(i: usize) -> bool {
-        i % 3 == 0
+        i.is_multiple_of(3)
     }
     fn buyer(i: usize) -> bool {
-        i % 7 == 0
+        i.is_multiple_of(7)
     }
     fn blocked(i: usize) -> bool {
-        i % 11 == 0
+        i.is_multiple_of(11)
     }
     /// Has an open cart, added this many days (plus an hour) ago.
     fn cart_days(i: usize) -> Option<i64> {
-        (i % 4 == 0).then_some((i % 5) as i64)
+        i.is_multiple_of(4).then_some((i % 5) as i64)
     }
 }
 

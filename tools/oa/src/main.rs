@@ -395,12 +395,15 @@ async fn rules(command: RulesCommand) -> Result<(), AnyError> {
             let (_, book) = rules::load(&file)?;
             let f = &book.file;
             println!(
-                "{}: valid ({} text rules, {} postback rules{}{})",
+                "{}: valid ({} text rules, {} postback rules{}{}; tags: {} keyword rules, {} postback rules, {} shop event types)",
                 file.display(),
                 f.replies.len(),
                 f.postbacks.len(),
                 if f.follow.is_some() { ", follow greeting" } else { "" },
-                if f.fallback.is_some() { ", fallback" } else { "" }
+                if f.fallback.is_some() { ", fallback" } else { "" },
+                f.tags.keywords.len(),
+                f.tags.postbacks.len(),
+                f.tags.shop.len(),
             );
         }
         RulesCommand::Apply { file, dry_run, table } => {
