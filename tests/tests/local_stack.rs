@@ -6,16 +6,9 @@ use std::process::Command;
 
 use integration_tests::*;
 use serde_json::Value;
-use shared::envelope::QueuedEvent;
 
 fn require_functions() {
     require_service("The functions (cargo lambda watch)", &setting("WEBHOOK_URL"));
-}
-
-/// The running stack's own queue, read (and emptied) like a consumer would.
-async fn drain(url: &str) -> Vec<QueuedEvent> {
-    let sqs = aws_sdk_sqs::Client::new(&local_sdk().await);
-    drain_queue(&sqs, url).await.iter().map(|b| serde_json::from_str(b).expect("a QueuedEvent")).collect()
 }
 
 #[tokio::test]
