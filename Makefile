@@ -22,6 +22,7 @@ bench:           ## Benchmarks (the handler benchmark needs `make local-up`)
 	cargo run --release -p integration-tests --bin handler-bench
 	cargo run -q -p oa -- rules apply examples/bakery-rules.yaml
 	cargo run --release -p integration-tests --bin reply-bench
+	cargo run --release -p integration-tests --bin segment-bench
 
 ARCH ?= arm64
 build:           ## Release artifacts for AWS (target/lambda/<function>/bootstrap); ARCH=arm64|x86-64

@@ -276,28 +276,7 @@ impl DynamoTags {
     }
 
     fn put_tag(&self, user_id: &str, w: &TagWrite) -> Result<TransactWriteItem, BackendError> {
-        let t = &w.new;
-        let mut put = Put::builder()
-            .table_name(&self.tags_table)
-            .item("userId", s(user_id))
-            .item("tag", s(&t.tag))
-            .item("active", AttributeValue::Bool(t.active))
-            .item("taggedAt", n(t.tagged_at_ms))
-            .item("source", s(&t.source))
-            .item("changedAt", n(t.changed_at_ms))
-            .item("v", n(t.version as i64 + 1));
-        if let Some(e) = t.expires_at_ms {
-            put = put.item("expiresAt", n(e));
-        }
-        if let Some(f) = t.followed_at_ms {
-            put = put.item("followedAt", n(f));
-        }
-        if t.indexed {
-            put = put.item("idx", s(&tag_index_key(&t.tag, shard_of(user_id))));
-        }
-        if let Some(ms) = t.delete_after_ms() {
-            put = put.item("ttl", n(ms / 1000));
-        }
+        let mut put = Put::builder().table_name(&self.tags_table).set_item(Some(tag_attributes(user_id, &w.new)));
         put = match &w.old {
             None => put.condition_expression("attribute_not_exists(userId)"),
             Some(old) => put.condition_expression("v = :v").expression_attribute_values(":v", n(old.version as i64)),
@@ -357,6 +336,27 @@ impl DynamoTags {
         }
         Ok(out)
     }
+}
+
+/// The stored form of a friend's tag (its version is the one after `t.version`).
+pub fn tag_attributes(user_id: &str, t: &TagItem) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::from([
+        ("userId".to_string(), s(user_id)),
+        ("tag".to_string(), s(&t.tag)),
+        ("active".to_string(), AttributeValue::Bool(t.active)),
+        ("taggedAt".to_string(), n(t.tagged_at_ms)),
+        ("source".to_string(), s(&t.source)),
+        ("changedAt".to_string(), n(t.changed_at_ms)),
+        ("v".to_string(), n(t.version as i64 + 1)),
+    ]);
+    let optional = [
+        ("expiresAt", t.expires_at_ms.map(n)),
+        ("followedAt", t.followed_at_ms.map(n)),
+        ("idx", t.indexed.then(|| s(&tag_index_key(&t.tag, shard_of(user_id))))),
+        ("ttl", t.delete_after_ms().map(|ms| n(ms / 1000))),
+    ];
+    item.extend(optional.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))));
+    item
 }
 
 fn tag_item(item: &HashMap<String, AttributeValue>) -> Option<TagItem> {

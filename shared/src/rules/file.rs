@@ -362,7 +362,9 @@ fn id_location(text: &str, id: &RuleId, nth: usize) -> Option<(usize, usize)> {
         .enumerate()
         .filter_map(|(i, line)| {
             let col = line.find("id:")?;
-            let value = line[col + 3..].trim().trim_matches(|c| c == '"' || c == '\'');
+            // Block style (`id: x`) or flow style (`{ id: x, ... }`).
+            let value = line[col + 3..].split([',', '}', '#']).next().unwrap_or_default();
+            let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
             (value == id.0).then_some((i + 1, col + 1))
         })
         .nth(nth - 1)

@@ -402,6 +402,12 @@ tags:
             ("tags:\n  shop:\n    purchase: { add: [\"bought:{cat\"] }\n", 3, "without '}'"),
             ("tags:\n  shop:\n    purchase: { add: [x], expires: soon }\n", 3, "duration"),
             ("tags:\n  follow:\n    newFriend: { tag: [x] }\n", 3, "unknown field"),
+            ("replies: []\ntags:\n  keywords:\n    - id: a\n      match: { exact: x }\n", 4, "neither adds nor removes"),
+            (
+                "tags:\n  keywords:\n    - { id: a, match: { exact: x }, add: [y] }\n    - { id: a, match: { exact: z }, add: [y] }\n",
+                4,
+                "used twice",
+            ),
         ];
         for (text, line, message) in cases {
             let e = RuleBook::parse(text).err().expect(text);

@@ -465,6 +465,7 @@ mod tests {
             assert_eq!(e.position, position, "{input}: {e}");
             assert!(e.message.contains(message), "{input}: {e}");
         }
+        assert_eq!(Expr::parse("bought:スイーツ").unwrap(), Expr::Tag("bought:スイーツ".into()), "tags of any script");
         let rendered = Expr::parse("dessert AND AND vip").unwrap_err().render("dessert AND AND vip");
         assert_eq!(rendered, "dessert AND AND vip\n            ^ AND needs something before it");
     }

@@ -47,7 +47,15 @@ pub struct ReadStats {
 }
 
 impl ReadStats {
-    fn add(&mut self, other: ReadStats) {
+    fn since(self, before: ReadStats) -> ReadStats {
+        ReadStats {
+            items: self.items - before.items,
+            requests: self.requests - before.requests,
+            capacity_units: self.capacity_units - before.capacity_units,
+        }
+    }
+
+    pub fn add(&mut self, other: ReadStats) {
         self.items += other.items;
         self.requests += other.requests;
         self.capacity_units += other.capacity_units;
@@ -139,28 +147,68 @@ impl<'a> Resolver<'a> {
         cursor: Option<&Cursor>,
         limit: usize,
     ) -> Result<Page, BackendError> {
-        let mut user_ids = Vec::with_capacity(limit.min(10_000));
-        let mut read = ReadStats::default();
-        let (mut shard, mut after) = cursor.map_or((0, None), |c| (c.shard, c.after.clone()));
-        let hint = Some(limit.clamp(100, 1000) as u32);
-        while shard < SHARDS && user_ids.len() < limit {
-            let mut merge = Merge::new(self.index, expr, shard, after.take(), hint);
-            while user_ids.len() < limit {
-                match merge.next_match(now_ms).await? {
-                    Some(user) => user_ids.push(user),
-                    None => break,
-                }
-            }
-            read.add(merge.read);
-            if user_ids.len() == limit {
-                let next = Cursor { shard, after: user_ids.last().cloned() };
-                return Ok(Page { user_ids, next: Some(next), read });
-            }
-            shard += 1;
-        }
-        Ok(Page { user_ids, next: None, read })
+        self.reader(expr, now_ms, cursor).next_page(limit).await
+    }
+
+    /// Reads the segment page after page from `cursor` on, keeping its place in every list
+    /// between pages (a fresh [`Resolver::page`] per page would read the lists again from the cursor).
+    pub fn reader<'e>(&self, expr: &'e Expr, now_ms: i64, cursor: Option<&Cursor>) -> SegmentReader<'e>
+    where
+        'a: 'e,
+    {
+        let (shard, after) = cursor.map_or((0, None), |c| (c.shard, c.after.clone()));
+        SegmentReader { index: self.index, expr, now_ms, shard, after, merge: None }
     }
 }
+
+/// A segment being read in pages; see [`Resolver::reader`].
+pub struct SegmentReader<'a> {
+    index: &'a dyn SegmentIndex,
+    expr: &'a Expr,
+    now_ms: i64,
+    shard: u16,
+    /// The last user ID returned in `shard` (where a cursor resumes).
+    after: Option<String>,
+    merge: Option<Merge<'a>>,
+}
+
+impl<'a> SegmentReader<'a> {
+    /// The next up to `limit` user IDs; `next` is None once the segment is exhausted.
+    pub async fn next_page(&mut self, limit: usize) -> Result<Page, BackendError> {
+        let mut user_ids = Vec::with_capacity(limit.min(10_000));
+        let mut read = ReadStats::default();
+        while self.shard < SHARDS && user_ids.len() < limit {
+            let (index, expr, shard, after) = (self.index, self.expr, self.shard, self.after.clone());
+            let merge = self.merge.get_or_insert_with(|| Merge::new(index, expr, shard, after, Some(FIRST_HINT)));
+            let before = merge.read;
+            let mut finished = false;
+            while user_ids.len() < limit {
+                match merge.next_match(self.now_ms).await? {
+                    Some(user) => {
+                        self.after = Some(user.clone());
+                        user_ids.push(user);
+                    }
+                    None => {
+                        finished = true;
+                        break;
+                    }
+                }
+            }
+            read.add(merge.read.since(before));
+            if finished {
+                self.merge = None;
+                self.shard += 1;
+                self.after = None;
+            }
+        }
+        let next = (self.shard < SHARDS).then(|| Cursor { shard: self.shard, after: self.after.clone() });
+        Ok(Page { user_ids, next, read })
+    }
+}
+
+/// Members asked for by a paged resolution's first read of a list, and at most later.
+const FIRST_HINT: u32 = 50;
+const MAX_HINT: u32 = 1000;
 
 /// One source's members in one shard, fetched a page at a time.
 struct Stream<'a> {
@@ -177,6 +225,9 @@ impl<'a> Stream<'a> {
     async fn head(&mut self, read: &mut ReadStats) -> Result<Option<&Member>, BackendError> {
         while self.buffer.is_empty() && !self.exhausted {
             let page = self.index.members(&self.source, self.shard, self.after.as_deref(), self.hint).await?;
+            // Small first reads, doubling: a page that needs few members of this list does not
+            // read (and throw away) many more.
+            self.hint = self.hint.map(|h| (h * 2).min(MAX_HINT));
             read.add(page.read);
             self.exhausted = !page.more;
             if let Some(last) = page.members.last() {
@@ -380,6 +431,18 @@ mod tests {
         }
         got.sort();
         assert_eq!(got, truth, "{expr}");
+        // One reader, page after page, gives the same.
+        let mut reader = resolver.reader(&e, NOW, None);
+        let mut streamed = vec![];
+        loop {
+            let page = reader.next_page(7).await.unwrap();
+            streamed.extend(page.user_ids);
+            if page.next.is_none() {
+                break;
+            }
+        }
+        streamed.sort();
+        assert_eq!(streamed, truth, "{expr}");
     }
 
     #[tokio::test]
