@@ -192,19 +192,47 @@ async fn duplicate_deliveries_change_nothing() {
     let queued = json!({ "kind": "shop", "dedupeKey": "shop:o-dup", "receivedAt": now(),
         "event": { "eventId": "o-dup", "type": "purchase", "userId": u, "occurredAt": bought_at,
                    "properties": { "category": "Tarts" } } });
+    enqueue(&p, &queued, &u, "shop:o-dup:again").await;
+    p.wait_until_tagged().await;
+    assert_eq!(p.tags.tags_of(&u).await.unwrap(), before, "same items, same versions");
+    assert_eq!(p.tags.counts(now()).await.unwrap(), counts_before);
+}
+
+/// Puts a queued event on this test's tag-queue, as the webhook would (or as SQS redelivers).
+async fn enqueue(p: &Pipeline, body: &Value, group: &str, dedupe_id: &str) {
     p.stack
         .sqs
         .send_message()
         .queue_url(p.stack.queue_url("TagQueue"))
-        .message_body(queued.to_string())
-        .message_group_id(&u)
-        .message_deduplication_id("shop:o-dup:again")
+        .message_body(body.to_string())
+        .message_group_id(group)
+        .message_deduplication_id(dedupe_id)
         .send()
         .await
         .unwrap();
+}
+
+/// Two answers in the same millisecond: event time cannot order them, so only the idempotency
+/// record keeps a redelivered first answer from undoing the second.
+#[tokio::test]
+async fn a_redelivered_event_cannot_undo_a_later_one_from_the_same_millisecond() {
+    let p = Pipeline::new(RULES).await;
+    let u = user();
+    let t = now();
+    let answer = |id: &str, data: &str| {
+        json!({ "kind": "line", "dedupeKey": id, "receivedAt": t, "event": {
+            "type": "postback", "mode": "active", "timestamp": t, "webhookEventId": id,
+            "source": { "type": "user", "userId": u }, "deliveryContext": { "isRedelivery": false },
+            "postback": { "data": data } } })
+    };
+    let (yes, no) = (answer("01SAMEMSYES", "q=dessert&a=yes"), answer("01SAMEMSNO", "q=dessert&a=no"));
+    enqueue(&p, &yes, &u, "01SAMEMSYES").await;
+    enqueue(&p, &no, &u, "01SAMEMSNO").await;
     p.wait_until_tagged().await;
-    assert_eq!(p.tags.tags_of(&u).await.unwrap(), before, "same items, same versions");
-    assert_eq!(p.tags.counts(now()).await.unwrap(), counts_before);
+    assert!(live_tags(&p, &u).await.is_empty(), "yes, then no");
+    enqueue(&p, &yes, &u, "01SAMEMSYES:again").await;
+    p.wait_until_tagged().await;
+    assert!(live_tags(&p, &u).await.is_empty(), "the redelivered yes changed nothing");
 }
 
 #[tokio::test]
