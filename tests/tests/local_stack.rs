@@ -33,7 +33,7 @@ async fn local_env_names_exactly_what_the_template_creates() {
 }
 
 #[tokio::test]
-async fn a_signed_webhook_to_the_running_function_lands_once_on_each_queue() {
+async fn a_signed_webhook_to_the_running_function_is_recorded_and_tagged_once() {
     require_functions();
     let url = setting("WEBHOOK_URL");
     let secret = setting("LINE_CHANNEL_SECRET");

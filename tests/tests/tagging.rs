@@ -351,6 +351,13 @@ async fn segments_select_exactly_the_right_friends_of_a_seeded_population() {
         assert_eq!(count(&tags, expr, now()).await, expected.len() as u64, "{expr}");
         assert_eq!(members(&tags, expr, 500).await, expected, "{expr}");
     }
+    // The per-tag counters (oa tags list) agree, after 16 friends at a time wrote to them.
+    let counts = tags.counts(now()).await.unwrap();
+    let listed = |keep: &dyn Fn(usize) -> bool| truth(&keep).len() as i64;
+    assert_eq!(counts["dessert"], listed(&Seed::dessert));
+    assert_eq!(counts["vip"], listed(&Seed::vip));
+    assert_eq!(counts["buyer"], listed(&Seed::buyer));
+    assert_eq!(counts["cart:open"], listed(&|i| Seed::cart_days(i).is_some()));
     let blocked: BTreeSet<String> = (0..N).filter(|&i| Seed::blocked(i)).map(|i| users[i].clone()).collect();
     assert!(members(&tags, "dessert OR vip OR buyer OR cart:open", 1000).await.is_disjoint(&blocked));
 }

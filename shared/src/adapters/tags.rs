@@ -177,7 +177,12 @@ impl DynamoTags {
         talks_to_us: bool,
         idempotency_key: &str,
     ) -> Result<Changed, BackendError> {
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                // Another transaction held one of the items (often a hot counter): step aside for a
+                // random moment so the two do not collide again.
+                tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(5..=25) << attempt)).await;
+            }
             let (friend, items) = self.read_friend(user_id).await?;
             let writes = plan(&items, friend.state, ops, event_ms, now_ms);
             // Someone who talks to the account is a friend, even if we never saw them follow.
