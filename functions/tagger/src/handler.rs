@@ -112,24 +112,9 @@ pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchRespon
         }
     };
     let book = served.book.as_deref().unwrap_or(&deps.default_rules);
-    // Queue order within each message group.
-    let mut groups: BTreeMap<&str, Vec<&SqsMessage>> = BTreeMap::new();
-    for r in records {
-        let group = r.attributes.get("MessageGroupId").map(String::as_str).unwrap_or_default();
-        groups.entry(group).or_default().push(r);
-    }
-    let runs = groups.into_values().map(|group| async move {
-        let mut out = Vec::with_capacity(group.len());
-        let mut held = false;
-        for r in group {
-            let outcome = if held { Outcome::Held } else { handle_record(deps, book, r).await };
-            held |= outcome.is_failure();
-            out.push((r, outcome));
-        }
-        out
-    });
+    let outcomes = in_group_order(records, |r| handle_record(deps, book, r)).await;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for (record, outcome) in join_all(runs).await.into_iter().flatten() {
+    for (record, outcome) in outcomes {
         *counts.entry(outcome.name()).or_default() += 1;
         if outcome.is_failure() {
             response.add_failure(record.message_id.clone().unwrap_or_default());
@@ -137,6 +122,32 @@ pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchRespon
     }
     info!(records = records.len(), rules_version = served.version, outcomes = ?counts, "batch");
     response
+}
+
+/// Runs `handle` on every record: message groups (friends) concurrently, each group's records one
+/// after the other in queue order. After a failure, the group's later records are [`Outcome::Held`].
+async fn in_group_order<'r, F, Fut>(records: &'r [SqsMessage], handle: F) -> Vec<(&'r SqsMessage, Outcome)>
+where
+    F: Fn(&'r SqsMessage) -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    let mut groups: BTreeMap<&str, Vec<&SqsMessage>> = BTreeMap::new();
+    for r in records {
+        let group = r.attributes.get("MessageGroupId").map(String::as_str).unwrap_or_default();
+        groups.entry(group).or_default().push(r);
+    }
+    let handle = &handle;
+    let runs = groups.into_values().map(|group| async move {
+        let mut out = Vec::with_capacity(group.len());
+        let mut held = false;
+        for r in group {
+            let outcome = if held { Outcome::Held } else { handle(r).await };
+            held |= outcome.is_failure();
+            out.push((r, outcome));
+        }
+        out
+    });
+    join_all(runs).await.into_iter().flatten().collect()
 }
 
 /// What a queued event means for tagging.
@@ -225,7 +236,44 @@ async fn handle_record(deps: &Deps, book: &RuleBook, record: &SqsMessage) -> Out
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+
+    fn record(id: &str, group: &str) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.into());
+        m.attributes.insert("MessageGroupId".into(), group.into());
+        m
+    }
+
+    #[tokio::test]
+    async fn a_friend_s_records_run_in_order_and_stop_at_the_first_failure() {
+        let records = [record("a1", "A"), record("b1", "B"), record("a2", "A"), record("a3", "A"), record("b2", "B")];
+        let ran = Mutex::new(vec![]);
+        let outcomes = in_group_order(&records, |r| {
+            let id = r.message_id.clone().unwrap();
+            ran.lock().unwrap().push(id.clone());
+            async move {
+                tokio::task::yield_now().await;
+                if id == "a2" {
+                    Outcome::Retry
+                } else {
+                    Outcome::Tagged
+                }
+            }
+        })
+        .await;
+        let by_id: BTreeMap<String, Outcome> =
+            outcomes.iter().map(|(r, o)| (r.message_id.clone().unwrap(), *o)).collect();
+        assert_eq!(by_id["a1"], Outcome::Tagged);
+        assert_eq!(by_id["a2"], Outcome::Retry);
+        assert_eq!(by_id["a3"], Outcome::Held, "not run: it must not overtake a2");
+        assert_eq!((by_id["b1"], by_id["b2"]), (Outcome::Tagged, Outcome::Tagged), "other friends go on");
+        let ran = ran.into_inner().unwrap();
+        let a: Vec<&String> = ran.iter().filter(|id| id.starts_with('a')).collect();
+        assert_eq!(a, ["a1", "a2"], "queue order within the friend");
+    }
 
     #[test]
     fn the_bundled_events_are_tagging_events() {
