@@ -12,6 +12,7 @@
 
 pub mod adapters;
 pub mod aws;
+pub mod batch;
 pub mod config;
 pub mod envelope;
 pub mod ingest;

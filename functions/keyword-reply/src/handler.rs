@@ -6,13 +6,13 @@
 //! claim `reply:<event key>` (one reply per event, however often it is delivered) → fallback
 //! cooldown → reply → complete, or release and retry.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 use shared::adapters::dynamodb::{DynamoFriends, DynamoIdempotency};
+use shared::batch::{respond, retry_all, RecordOutcome};
 use shared::envelope::QueuedEvent;
 use shared::line::client::{LineClient, LineError};
 use shared::line::webhook::{self, Event, EventKind, MessageContent, Mode};
@@ -77,7 +77,7 @@ pub enum Outcome {
     Unreadable,
 }
 
-impl Outcome {
+impl RecordOutcome for Outcome {
     fn name(self) -> &'static str {
         match self {
             Outcome::Replied => "replied",
@@ -106,27 +106,17 @@ pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Resu
 
 /// The whole batch; records run concurrently (a FIFO batch holds at most 10).
 pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
     // One cheap version read per batch; rules are parsed only when the version changed.
     let served = match deps.rules.get().await {
         Ok(s) => s,
         Err(e) => {
             warn!(error = %e, "cannot read the rules version; the whole batch will be retried");
-            for r in records {
-                response.add_failure(r.message_id.clone().unwrap_or_default());
-            }
-            return response;
+            return retry_all(records);
         }
     };
     let book = served.book.as_deref();
     let outcomes = join_all(records.iter().map(|r| handle_record(deps, book, r))).await;
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for (record, outcome) in records.iter().zip(&outcomes) {
-        *counts.entry(outcome.name()).or_default() += 1;
-        if outcome.is_failure() {
-            response.add_failure(record.message_id.clone().unwrap_or_default());
-        }
-    }
+    let (response, counts) = respond(records.iter().zip(outcomes));
     info!(records = records.len(), rules_version = served.version, rules_reloaded = served.reloaded, outcomes = ?counts, "batch");
     response
 }

@@ -17,6 +17,7 @@ use futures::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 use shared::adapters::dynamodb::DynamoFriends;
 use shared::adapters::tags::{Changed, DynamoTags};
+use shared::batch::{respond, retry_all, RecordOutcome};
 use shared::envelope::QueuedEvent;
 use shared::ingest::friend_change;
 use shared::line::webhook::{EventKind, MessageContent};
@@ -76,7 +77,7 @@ pub enum Outcome {
     Unreadable,
 }
 
-impl Outcome {
+impl RecordOutcome for Outcome {
     fn name(self) -> &'static str {
         match self {
             Outcome::Tagged => "tagged",
@@ -100,26 +101,16 @@ pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Resu
 }
 
 pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
     let served = match deps.rules.get().await {
         Ok(s) => s,
         Err(e) => {
             warn!(error = %e, "cannot read the rules version; the whole batch will be retried");
-            for r in records {
-                response.add_failure(r.message_id.clone().unwrap_or_default());
-            }
-            return response;
+            return retry_all(records);
         }
     };
     let book = served.book.as_deref().unwrap_or(&deps.default_rules);
     let outcomes = in_group_order(records, |r| handle_record(deps, book, r)).await;
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for (record, outcome) in outcomes {
-        *counts.entry(outcome.name()).or_default() += 1;
-        if outcome.is_failure() {
-            response.add_failure(record.message_id.clone().unwrap_or_default());
-        }
-    }
+    let (response, counts) = respond(outcomes);
     info!(records = records.len(), rules_version = served.version, outcomes = ?counts, "batch");
     response
 }

@@ -142,6 +142,11 @@ impl DynamoTags {
 
     /// Every tag item of a friend, tombstones included.
     pub async fn tags_of(&self, user_id: &str) -> Result<Vec<TagItem>, BackendError> {
+        Ok(self.partition(user_id).await?.iter().filter_map(tag_item).collect())
+    }
+
+    /// Every item under one key of the tags table (a friend, or a counter shard), strongly consistent.
+    async fn partition(&self, key: &str) -> Result<Vec<HashMap<String, AttributeValue>>, BackendError> {
         let mut items = vec![];
         let mut start = None;
         loop {
@@ -150,13 +155,13 @@ impl DynamoTags {
                 .query()
                 .table_name(&self.tags_table)
                 .key_condition_expression("userId = :u")
-                .expression_attribute_values(":u", s(user_id))
+                .expression_attribute_values(":u", s(key))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| err("Query", describe(&e)))?;
-            items.extend(page.items().iter().filter_map(tag_item));
+            items.extend(page.items().iter().cloned());
             start = page.last_evaluated_key().cloned();
             if start.is_none() {
                 return Ok(items);
@@ -313,29 +318,12 @@ impl DynamoTags {
     pub async fn counts(&self, now_ms: i64) -> Result<BTreeMap<String, i64>, BackendError> {
         let mut out: BTreeMap<String, i64> = BTreeMap::new();
         for shard in 0..SHARDS {
-            let mut start = None;
-            loop {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.tags_table)
-                    .key_condition_expression("userId = :u")
-                    .expression_attribute_values(":u", s(&format!("{COUNTS_PREFIX}{shard:02}")))
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(|e| err("Query", describe(&e)))?;
-                for item in page.items() {
-                    let (Some(key), Some(friends)) = (text(item, "tag"), num(item, "friends")) else { continue };
-                    let Some((tag, bucket)) = key.rsplit_once('|') else { continue };
-                    let entry = out.entry(tag.to_string()).or_default();
-                    if bucket_counts(bucket, now_ms) {
-                        *entry += friends;
-                    }
-                }
-                start = page.last_evaluated_key().cloned();
-                if start.is_none() {
-                    break;
+            for item in self.partition(&format!("{COUNTS_PREFIX}{shard:02}")).await? {
+                let (Some(key), Some(friends)) = (text(&item, "tag"), num(&item, "friends")) else { continue };
+                let Some((tag, bucket)) = key.rsplit_once('|') else { continue };
+                let entry = out.entry(tag.to_string()).or_default();
+                if bucket_counts(bucket, now_ms) {
+                    *entry += friends;
                 }
             }
         }
