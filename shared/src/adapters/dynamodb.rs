@@ -3,6 +3,8 @@
 //! Conditional-check failures are domain results (`Claim::InProgress`, `FriendUpdate::Stale`), not
 //! errors.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -158,17 +160,16 @@ impl DynamoFriends {
     /// Records a friend we have never seen follow as following, because they talk to the account
     /// (friends from before the account used this backend). A known state is left alone.
     pub async fn ensure_known(&self, user_id: &str, now_ms: i64) -> Result<bool, BackendError> {
+        let known = KnownFriend::new(user_id, now_ms);
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("userId", s(user_id))
-            .update_expression("SET #state = :following, fshard = :fshard, updatedAt = :now")
-            .condition_expression("attribute_not_exists(#state)")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":following", s("following"))
-            .expression_attribute_values(":fshard", s(&friend_index_key(shard_of(user_id))))
-            .expression_attribute_values(":now", n(now_ms))
+            .update_expression(KnownFriend::UPDATE)
+            .condition_expression(KnownFriend::CONDITION)
+            .set_expression_attribute_names(Some(known.names))
+            .set_expression_attribute_values(Some(known.values))
             .send()
             .await;
         applied(result)
@@ -188,6 +189,29 @@ impl DynamoFriends {
             .send()
             .await;
         applied(result).map(|_| ())
+    }
+}
+
+/// Recording a friend with no known state as following: one definition for the plain update
+/// ([`DynamoFriends::ensure_known`]) and the tagger's transaction.
+pub(crate) struct KnownFriend {
+    pub names: HashMap<String, String>,
+    pub values: HashMap<String, AttributeValue>,
+}
+
+impl KnownFriend {
+    pub const UPDATE: &'static str = "SET #state = :following, fshard = :fshard, updatedAt = :now";
+    pub const CONDITION: &'static str = "attribute_not_exists(#state)";
+
+    pub fn new(user_id: &str, now_ms: i64) -> Self {
+        KnownFriend {
+            names: HashMap::from([("#state".to_string(), "state".to_string())]),
+            values: HashMap::from([
+                (":following".to_string(), s("following")),
+                (":fshard".to_string(), s(&friend_index_key(shard_of(user_id)))),
+                (":now".to_string(), n(now_ms)),
+            ]),
+        }
     }
 }
 

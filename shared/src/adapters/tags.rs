@@ -20,6 +20,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::describe;
+use super::dynamodb::KnownFriend;
 use crate::ports::BackendError;
 use crate::rules::tags::TagOp;
 use crate::segment::resolve::{Member, MemberPage, ReadStats, SegmentIndex, Source};
@@ -226,15 +227,14 @@ impl DynamoTags {
             actions.push(self.count(shard, &tag, &bucket, delta)?);
         }
         if mark_following {
+            let known = KnownFriend::new(user_id, now_ms);
             let update = Update::builder()
                 .table_name(&self.users_table)
                 .key("userId", s(user_id))
-                .update_expression("SET #state = :following, fshard = :fshard, updatedAt = :now")
-                .condition_expression("attribute_not_exists(#state)")
-                .expression_attribute_names("#state", "state")
-                .expression_attribute_values(":following", s("following"))
-                .expression_attribute_values(":fshard", s(&friend_index_key(shard)))
-                .expression_attribute_values(":now", n(now_ms))
+                .update_expression(KnownFriend::UPDATE)
+                .condition_expression(KnownFriend::CONDITION)
+                .set_expression_attribute_names(Some(known.names))
+                .set_expression_attribute_values(Some(known.values))
                 .build()
                 .map_err(|e| err("TransactWriteItems", e.to_string()))?;
             actions.push(TransactWriteItem::builder().update(update).build());

@@ -322,21 +322,19 @@ impl RulesFile {
         }
         let mut seen = BTreeSet::new();
         for rule in self.tags.keywords.iter().chain(&self.tags.postbacks) {
+            let id = &rule.id.0;
             let problem = if !seen.insert(&rule.id) {
-                Some((2, "tag rule id {:?} is used twice"))
+                Some((2, format!("tag rule id {id:?} is used twice")))
             } else if rule.matches.is_empty() {
-                Some((1, "tag rule {:?} has an empty match: give exact, prefix, contains or regex"))
+                Some((1, format!("tag rule {id:?} has an empty match: give exact, prefix, contains or regex")))
             } else if rule.add.is_empty() && rule.remove.is_empty() {
-                Some((1, "tag rule {:?} neither adds nor removes a tag"))
+                Some((1, format!("tag rule {id:?} neither adds nor removes a tag")))
             } else {
                 None
             };
             if let Some((nth, message)) = problem {
-                return Err(RulesError {
-                    // Reply and tag rules may share an id, so count from the tags section on.
-                    location: tags_id_location(text, &rule.id, nth),
-                    message: message.replace("{:?}", &format!("{:?}", rule.id.0)),
-                });
+                // Reply and tag rules may share an id, so count from the tags section on.
+                return Err(RulesError { location: tags_id_location(text, &rule.id, nth), message });
             }
         }
         Ok(())

@@ -8,7 +8,7 @@
 //! neither index, so they never come out. Shards are independent: counts read them in parallel, and
 //! pages walk them in order with a [`Cursor`] that can be stored and resumed.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -260,14 +260,14 @@ impl<'a> Merge<'a> {
             exhausted: false,
             hint,
         };
-        let mut names = BTreeMap::new();
+        let mut names = BTreeSet::new();
         expr.tags(&mut |t| {
-            names.insert(t.to_string(), ());
+            names.insert(t.to_string());
         });
         Merge {
             expr,
             friends: expr.needs_scan().then(|| stream(Source::Friends)),
-            tags: names.into_keys().map(|t| (t.clone(), stream(Source::Tag(t)))).collect(),
+            tags: names.into_iter().map(|t| (t.clone(), stream(Source::Tag(t)))).collect(),
             facts: FriendFacts::default(),
             read: ReadStats::default(),
         }
