@@ -11,6 +11,8 @@ use std::str::FromStr;
 pub enum ConfigError {
     #[error("missing required environment variable {0}")]
     Missing(&'static str),
+    #[error("missing required environment variable {name} (or {arn}: the Secrets Manager secret that holds it)")]
+    MissingSecret { name: &'static str, arn: &'static str },
     #[error("environment variable {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
 }

@@ -1,8 +1,19 @@
-//! Ingestion: turn verified webhook or shop events into queue messages, each exactly once.
+//! Ingestion: turn verified webhook or shop events into queue messages, each exactly once, within
+//! one deadline for the whole request.
 //!
 //! For every event: claim its dedupe key (a duplicate or an in-progress twin is not processed
-//! again), record follow/unfollow state, send it to the queues whose consumers can use it, then mark
-//! the key completed, or release it if anything failed so that LINE's redelivery goes through.
+//! again), record follow/unfollow state, send it to the queues whose consumers can use it, then
+//! settle the claim: **completed** when every queue it needs has it; **partial** when some do (the
+//! claim remembers which, so LINE's redelivery sends only what is missing and nothing relies on
+//! SQS's 5-minute deduplication); **released** when none does.
+//!
+//! Order: each queue is FIFO per friend (message group). Once one of a friend's events could not
+//! go on a queue (its claim or follow record failed, SQS refused it, the deadline passed), none of
+//! the friend's later events in the request goes on that queue either: the redelivery sends them,
+//! in order, after it.
+//!
+//! Deadline: LINE waits 2 s. Claims, follow records and sends stop [`SETTLE_RESERVE`] before the
+//! request's deadline; settling the claims gets the rest. What is cut off counts as not sent.
 //!
 //! Routing: the reply queue gets only events that carry a `replyToken` (nothing else can ever be
 //! answered: no token in standby, none on unfollow/leave/unsend/...); the tag queue gets every event,
@@ -10,16 +21,25 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::join_all;
+use serde::Serialize;
+use tokio::time::{timeout_at, Instant};
 
+use crate::adapters::sqs::sqs_safe_json;
 use crate::envelope::QueuedEvent;
-use crate::line::webhook::{Event, EventKind, Follow, SourceKind, WebhookBody};
+use crate::line::webhook::{is_user_id, Event, EventKind, Follow, WebhookBody};
 use crate::ports::{
-    BackendError, Claim, Clock, FriendChange, FriendStore, FriendUpdate, IdempotencyStore, MessageQueue,
-    OutgoingMessage,
+    Claim, Clock, FriendChange, FriendStore, FriendUpdate, IdempotencyStore, MessageQueue, OutgoingMessage, Queues,
 };
 use crate::shop::ShopEvent;
+
+/// The part of a request's time kept for settling claims after the last send.
+pub const SETTLE_RESERVE: Duration = Duration::from_millis(300);
+
+/// The message group of events that belong to no LINE chat (channel-level events, malformed ones).
+pub const NO_CHAT_GROUP: &str = "nochat";
 
 /// One event, ready to ingest.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,10 +50,19 @@ pub struct Item {
     pub group_id: String,
     /// The serialised [`QueuedEvent`].
     pub body: String,
-    pub to_reply_queue: bool,
-    pub to_tag_queue: bool,
+    /// The queues it goes to.
+    pub queues: Queues,
     /// `(user id, change, event time)` for follow and unfollow events.
     pub friend_change: Option<(String, FriendChange, i64)>,
+    /// Why the event is not in LINE's shape, when it is not (kept raw and forwarded all the same).
+    pub malformed: Option<String>,
+}
+
+/// Serialised for a queue: JSON that SQS takes.
+fn queue_body<T: Serialize>(value: &T) -> String {
+    // Serialising these types cannot fail (string keys, JSON values); an empty object would be
+    // refused as unreadable by the consumers, never silently dropped.
+    sqs_safe_json(serde_json::to_string(value).unwrap_or_else(|_| "{}".into()))
 }
 
 /// Items for a parsed LINE webhook body, in the order LINE sent them.
@@ -45,39 +74,34 @@ pub fn line_items(body: WebhookBody, received_at: i64) -> Vec<Item> {
 /// The follow state an event changes: (user, change, event time). 1:1 chats only: groups and
 /// rooms have join/leave instead.
 pub fn friend_change(event: &Event) -> Option<(String, FriendChange, i64)> {
-    let is_user = event.common.source.as_ref().is_some_and(|s| s.kind == SourceKind::User);
-    match (&event.kind, event.user_id(), is_user) {
-        (EventKind::Follow { follow }, Some(user), true) => Some((
+    if !event.is_one_to_one() {
+        return None;
+    }
+    match (&event.kind, event.user_id()) {
+        (EventKind::Follow { follow }, Some(user)) => Some((
             user.to_string(),
             FriendChange::Followed { is_unblocked: matches!(follow, Some(Follow { is_unblocked: true })) },
             event.common.timestamp,
         )),
-        (EventKind::Unfollow, Some(user), true) => {
-            Some((user.to_string(), FriendChange::Unfollowed, event.common.timestamp))
-        }
+        (EventKind::Unfollow, Some(user)) => Some((user.to_string(), FriendChange::Unfollowed, event.common.timestamp)),
         _ => None,
     }
 }
 
 fn line_item(event: Event, destination: Option<&str>, received_at: i64) -> Item {
     let key = event.dedupe_key();
-    let group_id = event.chat_id().or(destination).unwrap_or("channel").to_string();
+    // A LINE chat ID, else the bot (the destination), else one group for events of no chat.
+    let group_id = event.chat_id().or(destination.filter(|d| is_user_id(d))).unwrap_or(NO_CHAT_GROUP).to_string();
     let friend_change = friend_change(&event);
-    let to_reply_queue = event.common.reply_token.as_deref().is_some_and(|t| !t.is_empty());
+    let malformed = event.malformed().map(str::to_string);
+    let reply = malformed.is_none() && event.common.reply_token.as_deref().is_some_and(|t| !t.is_empty());
     let queued = QueuedEvent::Line {
         dedupe_key: key.clone(),
         destination: destination.map(str::to_string),
         received_at,
         event: Box::new(event),
     };
-    Item {
-        key,
-        group_id,
-        body: serde_json::to_string(&queued).expect("a parsed event serialises"),
-        to_reply_queue,
-        to_tag_queue: true,
-        friend_change,
-    }
+    Item { key, group_id, body: queue_body(&queued), queues: Queues { reply, tag: true }, friend_change, malformed }
 }
 
 /// Items for validated shop events: tag queue only.
@@ -91,10 +115,10 @@ pub fn shop_items(events: Vec<ShopEvent>, received_at: i64) -> Vec<Item> {
             Item {
                 key,
                 group_id,
-                body: serde_json::to_string(&queued).expect("a shop event serialises"),
-                to_reply_queue: false,
-                to_tag_queue: true,
+                body: queue_body(&queued),
+                queues: Queues { reply: false, tag: true },
                 friend_change: None,
+                malformed: None,
             }
         })
         .collect()
@@ -104,16 +128,22 @@ pub fn shop_items(events: Vec<ShopEvent>, received_at: i64) -> Vec<Item> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
     pub received: usize,
-    /// Newly processed and enqueued.
+    /// On every queue it needs now (newly, or completing an earlier partial delivery).
     pub enqueued: usize,
     /// Seen before (completed), or repeated inside this request.
     pub duplicates: usize,
     /// Another delivery of the same event is being processed now.
     pub in_progress: usize,
-    /// Could not be recorded or enqueued; the claim was released.
+    /// Not on every queue it needs: left partial or released for the redelivery.
     pub failed: usize,
+    /// Of `failed`: on some of its queues already (the claim remembers which).
+    pub partial: usize,
     /// Follow/unfollow events older than the friend's recorded state.
     pub stale_friend_updates: usize,
+    /// Kept raw: not in LINE's shape (consumers skip them).
+    pub malformed: usize,
+    /// Whether the request's deadline cut something off.
+    pub deadline_hit: bool,
     /// The first few errors, for the log.
     pub errors: Vec<String>,
 }
@@ -132,6 +162,15 @@ impl Report {
     }
 }
 
+/// Where one claimed event stands.
+struct Claimed {
+    item: Item,
+    /// Queues that have it (from an earlier delivery, then from this one).
+    sent: Queues,
+    /// Something before the sends failed (its follow record): it may go on no queue now.
+    blocked: bool,
+}
+
 /// The ingestion pipeline over its ports.
 #[derive(Clone)]
 pub struct Ingestor {
@@ -143,94 +182,154 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    pub async fn ingest(&self, items: Vec<Item>) -> Report {
+    /// Ingests `items` by `deadline` (the request's: its arrival plus the time LINE allows, less a
+    /// margin). Never later: what is not done by then is left for the redelivery.
+    pub async fn ingest(&self, items: Vec<Item>, deadline: Instant) -> Report {
         let now = self.clock.now_ms();
+        let work_until = deadline.checked_sub(SETTLE_RESERVE).unwrap_or(deadline).max(Instant::now());
         let mut report = Report { received: items.len(), ..Report::default() };
+        report.malformed = items.iter().filter(|i| i.malformed.is_some()).count();
 
-        // 1. Claim each distinct key once.
+        // 1. Claim each distinct key once. A claim that failed or ran out of time holds back the
+        //    later events of its friend: their order matters.
         let mut seen = HashSet::new();
         let items: Vec<Item> = items.into_iter().filter(|i| seen.insert(i.key.clone())).collect();
         report.duplicates += report.received - items.len();
-        let claims = join_all(items.iter().map(|i| self.idempotency.claim(&i.key, now))).await;
-        let mut claimed = Vec::with_capacity(items.len());
+        let claims = join_all(items.iter().map(|i| timeout_at(work_until, self.idempotency.claim(&i.key, now)))).await;
+        let mut claimed: Vec<Claimed> = Vec::with_capacity(items.len());
+        // Per queue, the friends whose later events must wait.
+        let mut stopped_reply: HashSet<String> = HashSet::new();
+        let mut stopped_tag: HashSet<String> = HashSet::new();
         for (item, claim) in items.into_iter().zip(claims) {
-            match claim {
-                Ok(Claim::Claimed) => claimed.push(item),
-                Ok(Claim::AlreadyCompleted) => report.duplicates += 1,
-                Ok(Claim::InProgress) => report.in_progress += 1,
-                Err(e) => {
-                    report.failed += 1;
-                    report.error(e);
+            let unsure = match claim {
+                Ok(Ok(Claim::Claimed { sent })) => {
+                    claimed.push(Claimed { item, sent, blocked: false });
+                    continue;
                 }
+                Ok(Ok(Claim::AlreadyCompleted)) => {
+                    report.duplicates += 1;
+                    continue;
+                }
+                Ok(Ok(Claim::InProgress)) => {
+                    report.in_progress += 1;
+                    continue;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => {
+                    report.deadline_hit = true;
+                    "claim: the request's deadline passed".to_string()
+                }
+            };
+            report.failed += 1;
+            report.error(unsure);
+            if item.queues.reply {
+                stopped_reply.insert(item.group_id.clone());
             }
+            stopped_tag.insert(item.group_id);
         }
-        let mut ok = vec![true; claimed.len()];
 
         // 2. Follow/block state (conditional on event time, so order and repeats do not matter).
-        let updates = join_all(claimed.iter().map(|item| async move {
-            match &item.friend_change {
-                Some((user, change, at)) => Some(self.friends.record(user, *change, *at, now).await),
-                None => None,
+        //    An event an earlier delivery already put on a queue had its state recorded then.
+        let updates = join_all(claimed.iter().map(|c| async move {
+            match &c.item.friend_change {
+                Some((user, change, at)) if c.sent.is_empty() => {
+                    Some(timeout_at(work_until, self.friends.record(user, *change, *at, now)).await)
+                }
+                _ => None,
             }
         }))
         .await;
-        for (i, update) in updates.into_iter().enumerate() {
+        for (c, update) in claimed.iter_mut().zip(updates) {
             match update {
-                Some(Err(e)) => {
-                    ok[i] = false;
+                Some(Ok(Ok(FriendUpdate::Stale))) => report.stale_friend_updates += 1,
+                Some(Ok(Ok(FriendUpdate::Applied))) | None => {}
+                Some(Ok(Err(e))) => {
+                    c.blocked = true;
                     report.error(e);
                 }
-                Some(Ok(FriendUpdate::Stale)) => report.stale_friend_updates += 1,
-                _ => {}
+                Some(Err(_)) => {
+                    c.blocked = true;
+                    report.deadline_hit = true;
+                    report.error("follow state: the request's deadline passed");
+                }
             }
         }
 
-        // 3. Queues, reply first: an event that failed there is not sent on to the tag queue, so its
-        //    redelivery enqueues it to both without a double on either.
-        for (queue, wanted) in [
-            (&self.reply_queue, (|i: &Item| i.to_reply_queue) as fn(&Item) -> bool),
-            (&self.tag_queue, |i: &Item| i.to_tag_queue),
-        ] {
-            let picked: Vec<usize> = (0..claimed.len()).filter(|&i| ok[i] && wanted(&claimed[i])).collect();
+        // 3. The queues, each in order per friend.
+        for (queue, reply, stopped) in
+            [(&self.reply_queue, true, &mut stopped_reply), (&self.tag_queue, false, &mut stopped_tag)]
+        {
+            let wants = |c: &Claimed| if reply { c.item.queues.reply && !c.sent.reply } else { !c.sent.tag };
+            let mut picked: Vec<usize> = Vec::new();
+            for (i, c) in claimed.iter().enumerate() {
+                if !wants(c) || (!reply && !c.item.queues.tag) {
+                    continue;
+                }
+                if c.blocked || stopped.contains(&c.item.group_id) {
+                    stopped.insert(c.item.group_id.clone());
+                } else {
+                    picked.push(i);
+                }
+            }
             if picked.is_empty() {
                 continue;
             }
             let messages: Vec<OutgoingMessage> = picked
                 .iter()
-                .map(|&i| OutgoingMessage {
-                    group_id: &claimed[i].group_id,
-                    dedupe_id: &claimed[i].key,
-                    body: &claimed[i].body,
-                })
+                .filter_map(|&i| claimed.get(i))
+                .map(|c| OutgoingMessage { group_id: &c.item.group_id, dedupe_id: &c.item.key, body: &c.item.body })
                 .collect();
-            let outcome = queue.send_all(&messages).await;
-            for f in outcome.failed {
-                ok[picked[f]] = false;
+            let outcome = queue.send_all(&messages, work_until).await;
+            let failed: HashSet<usize> = outcome.failed.iter().filter_map(|&f| picked.get(f).copied()).collect();
+            for &i in &picked {
+                let Some(c) = claimed.get_mut(i) else { continue };
+                if failed.contains(&i) {
+                    continue;
+                }
+                if reply {
+                    c.sent.reply = true;
+                } else {
+                    c.sent.tag = true;
+                }
             }
             if let Some(e) = outcome.error {
+                report.deadline_hit |= e.contains("deadline");
                 report.error(e);
             }
         }
 
-        // 4. Settle each claim.
-        let settled = join_all(claimed.iter().zip(&ok).map(|(item, &ok)| async move {
-            if ok {
-                self.idempotency.complete(&item.key, now).await
-            } else {
-                self.idempotency.release(&item.key).await
-            }
+        // 4. Settle each claim, by the request's deadline.
+        let settled = join_all(claimed.iter().map(|c| async move {
+            let settle = async {
+                if c.sent.covers(c.item.queues) {
+                    self.idempotency.complete(&c.item.key, now).await
+                } else if !c.sent.is_empty() {
+                    self.idempotency.partial(&c.item.key, c.sent, now).await
+                } else {
+                    self.idempotency.release(&c.item.key).await
+                }
+            };
+            timeout_at(deadline, settle).await
         }))
         .await;
-        for (&ok, result) in ok.iter().zip(settled) {
-            if ok {
+        for (c, result) in claimed.iter().zip(settled) {
+            if c.sent.covers(c.item.queues) {
                 // Enqueued even if marking it completed failed: the in-progress record then expires,
-                // and the queue's own deduplication covers a redelivery within its window.
+                // and a redelivery's copy is caught by the consumers' own idempotency records.
                 report.enqueued += 1;
             } else {
                 report.failed += 1;
+                if !c.sent.is_empty() {
+                    report.partial += 1;
+                }
             }
-            if let Err(e) = result {
-                report.error(BackendError::to_string(&e));
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => report.error(e),
+                Err(_) => {
+                    report.deadline_hit = true;
+                    report.error("settling a claim: the request's deadline passed");
+                }
             }
         }
         report
@@ -241,8 +340,12 @@ impl Ingestor {
 mod tests {
     use super::*;
     use crate::adapters::memory::{MemoryFriends, MemoryIdempotency, MemoryQueue};
+    use crate::ports::BackendError;
     use serde_json::json;
-    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+    const U1: &str = "U0123456789abcdef0123456789abcdef";
+    const U2: &str = "U00000000000000000000000000000002";
 
     struct FixedClock(AtomicI64);
     impl Clock for FixedClock {
@@ -251,17 +354,32 @@ mod tests {
         }
     }
 
+    /// The memory friend store, made slow on demand.
+    #[derive(Default)]
+    struct SlowFriends {
+        inner: MemoryFriends,
+        delay_ms: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl FriendStore for SlowFriends {
+        async fn record(&self, user: &str, c: FriendChange, at: i64, now: i64) -> Result<FriendUpdate, BackendError> {
+            tokio::time::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))).await;
+            self.inner.record(user, c, at, now).await
+        }
+    }
+
     struct World {
         ingestor: Ingestor,
         idempotency: Arc<MemoryIdempotency>,
-        friends: Arc<MemoryFriends>,
+        friends: Arc<SlowFriends>,
         reply: Arc<MemoryQueue>,
         tag: Arc<MemoryQueue>,
     }
 
     fn world() -> World {
         let idempotency = Arc::new(MemoryIdempotency::new(30_000));
-        let friends = Arc::new(MemoryFriends::default());
+        let friends = Arc::new(SlowFriends::default());
         let reply = Arc::new(MemoryQueue::default());
         let tag = Arc::new(MemoryQueue::default());
         let ingestor = Ingestor {
@@ -274,6 +392,10 @@ mod tests {
         World { ingestor, idempotency, friends, reply, tag }
     }
 
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(1500)
+    }
+
     fn body(events: serde_json::Value) -> WebhookBody {
         WebhookBody::parse(json!({"destination": "Ubot", "events": events}).to_string().as_bytes()).unwrap()
     }
@@ -284,15 +406,15 @@ mod tests {
     }
 
     fn follow_change(id: &str, kind: &str, ts: i64) -> serde_json::Value {
-        json!({"type": kind, "webhookEventId": id, "timestamp": ts, "source": {"type": "user", "userId": "U1"}})
+        json!({"type": kind, "webhookEventId": id, "timestamp": ts, "source": {"type": "user", "userId": U1}})
     }
 
     #[tokio::test]
     async fn routes_reply_token_events_to_both_queues_and_the_rest_to_tags() {
         let w = world();
-        let items = line_items(body(json!([text("e1", "U1"), follow_change("e2", "unfollow", 5)])), 7);
-        assert_eq!(items[0].group_id, "U1");
-        let report = w.ingestor.ingest(items).await;
+        let items = line_items(body(json!([text("e1", U1), follow_change("e2", "unfollow", 5)])), 7);
+        assert_eq!(items[0].group_id, U1);
+        let report = w.ingestor.ingest(items, soon()).await;
         assert_eq!((report.enqueued, report.failed), (2, 0));
         assert_eq!(w.reply.len(), 1, "unfollow has no reply token: not on the reply queue");
         assert_eq!(w.tag.len(), 2);
@@ -303,31 +425,85 @@ mod tests {
     #[tokio::test]
     async fn repeats_are_duplicates_inside_and_across_requests() {
         let w = world();
-        let r = w.ingestor.ingest(line_items(body(json!([text("e1", "U1"), text("e1", "U1")])), 0)).await;
+        let r = w.ingestor.ingest(line_items(body(json!([text("e1", U1), text("e1", U1)])), 0), soon()).await;
         assert_eq!((r.enqueued, r.duplicates), (1, 1));
-        let r = w.ingestor.ingest(line_items(body(json!([text("e1", "U1")])), 0)).await;
+        let r = w.ingestor.ingest(line_items(body(json!([text("e1", U1)])), 0), soon()).await;
         assert_eq!((r.enqueued, r.duplicates, r.needs_redelivery()), (0, 1, false));
         assert_eq!((w.reply.len(), w.tag.len()), (1, 1));
     }
 
     #[tokio::test]
-    async fn queue_failure_releases_the_claim_for_the_redelivery() {
+    async fn a_half_sent_event_is_left_partial_and_the_redelivery_sends_only_what_is_missing() {
         let w = world();
         w.tag.set_unavailable(true);
-        let r = w.ingestor.ingest(line_items(body(json!([text("e1", "U1")])), 0)).await;
+        let r = w.ingestor.ingest(line_items(body(json!([text("e1", U1)])), 0), soon()).await;
         assert!(r.needs_redelivery());
-        assert_eq!(r.failed, 1);
+        assert_eq!((r.failed, r.partial), (1, 1));
+        assert_eq!((w.reply.len(), w.tag.len()), (1, 0), "the reply queue has it");
         w.tag.set_unavailable(false);
-        let r = w.ingestor.ingest(line_items(body(json!([text("e1", "U1")])), 0)).await;
+        let r = w.ingestor.ingest(line_items(body(json!([text("e1", U1)])), 0), soon()).await;
         assert_eq!((r.enqueued, r.failed), (1, 0));
-        assert_eq!((w.reply.len(), w.tag.len()), (1, 1), "reply queue deduplicates the second send");
+        // The in-memory queue keeps every message it is sent: a second send would show here.
+        assert_eq!((w.reply.len(), w.tag.len()), (1, 1), "the redelivery sent only the tag-queue message");
+        let r = w.ingestor.ingest(line_items(body(json!([text("e1", U1)])), 0), soon()).await;
+        assert_eq!((r.duplicates, r.enqueued), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn nothing_sent_releases_the_claim_for_the_redelivery() {
+        let w = world();
+        w.reply.set_unavailable(true);
+        w.tag.set_unavailable(true);
+        let r = w.ingestor.ingest(line_items(body(json!([text("e1", U1)])), 0), soon()).await;
+        assert_eq!((r.failed, r.partial), (1, 0));
+        w.reply.set_unavailable(false);
+        w.tag.set_unavailable(false);
+        let r = w.ingestor.ingest(line_items(body(json!([text("e1", U1)])), 0), soon()).await;
+        assert_eq!(r.enqueued, 1);
+        assert_eq!((w.reply.len(), w.tag.len()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_friend_s_later_events_wait_behind_one_that_failed() {
+        let w = world();
+        // SQS refuses U1's first message on the tag queue; U1's second must not overtake it.
+        let events = json!([text("a1", U1), text("b1", U2), text("a2", U1)]);
+        w.tag.refuse_group(U1, true);
+        let r = w.ingestor.ingest(line_items(body(events.clone()), 0), soon()).await;
+        assert_eq!((r.enqueued, r.partial), (1, 2), "{r:?}");
+        assert_eq!(w.tag.dedupe_ids(), ["b1"]);
+        assert_eq!(w.reply.dedupe_ids(), ["a1", "b1", "a2"]);
+        w.tag.refuse_group(U1, false);
+        let r = w.ingestor.ingest(line_items(body(events), 0), soon()).await;
+        assert_eq!((r.enqueued, r.duplicates), (2, 1));
+        assert_eq!(w.tag.dedupe_ids(), ["b1", "a1", "a2"], "in order, each once");
+        assert_eq!(w.reply.dedupe_ids(), ["a1", "b1", "a2"], "nothing sent twice");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_store_gets_an_answer_by_the_deadline_and_the_redelivery_completes_the_rest() {
+        let w = world();
+        w.friends.delay_ms.store(5_000, Ordering::SeqCst);
+        let events = json!([follow_change("f1", "follow", 10), text("b1", U2)]);
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(1500);
+        let r = w.ingestor.ingest(line_items(body(events.clone()), 0), deadline).await;
+        assert!(Instant::now() <= deadline, "answered {:?} after the start", started.elapsed());
+        assert!(r.deadline_hit && r.needs_redelivery(), "{r:?}");
+        assert_eq!((r.enqueued, r.failed), (1, 1), "the other friend's event went through");
+        assert!(w.tag.dedupe_ids() == ["b1"]);
+        w.friends.delay_ms.store(0, Ordering::SeqCst);
+        let r = w.ingestor.ingest(line_items(body(events), 0), Instant::now() + Duration::from_millis(1500)).await;
+        assert_eq!((r.enqueued, r.duplicates, r.failed), (1, 1, 0));
+        assert_eq!(w.tag.dedupe_ids(), ["b1", "f1"]);
+        assert!(w.friends.inner.rows.lock().unwrap()[U1].following);
     }
 
     #[tokio::test]
     async fn an_in_progress_twin_asks_for_redelivery() {
         let w = world();
-        assert_eq!(w.idempotency.claim("e1", 1_000_000).await.unwrap(), Claim::Claimed);
-        let r = w.ingestor.ingest(line_items(body(json!([text("e1", "U1")])), 0)).await;
+        assert_eq!(w.idempotency.claim("e1", 1_000_000).await.unwrap(), Claim::Claimed { sent: Queues::NONE });
+        let r = w.ingestor.ingest(line_items(body(json!([text("e1", U1)])), 0), soon()).await;
         assert_eq!(r.in_progress, 1);
         assert!(r.needs_redelivery());
         assert!(w.tag.is_empty());
@@ -336,22 +512,43 @@ mod tests {
     #[tokio::test]
     async fn older_unfollow_does_not_undo_a_newer_follow() {
         let w = world();
-        w.ingestor.ingest(line_items(body(json!([follow_change("f", "follow", 200)])), 0)).await;
-        let r = w.ingestor.ingest(line_items(body(json!([follow_change("u", "unfollow", 100)])), 0)).await;
+        w.ingestor.ingest(line_items(body(json!([follow_change("f", "follow", 200)])), 0), soon()).await;
+        let r = w.ingestor.ingest(line_items(body(json!([follow_change("u", "unfollow", 100)])), 0), soon()).await;
         assert_eq!(r.stale_friend_updates, 1);
-        let row = w.friends.rows.lock().unwrap()["U1"].clone();
+        let row = w.friends.inner.rows.lock().unwrap()[U1].clone();
         assert!(row.following);
         assert_eq!(row.last_changed_at, 200);
+    }
+
+    #[tokio::test]
+    async fn events_without_a_usable_chat_get_a_stable_group_and_bad_ids_are_never_keys() {
+        let w = world();
+        let no_source = json!({"type": "message", "webhookEventId": "n1", "timestamp": 1,
+            "message": {"id": "m", "type": "text", "text": "hi"}});
+        let long_user = json!({"type": "follow", "webhookEventId": "n2", "timestamp": 1,
+            "source": {"type": "user", "userId": "U".repeat(3000)}});
+        let body = WebhookBody::parse(json!({"events": [no_source, long_user]}).to_string().as_bytes()).unwrap();
+        let items = line_items(body, 0);
+        assert!(
+            items.iter().all(|i| i.group_id == NO_CHAT_GROUP),
+            "{:?}",
+            items.iter().map(|i| &i.group_id).collect::<Vec<_>>()
+        );
+        assert!(items[1].friend_change.is_none() && items[1].malformed.is_some());
+        let r = w.ingestor.ingest(items, soon()).await;
+        assert_eq!((r.enqueued, r.failed, r.malformed), (2, 0, 1));
+        assert!(w.friends.inner.rows.lock().unwrap().is_empty(), "no friend keyed by a bad ID");
     }
 
     #[tokio::test]
     async fn shop_events_go_to_the_tag_queue_only() {
         let w = world();
         let events = ShopEvent::parse_body(
-            br#"{"eventId":"o1","type":"purchase","userId":"U0123456789abcdef0123456789abcdef","occurredAt":1}"#,
+            br#"{"eventId":"o1","type":"purchase","userId":"U0123456789abcdef0123456789abcdef","occurredAt":1000000}"#,
+            1_000_000,
         )
         .unwrap();
-        let r = w.ingestor.ingest(shop_items(events, 0)).await;
+        let r = w.ingestor.ingest(shop_items(events, 0), soon()).await;
         assert_eq!(r.enqueued, 1);
         assert_eq!((w.reply.len(), w.tag.len()), (0, 1));
         assert_eq!(w.tag.messages.lock().unwrap()[0].dedupe_id, "shop:o1");

@@ -8,7 +8,9 @@
 //! - [`ingest`]: claim, record, enqueue: the ingestion pipeline behind the webhook function.
 //! - [`rules`]: reply rules: file format, compiled matcher, versioned store.
 //! - [`segment`]: segment expressions (which friends a push goes to), parsed and evaluated.
-//! - [`config`]: typed settings read once from the environment; [`aws`]: SDK clients from it.
+//! - [`config`]: typed settings read once from the environment; [`aws`]: SDK clients from it;
+//!   [`secrets`]: the channel's secrets (Secrets Manager on AWS, the environment locally).
+//! - [`batch`]: SQS batches with partial failures, in FIFO group order.
 
 pub mod adapters;
 pub mod aws;
@@ -17,8 +19,10 @@ pub mod config;
 pub mod envelope;
 pub mod ingest;
 pub mod line;
+pub mod logging;
 pub mod ports;
 pub mod rules;
+pub mod secrets;
 pub mod segment;
 pub mod shop;
 pub mod tagging;

@@ -12,11 +12,50 @@ pub enum BackendError {
     Queue { operation: &'static str, message: String },
 }
 
+/// The queues an event goes to, as a set: which ones already have it, or which it still needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Queues {
+    pub reply: bool,
+    pub tag: bool,
+}
+
+impl Queues {
+    pub const NONE: Queues = Queues { reply: false, tag: false };
+
+    /// The names stored on a partial claim (`reply`, `tag`).
+    pub fn names(self) -> Vec<&'static str> {
+        [(self.reply, "reply"), (self.tag, "tag")].into_iter().filter(|(on, _)| *on).map(|(_, n)| n).collect()
+    }
+
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Queues {
+        let mut q = Queues::NONE;
+        for n in names {
+            match n {
+                "reply" => q.reply = true,
+                "tag" => q.tag = true,
+                _ => {}
+            }
+        }
+        q
+    }
+
+    pub fn is_empty(self) -> bool {
+        self == Queues::NONE
+    }
+
+    /// Whether every queue of `wanted` is in `self`.
+    pub fn covers(self, wanted: Queues) -> bool {
+        (self.reply || !wanted.reply) && (self.tag || !wanted.tag)
+    }
+}
+
 /// The result of trying to claim an event key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
-    /// This caller owns the key now and must `complete` or `release` it.
-    Claimed,
+    /// This caller owns the key now and must `complete`, `partial` or `release` it. `sent`: the
+    /// queues an earlier, partly failed delivery already put the event on (see
+    /// [`IdempotencyStore::partial`]); those must not get it again.
+    Claimed { sent: Queues },
     /// The event was fully processed before: do nothing.
     AlreadyCompleted,
     /// Another delivery of the same event is being processed right now.
@@ -25,14 +64,19 @@ pub enum Claim {
 
 /// Powertools-style idempotency records: one conditional write claims a key.
 ///
-/// A claim may be taken when no record exists, the record expired, or an in-progress record is older
-/// than the in-progress timeout (its owner crashed). Expiry is checked in code, not left to TTL timing.
+/// A claim may be taken when no record exists, the record expired, a partial record is left (see
+/// [`Self::partial`]), or an in-progress record is older than the in-progress timeout (its owner
+/// crashed). Expiry is checked in code, not left to TTL timing.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
     async fn claim(&self, key: &str, now_ms: i64) -> Result<Claim, BackendError>;
     /// Marks a claimed key done: later deliveries are duplicates until the record expires.
     async fn complete(&self, key: &str, now_ms: i64) -> Result<(), BackendError>;
-    /// Gives a claimed key back (processing failed), so the redelivery is processed.
+    /// Leaves a claimed key for the redelivery, remembering the queues that already have the event
+    /// (`sent`, everything sent so far), so the redelivery sends only what is missing instead of
+    /// relying on the queues' own 5-minute deduplication. The next claim takes it at once.
+    async fn partial(&self, key: &str, sent: Queues, now_ms: i64) -> Result<(), BackendError>;
+    /// Gives a claimed key back (processing failed, nothing was sent), so the redelivery is processed.
     async fn release(&self, key: &str) -> Result<(), BackendError>;
 }
 
@@ -83,8 +127,11 @@ pub struct BatchOutcome {
 
 #[async_trait]
 pub trait MessageQueue: Send + Sync {
-    /// Enqueues `messages` in order (batched as the backend allows) and reports what failed.
-    async fn send_all(&self, messages: &[OutgoingMessage<'_>]) -> BatchOutcome;
+    /// Enqueues `messages` and reports what was not enqueued. Order holds per message group: once
+    /// one message of a group is not enqueued, none of the group's later messages is sent (they
+    /// are reported failed too), so a retry can send them after it. Nothing is sent after
+    /// `deadline`; a send cut off by it counts as failed.
+    async fn send_all(&self, messages: &[OutgoingMessage<'_>], deadline: tokio::time::Instant) -> BatchOutcome;
 }
 
 /// Wall-clock time, injectable for tests.

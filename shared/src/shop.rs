@@ -2,8 +2,12 @@
 //!
 //! Body: one event object, or a JSON array of up to [`MAX_EVENTS_PER_REQUEST`] of them:
 //! `{"eventId": "...", "type": "add_to_cart", "userId": "U...", "occurredAt": "2026-11-22T10:00:00Z",
-//! "properties": {...}}`. `occurredAt` is RFC 3339 or milliseconds since the epoch. Signed like LINE
-//! webhooks (HMAC-SHA256 of the raw body, base64) with SHOP_EVENTS_SECRET in `x-shop-signature`.
+//! "properties": {...}}`. `occurredAt` is RFC 3339 or milliseconds since the epoch, within the last
+//! [`MAX_AGE_MS`] and at most [`MAX_FUTURE_MS`] ahead of the receiver's clock: a time in the future
+//! would make the friend's tags ignore every real event until then (tags keep the latest event
+//! time), and seconds or microseconds mistaken for milliseconds land in 1970 or the year 50,000.
+//! Signed like LINE webhooks (HMAC-SHA256 of the raw body, base64) with the shop secret in
+//! `x-shop-signature`.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -13,6 +17,10 @@ use time::OffsetDateTime;
 /// The header shop events are signed in.
 pub const SHOP_SIGNATURE_HEADER: &str = "x-shop-signature";
 pub const MAX_EVENTS_PER_REQUEST: usize = 100;
+/// The oldest `occurredAt` accepted: 30 days before now.
+pub const MAX_AGE_MS: i64 = 30 * 86_400_000;
+/// The furthest `occurredAt` may be ahead of now (clock skew): 5 minutes.
+pub const MAX_FUTURE_MS: i64 = 5 * 60_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,12 +63,12 @@ fn millis_or_rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
 
 /// A LINE user ID: `U` and 32 lowercase hex digits.
 pub fn is_line_user_id(s: &str) -> bool {
-    s.len() == 33 && s.starts_with('U') && s[1..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    crate::line::webhook::is_user_id(s)
 }
 
 impl ShopEvent {
-    /// Parses and validates a request body (one object or an array).
-    pub fn parse_body(body: &[u8]) -> Result<Vec<ShopEvent>, ShopEventError> {
+    /// Parses and validates a request body (one object or an array), received at `now_ms`.
+    pub fn parse_body(body: &[u8], now_ms: i64) -> Result<Vec<ShopEvent>, ShopEventError> {
         let value: Value = serde_json::from_slice(body).map_err(ShopEventError::NotJson)?;
         let items = match value {
             Value::Array(items) => items,
@@ -79,13 +87,13 @@ impl ShopEvent {
             .map(|(index, item)| {
                 let event: ShopEvent = serde_json::from_value(item)
                     .map_err(|e| ShopEventError::Invalid { index, reason: e.to_string() })?;
-                event.validate().map_err(|reason| ShopEventError::Invalid { index, reason })?;
+                event.validate(now_ms).map_err(|reason| ShopEventError::Invalid { index, reason })?;
                 Ok(event)
             })
             .collect()
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self, now_ms: i64) -> Result<(), String> {
         // The id becomes an SQS deduplication id (<= 128 chars of a limited set) after a prefix.
         let id_ok = !self.event_id.is_empty()
             && self.event_id.len() <= 100
@@ -102,6 +110,24 @@ impl ShopEvent {
         if !is_line_user_id(&self.user_id) {
             return Err("userId must be a LINE user ID (U followed by 32 hex digits)".into());
         }
+        let at = self.occurred_at;
+        if !(now_ms - MAX_AGE_MS..=now_ms + MAX_FUTURE_MS).contains(&at) {
+            let when = time::OffsetDateTime::from_unix_timestamp_nanos(at as i128 * 1_000_000)
+                .ok()
+                .and_then(|t| t.format(&Rfc3339).ok())
+                .unwrap_or_else(|| "out of range".into());
+            let hint = if at.abs() < 100_000_000_000 {
+                " (it looks like seconds: send milliseconds since the epoch, or RFC 3339)"
+            } else if at > 100_000_000_000_000 {
+                " (it looks like microseconds: send milliseconds since the epoch, or RFC 3339)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "occurredAt {at} ({when}) must be within the last 30 days and at most 5 minutes ahead of \
+                 the server's clock{hint}"
+            ));
+        }
         Ok(())
     }
 
@@ -116,13 +142,19 @@ mod tests {
     use super::*;
 
     const USER: &str = "U0123456789abcdef0123456789abcdef";
+    /// 2026-11-22T10:00:00Z, "now" for these tests.
+    const NOW: i64 = 1_795_341_600_000;
+
+    fn parse(body: &[u8]) -> Result<Vec<ShopEvent>, ShopEventError> {
+        ShopEvent::parse_body(body, NOW)
+    }
 
     #[test]
     fn single_event_with_rfc3339_time() {
         let body = format!(
             r#"{{"eventId":"o-1","type":"add_to_cart","userId":"{USER}","occurredAt":"2026-11-22T10:00:00Z","properties":{{"sku":"cake-1"}}}}"#
         );
-        let events = ShopEvent::parse_body(body.as_bytes()).unwrap();
+        let events = parse(body.as_bytes()).unwrap();
         assert_eq!(events[0].occurred_at, 1_795_341_600_000);
         assert_eq!(events[0].properties["sku"], "cake-1");
         assert_eq!(events[0].dedupe_key(), "shop:o-1");
@@ -131,23 +163,37 @@ mod tests {
     #[test]
     fn array_with_millis() {
         let body = format!(
-            r#"[{{"eventId":"a","type":"purchase","userId":"{USER}","occurredAt":5}},{{"eventId":"b","type":"view_product","userId":"{USER}","occurredAt":6}}]"#
+            r#"[{{"eventId":"a","type":"purchase","userId":"{USER}","occurredAt":1795341600005}},{{"eventId":"b","type":"view_product","userId":"{USER}","occurredAt":1795341600006}}]"#
         );
-        assert_eq!(ShopEvent::parse_body(body.as_bytes()).unwrap().len(), 2);
+        assert_eq!(parse(body.as_bytes()).unwrap().len(), 2);
     }
 
     #[test]
     fn invalid_events_say_which_and_why() {
-        let bad_user = r#"{"eventId":"a","type":"purchase","userId":"bob","occurredAt":5}"#;
-        let e = ShopEvent::parse_body(bad_user.as_bytes()).unwrap_err().to_string();
+        let bad_user = r#"{"eventId":"a","type":"purchase","userId":"bob","occurredAt":1795341600005}"#;
+        let e = parse(bad_user.as_bytes()).unwrap_err().to_string();
         assert!(e.contains("event 0") && e.contains("userId"), "{e}");
-        let missing =
-            format!(r#"[{{"eventId":"a","type":"purchase","userId":"{USER}","occurredAt":5}},{{"type":"x"}}]"#);
-        let e = ShopEvent::parse_body(missing.as_bytes()).unwrap_err().to_string();
+        let missing = format!(
+            r#"[{{"eventId":"a","type":"purchase","userId":"{USER}","occurredAt":1795341600005}},{{"type":"x"}}]"#
+        );
+        let e = parse(missing.as_bytes()).unwrap_err().to_string();
         assert!(e.contains("event 1") && e.contains("eventId"), "{e}");
         let bad_time = format!(r#"{{"eventId":"a","type":"purchase","userId":"{USER}","occurredAt":"yesterday"}}"#);
-        assert!(ShopEvent::parse_body(bad_time.as_bytes()).unwrap_err().to_string().contains("RFC 3339"));
-        assert!(matches!(ShopEvent::parse_body(b"[]"), Err(ShopEventError::Empty)));
-        assert!(matches!(ShopEvent::parse_body(b"{"), Err(ShopEventError::NotJson(_))));
+        assert!(parse(bad_time.as_bytes()).unwrap_err().to_string().contains("RFC 3339"));
+        assert!(matches!(parse(b"[]"), Err(ShopEventError::Empty)));
+    }
+
+    #[test]
+    fn times_outside_the_window_are_refused_naming_the_field() {
+        let at = |t: i64| format!(r#"{{"eventId":"a","type":"purchase","userId":"{USER}","occurredAt":{t}}}"#);
+        assert!(parse(at(NOW - 29 * 86_400_000).as_bytes()).is_ok());
+        assert!(parse(at(NOW + 4 * 60_000).as_bytes()).is_ok());
+        for (t, hint) in
+            [(NOW + 6 * 60_000, ""), (NOW * 1000, "microseconds"), (NOW / 1000, "seconds"), (NOW - 31 * 86_400_000, "")]
+        {
+            let e = parse(at(t).as_bytes()).unwrap_err().to_string();
+            assert!(e.contains("event 0") && e.contains("occurredAt") && e.contains(hint), "{t}: {e}");
+        }
+        assert!(matches!(parse(b"{"), Err(ShopEventError::NotJson(_))));
     }
 }

@@ -188,6 +188,26 @@ pub fn count_deltas(writes: &[TagWrite]) -> BTreeMap<(String, String), i64> {
     deltas
 }
 
+/// Splits `writes` into transactions of at most `max_actions` actions each, where every
+/// transaction carries the counter updates of its own writes ([`count_deltas`] of the part) and
+/// room for `extra` more actions (the friend's row, the idempotency record: they go in the last).
+/// So each transaction that commits leaves the items and the counters in agreement, whatever
+/// becomes of the next one; a later one that fails is planned again from what is stored.
+pub fn transactions(writes: &[TagWrite], extra: usize, max_actions: usize) -> Vec<Vec<TagWrite>> {
+    let mut parts: Vec<Vec<TagWrite>> = vec![];
+    let mut part: Vec<TagWrite> = vec![];
+    for w in writes {
+        part.push(w.clone());
+        if part.len() > 1 && part.len() + count_deltas(&part).len() + extra > max_actions {
+            let last = part.pop();
+            parts.push(std::mem::take(&mut part));
+            part.extend(last);
+        }
+    }
+    parts.push(part);
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -294,6 +314,35 @@ mod tests {
         assert_eq!(writes[0].new.tagged_at_ms, T + 2 * DAY);
         let deltas: Vec<i64> = count_deltas(&writes).into_values().collect();
         assert_eq!(deltas, [-1, 1]);
+    }
+
+    #[test]
+    fn every_transaction_carries_its_own_counters_and_fits() {
+        // A friend with 150 tags, 40 of them expiring, blocks the account: every item leaves the
+        // index, so every item and its counter bucket changes.
+        let mut items = vec![];
+        let ops: Vec<TagOp> =
+            (0..150).map(|i| add(&format!("t{i:03}"), (i % 4 == 0).then_some(7 + i as u64 % 3))).collect();
+        step(&mut items, FRIEND, &ops, T, T);
+        let writes = plan(&items, FriendState { blocked: true, ..FRIEND }, &[], T + 1, T + 1);
+        assert_eq!(writes.len(), 150);
+        let parts = transactions(&writes, 2, 100);
+        assert!(parts.len() >= 2, "{} parts", parts.len());
+        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 150, "every write, once");
+        let mut total: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for part in &parts {
+            let own = count_deltas(part);
+            assert!(part.len() + own.len() + 2 <= 100, "a part of {} actions", part.len() + own.len() + 2);
+            // Committing only this part: the counters move by exactly what its items changed.
+            let removed = part.iter().filter(|w| w.old.as_ref().is_some_and(|o| o.indexed)).count() as i64;
+            assert_eq!(own.values().sum::<i64>(), -removed);
+            for (k, d) in own {
+                *total.entry(k).or_default() += d;
+            }
+        }
+        total.retain(|_, d| *d != 0);
+        assert_eq!(total, count_deltas(&writes), "the parts add up to the whole");
+        assert_eq!(transactions(&[], 2, 100), vec![Vec::<TagWrite>::new()], "extras alone: one transaction");
     }
 
     #[test]

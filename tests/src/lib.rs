@@ -63,6 +63,7 @@ pub async fn local_sdk() -> aws_config::SdkConfig {
     load_local_env();
     require_service("DynamoDB Local", &setting("AWS_ENDPOINT_URL_DYNAMODB"));
     require_service("The SQS emulator", &setting("AWS_ENDPOINT_URL_SQS"));
+    require_service("Secrets Manager (the SQS emulator)", &setting("AWS_ENDPOINT_URL_SECRETS_MANAGER"));
     shared::aws::sdk_config(Duration::from_secs(10)).await
 }
 
@@ -93,7 +94,8 @@ impl TestStack {
         &self.stack.queue_urls[logical_id]
     }
 
-    /// The webhook function's configuration for this stack.
+    /// The webhook function's configuration for this stack (secrets from the environment, as
+    /// locally).
     pub fn webhook_config(&self) -> webhook::config::Config {
         let template = oa::stack::Template::load(&repo_root().join("infra/template.yaml")).unwrap();
         let env = self.stack.function_env(&template, "WebhookFunction").unwrap();
@@ -104,8 +106,42 @@ impl TestStack {
     }
 
     /// The webhook function's dependencies, wired exactly as in production.
-    pub fn webhook(&self) -> webhook::Deps {
-        webhook::Deps::new(self.webhook_config(), &self.sdk)
+    pub async fn webhook(&self) -> webhook::Deps {
+        webhook::Deps::new(self.webhook_config(), &self.sdk).await.expect("the secrets are readable")
+    }
+
+    /// The webhook function's dependencies with `config` and another SQS client (e.g. one that
+    /// cannot reach SQS).
+    pub async fn webhook_with(&self, config: webhook::config::Config, sqs: aws_sdk_sqs::Client) -> webhook::Deps {
+        let store = config.secrets.store(&self.sdk);
+        let secrets = shared::secrets::Secrets::load(store, webhook::config::Config::SECRETS).await.expect("secrets");
+        webhook::Deps::from_parts(config, std::sync::Arc::new(secrets), self.dynamodb.clone(), sqs)
+    }
+
+    /// A new Secrets Manager secret (in the emulator) holding `values` (JSON keys as on AWS);
+    /// returns its ARN.
+    pub async fn secret(&self, values: serde_json::Value) -> String {
+        let client = aws_sdk_secretsmanager::Client::new(&self.sdk);
+        let name = format!("{}/line-{}", self.stack.name, ulid::Ulid::new().to_string().to_lowercase());
+        let out = client
+            .create_secret()
+            .name(name)
+            .secret_string(values.to_string())
+            .send()
+            .await
+            .expect("the SQS emulator (moto) serves Secrets Manager too");
+        out.arn.expect("a secret has an ARN")
+    }
+
+    /// Replaces the value of the secret `arn` (a rotation, as ops would do it).
+    pub async fn rotate_secret(&self, arn: &str, values: serde_json::Value) {
+        aws_sdk_secretsmanager::Client::new(&self.sdk)
+            .put_secret_value()
+            .secret_id(arn)
+            .secret_string(values.to_string())
+            .send()
+            .await
+            .expect("the secret can be updated");
     }
 
     /// Receives and deletes every message on one of this stack's queues; returns their bodies.
@@ -244,6 +280,11 @@ pub fn one_text_body(text: &str) -> Vec<u8> {
 pub fn counts(body: &str) -> (u64, u64) {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
     (v["enqueued"].as_u64().unwrap_or(0), v["duplicates"].as_u64().unwrap_or(0))
+}
+
+/// A deadline a few seconds away, for direct queue sends.
+pub fn soon() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(5)
 }
 
 /// Keys of the queued events, for comparing sets.

@@ -1,8 +1,8 @@
 //! The pipeline of one test, isolated: line-sim (in process, random port) sends signed webhooks
 //! over HTTP to the webhook function (served in process), which enqueues to this test's reply-queue
 //! and tag-queue; event-source pollers feed batches to keyword-reply, which replies to line-sim, and
-//! to the tagger, which tags. DynamoDB Local and the SQS emulator are real; only the Lambda runtime
-//! is left out.
+//! to the tagger, which tags. DynamoDB Local, the SQS emulator and Secrets Manager (keyword-reply
+//! reads its access token from a secret, as on AWS) are real; only the Lambda runtime is left out.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -49,7 +49,10 @@ impl Invoker for InProcess {
     async fn invoke(&self, function: &str, payload: Value) -> Result<Value, String> {
         let event: SqsEvent = serde_json::from_value(payload).map_err(|e| e.to_string())?;
         let response = match function {
-            "keyword-reply" => keyword_reply::handler::handle_batch(&self.reply, &event.records).await,
+            // A failed invocation (Err), as Lambda reports it: the poller deletes nothing.
+            "keyword-reply" => {
+                keyword_reply::handler::handle_batch(&self.reply, &event.records).await.map_err(|e| e.to_string())?
+            }
             "tagger" => tagger::handler::handle_batch(&self.tagger, &event.records).await,
             other => return Err(format!("no function {other}")),
         };
@@ -61,6 +64,10 @@ pub struct Pipeline {
     pub stack: TestStack,
     pub sim: LineSim,
     pub webhook_url: String,
+    /// The Secrets Manager secret keyword-reply reads its access token from.
+    pub secret_arn: String,
+    /// Failed invocations of each function, as the poller saw them.
+    pub invoke_errors: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     pub rules: RulesStore,
     /// The tags of this test's stack, for reading.
     pub tags: DynamoTags,
@@ -94,23 +101,24 @@ impl Pipeline {
         let sim = LineSim::start(SimConfig::new(CHANNEL_SECRET, ACCESS_TOKEN), ([127, 0, 0, 1], 0).into())
             .await
             .expect("line-sim starts");
-        let webhook_url = serve_webhook(Arc::new(stack.webhook())).await;
+        let webhook_url = serve_webhook(Arc::new(stack.webhook().await)).await;
 
         let template = oa::stack::Template::load(&repo_root().join("infra/template.yaml")).unwrap();
         let env = stack.stack.function_env(&template, "KeywordReplyFunction").unwrap();
         let mut vars: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let base = sim.base_url();
-        vars.insert("LINE_CHANNEL_ACCESS_TOKEN", ACCESS_TOKEN);
+        let secret_arn = stack.secret(serde_json::json!({ "channelAccessToken": ACCESS_TOKEN })).await;
+        vars.insert("LINE_SECRET_ARN", &secret_arn);
         vars.insert("LINE_API_BASE", &base);
         vars.insert("LINE_HTTP_TIMEOUT_MS", "1000");
         let config = keyword_reply::config::Config::from_env(&vars).expect("the template configures keyword-reply");
         let clock = Arc::new(ShiftedClock::default());
-        let mut deps = ReplyDeps::new(&config, stack.dynamodb.clone());
+        let mut deps = ReplyDeps::new(&config, &stack.sdk).await.expect("keyword-reply starts");
         deps.clock = clock.clone();
         let env = stack.stack.function_env(&template, "TaggerFunction").unwrap();
         let vars: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let tagger_config = tagger::config::Config::from_env(&vars).expect("the template configures the tagger");
-        let mut tagger_deps = TaggerDeps::new(&tagger_config, stack.dynamodb.clone());
+        let mut tagger_deps = TaggerDeps::new(&tagger_config, stack.dynamodb.clone()).expect("the tagger starts");
         tagger_deps.clock = clock.clone();
         let tags = DynamoTags::reader(stack.dynamodb.clone(), &tagger_config.tags_table, &tagger_config.users_table);
 
@@ -120,6 +128,7 @@ impl Pipeline {
 
         let invoker = Arc::new(InProcess { reply: deps, tagger: tagger_deps });
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let invoke_errors: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
         for function in ["KeywordReplyFunction", "TaggerFunction"] {
             let mapping = oa::poller::mappings(&template)
                 .unwrap()
@@ -129,9 +138,18 @@ impl Pipeline {
             let queue_url = stack.queue_url(&mapping.queue).to_string();
             let poller = Poller::new(mapping, stack.sqs.clone(), &queue_url, "ap-northeast-1", invoker.clone());
             let stopped = stopped.clone();
-            tokio::spawn(async move { poller.run(stopped, |_, _| {}).await });
+            let errors = invoke_errors.clone();
+            tokio::spawn(async move {
+                poller
+                    .run(stopped, move |m, r| {
+                        if let Some(e) = &r.invoke_error {
+                            errors.lock().unwrap_or_else(|p| p.into_inner()).push((m.binary.clone(), e.clone()));
+                        }
+                    })
+                    .await
+            });
         }
-        Pipeline { stack, sim, webhook_url, rules, tags, clock, stop }
+        Pipeline { stack, sim, webhook_url, secret_arn, invoke_errors, rules, tags, clock, stop }
     }
 
     pub fn sim(&self) -> SimClient {

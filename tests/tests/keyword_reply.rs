@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use integration_tests::pipeline::{texts, user, Pipeline};
+use integration_tests::soon;
 use serde_json::{json, Value};
 use shared::envelope::QueuedEvent;
 use shared::ports::{Clock, MessageQueue, SystemClock};
@@ -153,7 +154,7 @@ async fn enqueue(p: &Pipeline, user: &str, event: &Value, dedupe_id: &str) {
     assert_eq!(parsed.dedupe_key(), key);
     let queue = shared::adapters::sqs::SqsQueue::new(p.stack.sqs.clone(), p.stack.queue_url("ReplyQueue"));
     let message = shared::ports::OutgoingMessage { group_id: user, dedupe_id, body: &body };
-    assert!(queue.send_all(&[message]).await.failed.is_empty());
+    assert!(queue.send_all(&[message], soon()).await.failed.is_empty());
 }
 
 #[tokio::test]
@@ -209,7 +210,7 @@ async fn unreadable_messages_end_in_the_dead_letter_queue_after_max_receives() {
     let p = Pipeline::new(RULES).await;
     let queue = shared::adapters::sqs::SqsQueue::new(p.stack.sqs.clone(), p.stack.queue_url("ReplyQueue"));
     let message = shared::ports::OutgoingMessage { group_id: "g", dedupe_id: "poison", body: "not json" };
-    assert!(queue.send_all(&[message]).await.failed.is_empty());
+    assert!(queue.send_all(&[message], soon()).await.failed.is_empty());
     // maxReceiveCount 3, visibility 10 s: the DLQ has it after the third failed receive.
     let start = std::time::Instant::now();
     while integration_tests::pipeline::queue_depth(&p.stack, "ReplyDeadLetterQueue").await == 0 {

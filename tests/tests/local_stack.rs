@@ -115,7 +115,7 @@ fn the_oa_cli_signs_and_posts_test_events() {
     let send = |extra: &[&str]| {
         let out = Command::new(oa_binary())
             .current_dir(repo_root())
-            .args(["webhook", "send", "--text", "hi", "--user", &user, "--event-id", &id])
+            .args(["--local", "webhook", "send", "--text", "hi", "--user", &user, "--event-id", &id])
             .args(extra)
             .output()
             .unwrap();
@@ -138,9 +138,14 @@ fn the_oa_cli_signs_and_posts_test_events() {
 async fn the_bundled_invoke_examples_are_accepted() {
     let stack = TestStack::new().await;
     let mut config = stack.webhook_config();
-    config.channel_secret = local_secret("LINE_CHANNEL_SECRET");
-    config.shop_events_secret = local_secret("SHOP_EVENTS_SECRET");
-    let deps = webhook::Deps::new(config, &stack.sdk);
+    config.secrets = shared::secrets::SecretSource::Environment(
+        [
+            (shared::secrets::SecretName::ChannelSecret, local_secret("LINE_CHANNEL_SECRET")),
+            (shared::secrets::SecretName::ShopEventsSecret, local_secret("SHOP_EVENTS_SECRET")),
+        ]
+        .into(),
+    );
+    let deps = webhook::Deps::new(config, &stack.sdk).await.unwrap();
     let dir = repo_root().join("functions/webhook/events");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -154,8 +159,9 @@ async fn the_bundled_invoke_examples_are_accepted() {
     assert_eq!(stack.drain("TagQueue").await.len(), n);
 }
 
+/// Runs the `oa` binary against the local stack (`--local`).
 fn oa(args: &[&str]) -> (bool, String) {
-    let out = Command::new(oa_binary()).current_dir(repo_root()).args(args).output().unwrap();
+    let out = Command::new(oa_binary()).current_dir(repo_root()).arg("--local").args(args).output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 

@@ -11,7 +11,7 @@ const BOT: &str = "Ubot00000000000000000000000000000";
 #[tokio::test]
 async fn one_tampered_byte_is_rejected_and_changes_nothing() {
     let stack = TestStack::new().await;
-    let deps = stack.webhook();
+    let deps = stack.webhook().await;
     let user = sample::user_id();
     let body = sample::body(BOT, &[sample::follow(&sample::event_id(), &user, sample::now_ms(), false)]);
     let signature = shared::line::signature::sign(CHANNEL_SECRET, &body);
@@ -32,7 +32,7 @@ async fn one_tampered_byte_is_rejected_and_changes_nothing() {
 #[tokio::test]
 async fn signature_header_name_is_case_insensitive_and_base64_bodies_are_verified_decoded() {
     let stack = TestStack::new().await;
-    let deps = stack.webhook();
+    let deps = stack.webhook().await;
     let body = one_text_body("hello");
     let signature = shared::line::signature::sign(CHANNEL_SECRET, &body);
     let request = function_url_request("POST", "/webhook", &[("X-Line-Signature", &signature)], &body, true);
@@ -43,7 +43,7 @@ async fn signature_header_name_is_case_insensitive_and_base64_bodies_are_verifie
 #[tokio::test]
 async fn oversized_malformed_and_misrouted_requests_get_clear_errors_and_store_nothing() {
     let stack = TestStack::new().await;
-    let deps = stack.webhook();
+    let deps = stack.webhook().await;
 
     let mut big = sample::body(BOT, &[]);
     big.truncate(big.len() - 1);
@@ -73,7 +73,7 @@ async fn oversized_malformed_and_misrouted_requests_get_clear_errors_and_store_n
 #[tokio::test]
 async fn empty_events_is_ok() {
     let stack = TestStack::new().await;
-    let (status, _) = call(&stack.webhook(), line_post(&sample::body(BOT, &[]))).await;
+    let (status, _) = call(&stack.webhook().await, line_post(&sample::body(BOT, &[]))).await;
     assert_eq!(status, 200);
     stack.assert_untouched().await;
 }
@@ -93,7 +93,7 @@ async fn events_reach_the_queues_they_belong_to_in_order_and_intact() {
         sample::unfollow(&ids[3], &bob, now + 3),
         unknown.clone(),
     ];
-    let (status, _) = call(&stack.webhook(), line_post(&sample::body(BOT, &events))).await;
+    let (status, _) = call(&stack.webhook().await, line_post(&sample::body(BOT, &events))).await;
     assert_eq!(status, 200);
 
     let replies = stack.drain_events("ReplyQueue").await;
@@ -134,7 +134,7 @@ async fn events_reach_the_queues_they_belong_to_in_order_and_intact() {
 #[tokio::test]
 async fn the_same_event_five_times_in_a_row_is_one_message_per_queue() {
     let stack = TestStack::new().await;
-    let deps = stack.webhook();
+    let deps = stack.webhook().await;
     let event = sample::text(&sample::event_id(), &sample::user_id(), "hi", sample::now_ms());
     let (mut enqueued, mut tag_messages) = (0, 0);
     for attempt in 0..5 {
@@ -156,7 +156,7 @@ async fn the_same_event_five_times_in_a_row_is_one_message_per_queue() {
 #[tokio::test]
 async fn the_same_event_twenty_times_concurrently_is_one_message_per_queue() {
     let stack = TestStack::new().await;
-    let deps = stack.webhook();
+    let deps = stack.webhook().await;
     let body = one_text_body("hi");
     let answers = join_all((0..20).map(|_| call(&deps, line_post(&body)))).await;
     let statuses: Vec<u16> = answers.iter().map(|r| r.0).collect();
@@ -175,7 +175,7 @@ async fn the_same_event_twenty_times_concurrently_is_one_message_per_queue() {
 #[tokio::test]
 async fn an_older_unfollow_never_overwrites_a_newer_follow() {
     let stack = TestStack::new().await;
-    let deps = stack.webhook();
+    let deps = stack.webhook().await;
     let user = sample::user_id();
     let t = sample::now_ms();
     let follow = sample::follow(&sample::event_id(), &user, t, false);
@@ -202,7 +202,7 @@ async fn an_older_unfollow_never_overwrites_a_newer_follow() {
 #[tokio::test]
 async fn an_older_follow_arriving_late_still_sets_when_the_friendship_began() {
     let stack = TestStack::new().await;
-    let deps = stack.webhook();
+    let deps = stack.webhook().await;
     let user = sample::user_id();
     let t = sample::now_ms();
     let unfollow = sample::unfollow(&sample::event_id(), &user, t);
@@ -220,14 +220,14 @@ async fn sqs_unreachable_is_a_500_and_the_redelivery_is_enqueued_once() {
     let dead_sqs = aws_sdk_sqs::Client::from_conf(
         aws_sdk_sqs::config::Builder::from(&stack.sdk).endpoint_url("http://127.0.0.1:9").build(),
     );
-    let broken = webhook::Deps::from_clients(stack.webhook_config(), stack.dynamodb.clone(), dead_sqs);
+    let broken = stack.webhook_with(stack.webhook_config(), dead_sqs).await;
     let event = sample::text(&sample::event_id(), &sample::user_id(), "hi", sample::now_ms());
     let (status, _) = call(&broken, line_post(&sample::body(BOT, std::slice::from_ref(&event)))).await;
     assert_eq!(status, 500);
     assert_eq!(stack.item_count("EventsTable").await, 0, "the claim is released, not left blocking");
 
     // SQS is back; LINE redelivers the same event.
-    let deps = stack.webhook();
+    let deps = stack.webhook().await;
     let redelivery = sample::body(BOT, &[sample::redelivered(event)]);
     let (status, body) = call(&deps, line_post(&redelivery)).await;
     assert_eq!((status, counts(&body)), (200, (1, 0)));
@@ -240,7 +240,7 @@ async fn sqs_unreachable_is_a_500_and_the_redelivery_is_enqueued_once() {
 #[tokio::test]
 async fn shop_events_are_signed_deduplicated_and_go_to_the_tag_queue_only() {
     let stack = TestStack::new().await;
-    let deps = stack.webhook();
+    let deps = stack.webhook().await;
     let user = sample::user_id();
     let event = sample::shop_event("order-1-cart", "add_to_cart", &user, sample::now_ms(), json!({"sku": "cake-1"}));
     let body = serde_json::to_vec(&event).unwrap();
@@ -274,7 +274,7 @@ async fn a_claim_left_by_a_crash_does_not_swallow_the_redelivery() {
     let stack = TestStack::new().await;
     let mut config = stack.webhook_config();
     config.in_progress_timeout = std::time::Duration::from_secs(1);
-    let deps = webhook::Deps::new(config, &stack.sdk);
+    let deps = webhook::Deps::new(config, &stack.sdk).await.unwrap();
     let event_id = sample::event_id();
     // An invocation claimed the event and died before enqueueing it.
     let crashed = shared::adapters::dynamodb::DynamoIdempotency::new(
@@ -283,7 +283,10 @@ async fn a_claim_left_by_a_crash_does_not_swallow_the_redelivery() {
         3600,
         1000,
     );
-    assert_eq!(crashed.claim(&event_id, sample::now_ms()).await.unwrap(), shared::ports::Claim::Claimed);
+    assert_eq!(
+        crashed.claim(&event_id, sample::now_ms()).await.unwrap(),
+        shared::ports::Claim::Claimed { sent: shared::ports::Queues::NONE }
+    );
 
     let body =
         sample::body(BOT, &[sample::redelivered(sample::text(&event_id, &sample::user_id(), "hi", sample::now_ms()))]);

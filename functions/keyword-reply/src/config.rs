@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
-use shared::config::{parsed_or, required, ConfigError, EnvSource, Secret};
+use shared::config::{parsed_or, required, ConfigError, EnvSource};
+use shared::secrets::{SecretName, SecretSource};
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// LINE_CHANNEL_ACCESS_TOKEN: bearer token of the Messaging API.
-    pub access_token: Secret,
+    /// LINE_SECRET_ARN (the Secrets Manager secret's `channelAccessToken`), or locally
+    /// LINE_CHANNEL_ACCESS_TOKEN: the Messaging API's bearer token.
+    pub secrets: SecretSource,
     /// LINE_API_BASE (default https://api.line.me): line-sim's address locally.
     pub line_api_base: String,
     /// LINE_HTTP_TIMEOUT_MS (default 3000): per reply call.
@@ -28,9 +30,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// The secrets this function reads.
+    pub const SECRETS: &[SecretName] = &[SecretName::ChannelAccessToken];
+
     pub fn from_env(env: &dyn EnvSource) -> Result<Self, ConfigError> {
         Ok(Config {
-            access_token: Secret::new(required(env, "LINE_CHANNEL_ACCESS_TOKEN")?),
+            secrets: SecretSource::from_env(env, Config::SECRETS)?,
             line_api_base: parsed_or(env, "LINE_API_BASE", "https://api.line.me".to_string())?,
             line_timeout: Duration::from_millis(parsed_or(env, "LINE_HTTP_TIMEOUT_MS", 3000u64)?),
             rules_table: required(env, "RULES_TABLE")?,
@@ -58,6 +63,10 @@ mod tests {
             Config::from_env(&env).unwrap_err().to_string(),
             "missing required environment variable USERS_TABLE"
         );
+        env.remove("LINE_CHANNEL_ACCESS_TOKEN");
+        env.insert("USERS_TABLE", "u");
+        assert!(Config::from_env(&env).unwrap_err().to_string().contains("LINE_SECRET_ARN"));
+        env.insert("LINE_CHANNEL_ACCESS_TOKEN", "tok-123");
         env.insert("USERS_TABLE", "u");
         let c = Config::from_env(&env).unwrap();
         assert_eq!(c.max_token_age, Duration::from_secs(50));

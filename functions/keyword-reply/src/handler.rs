@@ -1,25 +1,31 @@
-//! One SQS batch from reply-queue in, free replies out. Each record is handled on its own and
-//! ends in exactly one [`Outcome`]; only `Retry` ones are reported as batch item failures, so
-//! SQS redelivers them after the visibility timeout while the reply token can still work.
+//! One SQS batch from reply-queue in, free replies out. Records of one chat (one FIFO message
+//! group) run one after the other, in queue order; different chats run concurrently. Each record
+//! ends in exactly one [`Outcome`]; only the ones worth another try are reported as batch item
+//! failures, so SQS redelivers them after the visibility timeout while the reply token can still
+//! work. When one must be retried, the chat's later records are held and retried after it.
 //!
-//! Per record: parse → standby / no token → decide (rules, windows, chat kind) → token age →
-//! claim `reply:<event key>` (one reply per event, however often it is delivered) → fallback
-//! cooldown → reply → complete, or release and retry.
+//! Per record: parse → standby / no token / malformed → decide (rules, windows, chat kind) → token
+//! age → claim `reply:<event key>` (one reply per event, however often it is delivered) →
+//! fallback cooldown → reply → complete, or release and retry.
+//!
+//! A dead access token (LINE 401 even after reading the secret again) or a missing permission
+//! (403) is not a problem of one message: the whole invocation fails, so no record is deleted,
+//! Lambda's Errors metric and its alarm fire, and the records come back once the token is fixed.
 
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use futures::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 use shared::adapters::dynamodb::{DynamoFriends, DynamoIdempotency};
-use shared::batch::{respond, retry_all, RecordOutcome};
+use shared::batch::{in_group_order, respond, retry_all, RecordOutcome};
 use shared::envelope::QueuedEvent;
 use shared::line::client::{LineClient, LineError};
-use shared::line::webhook::{self, Event, EventKind, MessageContent, Mode};
+use shared::line::webhook::{self, is_chat_id, Event, EventKind, MessageContent, Mode};
 use shared::ports::{Claim, Clock, IdempotencyStore, SystemClock};
 use shared::rules::file::SourceKind;
 use shared::rules::store::{RulesCache, RulesStore};
 use shared::rules::{Answer, RuleBook, Trigger};
+use shared::secrets::Secrets;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -34,8 +40,19 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub fn new(config: &Config, dynamodb: aws_sdk_dynamodb::Client) -> Self {
-        Deps {
+    /// The production wiring: reads the access token once (now), then builds the LINE client and
+    /// the DynamoDB adapters.
+    pub async fn new(config: &Config, sdk: &aws_config::SdkConfig) -> Result<Self, Error> {
+        let secrets = Secrets::load(config.secrets.store(sdk), Config::SECRETS).await?;
+        Self::from_parts(config, Arc::new(secrets), aws_sdk_dynamodb::Client::new(sdk))
+    }
+
+    pub fn from_parts(
+        config: &Config,
+        secrets: Arc<Secrets>,
+        dynamodb: aws_sdk_dynamodb::Client,
+    ) -> Result<Self, Error> {
+        Ok(Deps {
             rules: RulesCache::new(RulesStore::new(dynamodb.clone(), &config.rules_table)),
             idempotency: Arc::new(DynamoIdempotency::new(
                 dynamodb.clone(),
@@ -44,10 +61,10 @@ impl Deps {
                 config.in_progress_timeout.as_millis() as i64,
             )),
             friends: DynamoFriends::new(dynamodb, &config.users_table),
-            line: LineClient::new(&config.line_api_base, config.access_token.clone(), config.line_timeout),
+            line: LineClient::new(&config.line_api_base, secrets, config.line_timeout)?,
             max_token_age_ms: config.max_token_age.as_millis() as i64,
             clock: Arc::new(SystemClock),
-        }
+        })
     }
 }
 
@@ -71,8 +88,15 @@ pub enum Outcome {
     Cooldown,
     /// LINE rejected the request itself (e.g. a malformed message in the rules): dropped.
     Rejected,
+    /// The event is not in LINE's shape (a bad chat ID, a field of the wrong type): skipped.
+    Malformed,
     /// Could not finish now (LINE 429/5xx/timeout, storage error, a twin in flight): retry.
     Retry,
+    /// Not run: an earlier record of the same chat is retried, and this one must come after it.
+    Held,
+    /// LINE refused the token itself (401 after a fresh read of the secret) or the permission (403):
+    /// every reply would fail. The invocation fails; nothing is deleted.
+    Systemic,
     /// The message body is not a queued event: reported so it ends in the dead-letter queue.
     Unreadable,
 }
@@ -89,47 +113,74 @@ impl RecordOutcome for Outcome {
             Outcome::InvalidToken => "invalidTokens",
             Outcome::Cooldown => "cooldown",
             Outcome::Rejected => "rejected",
+            Outcome::Malformed => "malformed",
             Outcome::Retry => "retried",
+            Outcome::Held => "held",
+            Outcome::Systemic => "systemic",
             Outcome::Unreadable => "unreadable",
         }
     }
 
     /// Whether SQS should deliver the record again.
     fn is_failure(self) -> bool {
-        matches!(self, Outcome::Retry | Outcome::Unreadable)
+        matches!(self, Outcome::Retry | Outcome::Held | Outcome::Systemic | Outcome::Unreadable)
+    }
+
+    fn held() -> Self {
+        Outcome::Held
     }
 }
 
-pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
-    Ok(handle_batch(deps, &event.payload.records).await)
+/// Every reply failed for a reason no retry of one message can fix (see [`Outcome::Systemic`]).
+#[derive(Debug, thiserror::Error)]
+#[error("LINE refuses every reply (dead access token or missing permission): {records} record(s) left on the queue")]
+pub struct Systemic {
+    pub records: usize,
 }
 
-/// The whole batch; records run concurrently (a FIFO batch holds at most 10).
-pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchResponse {
+pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+    Ok(handle_batch(deps, &event.payload.records).await?)
+}
+
+/// The whole batch: chats concurrently, each chat's records in queue order. Fails as a whole
+/// (nothing deleted) when LINE refuses the token or the permission.
+pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> Result<SqsBatchResponse, Systemic> {
     // One cheap version read per batch; rules are parsed only when the version changed.
     let served = match deps.rules.get().await {
         Ok(s) => s,
         Err(e) => {
             warn!(error = %e, "cannot read the rules version; the whole batch will be retried");
-            return retry_all(records);
+            return Ok(retry_all(records));
         }
     };
     let book = served.book.as_deref();
-    let outcomes = join_all(records.iter().map(|r| handle_record(deps, book, r))).await;
-    let (response, counts) = respond(records.iter().zip(outcomes));
+    let outcomes = in_group_order(records, |r| handle_record(deps, book, r)).await;
+    let systemic = outcomes.iter().any(|(_, o)| *o == Outcome::Systemic);
+    let (response, counts) = respond(outcomes);
     info!(records = records.len(), rules_version = served.version, rules_reloaded = served.reloaded, outcomes = ?counts, "batch");
-    response
+    if systemic {
+        let failure = Systemic { records: records.len() };
+        tracing::error!(error = %failure, "failing the invocation");
+        return Err(failure);
+    }
+    Ok(response)
 }
 
+/// The chat kind the rules see, and the chat (a LINE ID) the fallback cooldown is kept on.
 fn source_kind(event: &Event) -> (SourceKind, Option<&str>) {
-    match &event.common.source {
-        Some(s) => match s.kind {
-            webhook::SourceKind::Group => (SourceKind::Group, s.group_id.as_deref()),
-            webhook::SourceKind::Room => (SourceKind::Room, s.room_id.as_deref()),
-            _ => (SourceKind::User, s.user_id.as_deref()),
-        },
-        None => (SourceKind::User, None),
-    }
+    let kind = match event.common.source.as_ref().map(|s| s.kind) {
+        Some(webhook::SourceKind::Group) => SourceKind::Group,
+        Some(webhook::SourceKind::Room) => SourceKind::Room,
+        _ => SourceKind::User,
+    };
+    let source = event.common.source.as_ref();
+    let chat = match kind {
+        SourceKind::User => event.user_id(),
+        // In a group or room the cooldown is the chat's, not the member's.
+        SourceKind::Group => source.and_then(|s| s.group_id.as_deref()),
+        SourceKind::Room => source.and_then(|s| s.room_id.as_deref()),
+    };
+    (kind, chat.filter(|id| is_chat_id(id)))
 }
 
 fn trigger(event: &Event) -> Option<Trigger<'_>> {
@@ -158,6 +209,10 @@ async fn handle_record(deps: &Deps, book: Option<&RuleBook>, record: &SqsMessage
     let QueuedEvent::Line { dedupe_key, received_at, event, .. } = &queued else {
         return Outcome::NoMatch;
     };
+    if let Some(reason) = event.malformed() {
+        info!(event = %dedupe_key, reason, "malformed event; skipped");
+        return Outcome::Malformed;
+    }
     if event.common.mode == Mode::Standby {
         return Outcome::Standby;
     }
@@ -183,7 +238,7 @@ async fn handle_record(deps: &Deps, book: Option<&RuleBook>, record: &SqsMessage
     }
     let key = format!("reply:{dedupe_key}");
     match deps.idempotency.claim(&key, now).await {
-        Ok(Claim::Claimed) => {}
+        Ok(Claim::Claimed { .. }) => {}
         Ok(Claim::AlreadyCompleted) => return Outcome::Duplicate,
         Ok(Claim::InProgress) => return Outcome::Retry,
         Err(e) => {
@@ -193,7 +248,7 @@ async fn handle_record(deps: &Deps, book: Option<&RuleBook>, record: &SqsMessage
     }
     let outcome = send(deps, token, &messages, chat_id, fallback_cooldown_ms, *received_at).await;
     let settled = match outcome {
-        Outcome::Retry => deps.idempotency.release(&key).await,
+        Outcome::Retry | Outcome::Systemic => deps.idempotency.release(&key).await,
         _ => deps.idempotency.complete(&key, deps.clock.now_ms()).await,
     };
     if let Err(e) = settled {
@@ -228,7 +283,7 @@ async fn send(
         }
     }
     let outcome = reply(deps, token, messages, received_at).await;
-    if let (Outcome::Retry, Some((chat, started))) = (outcome, cooldown_started) {
+    if let (Outcome::Retry | Outcome::Systemic, Some((chat, started))) = (outcome, cooldown_started) {
         // The retry must find the cooldown as it was, or the friend would get no fallback at all.
         if let Err(e) = deps.friends.cancel_fallback_cooldown(chat, started).await {
             warn!(error = %e, "cannot undo the fallback cooldown");
@@ -241,6 +296,10 @@ async fn reply(deps: &Deps, token: &str, messages: &[serde_json::Value], receive
     match deps.line.reply(token, messages).await {
         Ok(_) => Outcome::Replied,
         Err(LineError::InvalidReplyToken) => Outcome::InvalidToken,
+        Err(e) if e.is_systemic() => {
+            tracing::error!(error = %e, kind = e.kind(), "LINE refuses replies");
+            Outcome::Systemic
+        }
         Err(e) if e.is_retryable() => {
             // Worth another go only while the token can still work.
             let age = deps.clock.now_ms() - received_at;

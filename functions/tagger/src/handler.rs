@@ -9,18 +9,16 @@
 //! `tag:<event key>`. A concurrent change makes the transaction fail; the record is read and
 //! planned again (three tries, then SQS retries it).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use futures::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 use shared::adapters::dynamodb::DynamoFriends;
 use shared::adapters::tags::{Changed, DynamoTags};
-use shared::batch::{respond, retry_all, RecordOutcome};
+use shared::batch::{in_group_order, respond, retry_all, RecordOutcome};
 use shared::envelope::QueuedEvent;
 use shared::ingest::friend_change;
-use shared::line::webhook::{EventKind, MessageContent};
+use shared::line::webhook::{is_user_id, EventKind, MessageContent, SourceKind};
 use shared::ports::{Clock, FriendChange, FriendStore, SystemClock};
 use shared::rules::store::{RulesCache, RulesStore};
 use shared::rules::tags::TagTrigger;
@@ -39,10 +37,10 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub fn new(config: &Config, dynamodb: aws_sdk_dynamodb::Client) -> Self {
-        Deps {
+    pub fn new(config: &Config, dynamodb: aws_sdk_dynamodb::Client) -> Result<Self, Error> {
+        Ok(Deps {
             rules: RulesCache::new(RulesStore::new(dynamodb.clone(), &config.rules_table)),
-            default_rules: RuleBook::parse("{}").expect("an empty rules file is valid"),
+            default_rules: RuleBook::parse("{}")?,
             tags: DynamoTags::new(
                 dynamodb.clone(),
                 &config.tags_table,
@@ -52,7 +50,7 @@ impl Deps {
             ),
             friends: DynamoFriends::new(dynamodb, &config.users_table),
             clock: Arc::new(SystemClock),
-        }
+        })
     }
 }
 
@@ -67,8 +65,12 @@ pub enum Outcome {
     Duplicate,
     /// No tag rule for this event.
     NoTags,
-    /// The event names no user (a group or room event without one).
+    /// The event names no user (a channel-level event, a group event without one).
     NoUser,
+    /// A group or room event: group chatter tags nobody and makes nobody a friend.
+    GroupChat,
+    /// The event is not in LINE's shape (a bad user ID, a field of the wrong type): skipped.
+    Malformed,
     /// Storage failed or kept changing under us: retried.
     Retry,
     /// Not run because an earlier record of the same friend is retried.
@@ -85,6 +87,8 @@ impl RecordOutcome for Outcome {
             Outcome::Duplicate => "duplicates",
             Outcome::NoTags => "noTags",
             Outcome::NoUser => "noUser",
+            Outcome::GroupChat => "groupChat",
+            Outcome::Malformed => "malformed",
             Outcome::Retry => "retried",
             Outcome::Held => "held",
             Outcome::Unreadable => "unreadable",
@@ -93,6 +97,10 @@ impl RecordOutcome for Outcome {
 
     fn is_failure(self) -> bool {
         matches!(self, Outcome::Retry | Outcome::Held | Outcome::Unreadable)
+    }
+
+    fn held() -> Self {
+        Outcome::Held
     }
 }
 
@@ -115,46 +123,36 @@ pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchRespon
     response
 }
 
-/// Runs `handle` on every record: message groups (friends) concurrently, each group's records one
-/// after the other in queue order. After a failure, the group's later records are [`Outcome::Held`].
-async fn in_group_order<'r, F, Fut>(records: &'r [SqsMessage], handle: F) -> Vec<(&'r SqsMessage, Outcome)>
-where
-    F: Fn(&'r SqsMessage) -> Fut,
-    Fut: std::future::Future<Output = Outcome>,
-{
-    let mut groups: BTreeMap<&str, Vec<&SqsMessage>> = BTreeMap::new();
-    for r in records {
-        let group = r.attributes.get("MessageGroupId").map(String::as_str).unwrap_or_default();
-        groups.entry(group).or_default().push(r);
-    }
-    let handle = &handle;
-    let runs = groups.into_values().map(|group| async move {
-        let mut out = Vec::with_capacity(group.len());
-        let mut held = false;
-        for r in group {
-            let outcome = if held { Outcome::Held } else { handle(r).await };
-            held |= outcome.is_failure();
-            out.push((r, outcome));
-        }
-        out
-    });
-    join_all(runs).await.into_iter().flatten().collect()
-}
-
 /// What a queued event means for tagging.
 struct Tagging<'a> {
     user_id: &'a str,
     event_ms: i64,
     trigger: Option<TagTrigger<'a>>,
     follow: Option<FriendChange>,
-    /// A LINE event from the friend themself (they talk to the account, so they are a friend).
+    /// A LINE event from the friend themself, 1:1 (they talk to the account, so they are a friend).
     from_line: bool,
 }
 
-fn tagging(queued: &QueuedEvent) -> Option<Tagging<'_>> {
+/// What a queued event means for tagging, or why it means nothing (the outcome to report).
+///
+/// Only 1:1 events tag and make friends: a group or room member may not be a friend of the
+/// account at all (LINE does not bill pushes to non-friends, so counting them would make every
+/// segment and campaign preview wrong), and what they say in a group is not said to the brand.
+fn tagging(queued: &QueuedEvent) -> Result<Tagging<'_>, Outcome> {
     match queued {
         QueuedEvent::Line { event, .. } => {
-            let user_id = event.user_id()?;
+            if let Some(reason) = event.malformed() {
+                info!(event = %queued.dedupe_key(), reason, "malformed event; skipped");
+                return Err(Outcome::Malformed);
+            }
+            let source = event.common.source.as_ref().map(|s| s.kind);
+            if matches!(source, Some(SourceKind::Group | SourceKind::Room)) {
+                return Err(Outcome::GroupChat);
+            }
+            if !event.is_one_to_one() {
+                return Err(Outcome::NoUser);
+            }
+            let user_id = event.user_id().ok_or(Outcome::NoUser)?;
             let follow = friend_change(event).map(|(_, change, _)| change);
             let trigger = match (&event.kind, follow) {
                 (_, Some(FriendChange::Followed { is_unblocked })) => {
@@ -167,9 +165,13 @@ fn tagging(queued: &QueuedEvent) -> Option<Tagging<'_>> {
                 (EventKind::Postback { postback }, _) => Some(TagTrigger::Postback(&postback.data)),
                 _ => None,
             };
-            Some(Tagging { user_id, event_ms: event.common.timestamp, trigger, follow, from_line: true })
+            Ok(Tagging { user_id, event_ms: event.common.timestamp, trigger, follow, from_line: true })
         }
-        QueuedEvent::Shop { event, .. } => Some(Tagging {
+        QueuedEvent::Shop { event, .. } if !is_user_id(&event.user_id) => {
+            info!(event = %queued.dedupe_key(), "shop event without a LINE user ID; skipped");
+            Err(Outcome::Malformed)
+        }
+        QueuedEvent::Shop { event, .. } => Ok(Tagging {
             user_id: &event.user_id,
             event_ms: event.occurred_at,
             trigger: Some(TagTrigger::Shop { kind: &event.kind, properties: &event.properties }),
@@ -188,7 +190,10 @@ async fn handle_record(deps: &Deps, book: &RuleBook, record: &SqsMessage) -> Out
             return Outcome::Unreadable;
         }
     };
-    let Some(t) = tagging(&queued) else { return Outcome::NoUser };
+    let t = match tagging(&queued) {
+        Ok(t) => t,
+        Err(skipped) => return skipped,
+    };
     let now = deps.clock.now_ms();
     if let Some(change) = t.follow {
         // The webhook recorded it already; recording again is harmless (older changes are
@@ -227,43 +232,32 @@ async fn handle_record(deps: &Deps, book: &RuleBook, record: &SqsMessage) -> Out
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
 
-    fn record(id: &str, group: &str) -> SqsMessage {
-        let mut m = SqsMessage::default();
-        m.message_id = Some(id.into());
-        m.attributes.insert("MessageGroupId".into(), group.into());
-        m
+    fn line_event(source: serde_json::Value) -> QueuedEvent {
+        let event = serde_json::json!({"type": "message", "webhookEventId": "01GROUP", "timestamp": 1, "source": source,
+            "message": {"id": "1", "type": "text", "text": "I love pudding"}});
+        serde_json::from_value(
+            serde_json::json!({"kind": "line", "dedupeKey": "01GROUP", "receivedAt": 1, "event": event}),
+        )
+        .unwrap()
     }
 
-    #[tokio::test]
-    async fn a_friend_s_records_run_in_order_and_stop_at_the_first_failure() {
-        let records = [record("a1", "A"), record("b1", "B"), record("a2", "A"), record("a3", "A"), record("b2", "B")];
-        let ran = Mutex::new(vec![]);
-        let outcomes = in_group_order(&records, |r| {
-            let id = r.message_id.clone().unwrap();
-            ran.lock().unwrap().push(id.clone());
-            async move {
-                tokio::task::yield_now().await;
-                if id == "a2" {
-                    Outcome::Retry
-                } else {
-                    Outcome::Tagged
-                }
-            }
-        })
-        .await;
-        let by_id: BTreeMap<String, Outcome> =
-            outcomes.iter().map(|(r, o)| (r.message_id.clone().unwrap(), *o)).collect();
-        assert_eq!(by_id["a1"], Outcome::Tagged);
-        assert_eq!(by_id["a2"], Outcome::Retry);
-        assert_eq!(by_id["a3"], Outcome::Held, "not run: it must not overtake a2");
-        assert_eq!((by_id["b1"], by_id["b2"]), (Outcome::Tagged, Outcome::Tagged), "other friends go on");
-        let ran = ran.into_inner().unwrap();
-        let a: Vec<&String> = ran.iter().filter(|id| id.starts_with('a')).collect();
-        assert_eq!(a, ["a1", "a2"], "queue order within the friend");
+    #[test]
+    fn only_one_to_one_chats_tag_and_make_friends() {
+        let u = "U0123456789abcdef0123456789abcdef";
+        let in_group = line_event(
+            serde_json::json!({"type": "group", "groupId": "C0123456789abcdef0123456789abcdef", "userId": u}),
+        );
+        assert_eq!(tagging(&in_group).err(), Some(Outcome::GroupChat));
+        let in_room =
+            line_event(serde_json::json!({"type": "room", "roomId": "R0123456789abcdef0123456789abcdef", "userId": u}));
+        assert_eq!(tagging(&in_room).err(), Some(Outcome::GroupChat));
+        let bad_id = line_event(serde_json::json!({"type": "user", "userId": "U".repeat(3000)}));
+        assert_eq!(tagging(&bad_id).err(), Some(Outcome::Malformed));
+        let one_to_one = line_event(serde_json::json!({"type": "user", "userId": u}));
+        let t = tagging(&one_to_one).ok().unwrap();
+        assert!(t.from_line && t.user_id == u);
     }
 
     #[test]
@@ -272,7 +266,7 @@ mod tests {
         let event: SqsEvent = serde_json::from_str(text).unwrap();
         let body = event.records[0].body.as_deref().unwrap();
         let queued: QueuedEvent = serde_json::from_str(body).unwrap();
-        let t = tagging(&queued).unwrap();
+        let t = tagging(&queued).ok().unwrap();
         assert_eq!(t.user_id, "U0123456789abcdef0123456789abcdef");
         let book = RuleBook::parse("{}").unwrap();
         let ops = book.tags().ops(t.trigger.unwrap());

@@ -7,9 +7,9 @@ use tagger::{function_handler, Deps};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    shared::logging::init();
     let config = Config::from_env(&ProcessEnv).inspect_err(|e| tracing::error!("configuration: {e}"))?;
     let sdk = shared::aws::sdk_config(config.aws_operation_timeout).await;
-    let deps = Deps::new(&config, aws_sdk_dynamodb::Client::new(&sdk));
+    let deps = Deps::new(&config, aws_sdk_dynamodb::Client::new(&sdk))?;
     run(service_fn(|event| function_handler(&deps, event))).await
 }

@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
-use shared::config::{parsed_or, queue_url, required, ConfigError, EnvSource, Secret};
+use shared::config::{parsed_or, queue_url, required, ConfigError, EnvSource};
+use shared::secrets::{SecretName, SecretSource};
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// LINE_CHANNEL_SECRET: verifies `x-line-signature`.
-    pub channel_secret: Secret,
-    /// SHOP_EVENTS_SECRET: verifies `x-shop-signature` on `POST /events`.
-    pub shop_events_secret: Secret,
+    /// LINE_SECRET_ARN (the Secrets Manager secret's `channelSecret` and `shopEventsSecret`), or
+    /// locally LINE_CHANNEL_SECRET and SHOP_EVENTS_SECRET: verify `x-line-signature` and
+    /// `x-shop-signature`.
+    pub secrets: SecretSource,
     /// EVENTS_TABLE: idempotency records, one per event key.
     pub events_table: String,
     /// USERS_TABLE: follow/block state per friend.
@@ -22,16 +23,28 @@ pub struct Config {
     /// IDEMPOTENCY_IN_PROGRESS_SECS (default 30): how long a claim blocks a concurrent twin; longer
     /// than the function timeout, so a crashed claim frees itself for the next redelivery.
     pub in_progress_timeout: Duration,
-    /// AWS_OPERATION_TIMEOUT_MS (default 1500): cap per DynamoDB/SQS call, retries included, so the
-    /// answer to LINE stays inside its 2 s deadline.
+    /// AWS_OPERATION_TIMEOUT_MS (default 1500): cap per DynamoDB/SQS call, retries included.
     pub aws_operation_timeout: Duration,
+    /// WEBHOOK_DEADLINE_MS (default 1500): the whole request, from arrival to answer, clean-up
+    /// included; LINE counts answers after 2 s as failures. Past it: 500, and the redelivery
+    /// completes what is missing.
+    pub deadline: Duration,
 }
 
 impl Config {
+    /// The secrets this function reads.
+    pub const SECRETS: &[SecretName] = &[SecretName::ChannelSecret, SecretName::ShopEventsSecret];
+
     pub fn from_env(env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let deadline = Duration::from_millis(parsed_or(env, "WEBHOOK_DEADLINE_MS", 1500u64)?);
+        if !(Duration::from_millis(500)..=Duration::from_millis(1900)).contains(&deadline) {
+            return Err(ConfigError::Invalid {
+                name: "WEBHOOK_DEADLINE_MS",
+                reason: "must be 500-1900: LINE waits 2 s, and settling needs a few hundred ms".into(),
+            });
+        }
         Ok(Self {
-            channel_secret: Secret::new(required(env, "LINE_CHANNEL_SECRET")?),
-            shop_events_secret: Secret::new(required(env, "SHOP_EVENTS_SECRET")?),
+            secrets: SecretSource::from_env(env, Config::SECRETS)?,
             events_table: required(env, "EVENTS_TABLE")?,
             users_table: required(env, "USERS_TABLE")?,
             reply_queue_url: queue_url(env, "REPLY_QUEUE_URL")?,
@@ -39,6 +52,7 @@ impl Config {
             idempotency_ttl: Duration::from_secs(3600 * parsed_or(env, "IDEMPOTENCY_TTL_HOURS", 168u64)?),
             in_progress_timeout: Duration::from_secs(parsed_or(env, "IDEMPOTENCY_IN_PROGRESS_SECS", 30u64)?),
             aws_operation_timeout: Duration::from_millis(parsed_or(env, "AWS_OPERATION_TIMEOUT_MS", 1500u64)?),
+            deadline,
         })
     }
 }
@@ -73,7 +87,10 @@ mod tests {
             let mut env = complete();
             env.remove(name);
             let err = Config::from_env(&env).unwrap_err();
-            assert_eq!(err, ConfigError::Missing(name), "{name}");
+            assert!(err.to_string().contains(name), "{name}: {err}");
         }
+        let mut env = complete();
+        env.insert("WEBHOOK_DEADLINE_MS", "5000");
+        assert!(Config::from_env(&env).unwrap_err().to_string().contains("WEBHOOK_DEADLINE_MS"));
     }
 }

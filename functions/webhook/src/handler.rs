@@ -1,5 +1,6 @@
 //! HTTP in, queue messages out. Order of checks: route, method, size, signature, parse; only a
-//! verified, well-formed body reaches storage. Nothing here calls LINE.
+//! verified, well-formed body reaches storage. Nothing here calls LINE. One deadline covers the
+//! whole request (`WEBHOOK_DEADLINE_MS`, from its arrival): LINE waits 2 s.
 
 use std::sync::Arc;
 
@@ -8,12 +9,13 @@ use lambda_http::{Body, Error, Request, Response};
 use serde_json::json;
 use shared::adapters::dynamodb::{DynamoFriends, DynamoIdempotency};
 use shared::adapters::sqs::SqsQueue;
-use shared::config::Secret;
 use shared::ingest::{line_items, shop_items, Ingestor, Report};
-use shared::line::signature::{verify, LINE_SIGNATURE_HEADER};
+use shared::line::signature::{verify, SignatureError, LINE_SIGNATURE_HEADER};
 use shared::line::webhook::{EventKind, WebhookBody};
 use shared::ports::SystemClock;
+use shared::secrets::{SecretError, SecretName, Secrets, AFTER_BAD_SIGNATURE};
 use shared::shop::{ShopEvent, SHOP_SIGNATURE_HEADER};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -23,9 +25,12 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// What the handler needs, built once in `main`.
 pub struct Deps {
-    pub channel_secret: Secret,
-    pub shop_events_secret: Secret,
+    /// The channel secret and the shop secret (read again, at most once a minute, when a
+    /// signature does not match: the channel secret may have been reissued).
+    pub secrets: Arc<Secrets>,
     pub ingestor: Ingestor,
+    /// The whole request's time budget, from arrival.
+    pub deadline: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,12 +49,24 @@ impl Route {
 }
 
 impl Deps {
-    /// The production wiring: DynamoDB and SQS adapters over clients from `sdk`.
-    pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Self {
-        Self::from_clients(config, aws_sdk_dynamodb::Client::new(sdk), aws_sdk_sqs::Client::new(sdk))
+    /// The production wiring: the secrets (read once, now), DynamoDB and SQS adapters over
+    /// clients from `sdk`.
+    pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<Self, SecretError> {
+        let secrets = Secrets::load(config.secrets.store(sdk), Config::SECRETS).await?;
+        Ok(Self::from_parts(
+            config,
+            Arc::new(secrets),
+            aws_sdk_dynamodb::Client::new(sdk),
+            aws_sdk_sqs::Client::new(sdk),
+        ))
     }
 
-    pub fn from_clients(config: Config, dynamodb: aws_sdk_dynamodb::Client, sqs: aws_sdk_sqs::Client) -> Self {
+    pub fn from_parts(
+        config: Config,
+        secrets: Arc<Secrets>,
+        dynamodb: aws_sdk_dynamodb::Client,
+        sqs: aws_sdk_sqs::Client,
+    ) -> Self {
         Deps {
             ingestor: Ingestor {
                 idempotency: Arc::new(DynamoIdempotency::new(
@@ -63,8 +80,28 @@ impl Deps {
                 tag_queue: Arc::new(SqsQueue::new(sqs, &config.tag_queue_url)),
                 clock: Arc::new(SystemClock),
             },
-            channel_secret: config.channel_secret,
-            shop_events_secret: config.shop_events_secret,
+            secrets,
+            deadline: config.deadline,
+        }
+    }
+
+    /// Checks `signature` against `body` with the secret `name`. On a mismatch the secret is read
+    /// again (at most once a minute, whatever the traffic) and, if it changed, checked once more.
+    async fn verify(&self, name: SecretName, body: &[u8], signature: Option<&[u8]>) -> Result<(), SignatureError> {
+        let held = self.secrets.current();
+        let check = |values: &shared::secrets::SecretValues| match values.get(name) {
+            Some(secret) => verify(secret.expose(), body, signature),
+            None => Err(SignatureError::Mismatch),
+        };
+        match check(&held) {
+            Err(SignatureError::Mismatch) => {
+                let fresh = self.secrets.refresh(AFTER_BAD_SIGNATURE, "a signature did not match").await;
+                if fresh.get(name) == held.get(name) {
+                    return Err(SignatureError::Mismatch);
+                }
+                check(&fresh)
+            }
+            other => other,
         }
     }
 }
@@ -91,6 +128,8 @@ fn message(status: StatusCode, text: &str) -> Response<Body> {
 }
 
 pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
+    // The request arrived (Lambda hands it over whole): LINE's 2 s started before this.
+    let deadline = Instant::now() + deps.deadline;
     let path = req.uri().path().to_string();
     let Some(route) = route(&path) else {
         info!(path, status = 404, "no such route");
@@ -113,11 +152,11 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
         return Ok(message(StatusCode::PAYLOAD_TOO_LARGE, "Body larger than 1 MiB"));
     }
     let (secret, header_name) = match route {
-        Route::Line => (&deps.channel_secret, LINE_SIGNATURE_HEADER),
-        Route::Shop => (&deps.shop_events_secret, SHOP_SIGNATURE_HEADER),
+        Route::Line => (SecretName::ChannelSecret, LINE_SIGNATURE_HEADER),
+        Route::Shop => (SecretName::ShopEventsSecret, SHOP_SIGNATURE_HEADER),
     };
     let signature = req.headers().get(header_name).map(|v| v.as_bytes());
-    if let Err(e) = verify(secret.expose(), body, signature) {
+    if let Err(e) = deps.verify(secret, body, signature).await {
         warn!(route = route.name(), bytes = body.len(), reason = %e, status = 401, "rejected signature");
         return Ok(message(StatusCode::UNAUTHORIZED, "Invalid signature"));
     }
@@ -132,7 +171,7 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
                     .events
                     .iter()
                     .filter_map(|e| match &e.kind {
-                        EventKind::Other { type_name, .. } => Some(type_name.clone()),
+                        EventKind::Other { type_name } => Some(type_name.clone()),
                         _ => None,
                     })
                     .collect();
@@ -141,13 +180,16 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
             }
             Err(e) => return Ok(bad_request(route, &e)),
         },
-        Route::Shop => match ShopEvent::parse_body(body) {
+        Route::Shop => match ShopEvent::parse_body(body, received_at) {
             Ok(events) => (shop_items(events, received_at), None),
             Err(e) => return Ok(bad_request(route, &e)),
         },
     };
     let keys: Vec<String> = items.iter().map(|i| i.key.clone()).collect();
-    let report = if items.is_empty() { Report::default() } else { deps.ingestor.ingest(items).await };
+    // Reasons name fields, never their content.
+    let malformed: Vec<(String, String)> =
+        items.iter().filter_map(|i| Some((i.key.clone(), i.malformed.clone()?))).collect();
+    let report = if items.is_empty() { Report::default() } else { deps.ingestor.ingest(items, deadline).await };
     let status = if report.needs_redelivery() { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
     info!(
         route = route.name(),
@@ -158,9 +200,12 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
         duplicates = report.duplicates,
         in_progress = report.in_progress,
         failed = report.failed,
+        partial = report.partial,
+        deadline_hit = report.deadline_hit,
         stale_friend_updates = report.stale_friend_updates,
         event_ids = ?keys,
         unknown_types = ?unknown_types,
+        malformed = ?malformed,
         errors = ?report.errors,
         "ingested"
     );
@@ -175,6 +220,8 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
             "duplicates": report.duplicates,
             "inProgress": report.in_progress,
             "failed": report.failed,
+            "partial": report.partial,
+            "malformed": report.malformed,
         }),
     ))
 }

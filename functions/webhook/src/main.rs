@@ -7,9 +7,9 @@ use webhook::{function_handler, Deps};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    shared::logging::init();
     let config = Config::from_env(&ProcessEnv).inspect_err(|e| tracing::error!("configuration: {e}"))?;
     let sdk = shared::aws::sdk_config(config.aws_operation_timeout).await;
-    let deps = Deps::new(config, &sdk);
+    let deps = Deps::new(config, &sdk).await.inspect_err(|e| tracing::error!("secrets: {e}"))?;
     run(service_fn(|req| function_handler(&deps, req))).await
 }

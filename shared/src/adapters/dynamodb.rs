@@ -7,15 +7,15 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 
-use crate::ports::{BackendError, Claim, FriendChange, FriendStore, FriendUpdate, IdempotencyStore};
+use crate::ports::{BackendError, Claim, FriendChange, FriendStore, FriendUpdate, IdempotencyStore, Queues};
 use crate::tagging::{friend_index_key, shard_of};
 
 const STATUS_IN_PROGRESS: &str = "INPROGRESS";
+const STATUS_PARTIAL: &str = "PARTIAL";
 const STATUS_COMPLETED: &str = "COMPLETED";
 
 fn n(v: i64) -> AttributeValue {
@@ -32,7 +32,9 @@ where
     BackendError::Store { operation, message: super::describe(&e) }
 }
 
-/// Idempotency records in the events table: `{id, status, expiresAt (s, TTL), inProgressUntil (ms)}`.
+/// Idempotency records in the events table: `{id, status, expiresAt (s, TTL), inProgressUntil (ms),
+/// sent?}`. `status` is `INPROGRESS` (claimed), `PARTIAL` (a delivery put the event on the queues
+/// in `sent`, a string set, and failed on the others) or `COMPLETED`.
 #[derive(Clone)]
 pub struct DynamoIdempotency {
     client: Client,
@@ -52,29 +54,46 @@ impl DynamoIdempotency {
 #[async_trait]
 impl IdempotencyStore for DynamoIdempotency {
     async fn claim(&self, key: &str, now_ms: i64) -> Result<Claim, BackendError> {
+        // An update, not a put: a partial record's `sent` stays on the item, and the old item
+        // comes back to say what it held.
         let result = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .item("id", s(key))
-            .item("status", s(STATUS_IN_PROGRESS))
-            .item("expiresAt", n(now_ms / 1000 + self.ttl_secs))
-            .item("inProgressUntil", n(now_ms + self.in_progress_ms))
+            .key("id", s(key))
+            .update_expression("SET #status = :in_progress, expiresAt = :expires, inProgressUntil = :until")
             .condition_expression(
-                "attribute_not_exists(id) OR expiresAt < :now_s \
+                "attribute_not_exists(id) OR expiresAt < :now_s OR #status = :partial \
                  OR (#status = :in_progress AND inProgressUntil < :now_ms)",
             )
             .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+            .expression_attribute_values(":partial", s(STATUS_PARTIAL))
+            .expression_attribute_values(":expires", n(now_ms / 1000 + self.ttl_secs))
+            .expression_attribute_values(":until", n(now_ms + self.in_progress_ms))
             .expression_attribute_values(":now_s", n(now_ms / 1000))
             .expression_attribute_values(":now_ms", n(now_ms))
-            .expression_attribute_values(":in_progress", s(STATUS_IN_PROGRESS))
+            .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(Claim::Claimed),
+            Ok(out) => {
+                // What an earlier delivery sent still holds, unless its record had expired.
+                let old = out.attributes();
+                let live = old
+                    .and_then(|o| o.get("expiresAt"))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|e| e >= now_ms / 1000);
+                let sent = match old.and_then(|o| o.get("sent")).and_then(|v| v.as_ss().ok()) {
+                    Some(names) if live => Queues::from_names(names.iter().map(String::as_str)),
+                    _ => Queues::NONE,
+                };
+                Ok(Claim::Claimed { sent })
+            }
             Err(e) => {
-                if let Some(PutItemError::ConditionalCheckFailedException(held)) = e.as_service_error() {
+                if let Some(UpdateItemError::ConditionalCheckFailedException(held)) = e.as_service_error() {
                     let status = held.item().and_then(|i| i.get("status")).and_then(|v| v.as_s().ok());
                     return Ok(if status.map(String::as_str) == Some(STATUS_COMPLETED) {
                         Claim::AlreadyCompleted
@@ -82,7 +101,7 @@ impl IdempotencyStore for DynamoIdempotency {
                         Claim::InProgress
                     });
                 }
-                Err(store_err("PutItem", e))
+                Err(store_err("UpdateItem", e))
             }
         }
     }
@@ -98,6 +117,21 @@ impl IdempotencyStore for DynamoIdempotency {
             .await
             .map(|_| ())
             .map_err(|e| store_err("PutItem", e))
+    }
+
+    async fn partial(&self, key: &str, sent: Queues, now_ms: i64) -> Result<(), BackendError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("id", s(key))
+            .item("status", s(STATUS_PARTIAL))
+            .item("expiresAt", n(now_ms / 1000 + self.ttl_secs));
+        let names = sent.names();
+        if !names.is_empty() {
+            put = put.item("sent", AttributeValue::Ss(names.into_iter().map(str::to_string).collect()));
+        }
+        put.send().await.map(|_| ()).map_err(|e| store_err("PutItem", e))
     }
 
     async fn release(&self, key: &str) -> Result<(), BackendError> {

@@ -1,20 +1,24 @@
 //! In-memory adapters for unit tests and benchmarks of pure logic. Same semantics as the
 //! DynamoDB/SQS ones, minus the network.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 
+use super::sqs::{is_valid_sqs_body, is_valid_sqs_id};
 use crate::ports::{
     BackendError, BatchOutcome, Claim, FriendChange, FriendStore, FriendUpdate, IdempotencyStore, MessageQueue,
-    OutgoingMessage,
+    OutgoingMessage, Queues,
 };
 
 #[derive(Debug, Clone, PartialEq)]
 enum Record {
-    InProgress { until_ms: i64 },
+    InProgress { until_ms: i64, sent: Queues },
+    Partial { sent: Queues },
     Completed,
 }
 
@@ -33,22 +37,26 @@ impl MemoryIdempotency {
 #[async_trait]
 impl IdempotencyStore for MemoryIdempotency {
     async fn claim(&self, key: &str, now_ms: i64) -> Result<Claim, BackendError> {
-        let mut records = self.records.lock().unwrap();
-        match records.get(key) {
-            Some(Record::Completed) => Ok(Claim::AlreadyCompleted),
-            Some(Record::InProgress { until_ms }) if *until_ms >= now_ms => Ok(Claim::InProgress),
-            _ => {
-                records.insert(key.into(), Record::InProgress { until_ms: now_ms + self.in_progress_ms });
-                Ok(Claim::Claimed)
-            }
-        }
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = match records.get(key) {
+            Some(Record::Completed) => return Ok(Claim::AlreadyCompleted),
+            Some(Record::InProgress { until_ms, .. }) if *until_ms >= now_ms => return Ok(Claim::InProgress),
+            Some(Record::InProgress { sent, .. } | Record::Partial { sent }) => *sent,
+            None => Queues::NONE,
+        };
+        records.insert(key.into(), Record::InProgress { until_ms: now_ms + self.in_progress_ms, sent });
+        Ok(Claim::Claimed { sent })
     }
     async fn complete(&self, key: &str, _now_ms: i64) -> Result<(), BackendError> {
-        self.records.lock().unwrap().insert(key.into(), Record::Completed);
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).insert(key.into(), Record::Completed);
+        Ok(())
+    }
+    async fn partial(&self, key: &str, sent: Queues, _now_ms: i64) -> Result<(), BackendError> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).insert(key.into(), Record::Partial { sent });
         Ok(())
     }
     async fn release(&self, key: &str) -> Result<(), BackendError> {
-        let mut records = self.records.lock().unwrap();
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         if matches!(records.get(key), Some(Record::InProgress { .. })) {
             records.remove(key);
         }
@@ -97,41 +105,83 @@ pub struct StoredMessage {
     pub body: String,
 }
 
-/// A queue that keeps what it was sent (deduplicating like FIFO) and can be switched off.
+/// A queue that keeps every message it is sent, in order. It refuses what SQS refuses (IDs and
+/// bodies outside SQS's rules), keeps per-group order like [`super::sqs::SqsQueue`], and can be
+/// switched off, made to refuse one group, or slowed down. It does not deduplicate: SQS only does
+/// for five minutes, and nothing here may rely on that.
 #[derive(Default)]
 pub struct MemoryQueue {
     pub messages: Mutex<Vec<StoredMessage>>,
     pub unavailable: AtomicBool,
+    /// Messages of these groups are refused (as SQS refuses single entries of a batch).
+    pub refuse_groups: Mutex<HashSet<String>>,
+    /// Each message takes this long to send (ms).
+    pub delay_ms: AtomicUsize,
 }
 
 impl MemoryQueue {
     pub fn set_unavailable(&self, down: bool) {
         self.unavailable.store(down, Ordering::SeqCst);
     }
+    pub fn refuse_group(&self, group: &str, refuse: bool) {
+        let mut groups = self.refuse_groups.lock().unwrap_or_else(|p| p.into_inner());
+        if refuse {
+            groups.insert(group.to_string());
+        } else {
+            groups.remove(group);
+        }
+    }
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as usize, Ordering::SeqCst);
+    }
     pub fn len(&self) -> usize {
-        self.messages.lock().unwrap().len()
+        self.messages.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// The dedupe ids sent, in order.
+    pub fn dedupe_ids(&self) -> Vec<String> {
+        self.messages.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|m| m.dedupe_id.clone()).collect()
     }
 }
 
 #[async_trait]
 impl MessageQueue for MemoryQueue {
-    async fn send_all(&self, messages: &[OutgoingMessage<'_>]) -> BatchOutcome {
-        if self.unavailable.load(Ordering::SeqCst) {
-            return BatchOutcome { failed: (0..messages.len()).collect(), error: Some("queue unavailable".into()) };
-        }
-        let mut stored = self.messages.lock().unwrap();
-        for m in messages {
-            if !stored.iter().any(|s| s.dedupe_id == m.dedupe_id) {
-                stored.push(StoredMessage {
+    async fn send_all(&self, messages: &[OutgoingMessage<'_>], deadline: Instant) -> BatchOutcome {
+        let mut outcome = BatchOutcome::default();
+        let mut stopped: HashSet<&str> = HashSet::new();
+        for (i, m) in messages.iter().enumerate() {
+            let delay = Duration::from_millis(self.delay_ms.load(Ordering::SeqCst) as u64);
+            if !delay.is_zero() && tokio::time::timeout_at(deadline, tokio::time::sleep(delay)).await.is_err() {
+                outcome.failed.extend(i..messages.len());
+                outcome.error.get_or_insert_with(|| "the request's deadline passed".into());
+                break;
+            }
+            let refused = if stopped.contains(m.group_id) {
+                None
+            } else if self.unavailable.load(Ordering::SeqCst) {
+                Some("queue unavailable".to_string())
+            } else if !is_valid_sqs_id(m.group_id) || !is_valid_sqs_id(m.dedupe_id) {
+                Some(format!("InvalidParameterValue: bad MessageGroupId {:?} or MessageDeduplicationId", m.group_id))
+            } else if !is_valid_sqs_body(m.body) {
+                Some("InvalidMessageContents: the body has characters SQS refuses, or is too large".into())
+            } else if self.refuse_groups.lock().unwrap_or_else(|p| p.into_inner()).contains(m.group_id) {
+                Some("InternalError: refused".into())
+            } else {
+                self.messages.lock().unwrap_or_else(|p| p.into_inner()).push(StoredMessage {
                     group_id: m.group_id.to_string(),
                     dedupe_id: m.dedupe_id.to_string(),
                     body: m.body.to_string(),
                 });
+                continue;
+            };
+            stopped.insert(m.group_id);
+            outcome.failed.push(i);
+            if let Some(e) = refused {
+                outcome.error.get_or_insert(e);
             }
         }
-        BatchOutcome::default()
+        outcome
     }
 }

@@ -12,12 +12,15 @@
 //! (see [`super::dynamodb::DynamoFriends`]), so it lists every following friend, by shard.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
+use futures::future::BoxFuture;
 
 use super::describe;
 use super::dynamodb::KnownFriend;
@@ -25,8 +28,8 @@ use crate::ports::BackendError;
 use crate::rules::tags::TagOp;
 use crate::segment::resolve::{Member, MemberPage, ReadStats, SegmentIndex, Source};
 use crate::tagging::{
-    bucket_counts, count_deltas, friend_index_key, plan, shard_of, tag_index_key, FriendState, TagItem, TagWrite,
-    SHARDS,
+    bucket_counts, count_deltas, friend_index_key, plan, shard_of, tag_index_key, transactions, FriendState, TagItem,
+    TagWrite, SHARDS,
 };
 
 /// Name of the tag index on the tags table.
@@ -85,6 +88,10 @@ pub enum Applied {
     Conflict,
 }
 
+/// Called before each transaction of [`DynamoTags::apply`] with its number and writes: lets a test
+/// step in between two transactions (a concurrent change, a crash). `None` in production.
+pub type Failpoint = Arc<dyn Fn(usize, Vec<TagWrite>) -> BoxFuture<'static, ()> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct DynamoTags {
     client: Client,
@@ -93,6 +100,7 @@ pub struct DynamoTags {
     events_table: String,
     /// How long an idempotency record keeps a redelivered event out (s).
     idempotency_ttl_secs: i64,
+    failpoint: Option<Failpoint>,
 }
 
 impl DynamoTags {
@@ -109,7 +117,14 @@ impl DynamoTags {
             users_table: users_table.into(),
             events_table: events_table.into(),
             idempotency_ttl_secs,
+            failpoint: None,
         }
+    }
+
+    /// The same store with a [`Failpoint`] before each transaction.
+    pub fn with_failpoint(mut self, failpoint: Failpoint) -> Self {
+        self.failpoint = Some(failpoint);
+        self
     }
 
     /// For reading only (segments, counts, a friend's tags): [`Self::apply`] needs the events table.
@@ -207,9 +222,11 @@ impl DynamoTags {
     }
 
     /// Writes `writes` for `user_id` in transactions of at most 100 actions, each item guarded by
-    /// the version it was read at, with the per-tag counters. With `idempotency_key`, the last
-    /// transaction also records the event, and finds it recorded when it is a duplicate. With
-    /// `mark_following`, a friend the users table does not know yet is recorded as following.
+    /// the version it was read at, each transaction with the counter updates of its own items
+    /// ([`transactions`]): a transaction that commits leaves items and counters in agreement even
+    /// if a later one fails. With `idempotency_key`, the last transaction also records the event,
+    /// and finds it recorded when it is a duplicate. With `mark_following`, a friend the users
+    /// table does not know yet is recorded as following (in the last transaction too).
     pub async fn apply(
         &self,
         user_id: &str,
@@ -218,71 +235,77 @@ impl DynamoTags {
         idempotency_key: Option<&str>,
         now_ms: i64,
     ) -> Result<Applied, BackendError> {
-        let mut actions: Vec<TransactWriteItem> = vec![];
-        for w in writes {
-            actions.push(self.put_tag(user_id, w)?);
-        }
+        let extra = usize::from(mark_following) + usize::from(idempotency_key.is_some());
+        let parts = transactions(writes, extra, MAX_TRANSACTION);
+        let last = parts.len().saturating_sub(1);
         let shard = shard_of(user_id);
-        for ((tag, bucket), delta) in count_deltas(writes) {
-            actions.push(self.count(shard, &tag, &bucket, delta)?);
-        }
-        if mark_following {
-            let known = KnownFriend::new(user_id, now_ms);
-            let update = Update::builder()
-                .table_name(&self.users_table)
-                .key("userId", s(user_id))
-                .update_expression(KnownFriend::UPDATE)
-                .condition_expression(KnownFriend::CONDITION)
-                .set_expression_attribute_names(Some(known.names))
-                .set_expression_attribute_values(Some(known.values))
-                .build()
-                .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-            actions.push(TransactWriteItem::builder().update(update).build());
-        }
-        // The record goes last, so it lands with the final part of a large change.
-        let record_at = idempotency_key.map(|_| actions.len());
-        if let Some(key) = idempotency_key {
-            let put = Put::builder()
-                .table_name(&self.events_table)
-                .item("id", s(key))
-                .item("status", s("COMPLETED"))
-                .item("expiresAt", n(now_ms / 1000 + self.idempotency_ttl_secs))
-                .condition_expression("attribute_not_exists(id) OR expiresAt < :now_s")
-                .expression_attribute_values(":now_s", n(now_ms / 1000))
-                .build()
-                .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-            actions.push(TransactWriteItem::builder().put(put).build());
-        }
-        let total = actions.len();
-        let mut offset = 0;
-        let mut actions = actions.into_iter().peekable();
-        while actions.peek().is_some() {
-            let chunk: Vec<TransactWriteItem> = actions.by_ref().take(MAX_TRANSACTION).collect();
-            let len = chunk.len();
-            let result = self.client.transact_write_items().set_transact_items(Some(chunk)).send().await;
+        for (n, part) in parts.into_iter().enumerate() {
+            let mut actions: Vec<TransactWriteItem> = vec![];
+            for w in &part {
+                actions.push(self.put_tag(user_id, w)?);
+            }
+            for ((tag, bucket), delta) in count_deltas(&part) {
+                actions.push(self.count(shard, &tag, &bucket, delta)?);
+            }
+            let mut record_at = None;
+            if n == last {
+                if mark_following {
+                    actions.push(self.known_friend(user_id, now_ms)?);
+                }
+                if let Some(key) = idempotency_key {
+                    record_at = Some(actions.len());
+                    actions.push(self.record(key, now_ms)?);
+                }
+            }
+            if actions.is_empty() {
+                continue;
+            }
+            if let Some(failpoint) = &self.failpoint {
+                failpoint(n, part.clone()).await;
+            }
+            let result = self.client.transact_write_items().set_transact_items(Some(actions)).send().await;
             if let Err(e) = result {
                 let reasons: Vec<CancellationReason> = match e.as_service_error() {
-                    Some(se) if se.is_transaction_canceled_exception() => match se {
-                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => {
-                            t.cancellation_reasons().to_vec()
-                        }
-                        _ => vec![],
-                    },
+                    Some(TransactWriteItemsError::TransactionCanceledException(t)) => t.cancellation_reasons().to_vec(),
                     _ => return Err(err("TransactWriteItems", describe(&e))),
                 };
                 let failed = |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
-                if let Some(at) = record_at.filter(|at| (offset..offset + len).contains(at)) {
-                    if failed(at - offset) {
-                        return Ok(Applied::Duplicate);
-                    }
+                if record_at.is_some_and(failed) {
+                    return Ok(Applied::Duplicate);
                 }
-                // A tag or the friend changed meanwhile, or another transaction held an item.
+                // A tag or the friend changed meanwhile, or another transaction held an item. The
+                // parts before this one stand, counters included; planning again finds them done.
                 return Ok(Applied::Conflict);
             }
-            offset += len;
         }
-        debug_assert_eq!(offset, total);
         Ok(Applied::Written)
+    }
+
+    fn known_friend(&self, user_id: &str, now_ms: i64) -> Result<TransactWriteItem, BackendError> {
+        let known = KnownFriend::new(user_id, now_ms);
+        let update = Update::builder()
+            .table_name(&self.users_table)
+            .key("userId", s(user_id))
+            .update_expression(KnownFriend::UPDATE)
+            .condition_expression(KnownFriend::CONDITION)
+            .set_expression_attribute_names(Some(known.names))
+            .set_expression_attribute_values(Some(known.values))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    fn record(&self, key: &str, now_ms: i64) -> Result<TransactWriteItem, BackendError> {
+        let put = Put::builder()
+            .table_name(&self.events_table)
+            .item("id", s(key))
+            .item("status", s("COMPLETED"))
+            .item("expiresAt", n(now_ms / 1000 + self.idempotency_ttl_secs))
+            .condition_expression("attribute_not_exists(id) OR expiresAt < :now_s")
+            .expression_attribute_values(":now_s", n(now_ms / 1000))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
     }
 
     fn put_tag(&self, user_id: &str, w: &TagWrite) -> Result<TransactWriteItem, BackendError> {

@@ -3,12 +3,13 @@
 //! LINE documents that error texts are not guaranteed, so answers are classified by status first;
 //! the text only separates the two kinds of 429 (rate limit: wait; monthly limit: stop).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::Secret;
+use crate::secrets::{SecretName, Secrets, AFTER_UNAUTHORIZED};
 
 pub const REQUEST_ID_HEADER: &str = "x-line-request-id";
 pub const RETRY_KEY_HEADER: &str = "x-line-retry-key";
@@ -35,6 +36,13 @@ pub enum LineError {
     Timeout(Duration),
     #[error("could not reach LINE: {0}")]
     Transport(String),
+    /// 401: the access token is not valid, even after reading the secret again. Every request
+    /// would get this: systemic, not a problem of one message.
+    #[error("LINE refused the access token (401); the secret was read again and still fails")]
+    Unauthorized,
+    /// 403: the channel may not use this API (plan, permission). Systemic too.
+    #[error("LINE refused the request with 403: {message}")]
+    Forbidden { message: String },
     /// Any other 4xx: the request itself is wrong; retrying the same request cannot help.
     #[error("LINE rejected the request with {status}: {message}")]
     Rejected { status: u16, message: String, request_id: Option<String> },
@@ -49,6 +57,12 @@ impl LineError {
         )
     }
 
+    /// Whether every request would get this answer (a dead token, a missing permission): no
+    /// message is to blame, so none may be dropped for it; the caller fails loudly instead.
+    pub fn is_systemic(&self) -> bool {
+        matches!(self, LineError::Unauthorized | LineError::Forbidden { .. })
+    }
+
     /// A short name for logs and counters.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -59,6 +73,8 @@ impl LineError {
             LineError::Server { .. } => "serverError",
             LineError::Timeout(_) => "timeout",
             LineError::Transport(_) => "transport",
+            LineError::Unauthorized => "unauthorized",
+            LineError::Forbidden { .. } => "forbidden",
             LineError::Rejected { .. } => "rejected",
         }
     }
@@ -70,11 +86,13 @@ pub struct Accepted {
     pub request_id: Option<String>,
 }
 
+/// The Messaging API. The access token comes from [`Secrets`]: on a 401 the secret is read again
+/// (rate-limited) and the request is sent once more if the token changed.
 #[derive(Clone)]
 pub struct LineClient {
     http: reqwest::Client,
     base: String,
-    token: Secret,
+    secrets: Arc<Secrets>,
     timeout: Duration,
 }
 
@@ -86,14 +104,15 @@ struct ReplyBody<'a> {
 }
 
 impl LineClient {
-    /// `base` is `https://api.line.me` in production, line-sim's address locally.
-    pub fn new(base: &str, token: Secret, timeout: Duration) -> Self {
+    /// `base` is `https://api.line.me` in production, line-sim's address locally. `secrets` must
+    /// hold the channel access token.
+    pub fn new(base: &str, secrets: Arc<Secrets>, timeout: Duration) -> Result<Self, LineError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(50))
             .build()
-            .expect("TLS backend initialises");
-        LineClient { http, base: base.trim_end_matches('/').to_string(), token, timeout }
+            .map_err(|e| LineError::Transport(e.to_string()))?;
+        Ok(LineClient { http, base: base.trim_end_matches('/').to_string(), secrets, timeout })
     }
 
     /// `POST /v2/bot/message/reply` (free). 1-5 messages.
@@ -107,8 +126,32 @@ impl LineClient {
         })
     }
 
+    /// POSTs `body`; after a 401, reads the secret again and, if the token changed, sends once more.
     async fn post<B: Serialize>(&self, path: &str, body: &B, retry_key: Option<&str>) -> Result<Accepted, LineError> {
-        let mut request = self.http.post(format!("{}{path}", self.base)).bearer_auth(self.token.expose()).json(body);
+        let used = self.secrets.current();
+        match self.post_with(used.get(SecretName::ChannelAccessToken), path, body, retry_key).await {
+            Err(LineError::Unauthorized) => {
+                let fresh = self.secrets.refresh(AFTER_UNAUTHORIZED, "LINE answered 401").await;
+                let token = fresh.get(SecretName::ChannelAccessToken);
+                if token == used.get(SecretName::ChannelAccessToken) {
+                    return Err(LineError::Unauthorized);
+                }
+                // A 401 was not accepted: the same request (and retry key) may go again.
+                self.post_with(token, path, body, retry_key).await
+            }
+            other => other,
+        }
+    }
+
+    async fn post_with<B: Serialize>(
+        &self,
+        token: Option<&crate::config::Secret>,
+        path: &str,
+        body: &B,
+        retry_key: Option<&str>,
+    ) -> Result<Accepted, LineError> {
+        let Some(token) = token else { return Err(LineError::Unauthorized) };
+        let mut request = self.http.post(format!("{}{path}", self.base)).bearer_auth(token.expose()).json(body);
         if let Some(key) = retry_key {
             request = request.header(RETRY_KEY_HEADER, key);
         }
@@ -126,6 +169,8 @@ impl LineClient {
             .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
             .unwrap_or(text);
         Err(match status {
+            401 => LineError::Unauthorized,
+            403 => LineError::Forbidden { message },
             409 => LineError::RetryKeyAccepted { accepted_request_id },
             429 if message.contains("monthly limit") => LineError::MonthlyLimit,
             429 => LineError::RateLimited,

@@ -21,7 +21,9 @@
 //!
 //! Every matching keyword and postback rule applies (unlike replies, where one rule wins). Within
 //! one event, removals happen before additions. `{name}` in a shop tag is the event's property
-//! `name`, lower-cased, one tag per element when it is a list; no tag when it is missing.
+//! `name`, lower-cased, one tag per element when it is a list (the first
+//! [`MAX_VALUES_PER_PLACEHOLDER`] elements: a shop event cannot fan out into hundreds of tags);
+//! no tag when it is missing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -144,6 +146,9 @@ mod opt_span {
     }
 }
 
+/// The most list elements one `{property}` placeholder turns into tags; later ones are ignored.
+pub const MAX_VALUES_PER_PLACEHOLDER: usize = 20;
+
 /// A tag name, possibly with `{property}` placeholders filled from a shop event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -206,7 +211,8 @@ pub fn tag_value(v: &str) -> String {
 impl TagTemplate {
     /// The tags this template names for an event with `properties`.
     pub fn render(&self, properties: &Map<String, Value>) -> Vec<String> {
-        let parts = split(&self.0).expect("validated when read");
+        // Validated when read; a template that somehow is not renders nothing.
+        let Ok(parts) = split(&self.0) else { return vec![] };
         let mut out = vec![String::new()];
         for (text, placeholder) in parts {
             if !placeholder {
@@ -214,7 +220,7 @@ impl TagTemplate {
                 continue;
             }
             let values: Vec<String> = match properties.get(text) {
-                Some(Value::Array(items)) => items.iter().filter_map(scalar).collect(),
+                Some(Value::Array(items)) => items.iter().filter_map(scalar).take(MAX_VALUES_PER_PLACEHOLDER).collect(),
                 Some(v) => scalar(v).into_iter().collect(),
                 None => vec![],
             };
@@ -414,6 +420,16 @@ tags:
             assert_eq!(e.location.map(|l| l.0), Some(line), "{text}: {e}");
             assert!(e.message.contains(message), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn a_long_property_list_makes_a_bounded_number_of_tags() {
+        let book = RuleBook::parse("{}").unwrap();
+        let categories: Vec<Value> = (0..500).map(|i| Value::String(format!("c{i}"))).collect();
+        let props: Map<String, Value> = [("category".to_string(), Value::Array(categories))].into_iter().collect();
+        let ops = book.tags().ops(TagTrigger::Shop { kind: "purchase", properties: &props });
+        // buyer, cart:open (removed) and at most 20 bought:<category>.
+        assert_eq!(ops.len(), 2 + MAX_VALUES_PER_PLACEHOLDER);
     }
 
     #[test]

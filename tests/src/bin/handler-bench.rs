@@ -56,7 +56,7 @@ async fn main() {
     // RUST_LOG=aws_smithy_runtime=debug shows where a request's time goes.
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let stack = TestStack::new().await;
-    let deps = stack.webhook();
+    let deps = stack.webhook().await;
     let http = reqwest::Client::new();
     let (url, secret) = (setting("WEBHOOK_URL"), setting("LINE_CHANNEL_SECRET"));
     if o.http {

@@ -46,6 +46,9 @@ async fn handle(
             match fault {
                 Some(Fault::Error500 | Fault::Hang) => Err(Refusal::new(500, "Internal server error")),
                 Some(Fault::RateLimit429) => Err(Refusal::new(429, RATE_LIMITED)),
+                Some(Fault::Forbidden403) => {
+                    Err(Refusal::new(403, "The bot is not allowed to use this API. Check the plan and permissions."))
+                }
                 _ => work(&mut st, retry_key, &request_id),
             }
         });
@@ -68,6 +71,7 @@ async fn handle(
                 Fault::RateLimit429 => "rateLimit429",
                 Fault::Hang => "hang",
                 Fault::HangAfterDelivery => "hangAfterDelivery",
+                Fault::Forbidden403 => "forbidden403",
             }),
             delivered_to,
             billed,

@@ -87,6 +87,11 @@ impl SimClient {
         self.call(reqwest::Method::POST, "/__sim/clock", Some(json!({ "advanceSecs": secs }))).await
     }
 
+    /// Reissues the channel access token: only `token` works from now on.
+    pub async fn set_access_token(&self, token: &str) -> Result<(), SimError> {
+        self.call(reqwest::Method::POST, "/__sim/access-token", Some(json!({ "accessToken": token }))).await.map(|_| ())
+    }
+
     pub async fn reset(&self) -> Result<(), SimError> {
         self.call(reqwest::Method::POST, "/__sim/reset", None).await.map(|_| ())
     }

@@ -28,6 +28,7 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/__sim/friends/{user_id}", get(friend))
         .route("/__sim/clock", get(clock).post(advance_clock))
         .route("/__sim/reset", post(reset))
+        .route("/__sim/access-token", post(set_access_token))
         .route("/__sim/webhook/send", post(send))
         .route("/__sim/webhook/redeliver", post(redeliver))
 }
@@ -115,7 +116,8 @@ async fn set_faults(AxumState(sim): AxumState<Arc<Sim>>, Path(api): Path<String>
         Ok(f) => f,
         Err(e) => return bad(format!("invalid faults: {e}")),
     };
-    let probabilities = [faults.error500, faults.rate_limit429, faults.hang, faults.hang_after_delivery];
+    let probabilities =
+        [faults.error500, faults.rate_limit429, faults.hang, faults.hang_after_delivery, faults.forbidden403];
     if probabilities.iter().any(|p| !(0.0..=1.0).contains(p)) || probabilities.iter().sum::<f64>() > 1.0 {
         return bad("fault probabilities are each 0-1 and add up to at most 1");
     }
@@ -162,6 +164,21 @@ async fn advance_clock(AxumState(sim): AxumState<Arc<Sim>>, Json(a): Json<Advanc
     let mut st = sim.state.lock().expect("sim state");
     st.advance(a.advance_secs * 1000);
     Json(json!({ "nowMs": st.now_ms(), "offsetMs": st.clock_offset_ms() }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccessToken {
+    access_token: String,
+}
+
+/// The channel access token was reissued: from now on only the new one works (the old one: 401).
+async fn set_access_token(AxumState(sim): AxumState<Arc<Sim>>, Json(t): Json<AccessToken>) -> Response {
+    if t.access_token.trim().is_empty() {
+        return bad("accessToken must not be empty");
+    }
+    sim.state.lock().expect("sim state").access_token = t.access_token;
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn reset(AxumState(sim): AxumState<Arc<Sim>>) -> StatusCode {

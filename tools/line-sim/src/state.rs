@@ -85,6 +85,8 @@ pub struct Faults {
     pub hang: f64,
     /// Do the work (deliver, bill, remember the retry key), then hang: the nasty case for clients.
     pub hang_after_delivery: f64,
+    /// Answer 403 (the channel may not use this API) without doing anything.
+    pub forbidden403: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub times: Option<u32>,
 }
@@ -95,6 +97,7 @@ pub enum Fault {
     RateLimit429,
     Hang,
     HangAfterDelivery,
+    Forbidden403,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -328,6 +331,7 @@ impl State {
             (faults.rate_limit429, Fault::RateLimit429),
             (faults.hang, Fault::Hang),
             (faults.hang_after_delivery, Fault::HangAfterDelivery),
+            (faults.forbidden403, Fault::Forbidden403),
         ] {
             edge += p;
             if roll < edge {

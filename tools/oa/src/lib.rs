@@ -1,12 +1,14 @@
 //! The `oa` CLI's library: the local-stack provisioner ([`stack`]), the local event-source
 //! poller ([`poller`]), rules as code ([`rules`]) and builders for signed test webhooks and shop
-//! events ([`sample`]). The integration tests use them all.
+//! events ([`sample`]), and which stack a command talks to ([`target`]). The integration tests
+//! use them all.
 
 pub mod poller;
 pub mod rules;
 pub mod sample;
 pub mod segments;
 pub mod stack;
+pub mod target;
 
 /// Posts `body` to `url` with `signature_header` = the body's signature under `secret`.
 pub async fn post_signed(

@@ -1,7 +1,8 @@
 //! `oa`: the operator's and developer's command line.
 //!
-//! Settings come from flags, else the environment, else `.local/run.env` (the local stack's effective
-//! settings, ports moved included), else `local.env`, in the current directory.
+//! Aimed at AWS by default: settings come from flags, else the environment; credentials from the
+//! SDK's chain. With `--local` (and always for `oa local` and `oa sim`) it talks to the local
+//! stack, with settings from `.local/run.env` and `local.env` (see [`oa::target`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,10 @@ use serde_json::{Map, Value};
 #[derive(Parser)]
 #[command(name = "oa", version, about = "LINE OA backend: rules, local stack and test traffic")]
 struct Cli {
+    /// Talk to the local stack (settings from .local/run.env and local.env). Without it, commands
+    /// go to AWS with the SDK's usual credentials, and nothing is read from those files.
+    #[arg(long, global = true)]
+    local: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -255,14 +260,33 @@ enum EventsCommand {
 }
 
 fn main() -> ExitCode {
-    // dotenvy never overrides a variable already set, so the first file that sets one wins.
-    for file in [".local/run.env", "local.env"] {
-        if std::path::Path::new(file).exists() {
-            let _ = dotenvy::from_filename(file);
+    // Before parsing: flags read their defaults from the environment.
+    let args: Vec<String> = std::env::args().collect();
+    if oa::target::is_local(&args) {
+        match oa::target::local_settings(std::path::Path::new(".")) {
+            Ok((settings, _)) => {
+                for (name, value) in oa::target::local_changes(&settings, |n| std::env::var(n).ok()) {
+                    // Single-threaded here: nothing else reads the environment yet.
+                    match value {
+                        Some(v) => unsafe { std::env::set_var(name, v) },
+                        None => unsafe { std::env::remove_var(name) },
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -274,11 +298,20 @@ fn main() -> ExitCode {
 
 type AnyError = Box<dyn std::error::Error>;
 
+/// Prints (to stderr) where a change is about to go.
+fn announce(local: bool, sdk: &aws_config::SdkConfig, endpoint_var: &str, what: &str) {
+    let endpoint = std::env::var(endpoint_var).ok();
+    let region = sdk.region().map(|r| r.to_string());
+    eprintln!("{}", oa::target::describe(local, endpoint.as_deref(), region.as_deref(), what));
+}
+
 async fn run(cli: Cli) -> Result<(), AnyError> {
+    let local = cli.local;
     match cli.command {
         Command::Local(LocalCommand::Provision { template, stack: name, function }) => {
             let template = stack::Template::load(&template)?;
-            let sdk = aws_config_for_local().await;
+            let sdk = aws_config().await;
+            announce(true, &sdk, "AWS_ENDPOINT_URL_DYNAMODB", &format!("create the tables and queues of stack {name}"));
             let created = stack::provision(
                 &template,
                 &name,
@@ -294,7 +327,7 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
         Command::Local(LocalCommand::Poll { template, stack: name, invoke_url }) => {
             poll(&template, &name, &invoke_url).await
         }
-        Command::Rules(command) => rules(command).await,
+        Command::Rules(command) => rules(command, local).await,
         Command::Sim(command) => sim(command).await,
         Command::Segment(command) => segment(command).await,
         Command::Tags(command) => tags(command).await,
@@ -360,7 +393,7 @@ fn report((status, text): (u16, String), label: &str) -> Result<(), AnyError> {
 async fn poll(template: &std::path::Path, name: &str, invoke_url: &str) -> Result<(), AnyError> {
     use std::sync::Arc;
     let template = stack::Template::load(template)?;
-    let sdk = aws_config_for_local().await;
+    let sdk = aws_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
     let invoker: Arc<dyn oa::poller::Invoker> = Arc::new(oa::poller::HttpInvoker::new(invoke_url));
@@ -383,11 +416,14 @@ async fn poll(template: &std::path::Path, name: &str, invoke_url: &str) -> Resul
     Ok(())
 }
 
-async fn rules(command: RulesCommand) -> Result<(), AnyError> {
+async fn rules(command: RulesCommand, local: bool) -> Result<(), AnyError> {
     use oa::rules;
     use shared::rules::store::RulesStore;
-    let store = |table: String| async move {
-        let sdk = aws_config_for_local().await;
+    let store = |table: String, change: Option<&'static str>| async move {
+        let sdk = aws_config().await;
+        if let Some(what) = change {
+            announce(local, &sdk, "AWS_ENDPOINT_URL_DYNAMODB", &format!("{what} table {table}"));
+        }
         RulesStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)
     };
     match command {
@@ -407,7 +443,7 @@ async fn rules(command: RulesCommand) -> Result<(), AnyError> {
             );
         }
         RulesCommand::Apply { file, dry_run, table } => {
-            let store = store(table).await;
+            let store = store(table, Some(if dry_run { "compare with" } else { "publish rules to" })).await;
             match rules::apply(&store, &file, dry_run, sample::now_ms()).await? {
                 rules::Applied::Unchanged { version } => println!("no changes: version {version} is live"),
                 rules::Applied::WouldChange { changes } => {
@@ -420,7 +456,7 @@ async fn rules(command: RulesCommand) -> Result<(), AnyError> {
                 }
             }
         }
-        RulesCommand::List { table } => match store(table).await.live().await? {
+        RulesCommand::List { table } => match store(table, None).await.live().await? {
             None => println!("no rules applied yet (oa rules apply FILE)"),
             Some(live) => {
                 let book = shared::rules::RuleBook::parse(&live.source)?;
@@ -432,7 +468,7 @@ async fn rules(command: RulesCommand) -> Result<(), AnyError> {
             let book = match (file, table) {
                 (Some(f), _) => rules::load(&f)?.1,
                 (None, Some(t)) => {
-                    let live = store(t).await.live().await?.ok_or("no rules applied yet; give --file")?;
+                    let live = store(t, None).await.live().await?.ok_or("no rules applied yet; give --file")?;
                     shared::rules::RuleBook::parse(&live.source)?
                 }
                 (None, None) => return Err("give --file FILE, or RULES_TABLE for the live rules".into()),
@@ -499,7 +535,7 @@ async fn sim(command: SimCommand) -> Result<(), AnyError> {
 }
 
 async fn tag_reader(tables: TagTables) -> shared::adapters::tags::DynamoTags {
-    let sdk = aws_config_for_local().await;
+    let sdk = aws_config().await;
     shared::adapters::tags::DynamoTags::reader(
         aws_sdk_dynamodb::Client::new(&sdk),
         tables.tags_table,
@@ -545,6 +581,6 @@ async fn tags(command: TagsCommand) -> Result<(), AnyError> {
     Ok(())
 }
 
-async fn aws_config_for_local() -> aws_config::SdkConfig {
+async fn aws_config() -> aws_config::SdkConfig {
     shared::aws::sdk_config(std::time::Duration::from_secs(10)).await
 }

@@ -1,0 +1,129 @@
+//! Which stack a command talks to.
+//!
+//! - **The local stack** with `--local`, and always for the commands that only make sense locally
+//!   (`oa local ...`, `oa sim ...`): settings come from `.local/run.env` (the running stack's
+//!   effective settings, moved ports included), then `local.env`. Their `AWS_*` values (the
+//!   emulators' endpoints and fake keys) replace whatever the shell has, so real credentials are
+//!   never sent to a local emulator; other settings already in the environment win.
+//! - **AWS** otherwise: nothing is loaded from any file. Tables and URLs come from flags or the
+//!   environment (`RULES_TABLE=<stack>-rules`), credentials and region from the SDK's usual chain.
+//!
+//! Commands that change something print the target they are about to touch first.
+
+use std::path::Path;
+
+/// The files the local stack's settings come from, first match wins (relative to the repo root,
+/// the working directory).
+pub const LOCAL_FILES: [&str; 2] = [".local/run.env", "local.env"];
+
+/// Subcommands that only ever talk to the local stack.
+const LOCAL_ONLY: [&str; 2] = ["local", "sim"];
+
+/// Whether the command line aims at the local stack (see the module docs).
+pub fn is_local(args: &[String]) -> bool {
+    let args: Vec<&str> = args.iter().skip(1).map(String::as_str).take_while(|a| *a != "--").collect();
+    args.contains(&"--local") || args.iter().find(|a| !a.starts_with('-')).is_some_and(|c| LOCAL_ONLY.contains(c))
+}
+
+/// Settings as `(name, value)` pairs.
+pub type Settings = Vec<(String, String)>;
+
+/// The local settings, in the order they apply (the first file that sets a name wins), and the
+/// files read.
+pub fn local_settings(root: &Path) -> Result<(Settings, Vec<String>), String> {
+    let mut settings: Vec<(String, String)> = vec![];
+    let mut read = vec![];
+    for file in LOCAL_FILES {
+        let path = root.join(file);
+        if !path.exists() {
+            continue;
+        }
+        let items = dotenvy::from_path_iter(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        for item in items {
+            let (name, value) = item.map_err(|e| format!("{}: {e}", path.display()))?;
+            if !settings.iter().any(|(n, _)| *n == name) {
+                settings.push((name, value));
+            }
+        }
+        read.push(file.to_string());
+    }
+    if read.is_empty() {
+        return Err("--local: neither .local/run.env nor local.env is here; run oa from the repository's root".into());
+    }
+    Ok((settings, read))
+}
+
+/// What applying `settings` changes in an environment that holds `current`: `(name, Some(value))`
+/// to set, `(name, None)` to remove. `AWS_*` settings always replace; others only fill gaps. A
+/// session token from the shell is removed: it belongs to real credentials.
+pub fn local_changes(
+    settings: &[(String, String)],
+    current: impl Fn(&str) -> Option<String>,
+) -> Vec<(String, Option<String>)> {
+    let mut changes: Vec<(String, Option<String>)> = settings
+        .iter()
+        .filter(|(name, _)| name.starts_with("AWS_") || current(name).is_none())
+        .map(|(name, value)| (name.clone(), Some(value.clone())))
+        .collect();
+    if current("AWS_SESSION_TOKEN").is_some() && !settings.iter().any(|(n, _)| n == "AWS_SESSION_TOKEN") {
+        changes.push(("AWS_SESSION_TOKEN".into(), None));
+    }
+    changes
+}
+
+/// One line naming where a change goes: the local stack's endpoint, or AWS with its region.
+pub fn describe(local: bool, service_endpoint: Option<&str>, region: Option<&str>, what: &str) -> String {
+    match (local, service_endpoint) {
+        (true, Some(endpoint)) => format!("target: the LOCAL stack ({endpoint}): {what}"),
+        (true, None) => format!("target: the LOCAL stack: {what}"),
+        (false, Some(endpoint)) => format!("target: {endpoint} (from AWS_ENDPOINT_URL_* in the environment): {what}"),
+        (false, None) => format!("target: AWS, region {}: {what}", region.unwrap_or("(none set)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &str) -> Vec<String> {
+        std::iter::once("oa").chain(a.split_whitespace()).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn local_only_with_the_flag_or_for_local_commands() {
+        assert!(!is_local(&args("rules apply examples/bakery-rules.yaml")));
+        assert!(is_local(&args("--local rules apply f.yaml")));
+        assert!(is_local(&args("rules apply f.yaml --local")));
+        assert!(is_local(&args("sim deliveries U1")));
+        assert!(is_local(&args("local provision")));
+        assert!(!is_local(&args("rules test -- --local")), "after -- it is a value");
+        assert!(!is_local(&args("segment count local")), "a value named local is not the command");
+    }
+
+    #[test]
+    fn local_aws_settings_replace_the_shell_s_and_others_fill_gaps() {
+        let settings = vec![
+            ("AWS_ACCESS_KEY_ID".to_string(), "local".to_string()),
+            ("AWS_ENDPOINT_URL_DYNAMODB".to_string(), "http://127.0.0.1:8000".to_string()),
+            ("RULES_TABLE".to_string(), "oa-local-rules".to_string()),
+        ];
+        let shell = |n: &str| match n {
+            "AWS_ACCESS_KEY_ID" => Some("AKIAREAL".to_string()),
+            "AWS_SESSION_TOKEN" => Some("real-session".to_string()),
+            "RULES_TABLE" => Some("mine".to_string()),
+            _ => None,
+        };
+        let changes = local_changes(&settings, shell);
+        assert!(changes.contains(&("AWS_ACCESS_KEY_ID".into(), Some("local".into()))));
+        assert!(changes.contains(&("AWS_ENDPOINT_URL_DYNAMODB".into(), Some("http://127.0.0.1:8000".into()))));
+        assert!(changes.contains(&("AWS_SESSION_TOKEN".into(), None)));
+        assert!(!changes.iter().any(|(n, _)| n == "RULES_TABLE"), "the shell's table wins");
+    }
+
+    #[test]
+    fn the_target_line_says_local_or_aws() {
+        assert!(describe(true, Some("http://127.0.0.1:8000"), None, "table t").contains("LOCAL"));
+        let aws = describe(false, None, Some("ap-northeast-1"), "table prod-rules");
+        assert!(aws.contains("AWS, region ap-northeast-1") && aws.contains("prod-rules"), "{aws}");
+    }
+}
