@@ -12,6 +12,9 @@
 //!   [`secrets`]: the channel's secrets (Secrets Manager on AWS, the environment locally).
 //! - [`batch`]: SQS batches with partial failures, in FIFO group order.
 
+// No panics on data from outside: a panic fails the whole batch or request.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
+
 pub mod adapters;
 pub mod aws;
 pub mod batch;

@@ -265,6 +265,10 @@ cmd_test() {
   (cd "$ROOT" && cargo fmt --all -- --check) || die "code is not formatted: run cargo fmt --all"
   ensure_venv
   cfn-lint "$ROOT/infra/template.yaml" || die "infra/template.yaml does not pass cfn-lint"
+  # IAM and operations after SAM's transform (offline), and the check's own tests.
+  "$LOCAL/venv/bin/python" "$ROOT/infra/tests/check_template.py" || die "infra/template.yaml fails the IAM check"
+  (cd "$ROOT/infra/tests" && "$LOCAL/venv/bin/python" -m unittest -q test_check_template) \
+    || die "the template check's own tests fail"
   cmd_up
   say "running the workspace tests"
   (cd "$ROOT" && cargo test --workspace "$@")

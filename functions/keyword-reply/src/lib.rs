@@ -1,5 +1,8 @@
 //! keyword-reply: consumes reply-queue and answers with LINE's free reply API.
 
+// No panics on data from outside: a panic fails the whole batch or request.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
+
 pub mod config;
 pub mod handler;
 

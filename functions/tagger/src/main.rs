@@ -1,5 +1,8 @@
 //! Wiring: configuration, the DynamoDB client and the rules cache, built once per cold start.
 
+// No panics on data from outside: a panic fails the whole batch or request.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
+
 use lambda_runtime::{run, service_fn, Error};
 use shared::config::ProcessEnv;
 use tagger::config::Config;

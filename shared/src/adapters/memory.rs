@@ -79,7 +79,7 @@ pub struct MemoryFriends {
 #[async_trait]
 impl FriendStore for MemoryFriends {
     async fn record(&self, user: &str, change: FriendChange, at: i64, _now: i64) -> Result<FriendUpdate, BackendError> {
-        let mut rows = self.rows.lock().unwrap();
+        let mut rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
         let row = rows.entry(user.into()).or_insert(FriendRow {
             following: false,
             last_changed_at: i64::MIN,

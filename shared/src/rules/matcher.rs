@@ -34,14 +34,14 @@ pub struct Hit {
 impl Hit {
     /// The keyword or pattern as written in the rules file.
     pub fn keyword<'r>(&self, rules: &'r [Rule]) -> &'r str {
-        let m = &rules[self.rule].matches;
+        let Some(m) = rules.get(self.rule).map(|r| &r.matches) else { return "" };
         let list = match self.kind {
             Kind::Exact => &m.exact,
             Kind::Prefix => &m.prefix,
             Kind::Contains => &m.contains,
             Kind::Regex => &m.regex,
         };
-        &list[self.keyword]
+        list.get(self.keyword).map_or("", String::as_str)
     }
 }
 
@@ -127,7 +127,7 @@ impl Matcher {
         }
         if let Some(ac) = &self.literals {
             for m in ac.find_overlapping_iter(text) {
-                let owner = self.literal_owner[m.pattern().as_usize()];
+                let Some(&owner) = self.literal_owner.get(m.pattern().as_usize()) else { continue };
                 if owner.kind == Kind::Contains || m.start() == 0 {
                     offer(owner);
                 }
@@ -135,7 +135,7 @@ impl Matcher {
         }
         if !self.regex_owner.is_empty() {
             for i in self.regexes.matches(text).iter() {
-                let (rule, keyword) = self.regex_owner[i];
+                let Some(&(rule, keyword)) = self.regex_owner.get(i) else { continue };
                 offer(Hit { rule, kind: Kind::Regex, keyword });
             }
         }
@@ -164,7 +164,7 @@ impl NaiveMatcher {
                 let regexes = m
                     .regex
                     .iter()
-                    .map(|p| regex::RegexBuilder::new(p).case_insensitive(true).build().expect("validated"))
+                    .filter_map(|p| regex::RegexBuilder::new(p).case_insensitive(true).build().ok())
                     .collect();
                 (norm(&m.exact), norm(&m.prefix), norm(&m.contains), regexes)
             })

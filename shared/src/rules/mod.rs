@@ -132,8 +132,8 @@ impl RuleBook {
         let mut candidates: Vec<(Candidate, usize)> = matcher
             .hits(text)
             .into_iter()
-            .map(|h| {
-                let rule = &rules[h.rule];
+            .filter_map(|h| {
+                let rule = rules.get(h.rule)?;
                 let verdict = if !rule.sources.contains(&source) {
                     Verdict::SourceNotAllowed
                 } else if !window::active(&rule.when, at, &self.file.timezone) {
@@ -148,7 +148,7 @@ impl RuleBook {
                     keyword: h.keyword(rules).to_string(),
                     verdict,
                 };
-                (c, h.rule)
+                Some((c, h.rule))
             })
             .collect();
         candidates.sort_by(|(a, ai), (b, bi)| {
@@ -158,7 +158,8 @@ impl RuleBook {
         let mut answer = Answer::Nothing;
         if let Some((first, index)) = candidates.first_mut().filter(|(c, _)| c.verdict == Verdict::Outranked) {
             first.verdict = Verdict::Answers;
-            answer = Answer::Rule { rule: first.rule.clone(), messages: rules[*index].messages.0.clone() };
+            let messages = rules.get(*index).map(|r| r.messages.0.clone()).unwrap_or_default();
+            answer = Answer::Rule { rule: first.rule.clone(), messages };
         } else if let (Trigger::Text(_), Some(f)) = (trigger, &self.file.fallback) {
             if f.sources.contains(&source) {
                 answer = Answer::Fallback { cooldown_secs: f.cooldown.as_secs(), messages: f.messages.0.clone() };

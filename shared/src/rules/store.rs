@@ -175,7 +175,7 @@ impl RulesCache {
         let Some(version) = self.store.current_version().await? else {
             return Ok(Served { version: None, book: None, reloaded: false });
         };
-        if let Some((v, book)) = self.cached.lock().expect("rules cache").as_ref() {
+        if let Some((v, book)) = self.cached.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             if *v == version {
                 return Ok(Served { version: Some(version), book: Some(book.clone()), reloaded: false });
             }
@@ -184,12 +184,12 @@ impl RulesCache {
         match RuleBook::parse(&published.source) {
             Ok(book) => {
                 let book = Arc::new(book);
-                *self.cached.lock().expect("rules cache") = Some((version, book.clone()));
+                *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some((version, book.clone()));
                 Ok(Served { version: Some(version), book: Some(book), reloaded: true })
             }
             Err(e) => {
                 tracing::error!(version, error = %e, "live rules do not compile; keeping the previous version");
-                let previous = self.cached.lock().expect("rules cache").clone();
+                let previous = self.cached.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 Ok(Served { version: previous.as_ref().map(|p| p.0), book: previous.map(|p| p.1), reloaded: false })
             }
         }

@@ -293,13 +293,13 @@ impl TagBook {
         match trigger {
             TagTrigger::Text(text) => {
                 for h in self.keywords.hits(text) {
-                    let rule = &self.section.keywords[h.rule];
+                    let Some(rule) = self.section.keywords.get(h.rule) else { continue };
                     actions.push((rule.action(), format!("keyword:{}", rule.id), &empty));
                 }
             }
             TagTrigger::Postback(data) => {
                 for h in self.postbacks.hits(data) {
-                    let rule = &self.section.postbacks[h.rule];
+                    let Some(rule) = self.section.postbacks.get(h.rule) else { continue };
                     actions.push((rule.action(), format!("postback:{}", rule.id), &empty));
                 }
             }

@@ -81,8 +81,7 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, SegmentError> {
     let chars: Vec<char> = input.chars().collect();
     let mut out = vec![];
     let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
+    while let Some(&c) = chars.get(i) {
         match c {
             c if c.is_whitespace() => i += 1,
             '(' => {
@@ -99,10 +98,10 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, SegmentError> {
             }
             c if c.is_alphanumeric() || c == '_' => {
                 let start = i;
-                while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | ':' | '.' | '-')) {
+                while chars.get(i).is_some_and(|&c| c.is_alphanumeric() || matches!(c, '_' | ':' | '.' | '-')) {
                     i += 1;
                 }
-                out.push((start, Token::Word(chars[start..i].iter().collect())));
+                out.push((start, Token::Word(chars.get(start..i).unwrap_or_default().iter().collect())));
             }
             other => {
                 return Err(SegmentError { position: i, message: format!("unexpected character {other:?}") });
@@ -238,7 +237,7 @@ impl Parser {
                 self.next += 1;
                 self.expect(Token::LParen, "'(' after friend_before")?;
                 let before = match self.peek().cloned() {
-                    Some(Token::Word(d)) if d.len() == 10 && d.as_bytes()[4] == b'-' => {
+                    Some(Token::Word(d)) if d.len() == 10 && d.as_bytes().get(4) == Some(&b'-') => {
                         let b = date(&d).or_else(|e| self.error(e))?;
                         self.next += 1;
                         b

@@ -299,8 +299,7 @@ impl<'a> Merge<'a> {
             };
             self.facts.tags.clear();
             self.facts.followed_at_ms = None;
-            if let Some(f) = &mut self.friends {
-                let m = f.buffer.pop_front().expect("head was read");
+            if let Some(m) = self.friends.as_mut().and_then(|f| f.buffer.pop_front()) {
                 self.facts.followed_at_ms = m.followed_at_ms;
             }
             for (tag, s) in &mut self.tags {
@@ -312,8 +311,7 @@ impl<'a> Merge<'a> {
                     }
                     s.buffer.pop_front();
                 }
-                if s.buffer.front().is_some_and(|m| m.user_id == candidate) {
-                    let m = s.buffer.pop_front().expect("just seen");
+                if let Some(m) = s.buffer.pop_front_if(|m| m.user_id == candidate) {
                     let facts = TagFacts { tagged_at_ms: m.tagged_at_ms, expires_at_ms: m.expires_at_ms };
                     self.facts.tags.insert(tag.clone(), facts);
                     self.facts.followed_at_ms = self.facts.followed_at_ms.or(m.followed_at_ms);
@@ -372,7 +370,7 @@ impl SegmentIndex for MemoryIndex {
         let start = after.map_or(0, |a| list.partition_point(|m| m.user_id.as_str() <= a));
         let n = limit.map_or(self.page_size, |l| l as usize).max(1);
         let end = (start + n).min(list.len());
-        let members = list[start..end].to_vec();
+        let members = list.get(start..end).unwrap_or_default().to_vec();
         let read = ReadStats { items: members.len() as u64, requests: 1, capacity_units: 0.0 };
         Ok(MemberPage { members, more: end < list.len(), read })
     }
