@@ -12,8 +12,11 @@
 //! the friend's later events in the request goes on that queue either: the redelivery sends them,
 //! in order, after it.
 //!
-//! Deadline: LINE waits 2 s. Claims, follow records and sends stop [`SETTLE_RESERVE`] before the
-//! request's deadline; settling the claims gets the rest. What is cut off counts as not sent.
+//! Deadline: LINE waits 2 s. The work before settling has until [`SETTLE_RESERVE`] before the
+//! request's deadline: claims may take the first 40 % of it, follow records until 60 %, sends the
+//! rest (each normally takes milliseconds; the shares only matter when a store is slow, and then
+//! the other friends' events still go out). Settling the claims gets the reserve. What is cut off
+//! counts as not sent.
 //!
 //! Routing: the reply queue gets only events that carry a `replyToken` (nothing else can ever be
 //! answered: no token in standby, none on unfollow/leave/unsend/...); the tag queue gets every event,
@@ -40,6 +43,10 @@ pub const SETTLE_RESERVE: Duration = Duration::from_millis(300);
 
 /// The message group of events that belong to no LINE chat (channel-level events, malformed ones).
 pub const NO_CHAT_GROUP: &str = "nochat";
+
+/// The largest queue message: an event whose message would be larger cannot be queued at all (no
+/// LINE event comes near it: a text is at most 5,000 characters). It is dropped, not retried.
+pub const MAX_QUEUE_BODY: usize = 256 * 1024;
 
 /// One event, ready to ingest.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,7 +100,7 @@ fn line_item(event: Event, destination: Option<&str>, received_at: i64) -> Item 
     // A LINE chat ID, else the bot (the destination), else one group for events of no chat.
     let group_id = event.chat_id().or(destination.filter(|d| is_user_id(d))).unwrap_or(NO_CHAT_GROUP).to_string();
     let friend_change = friend_change(&event);
-    let malformed = event.malformed().map(str::to_string);
+    let mut malformed = event.malformed().map(str::to_string);
     let reply = malformed.is_none() && event.common.reply_token.as_deref().is_some_and(|t| !t.is_empty());
     let queued = QueuedEvent::Line {
         dedupe_key: key.clone(),
@@ -101,7 +108,13 @@ fn line_item(event: Event, destination: Option<&str>, received_at: i64) -> Item 
         received_at,
         event: Box::new(event),
     };
-    Item { key, group_id, body: queue_body(&queued), queues: Queues { reply, tag: true }, friend_change, malformed }
+    let body = queue_body(&queued);
+    let mut queues = Queues { reply, tag: true };
+    if body.len() > MAX_QUEUE_BODY {
+        malformed = Some(format!("the event is larger than a queue message ({} KiB): dropped", MAX_QUEUE_BODY / 1024));
+        queues = Queues::NONE;
+    }
+    Item { key, group_id, body, queues, friend_change: friend_change.filter(|_| !queues.is_empty()), malformed }
 }
 
 /// Items for validated shop events: tag queue only.
@@ -142,6 +155,8 @@ pub struct Report {
     pub stale_friend_updates: usize,
     /// Kept raw: not in LINE's shape (consumers skip them).
     pub malformed: usize,
+    /// Of `malformed`: too large for a queue message, so on no queue (logged, never retried).
+    pub dropped: usize,
     /// Whether the request's deadline cut something off.
     pub deadline_hit: bool,
     /// The first few errors, for the log.
@@ -186,16 +201,21 @@ impl Ingestor {
     /// margin). Never later: what is not done by then is left for the redelivery.
     pub async fn ingest(&self, items: Vec<Item>, deadline: Instant) -> Report {
         let now = self.clock.now_ms();
-        let work_until = deadline.checked_sub(SETTLE_RESERVE).unwrap_or(deadline).max(Instant::now());
+        let start = Instant::now();
+        let work_until = deadline.checked_sub(SETTLE_RESERVE).unwrap_or(deadline).max(start);
+        let share = |percent: u32| start + work_until.saturating_duration_since(start) * percent / 100;
+        let (claims_until, records_until) = (share(40), share(60));
         let mut report = Report { received: items.len(), ..Report::default() };
         report.malformed = items.iter().filter(|i| i.malformed.is_some()).count();
+        report.dropped = items.iter().filter(|i| i.queues.is_empty()).count();
 
         // 1. Claim each distinct key once. A claim that failed or ran out of time holds back the
         //    later events of its friend: their order matters.
         let mut seen = HashSet::new();
         let items: Vec<Item> = items.into_iter().filter(|i| seen.insert(i.key.clone())).collect();
         report.duplicates += report.received - items.len();
-        let claims = join_all(items.iter().map(|i| timeout_at(work_until, self.idempotency.claim(&i.key, now)))).await;
+        let claims =
+            join_all(items.iter().map(|i| timeout_at(claims_until, self.idempotency.claim(&i.key, now)))).await;
         let mut claimed: Vec<Claimed> = Vec::with_capacity(items.len());
         // Per queue, the friends whose later events must wait.
         let mut stopped_reply: HashSet<String> = HashSet::new();
@@ -233,7 +253,7 @@ impl Ingestor {
         let updates = join_all(claimed.iter().map(|c| async move {
             match &c.item.friend_change {
                 Some((user, change, at)) if c.sent.is_empty() => {
-                    Some(timeout_at(work_until, self.friends.record(user, *change, *at, now)).await)
+                    Some(timeout_at(records_until, self.friends.record(user, *change, *at, now)).await)
                 }
                 _ => None,
             }
@@ -538,6 +558,21 @@ mod tests {
         let r = w.ingestor.ingest(items, soon()).await;
         assert_eq!((r.enqueued, r.failed, r.malformed), (2, 0, 1));
         assert!(w.friends.inner.rows.lock().unwrap().is_empty(), "no friend keyed by a bad ID");
+    }
+
+    #[tokio::test]
+    async fn an_event_too_large_for_a_queue_is_dropped_once_not_retried_for_ever() {
+        let w = world();
+        let mut huge = text("big", U1);
+        huge["message"]["text"] = json!("x".repeat(300 * 1024));
+        let body = body(json!([huge, text("small", U2)]));
+        let items = line_items(body.clone(), 0);
+        assert!(items[0].queues.is_empty() && items[0].malformed.as_deref().is_some_and(|m| m.contains("larger")));
+        let r = w.ingestor.ingest(items, soon()).await;
+        assert_eq!((r.enqueued, r.dropped, r.failed, r.needs_redelivery()), (2, 1, 0, false), "{r:?}");
+        assert_eq!(w.tag.dedupe_ids(), ["small"]);
+        let r = w.ingestor.ingest(line_items(body, 0), soon()).await;
+        assert_eq!(r.duplicates, 2, "the redelivery is a duplicate, not a new try");
     }
 
     #[tokio::test]

@@ -19,13 +19,14 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::config::{ConfigError, EnvSource, Secret};
+use crate::ports::{Clock, SystemClock};
 
 /// The environment variable that names the Secrets Manager secret.
 pub const SECRET_ARN_VAR: &str = "LINE_SECRET_ARN";
@@ -200,7 +201,7 @@ impl SecretStore for StaticStore {
 #[derive(Debug)]
 pub struct SecretValues {
     values: BTreeMap<SecretName, Secret>,
-    read_at: Instant,
+    read_at_ms: i64,
 }
 
 impl SecretValues {
@@ -213,6 +214,7 @@ impl SecretValues {
 /// The secrets a function uses, with re-reads as the module docs say.
 pub struct Secrets {
     store: Arc<dyn SecretStore>,
+    clock: Arc<dyn Clock>,
     wanted: Vec<SecretName>,
     current: RwLock<Arc<SecretValues>>,
     refreshing: tokio::sync::Mutex<()>,
@@ -222,9 +224,19 @@ pub struct Secrets {
 impl Secrets {
     /// Reads the secrets once (the cold start): fails, naming the key, when one `wanted` is missing.
     pub async fn load(store: Arc<dyn SecretStore>, wanted: &[SecretName]) -> Result<Self, SecretError> {
-        let values = Self::read_checked(store.as_ref(), wanted).await?;
+        Self::load_with_clock(store, wanted, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::load`] with the clock that times refreshes (tests move it instead of waiting).
+    pub async fn load_with_clock(
+        store: Arc<dyn SecretStore>,
+        wanted: &[SecretName],
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, SecretError> {
+        let values = Self::read_checked(store.as_ref(), wanted, clock.now_ms()).await?;
         Ok(Secrets {
             store,
+            clock,
             wanted: wanted.to_vec(),
             current: RwLock::new(Arc::new(values)),
             refreshing: tokio::sync::Mutex::new(()),
@@ -232,12 +244,16 @@ impl Secrets {
         })
     }
 
-    async fn read_checked(store: &dyn SecretStore, wanted: &[SecretName]) -> Result<SecretValues, SecretError> {
+    async fn read_checked(
+        store: &dyn SecretStore,
+        wanted: &[SecretName],
+        now_ms: i64,
+    ) -> Result<SecretValues, SecretError> {
         let values = store.read().await?;
         if let Some(missing) = wanted.iter().find(|n| !values.contains_key(n)) {
             return Err(SecretError::Missing { source_name: store.name(), key: missing.key() });
         }
-        Ok(SecretValues { values, read_at: Instant::now() })
+        Ok(SecretValues { values, read_at_ms: now_ms })
     }
 
     /// The values in hand.
@@ -259,11 +275,12 @@ impl Secrets {
     pub async fn refresh(&self, min_age: Duration, why: &'static str) -> Arc<SecretValues> {
         let _one_at_a_time = self.refreshing.lock().await;
         let held = self.current();
-        if held.read_at.elapsed() < min_age {
+        let now = self.clock.now_ms();
+        if now - held.read_at_ms < min_age.as_millis() as i64 {
             return held;
         }
         self.reads.fetch_add(1, Ordering::Relaxed);
-        match Self::read_checked(self.store.as_ref(), &self.wanted).await {
+        match Self::read_checked(self.store.as_ref(), &self.wanted, now).await {
             Ok(fresh) => {
                 let changed = self.wanted.iter().any(|n| fresh.get(*n) != held.get(*n));
                 info!(secret = %self.store.name(), why, changed, "secret read again");
@@ -277,7 +294,7 @@ impl Secrets {
             Err(e) => {
                 warn!(error = %e, why, "cannot read the secret again; keeping the values in hand");
                 // Do not ask again at once: the same min_age applies from this attempt.
-                let kept = Arc::new(SecretValues { values: held.values.clone(), read_at: Instant::now() });
+                let kept = Arc::new(SecretValues { values: held.values.clone(), read_at_ms: now });
                 match self.current.write() {
                     Ok(mut c) => *c = kept.clone(),
                     Err(poisoned) => *poisoned.into_inner() = kept.clone(),
@@ -295,8 +312,18 @@ mod tests {
 
     use super::*;
 
-    /// A store whose values a test changes, counting reads.
+    /// A store whose values a test changes.
     struct Rotating(Mutex<BTreeMap<SecretName, Secret>>);
+
+    /// A clock the test moves.
+    #[derive(Default)]
+    struct Moved(std::sync::atomic::AtomicI64);
+
+    impl Clock for Moved {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
 
     #[async_trait]
     impl SecretStore for Rotating {
@@ -345,23 +372,24 @@ mod tests {
     #[tokio::test]
     async fn refreshes_are_rate_limited_and_shared() {
         let store = Arc::new(Rotating(Mutex::new(token("old"))));
-        let secrets = Secrets::load(store.clone(), &[SecretName::ChannelAccessToken]).await.unwrap();
+        let clock = Arc::new(Moved::default());
+        let wanted = [SecretName::ChannelAccessToken];
+        let secrets = Secrets::load_with_clock(store.clone(), &wanted, clock.clone()).await.unwrap();
         *store.0.lock().unwrap() = token("new");
         // Read a moment ago: a refresh within min_age does not call the store.
+        clock.0.store(59_000, Ordering::SeqCst);
         let held = secrets.refresh(Duration::from_secs(60), "test").await;
         assert_eq!(held.get(SecretName::ChannelAccessToken).unwrap().expose(), "old");
         assert_eq!(secrets.reads(), 1);
         // 50 at once past min_age: one read, everyone gets the new value.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let min_age = Duration::from_millis(200);
-        let all = futures::future::join_all((0..50).map(|_| secrets.refresh(min_age, "test"))).await;
+        clock.0.store(61_000, Ordering::SeqCst);
+        let all = futures::future::join_all((0..50).map(|_| secrets.refresh(Duration::from_secs(60), "t"))).await;
         assert!(all.iter().all(|v| v.get(SecretName::ChannelAccessToken).unwrap().expose() == "new"));
         assert_eq!(secrets.reads(), 2);
-        let before = secrets.reads();
-        let burst =
-            futures::future::join_all((0..50).map(|_| secrets.refresh(Duration::from_secs(60), "forged"))).await;
+        clock.0.store(120_000, Ordering::SeqCst);
+        let burst = futures::future::join_all((0..50).map(|_| secrets.refresh(Duration::from_secs(60), "f"))).await;
         assert_eq!(burst.len(), 50);
-        assert_eq!(secrets.reads(), before, "a burst within a minute reads nothing");
+        assert_eq!(secrets.reads(), 2, "a burst within a minute of the last read reads nothing");
     }
 
     #[tokio::test]

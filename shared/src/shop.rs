@@ -17,6 +17,8 @@ use time::OffsetDateTime;
 /// The header shop events are signed in.
 pub const SHOP_SIGNATURE_HEADER: &str = "x-shop-signature";
 pub const MAX_EVENTS_PER_REQUEST: usize = 100;
+/// The most JSON `properties` may take: an event must fit one queue message.
+pub const MAX_PROPERTIES_BYTES: usize = 64 * 1024;
 /// The oldest `occurredAt` accepted: 30 days before now.
 pub const MAX_AGE_MS: i64 = 30 * 86_400_000;
 /// The furthest `occurredAt` may be ahead of now (clock skew): 5 minutes.
@@ -109,6 +111,9 @@ impl ShopEvent {
         }
         if !is_line_user_id(&self.user_id) {
             return Err("userId must be a LINE user ID (U followed by 32 hex digits)".into());
+        }
+        if serde_json::to_string(&self.properties).map_or(true, |p| p.len() > MAX_PROPERTIES_BYTES) {
+            return Err(format!("properties must be at most {} KiB of JSON", MAX_PROPERTIES_BYTES / 1024));
         }
         let at = self.occurred_at;
         if !(now_ms - MAX_AGE_MS..=now_ms + MAX_FUTURE_MS).contains(&at) {

@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::Once;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -17,10 +18,81 @@ use lambda_http::{Body, Request, Response};
 use serde_json::json;
 use shared::config::Secret;
 use shared::envelope::QueuedEvent;
+use shared::ports::{BatchOutcome, Clock, MessageQueue, OutgoingMessage};
 
 pub mod pipeline;
 
 pub use oa::sample;
+
+/// The system clock plus an adjustable offset: lets a test age reply tokens, claims and secrets
+/// without waiting.
+#[derive(Default)]
+pub struct ShiftedClock(pub AtomicI64);
+
+impl ShiftedClock {
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now_ms(&self) -> i64 {
+        shared::ports::SystemClock.now_ms() + self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A queue in front of a real one that records every message it passed on successfully, and
+/// can refuse the next sends (as an SQS outage would) or take its time about them.
+pub struct WatchedQueue {
+    pub inner: Arc<dyn MessageQueue>,
+    /// The dedupe ids that reached the real queue, in order, every time they were sent.
+    pub sent: Mutex<Vec<String>>,
+    /// The next this many `send_all` calls fail without sending anything.
+    pub fail_next: AtomicUsize,
+    /// The next `send_all` call waits this long first (ms), then is cut off by its deadline.
+    pub stall_next_ms: AtomicUsize,
+}
+
+impl WatchedQueue {
+    pub fn new(inner: Arc<dyn MessageQueue>) -> Arc<Self> {
+        Arc::new(WatchedQueue {
+            inner,
+            sent: Mutex::default(),
+            fail_next: AtomicUsize::new(0),
+            stall_next_ms: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn sent(&self) -> Vec<String> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl MessageQueue for WatchedQueue {
+    async fn send_all(&self, messages: &[OutgoingMessage<'_>], deadline: tokio::time::Instant) -> BatchOutcome {
+        let all_failed = |why: &str| BatchOutcome { failed: (0..messages.len()).collect(), error: Some(why.into()) };
+        if self.fail_next.load(Ordering::SeqCst) > 0 {
+            self.fail_next.fetch_sub(1, Ordering::SeqCst);
+            return all_failed("sqs SendMessageBatch failed: the test switched SQS off");
+        }
+        let stall = self.stall_next_ms.swap(0, Ordering::SeqCst);
+        if stall > 0 {
+            let wait = tokio::time::sleep(Duration::from_millis(stall as u64));
+            if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                return all_failed("the request's deadline passed");
+            }
+        }
+        let outcome = self.inner.send_all(messages, deadline).await;
+        let mut sent = self.sent.lock().unwrap();
+        for (i, m) in messages.iter().enumerate() {
+            if !outcome.failed.contains(&i) {
+                sent.push(m.dedupe_id.to_string());
+            }
+        }
+        outcome
+    }
+}
 
 /// Secrets the in-process tests sign with (the end-to-end tests use local.env's).
 pub const CHANNEL_SECRET: &str = "test-channel-secret";
@@ -216,6 +288,22 @@ pub async fn drain_queue(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
     bodies
 }
 
+/// Messages visible and in flight on the queue at `url` (0: everything was handled and deleted).
+pub async fn queue_depth_at(sqs: &aws_sdk_sqs::Client, url: &str) -> usize {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes");
+    let attrs = out.attributes.unwrap_or_default();
+    let n = |a: A| attrs.get(&a).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible)
+}
+
 /// A Lambda Function URL event (payload 2.0) as AWS delivers it, decoded by lambda_http itself.
 pub fn function_url_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8], base64: bool) -> Request {
     let headers: serde_json::Map<String, serde_json::Value> =
@@ -240,10 +328,12 @@ pub fn function_url_request(method: &str, path: &str, headers: &[(&str, &str)], 
     lambda_http::request::from_str(&event.to_string()).expect("a valid Function URL event")
 }
 
-/// A POST of `body` to `path`, signed with `secret` in `header`.
+/// A POST of `body` to `path`, signed with `secret` in `header`. A body that is not UTF-8 arrives
+/// base64-encoded, as a Function URL hands over bytes that are not text.
 pub fn signed_post(path: &str, header: &str, secret: &str, body: &[u8]) -> Request {
     let signature = shared::line::signature::sign(secret, body);
-    function_url_request("POST", path, &[("content-type", "application/json"), (header, &signature)], body, false)
+    let binary = std::str::from_utf8(body).is_err();
+    function_url_request("POST", path, &[("content-type", "application/json"), (header, &signature)], body, binary)
 }
 
 /// A LINE webhook POST signed with [`CHANNEL_SECRET`].

@@ -5,7 +5,6 @@
 //! reads its access token from a secret, as on AWS) are real; only the Lambda runtime is left out.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,23 +19,14 @@ use line_sim::{LineSim, SimConfig};
 use oa::poller::{Invoker, Poller};
 use serde_json::Value;
 use shared::adapters::tags::DynamoTags;
-use shared::ports::Clock;
 use shared::rules::store::{Publish, RulesStore};
+use shared::secrets::Secrets;
 use tagger::Deps as TaggerDeps;
 
+pub use crate::ShiftedClock;
 use crate::{repo_root, TestStack, CHANNEL_SECRET};
 
 pub const ACCESS_TOKEN: &str = "test-channel-access-token";
-
-/// The system clock plus an adjustable offset: lets a test age reply tokens without waiting.
-#[derive(Default)]
-pub struct ShiftedClock(pub AtomicI64);
-
-impl Clock for ShiftedClock {
-    fn now_ms(&self) -> i64 {
-        shared::ports::SystemClock.now_ms() + self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// Calls the queue consumers' handlers in this process, with the payload the poller built.
 struct InProcess {
@@ -113,7 +103,12 @@ impl Pipeline {
         vars.insert("LINE_HTTP_TIMEOUT_MS", "1000");
         let config = keyword_reply::config::Config::from_env(&vars).expect("the template configures keyword-reply");
         let clock = Arc::new(ShiftedClock::default());
-        let mut deps = ReplyDeps::new(&config, &stack.sdk).await.expect("keyword-reply starts");
+        let store = config.secrets.store(&stack.sdk);
+        let secrets = Secrets::load_with_clock(store, keyword_reply::config::Config::SECRETS, clock.clone())
+            .await
+            .expect("keyword-reply reads its secret");
+        let mut deps =
+            ReplyDeps::from_parts(&config, Arc::new(secrets), stack.dynamodb.clone()).expect("keyword-reply starts");
         deps.clock = clock.clone();
         let env = stack.stack.function_env(&template, "TaggerFunction").unwrap();
         let vars: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -229,19 +224,7 @@ impl Pipeline {
 }
 
 pub async fn queue_depth(stack: &TestStack, logical_id: &str) -> usize {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = stack
-        .sqs
-        .get_queue_attributes()
-        .queue_url(stack.queue_url(logical_id))
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("queue attributes");
-    let attrs = out.attributes.unwrap_or_default();
-    let n = |a: A| attrs.get(&a).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
-    n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible)
+    crate::queue_depth_at(&stack.sqs, stack.queue_url(logical_id)).await
 }
 
 impl Drop for Pipeline {

@@ -254,3 +254,83 @@ async fn a_bad_rules_file_is_rejected_with_its_line_and_nothing_live_changes() {
     assert_eq!(p.rules.current_version().await.unwrap(), Some(1));
     assert_eq!(p.rules.live().await.unwrap().unwrap().source, RULES);
 }
+
+#[tokio::test]
+async fn a_dead_access_token_fails_the_batch_loudly_and_a_rotated_secret_answers_once() {
+    let p = Pipeline::new(RULES).await;
+    // The channel access token is reissued in the console: the one in the secret is dead.
+    p.sim().set_access_token("reissued-token").await.unwrap();
+    let u = user();
+    p.send(vec![text_event(&u, "vip")]).await;
+    // keyword-reply reads the secret again after the 401, gets the same dead token and fails the
+    // invocation: nothing is deleted, and Lambda's Errors metric (the alarm) sees it.
+    let start = std::time::Instant::now();
+    while !p.invoke_errors.lock().unwrap().iter().any(|(f, e)| f == "keyword-reply" && e.contains("access token")) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no failed invocation: {:?}", p.invoke_errors);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(p.reply_log("status").await.contains(&json!(401)));
+    assert!(p.reply_queue_depth().await >= 1, "the message is kept for the retry, not dropped");
+    assert!(p.deliveries(&u).await.is_empty());
+
+    // Ops put the new token in the secret; the retry (after the visibility timeout) reads it.
+    p.stack.rotate_secret(&p.secret_arn, json!({ "channelAccessToken": "reissued-token" })).await;
+    let got = p.wait_for(&u, 1, Duration::from_secs(30)).await;
+    assert_eq!(got.iter().map(texts).collect::<Vec<_>>(), [vec!["Welcome, VIP!"]]);
+    assert_eq!(p.wait_until_drained(SOON).await, 0);
+    assert_eq!(p.deliveries(&u).await.len(), 1, "one reply");
+}
+
+#[tokio::test]
+async fn a_forbidden_reply_fails_the_batch_instead_of_dropping_it() {
+    let p = Pipeline::new(RULES).await;
+    p.sim().set_faults("reply", json!({ "forbidden403": 1.0, "times": 1 })).await.unwrap();
+    let u = user();
+    p.send(vec![text_event(&u, "vip")]).await;
+    let got = p.wait_for(&u, 1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1, "retried after the failed invocation, not dropped");
+    assert_eq!(p.reply_log("status").await, [json!(403), json!(200)]);
+    assert!(p.invoke_errors.lock().unwrap().iter().any(|(f, _)| f == "keyword-reply"));
+}
+
+#[tokio::test]
+async fn a_chat_s_messages_are_answered_in_order_when_the_first_must_be_retried() {
+    let p = Pipeline::new(RULES).await;
+    let u = user();
+    // Two events with reply tokens line-sim honours, put on reply-queue in one call, so the
+    // consumer gets them in one batch.
+    let nowhere = format!("{}/__sim/counters", p.sim.base_url());
+    let sent =
+        p.sim().send(Some(&nowhere), vec![text_event(&u, "vip"), text_event(&u, "opening hours?")]).await.unwrap();
+    p.sim().set_faults("reply", json!({ "error500": 1.0, "times": 1 })).await.unwrap();
+    let entries: Vec<_> = sent
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let key = event["webhookEventId"].as_str().unwrap();
+            let body = json!({ "kind": "line", "dedupeKey": key, "receivedAt": SystemClock.now_ms(), "event": event });
+            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(body.to_string())
+                .message_group_id(&u)
+                .message_deduplication_id(key)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let out = p
+        .stack
+        .sqs
+        .send_message_batch()
+        .queue_url(p.stack.queue_url("ReplyQueue"))
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .unwrap();
+    assert!(out.failed.is_empty());
+    // The first reply fails (500); the second must wait for it, not go first.
+    let got = p.wait_for(&u, 2, Duration::from_secs(30)).await;
+    assert_eq!(got.iter().map(texts).collect::<Vec<_>>(), [vec!["Welcome, VIP!"], vec!["Open 8 to 8"]]);
+    assert_eq!(p.reply_log("status").await, [json!(500), json!(200), json!(200)]);
+}

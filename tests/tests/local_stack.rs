@@ -214,7 +214,13 @@ async fn bakery_rules_applied_with_the_cli_answer_within_a_second_and_tag_friend
     assert_eq!(got.len(), 1, "one reply within 1 s (after {took:?}): {got:?}");
     assert_eq!(got[0]["api"], "reply");
     assert_eq!(serde_json::Value::Array(expected), got[0]["messages"]);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Absence is checked once reply-queue is empty (everything handled), not after a sleep.
+    let sqs = aws_sdk_sqs::Client::new(&local_sdk().await);
+    let started = std::time::Instant::now();
+    while queue_depth_at(&sqs, &setting("REPLY_QUEUE_URL")).await > 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "reply-queue never drained");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(sim.deliveries(&user).await.unwrap().len(), 1, "and only one");
 
     // Tags: friends tagged through webhooks and shop events, found with oa segment as the rules say.
@@ -273,4 +279,63 @@ async fn bakery_rules_applied_with_the_cli_answer_within_a_second_and_tag_friend
 
     let (ok, out) = oa(&["segment", "count", "dessert AND (vip"]);
     assert!(!ok && out.contains("position 16") && out.contains("                ^ expected ')'"), "{out}");
+}
+
+/// `oa` without `--local` goes to AWS: it reads nothing from local.env or .local/run.env, and says
+/// so before it changes anything. (Here AWS is unreachable and there are no credentials, so it
+/// fails; what matters is that the local table the name points at is untouched.)
+#[tokio::test]
+async fn oa_aims_at_aws_unless_told_local_and_says_which_before_changing_anything() {
+    let stack = TestStack::new().await;
+    let table = stack.table("RulesTable").to_string();
+    let run = |local: bool| {
+        let mut command = Command::new(oa_binary());
+        command
+            .current_dir(repo_root())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::temp_dir())
+            .env("AWS_REGION", "ap-northeast-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("RULES_TABLE", &table);
+        if local {
+            command.arg("--local");
+        }
+        let out = command.args(["rules", "apply", "examples/bakery-rules.yaml"]).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let rules = shared::rules::store::RulesStore::new(stack.dynamodb.clone(), &table);
+
+    let (ok, out) = run(false);
+    assert!(out.contains("target: AWS, region ap-northeast-1") && out.contains(&table), "{out}");
+    assert!(!ok, "no AWS here, no credentials: it must fail, not fall back to the emulator: {out}");
+    assert_eq!(rules.current_version().await.unwrap(), None, "the local table was not touched");
+
+    let (ok, out) = run(true);
+    assert!(ok && out.contains("target: the LOCAL stack") && out.contains("published version 1"), "{out}");
+    assert_eq!(rules.current_version().await.unwrap(), Some(1));
+}
+
+#[tokio::test]
+async fn a_signed_body_cut_inside_a_utf8_character_gets_a_400_from_the_running_stack() {
+    require_functions();
+    let body =
+        sample::body("Ulocal", &[sample::text(&sample::event_id(), &sample::user_id(), "café", sample::now_ms())]);
+    let cut = body[..body.iter().position(|&b| b == 0xC3).unwrap() + 1].to_vec();
+    let (status, answer) = oa::post_signed(
+        &reqwest::Client::new(),
+        &setting("WEBHOOK_URL"),
+        "x-line-signature",
+        &setting("LINE_CHANNEL_SECRET"),
+        cut,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 400, "a redelivery could never clear a 500 here: {answer}");
+    assert!(answer.contains("not JSON"), "{answer}");
 }

@@ -3,7 +3,10 @@
 //! few thousand friends on which segment expressions must select exactly the right ones.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use futures::stream::{self, StreamExt};
 use integration_tests::pipeline::{user, Pipeline};
@@ -360,4 +363,83 @@ async fn segments_select_exactly_the_right_friends_of_a_seeded_population() {
     assert_eq!(counts["cart:open"], listed(&|i| Seed::cart_days(i).is_some()));
     let blocked: BTreeSet<String> = (0..N).filter(|&i| Seed::blocked(i)).map(|i| users[i].clone()).collect();
     assert!(members(&tags, "dessert OR vip OR buyer OR cart:open", 1000).await.is_disjoint(&blocked));
+}
+
+#[tokio::test]
+async fn group_chatter_tags_nobody_and_makes_nobody_a_friend() {
+    let p = Pipeline::new(RULES).await;
+    let (member, friend) = (user(), user());
+    let group = format!("C{}", &user()[1..]);
+    // A group member who never talked to the account 1:1 says a tagging keyword and answers a
+    // questionnaire in the group.
+    p.send(vec![
+        json!({ "groupId": group, "userId": member, "text": "pudding for everyone!" }),
+        json!({ "type": "postback", "groupId": group, "userId": member, "data": "q=dessert&a=yes" }),
+        json!({ "userId": friend, "text": "I love cake" }),
+    ])
+    .await;
+    p.wait_until_tagged().await;
+    assert!(p.tags.tags_of(&member).await.unwrap().is_empty(), "no tags from group chatter");
+    assert_eq!(live_tags(&p, &friend).await, ["dessert"], "1:1 still tags");
+    assert_eq!(count(&p.tags, "all", now()).await, 1, "only the 1:1 friend counts");
+    assert_eq!(count(&p.tags, "NOT dessert", now()).await, 0);
+    assert!(p.stack.friend(&member).await.is_none(), "the member is not recorded as a friend");
+}
+
+#[tokio::test]
+async fn a_change_split_over_transactions_keeps_the_counters_right_when_a_later_one_fails() {
+    let stack = TestStack::new().await;
+    let table = stack.table("TagsTable").to_string();
+    let (u, t) = (user(), now());
+    let friends = DynamoFriends::new(stack.dynamodb.clone(), stack.table("UsersTable"));
+    friends.record(&u, FriendChange::Followed { is_unblocked: false }, t - 30 * DAY, t).await.unwrap();
+    let plain =
+        DynamoTags::new(stack.dynamodb.clone(), &table, stack.table("UsersTable"), stack.table("EventsTable"), 3600);
+    // 150 tags (a long-time customer's bought:<category> tags, say): more than one transaction.
+    let ops: Vec<TagOp> = (0..150).map(|i| add(&format!("bought:c{i:03}"), (i % 3 == 0).then_some(30))).collect();
+    assert_eq!(plain.change(&u, &ops, t - DAY, t, true, "tag:seed").await.unwrap(), Changed::Written);
+    let indexed = |c: &std::collections::BTreeMap<String, i64>| c.values().sum::<i64>();
+    assert_eq!(indexed(&plain.counts(now()).await.unwrap()), 150);
+
+    // The friend blocks the account: every item leaves the index, over two transactions. Before
+    // the second, a concurrent writer changes one of its items, every time it is tried.
+    let client = stack.dynamodb.clone();
+    let (user_id, failpoint_table) = (u.clone(), table.clone());
+    let failpoint: shared::adapters::tags::Failpoint = Arc::new(move |n, part| {
+        let (client, user_id, table) = (client.clone(), user_id.clone(), failpoint_table.clone());
+        Box::pin(async move {
+            if n == 1 {
+                let Some(w) = part.first() else { return };
+                client
+                    .update_item()
+                    .table_name(table)
+                    .key("userId", AttributeValue::S(user_id))
+                    .key("tag", AttributeValue::S(w.new.tag.clone()))
+                    .update_expression("SET v = v + :one")
+                    .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    let interrupted =
+        DynamoTags::new(stack.dynamodb.clone(), &table, stack.table("UsersTable"), stack.table("EventsTable"), 3600)
+            .with_failpoint(failpoint);
+    friends.record(&u, FriendChange::Unfollowed, t, t).await.unwrap();
+    let (friend, current) = plain.read_friend(&u).await.unwrap();
+    let writes = shared::tagging::plan(&current, friend.state, &[], t, t);
+    assert_eq!(writes.len(), 150);
+    let applied = interrupted.apply(&u, &writes, false, Some("tag:block"), t).await.unwrap();
+    assert_eq!(applied, shared::adapters::tags::Applied::Conflict);
+    // Whatever part committed, the counters agree with the items in the index.
+    let items = plain.tags_of(&u).await.unwrap();
+    let in_index = items.iter().filter(|i| i.indexed).count() as i64;
+    assert!(in_index < 150, "the first transaction committed ({in_index} still indexed)");
+    assert_eq!(indexed(&plain.counts(now()).await.unwrap()), in_index, "counters match the index");
+
+    // Planned again without interference, the rest is done.
+    assert_eq!(plain.change(&u, &[], t, t, false, "tag:block").await.unwrap(), Changed::Written);
+    assert_eq!(indexed(&plain.counts(now()).await.unwrap()), 0);
+    assert!(plain.tags_of(&u).await.unwrap().iter().all(|i| !i.indexed));
 }

@@ -1,10 +1,16 @@
 //! The webhook function against DynamoDB Local and the SQS emulator: every request goes through the
 //! real handler, decoded from a Function URL event the way Lambda delivers it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use integration_tests::*;
 use serde_json::json;
 use shared::envelope::QueuedEvent;
+use shared::ports::{BackendError, FriendChange, FriendStore, FriendUpdate};
 
 const BOT: &str = "Ubot00000000000000000000000000000";
 
@@ -274,7 +280,9 @@ async fn a_claim_left_by_a_crash_does_not_swallow_the_redelivery() {
     let stack = TestStack::new().await;
     let mut config = stack.webhook_config();
     config.in_progress_timeout = std::time::Duration::from_secs(1);
-    let deps = webhook::Deps::new(config, &stack.sdk).await.unwrap();
+    let mut deps = webhook::Deps::new(config, &stack.sdk).await.unwrap();
+    let clock = Arc::new(ShiftedClock::default());
+    deps.ingestor.clock = clock.clone();
     let event_id = sample::event_id();
     // An invocation claimed the event and died before enqueueing it.
     let crashed = shared::adapters::dynamodb::DynamoIdempotency::new(
@@ -292,8 +300,188 @@ async fn a_claim_left_by_a_crash_does_not_swallow_the_redelivery() {
         sample::body(BOT, &[sample::redelivered(sample::text(&event_id, &sample::user_id(), "hi", sample::now_ms()))]);
     let (status, _) = call(&deps, line_post(&body)).await;
     assert_eq!(status, 500, "while the claim may still be alive, LINE is asked to come back");
-    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    clock.advance(Duration::from_millis(1_200)); // past the crashed claim's in-progress timeout
     let (status, answer) = call(&deps, line_post(&body)).await;
     assert_eq!((status, counts(&answer)), (200, (1, 0)), "the expired claim is taken over");
     assert_eq!(stack.drain("TagQueue").await.len(), 1);
+}
+
+/// The webhook's dependencies over this stack, with its queues watched and its clock movable.
+async fn watched(stack: &TestStack) -> (webhook::Deps, Arc<WatchedQueue>, Arc<WatchedQueue>, Arc<ShiftedClock>) {
+    let mut deps = stack.webhook().await;
+    let reply = WatchedQueue::new(deps.ingestor.reply_queue.clone());
+    let tag = WatchedQueue::new(deps.ingestor.tag_queue.clone());
+    let clock = Arc::new(ShiftedClock::default());
+    deps.ingestor.reply_queue = reply.clone();
+    deps.ingestor.tag_queue = tag.clone();
+    deps.ingestor.clock = clock.clone();
+    (deps, reply, tag, clock)
+}
+
+#[tokio::test]
+async fn a_half_sent_event_is_completed_by_the_redelivery_without_sending_it_twice() {
+    let stack = TestStack::new().await;
+    let (deps, reply, tag, _) = watched(&stack).await;
+    let event = sample::text(&sample::event_id(), &sample::user_id(), "hi", sample::now_ms());
+    let id = event["webhookEventId"].as_str().unwrap().to_string();
+    tag.fail_next.store(1, Ordering::SeqCst);
+    let (status, answer) = call(&deps, line_post(&sample::body(BOT, std::slice::from_ref(&event)))).await;
+    assert_eq!(status, 500, "{answer}");
+    assert!(answer.contains(r#""partial":1"#), "{answer}");
+    // The claim says which queue has it.
+    let record = stack
+        .dynamodb
+        .get_item()
+        .table_name(stack.table("EventsTable"))
+        .key("id", AttributeValue::S(id.clone()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the claim is kept, not released");
+    assert_eq!(record["status"].as_s().unwrap(), "PARTIAL");
+    assert_eq!(record["sent"].as_ss().unwrap(), &["reply".to_string()]);
+
+    let (status, answer) = call(&deps, line_post(&sample::body(BOT, &[sample::redelivered(event)]))).await;
+    assert_eq!((status, counts(&answer)), (200, (1, 0)), "{answer}");
+    // Counted at the sender: SQS's 5-minute deduplication would hide a second send here.
+    assert_eq!(reply.sent(), std::slice::from_ref(&id), "the reply queue got the event once");
+    assert_eq!(tag.sent(), [id], "the tag queue got it from the redelivery");
+    assert_eq!((stack.drain("ReplyQueue").await.len(), stack.drain("TagQueue").await.len()), (1, 1));
+}
+
+/// The users table, slowed down: every follow/unfollow record takes `delay_ms`.
+struct SlowFriends {
+    inner: Arc<dyn FriendStore>,
+    delay_ms: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl FriendStore for SlowFriends {
+    async fn record(&self, user: &str, c: FriendChange, at: i64, now: i64) -> Result<FriendUpdate, BackendError> {
+        tokio::time::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))).await;
+        self.inner.record(user, c, at, now).await
+    }
+}
+
+#[tokio::test]
+async fn a_slow_store_still_gets_an_answer_within_line_s_deadline_and_the_redelivery_completes_it() {
+    let stack = TestStack::new().await;
+    let (mut deps, reply, tag, _) = watched(&stack).await;
+    let slow = Arc::new(SlowFriends { inner: deps.ingestor.friends.clone(), delay_ms: AtomicU64::new(5_000) });
+    deps.ingestor.friends = slow.clone();
+    let (alice, bob) = (sample::user_id(), sample::user_id());
+    let now = sample::now_ms();
+    let follow = sample::follow(&sample::event_id(), &alice, now, false);
+    let after = sample::text(&sample::event_id(), &alice, "after the follow", now + 1);
+    let other = sample::text(&sample::event_id(), &bob, "hello", now + 2);
+    let body = sample::body(BOT, &[follow.clone(), after.clone(), other.clone()]);
+    let started = std::time::Instant::now();
+    let (status, answer) = call(&deps, line_post(&body)).await;
+    let took = started.elapsed();
+    assert_eq!(status, 500, "{answer}");
+    assert!(took < Duration::from_secs(2), "answered after {took:?}: LINE gives up at 2 s");
+    let ids = |e: &serde_json::Value| e["webhookEventId"].as_str().unwrap().to_string();
+    assert_eq!(tag.sent(), [ids(&other)], "Bob's event went through; Alice's wait behind her follow");
+
+    slow.delay_ms.store(0, Ordering::SeqCst);
+    let redelivery = sample::body(BOT, &[follow.clone(), after.clone(), other.clone()].map(sample::redelivered));
+    let (status, answer) = call(&deps, line_post(&redelivery)).await;
+    assert_eq!((status, counts(&answer)), (200, (2, 1)), "{answer}");
+    assert_eq!(tag.sent(), [ids(&other), ids(&follow), ids(&after)], "each once, Alice's in order");
+    assert_eq!(reply.sent(), [ids(&other), ids(&follow), ids(&after)], "the follow too (its greeting)");
+    assert_eq!(stack.friend(&alice).await.unwrap()["state"].as_s().unwrap(), "following");
+}
+
+#[tokio::test]
+async fn a_queue_that_hangs_past_the_deadline_leaves_a_partial_claim_and_a_timely_500() {
+    let stack = TestStack::new().await;
+    let (deps, reply, tag, _) = watched(&stack).await;
+    let event = sample::text(&sample::event_id(), &sample::user_id(), "hi", sample::now_ms());
+    tag.stall_next_ms.store(10_000, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let (status, answer) = call(&deps, line_post(&sample::body(BOT, std::slice::from_ref(&event)))).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+    assert_eq!(status, 500, "{answer}");
+    let (status, answer) = call(&deps, line_post(&sample::body(BOT, &[sample::redelivered(event)]))).await;
+    assert_eq!((status, counts(&answer)), (200, (1, 0)), "{answer}");
+    assert_eq!((reply.sent().len(), tag.sent().len()), (1, 1), "each queue got it once");
+}
+
+#[tokio::test]
+async fn one_malformed_event_never_sinks_its_neighbours() {
+    let stack = TestStack::new().await;
+    let deps = stack.webhook().await;
+    let user = sample::user_id();
+    let now = sample::now_ms();
+    let good = sample::text(&sample::event_id(), &user, "hi", now);
+    let mut float_time = sample::text(&sample::event_id(), &user, "float", now);
+    float_time["timestamp"] = json!(1.7e12);
+    let mut no_source = sample::text(&sample::event_id(), &user, "no source", now);
+    no_source.as_object_mut().unwrap().remove("source");
+    let mut long_id = sample::follow(&sample::event_id(), &user, now, false);
+    long_id["source"]["userId"] = json!("U".repeat(3000));
+    let mut no_type = sample::text(&sample::event_id(), &user, "typeless", now);
+    no_type["source"] = json!({ "userId": user });
+    let events = [good.clone(), float_time, no_source.clone(), long_id, no_type, json!(42)];
+    let (status, answer) = call(&deps, line_post(&sample::body(BOT, &events))).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""malformed":4"#) && answer.contains(r#""enqueued":6"#), "{answer}");
+    let mut replies = keys(&stack.drain_events("ReplyQueue").await);
+    replies.sort();
+    let mut answerable: Vec<String> =
+        [&good, &no_source].iter().map(|e| e["webhookEventId"].as_str().unwrap().to_string()).collect();
+    answerable.sort();
+    assert_eq!(replies, answerable, "only events in LINE's shape can be answered (a source is optional)");
+    let tags = stack.drain_events("TagQueue").await;
+    assert_eq!(tags.len(), 6, "everything else is kept and forwarded raw");
+    assert_eq!(stack.item_count("UsersTable").await, 0, "a bad ID is never a key (the follow was not recorded)");
+}
+
+#[tokio::test]
+async fn shop_events_outside_the_time_window_are_refused_naming_the_field() {
+    let stack = TestStack::new().await;
+    let deps = stack.webhook().await;
+    let user = sample::user_id();
+    for (at, hint) in [(sample::now_ms() * 1000, "microseconds"), (sample::now_ms() / 1000, "seconds")] {
+        let event = sample::shop_event(&sample::event_id(), "add_to_cart", &user, at, json!({}));
+        let (status, text) = call(&deps, shop_post(&serde_json::to_vec(&event).unwrap())).await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("occurredAt") && text.contains(hint), "{text}");
+    }
+    stack.assert_untouched().await;
+}
+
+#[tokio::test]
+async fn a_rotated_channel_secret_is_read_again_and_forged_floods_cost_one_read_a_minute() {
+    let stack = TestStack::new().await;
+    let arn = stack.secret(json!({ "channelSecret": "secret-one", "shopEventsSecret": "shop" })).await;
+    let mut config = stack.webhook_config();
+    config.secrets = shared::secrets::SecretSource::SecretsManager { arn: arn.clone() };
+    let clock = Arc::new(ShiftedClock::default());
+    let store = config.secrets.store(&stack.sdk);
+    let secrets = shared::secrets::Secrets::load_with_clock(store, webhook::config::Config::SECRETS, clock.clone())
+        .await
+        .unwrap();
+    let deps = webhook::Deps::from_parts(config, Arc::new(secrets), stack.dynamodb.clone(), stack.sqs.clone());
+    let signed = |secret: &str| signed_post("/webhook", "x-line-signature", secret, &one_text_body("hi"));
+    assert_eq!(call(&deps, signed("secret-one")).await.0, 200);
+    assert_eq!(deps.secrets.reads(), 1, "read once, at cold start");
+
+    // The channel secret is reissued in the console, and the secret updated.
+    stack.rotate_secret(&arn, json!({ "channelSecret": "secret-two", "shopEventsSecret": "shop" })).await;
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(call(&deps, signed("secret-two")).await.0, 200, "the new secret is read on the first mismatch");
+    assert_eq!(deps.secrets.reads(), 2);
+
+    // Forged requests: every one a mismatch, but at most one read a minute.
+    for _ in 0..30 {
+        assert_eq!(call(&deps, signed("forged")).await.0, 401);
+    }
+    assert_eq!(deps.secrets.reads(), 2, "no read within a minute of the last");
+    clock.advance(Duration::from_secs(61));
+    let forged = futures::future::join_all((0..30).map(|_| call(&deps, signed("forged")))).await;
+    assert!(forged.iter().all(|(s, _)| *s == 401));
+    assert_eq!(deps.secrets.reads(), 3, "thirty at once past the minute: one read");
 }

@@ -9,7 +9,8 @@
 #   stack.sh test    `up` if needed, run the workspace tests, stop what it started
 #   stack.sh env     print the effective settings (local.env with port overrides applied)
 #
-# Ports: DYNAMODB_PORT (8000), SQS_PORT (9324), LAMBDA_PORT (9000), LINE_SIM_PORT (8090).
+# Ports: DYNAMODB_PORT (8000), SQS_PORT (9324), LAMBDA_PORT (9000), LINE_SIM_PORT (8090),
+# URL_PORT (9080: the webhook's Function URL, `oa local front` before cargo lambda watch).
 # Everything binds 127.0.0.1.
 set -euo pipefail
 
@@ -22,6 +23,7 @@ DYNAMODB_PORT="${DYNAMODB_PORT:-8000}"
 SQS_PORT="${SQS_PORT:-9324}"
 LAMBDA_PORT="${LAMBDA_PORT:-9000}"
 LINE_SIM_PORT="${LINE_SIM_PORT:-8090}"
+URL_PORT="${URL_PORT:-9080}"
 STACK_NAME="oa-local"
 
 say() { printf '[local] %s\n' "$*" >&2; }
@@ -41,8 +43,8 @@ load_env() {
   export AWS_ENDPOINT_URL_SECRETS_MANAGER="${AWS_ENDPOINT_URL_SECRETS_MANAGER/:9324/:$SQS_PORT}"
   export REPLY_QUEUE_URL="${REPLY_QUEUE_URL/:9324/:$SQS_PORT}"
   export TAG_QUEUE_URL="${TAG_QUEUE_URL/:9324/:$SQS_PORT}"
-  export WEBHOOK_URL="${WEBHOOK_URL/:9000/:$LAMBDA_PORT}"
-  export EVENTS_URL="${EVENTS_URL/:9000/:$LAMBDA_PORT}"
+  export WEBHOOK_URL="${WEBHOOK_URL/:9080/:$URL_PORT}"
+  export EVENTS_URL="${EVENTS_URL/:9080/:$URL_PORT}"
   export LAMBDA_INVOKE_URL="${LAMBDA_INVOKE_URL/:9000/:$LAMBDA_PORT}"
   export LINE_API_BASE="${LINE_API_BASE/:8090/:$LINE_SIM_PORT}"
   mkdir -p "$LOCAL"
@@ -138,7 +140,8 @@ up_sqs() {
   if port_open "$SQS_PORT"; then say "SQS emulator: already listening on $SQS_PORT"; return; fi
   ensure_venv
   say "starting the SQS emulator (moto) on 127.0.0.1:$SQS_PORT"
-  start sqs "$LOGS/sqs.log" "$LOCAL/venv/bin/moto_server" -H 127.0.0.1 -p "$SQS_PORT"
+  # moto's server with a fix to FIFO order after visibility timeouts (see the file).
+  start sqs "$LOGS/sqs.log" "$LOCAL/venv/bin/python" "$ROOT/tools/local/moto_server.py" -H 127.0.0.1 -p "$SQS_PORT"
   wait_for "SQS emulator" "$SQS_PORT" 60 "$LOGS/sqs.log"
 }
 
@@ -164,6 +167,14 @@ up_functions() {
       --invoke-port "$LAMBDA_PORT" --env-file "$LOCAL/run.env" --concurrency 4 )
   wait_for "cargo lambda watch" "$LAMBDA_PORT" 300 "$LOGS/functions.log"
   warm_up
+}
+
+up_front() {
+  if port_open "$URL_PORT"; then say "Function URL front: already listening on $URL_PORT"; return; fi
+  say "starting the webhook's Function URL on 127.0.0.1:$URL_PORT (oa local front)"
+  ( cd "$ROOT" && start front "$LOGS/front.log" "$(cargo_target)/debug/oa" local front \
+      --listen "127.0.0.1:$URL_PORT" --upstream "$LAMBDA_INVOKE_URL/lambda-url/webhook" )
+  wait_for "the Function URL front" "$URL_PORT" 30 "$LOGS/front.log"
 }
 
 up_sim() {
@@ -217,6 +228,7 @@ cmd_up() {
   build
   provision
   up_sim
+  up_front
   up_functions
   up_poller
   say "up. Settings: local.env (effective: .local/run.env). Stop with: make local-down"
@@ -224,7 +236,7 @@ cmd_up() {
 
 cmd_down() { # [names...]: default all
   local name pid stopped=0
-  for name in ${*:-poller functions sim sqs dynamodb}; do
+  for name in ${*:-poller functions front sim sqs dynamodb}; do
     [ -f "$PIDS/$name.pid" ] || continue
     pid="$(cat "$PIDS/$name.pid")"
     if kill -0 "$pid" 2>/dev/null; then
@@ -242,7 +254,7 @@ cmd_down() { # [names...]: default all
 cmd_status() {
   load_env
   local name port
-  for pair in "dynamodb:$DYNAMODB_PORT" "sqs:$SQS_PORT" "sim:$LINE_SIM_PORT" "functions:$LAMBDA_PORT" "poller:"; do
+  for pair in "dynamodb:$DYNAMODB_PORT" "sqs:$SQS_PORT" "sim:$LINE_SIM_PORT" "front:$URL_PORT" "functions:$LAMBDA_PORT" "poller:"; do
     name="${pair%%:*}"; port="${pair#*:}"
     if running "$name"; then state="running (pid $(cat "$PIDS/$name.pid"))"
     elif [ -n "$port" ] && port_open "$port"; then state="port $port answers (not started by us)"
@@ -257,6 +269,7 @@ cmd_test() {
   TEST_STARTED=""
   running poller || TEST_STARTED="poller"
   port_open "$LAMBDA_PORT" || TEST_STARTED="$TEST_STARTED functions"
+  port_open "$URL_PORT" || TEST_STARTED="$TEST_STARTED front"
   port_open "$LINE_SIM_PORT" || TEST_STARTED="$TEST_STARTED sim"
   port_open "$SQS_PORT" || TEST_STARTED="$TEST_STARTED sqs"
   port_open "$DYNAMODB_PORT" || TEST_STARTED="$TEST_STARTED dynamodb"

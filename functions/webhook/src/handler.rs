@@ -206,6 +206,7 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
         event_ids = ?keys,
         unknown_types = ?unknown_types,
         malformed = ?malformed,
+        dropped = report.dropped,
         errors = ?report.errors,
         "ingested"
     );
@@ -222,6 +223,7 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
             "failed": report.failed,
             "partial": report.partial,
             "malformed": report.malformed,
+            "dropped": report.dropped,
         }),
     ))
 }

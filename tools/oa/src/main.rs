@@ -174,6 +174,15 @@ enum LocalCommand {
         #[arg(long, default_value = "WebhookFunction")]
         function: String,
     },
+    /// Serve the webhook's Function URL locally in front of `cargo lambda watch`, handing bodies
+    /// that are not UTF-8 over base64-encoded as a Function URL does.
+    Front {
+        #[arg(long, default_value = "127.0.0.1:9080")]
+        listen: std::net::SocketAddr,
+        /// The function's URL under `cargo lambda watch`.
+        #[arg(long, default_value = "http://127.0.0.1:9000/lambda-url/webhook")]
+        upstream: String,
+    },
     /// Feed each function's SQS queue to it under `cargo lambda watch`, like Lambda's event source
     /// mappings (batch size from the template, partial batch failures, visibility timeout, DLQ).
     Poll {
@@ -323,6 +332,10 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                 println!("{k}={v}");
             }
             Ok(())
+        }
+        Command::Local(LocalCommand::Front { listen, upstream }) => {
+            println!("[front] {listen} -> {upstream}");
+            Ok(oa::front::serve(listen, &upstream).await?)
         }
         Command::Local(LocalCommand::Poll { template, stack: name, invoke_url }) => {
             poll(&template, &name, &invoke_url).await
