@@ -20,7 +20,7 @@ bench:           ## Benchmarks (the handler benchmark needs `make local-up`)
 	cargo bench -p shared --bench verify_parse --bench matcher
 	@tools/local/stack.sh up
 	cargo run --release -p integration-tests --bin handler-bench
-	cargo run -q -p oa -- rules apply examples/bakery-rules.yaml
+	cargo run -q -p oa -- --local rules apply examples/bakery-rules.yaml
 	cargo run --release -p integration-tests --bin reply-bench
 	cargo run --release -p integration-tests --bin segment-bench
 

@@ -231,7 +231,12 @@ impl Ingestor {
                     continue;
                 }
                 Ok(Ok(Claim::InProgress)) => {
+                    // Its twin may still send it: the friend's later events must not overtake it.
                     report.in_progress += 1;
+                    if item.queues.reply {
+                        stopped_reply.insert(item.group_id.clone());
+                    }
+                    stopped_tag.insert(item.group_id);
                     continue;
                 }
                 Ok(Err(e)) => e.to_string(),
@@ -359,10 +364,9 @@ impl Ingestor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::memory::{MemoryFriends, MemoryIdempotency, MemoryQueue};
-    use crate::ports::BackendError;
+    use crate::adapters::memory::{MemoryFriends, MemoryIdempotency, MemoryQueue, SlowFriends};
     use serde_json::json;
-    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicI64, Ordering};
 
     const U1: &str = "U0123456789abcdef0123456789abcdef";
     const U2: &str = "U00000000000000000000000000000002";
@@ -374,32 +378,19 @@ mod tests {
         }
     }
 
-    /// The memory friend store, made slow on demand.
-    #[derive(Default)]
-    struct SlowFriends {
-        inner: MemoryFriends,
-        delay_ms: AtomicU64,
-    }
-
-    #[async_trait::async_trait]
-    impl FriendStore for SlowFriends {
-        async fn record(&self, user: &str, c: FriendChange, at: i64, now: i64) -> Result<FriendUpdate, BackendError> {
-            tokio::time::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))).await;
-            self.inner.record(user, c, at, now).await
-        }
-    }
-
     struct World {
         ingestor: Ingestor,
         idempotency: Arc<MemoryIdempotency>,
         friends: Arc<SlowFriends>,
+        rows: Arc<MemoryFriends>,
         reply: Arc<MemoryQueue>,
         tag: Arc<MemoryQueue>,
     }
 
     fn world() -> World {
         let idempotency = Arc::new(MemoryIdempotency::new(30_000));
-        let friends = Arc::new(SlowFriends::default());
+        let rows = Arc::new(MemoryFriends::default());
+        let friends = Arc::new(SlowFriends::new(rows.clone(), Duration::ZERO));
         let reply = Arc::new(MemoryQueue::default());
         let tag = Arc::new(MemoryQueue::default());
         let ingestor = Ingestor {
@@ -409,7 +400,7 @@ mod tests {
             tag_queue: tag.clone(),
             clock: Arc::new(FixedClock(AtomicI64::new(1_000_000))),
         };
-        World { ingestor, idempotency, friends, reply, tag }
+        World { ingestor, idempotency, friends, rows, reply, tag }
     }
 
     fn soon() -> Instant {
@@ -503,7 +494,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_slow_store_gets_an_answer_by_the_deadline_and_the_redelivery_completes_the_rest() {
         let w = world();
-        w.friends.delay_ms.store(5_000, Ordering::SeqCst);
+        w.friends.set_delay(Duration::from_secs(5));
         let events = json!([follow_change("f1", "follow", 10), text("b1", U2)]);
         let started = Instant::now();
         let deadline = started + Duration::from_millis(1500);
@@ -512,11 +503,23 @@ mod tests {
         assert!(r.deadline_hit && r.needs_redelivery(), "{r:?}");
         assert_eq!((r.enqueued, r.failed), (1, 1), "the other friend's event went through");
         assert!(w.tag.dedupe_ids() == ["b1"]);
-        w.friends.delay_ms.store(0, Ordering::SeqCst);
+        w.friends.set_delay(Duration::ZERO);
         let r = w.ingestor.ingest(line_items(body(events), 0), Instant::now() + Duration::from_millis(1500)).await;
         assert_eq!((r.enqueued, r.duplicates, r.failed), (1, 1, 0));
         assert_eq!(w.tag.dedupe_ids(), ["b1", "f1"]);
-        assert!(w.friends.inner.rows.lock().unwrap()[U1].following);
+        assert!(w.rows.rows.lock().unwrap()[U1].following);
+    }
+
+    #[tokio::test]
+    async fn a_friend_s_later_events_wait_behind_one_still_in_progress() {
+        let w = world();
+        // a1's claim is held (a twin delivery, or one cut off by a deadline after it committed).
+        assert_eq!(w.idempotency.claim("a1", 1_000_000).await.unwrap(), Claim::Claimed { sent: Queues::NONE });
+        let events = json!([text("a1", U1), text("a2", U1), text("b1", U2)]);
+        let r = w.ingestor.ingest(line_items(body(events), 0), soon()).await;
+        assert_eq!((r.in_progress, r.enqueued, r.failed), (1, 1, 1), "{r:?}");
+        assert_eq!(w.tag.dedupe_ids(), ["b1"], "a2 must not overtake a1");
+        assert_eq!(w.reply.dedupe_ids(), ["b1"]);
     }
 
     #[tokio::test]
@@ -535,7 +538,7 @@ mod tests {
         w.ingestor.ingest(line_items(body(json!([follow_change("f", "follow", 200)])), 0), soon()).await;
         let r = w.ingestor.ingest(line_items(body(json!([follow_change("u", "unfollow", 100)])), 0), soon()).await;
         assert_eq!(r.stale_friend_updates, 1);
-        let row = w.friends.inner.rows.lock().unwrap()[U1].clone();
+        let row = w.rows.rows.lock().unwrap()[U1].clone();
         assert!(row.following);
         assert_eq!(row.last_changed_at, 200);
     }
@@ -557,7 +560,7 @@ mod tests {
         assert!(items[1].friend_change.is_none() && items[1].malformed.is_some());
         let r = w.ingestor.ingest(items, soon()).await;
         assert_eq!((r.enqueued, r.failed, r.malformed), (2, 0, 1));
-        assert!(w.friends.inner.rows.lock().unwrap().is_empty(), "no friend keyed by a bad ID");
+        assert!(w.rows.rows.lock().unwrap().is_empty(), "no friend keyed by a bad ID");
     }
 
     #[tokio::test]

@@ -13,8 +13,9 @@
 //! Reading again: after LINE answers 401 (the access token was reissued) and after a webhook
 //! signature does not match (the channel secret may have been reissued). Reads are single-flight
 //! and happen at most once per `min_age` the caller gives ([`AFTER_UNAUTHORIZED`],
-//! [`AFTER_BAD_SIGNATURE`]), so a flood of forged webhooks costs at most one Secrets Manager call a
-//! minute. A failed read keeps the values in hand.
+//! [`AFTER_BAD_SIGNATURE`]), so a flood of forged webhooks costs each running instance at most one
+//! Secrets Manager call a minute (plus the read at its cold start; the webhook's reserved
+//! concurrency bounds the instances). A failed read keeps the values in hand.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -121,7 +121,7 @@ impl ShopEvent {
                 .ok()
                 .and_then(|t| t.format(&Rfc3339).ok())
                 .unwrap_or_else(|| "out of range".into());
-            let hint = if at.abs() < 100_000_000_000 {
+            let hint = if at.unsigned_abs() < 100_000_000_000 {
                 " (it looks like seconds: send milliseconds since the epoch, or RFC 3339)"
             } else if at > 100_000_000_000_000 {
                 " (it looks like microseconds: send milliseconds since the epoch, or RFC 3339)"
@@ -193,9 +193,14 @@ mod tests {
         let at = |t: i64| format!(r#"{{"eventId":"a","type":"purchase","userId":"{USER}","occurredAt":{t}}}"#);
         assert!(parse(at(NOW - 29 * 86_400_000).as_bytes()).is_ok());
         assert!(parse(at(NOW + 4 * 60_000).as_bytes()).is_ok());
-        for (t, hint) in
-            [(NOW + 6 * 60_000, ""), (NOW * 1000, "microseconds"), (NOW / 1000, "seconds"), (NOW - 31 * 86_400_000, "")]
-        {
+        for (t, hint) in [
+            (NOW + 6 * 60_000, ""),
+            (NOW * 1000, "microseconds"),
+            (NOW / 1000, "seconds"),
+            (NOW - 31 * 86_400_000, ""),
+            (i64::MIN, ""),
+            (i64::MAX, "microseconds"),
+        ] {
             let e = parse(at(t).as_bytes()).unwrap_err().to_string();
             assert!(e.contains("event 0") && e.contains("occurredAt") && e.contains(hint), "{t}: {e}");
         }

@@ -302,7 +302,8 @@ async fn a_chat_s_messages_are_answered_in_order_when_the_first_must_be_retried(
     let nowhere = format!("{}/__sim/counters", p.sim.base_url());
     let sent =
         p.sim().send(Some(&nowhere), vec![text_event(&u, "vip"), text_event(&u, "opening hours?")]).await.unwrap();
-    p.sim().set_faults("reply", json!({ "error500": 1.0, "times": 1 })).await.unwrap();
+    // The first message's reply, and only it, gets a 500 (whichever reaches LINE first).
+    p.sim().set_faults("reply", json!({ "error500": 1.0, "times": 1, "bodyContains": "Welcome, VIP" })).await.unwrap();
     let entries: Vec<_> = sent
         .events
         .iter()

@@ -270,7 +270,10 @@ async fn four_thousand_mutated_signed_bodies_never_get_a_500_and_lose_no_event()
         // A fresh world per body: counts are exact, nothing is a duplicate of another body.
         let deps = memory_webhook().await;
         let started = Instant::now();
-        let (status, answer) = call(&deps, line_post(&body)).await;
+        // Nothing may hang: the in-memory stores answer at once, so this bound is generous.
+        let (status, answer) = tokio::time::timeout(Duration::from_secs(5), call(&deps, line_post(&body)))
+            .await
+            .unwrap_or_else(|_| panic!("body {n} hangs:\n{}", String::from_utf8_lossy(&body)));
         slowest = slowest.max(started.elapsed());
         if check(&body, status, &answer, n) {
             envelopes += 1;
@@ -281,7 +284,6 @@ async fn four_thousand_mutated_signed_bodies_never_get_a_500_and_lose_no_event()
     eprintln!("{envelopes} envelopes accepted, {refused} refused with 400; slowest answer {slowest:?}");
     assert!(envelopes > 3_000, "the fuzz must mostly make envelopes: {envelopes}");
     assert!(refused > 100, "and some bodies that are not: {refused}");
-    assert!(slowest < Duration::from_secs(1), "no input makes the handler hang: {slowest:?}");
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The webhook function against DynamoDB Local and the SQS emulator: every request goes through the
 //! real handler, decoded from a Function URL event the way Lambda delivers it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +9,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use integration_tests::*;
 use serde_json::json;
+use shared::adapters::memory::SlowFriends;
 use shared::envelope::QueuedEvent;
-use shared::ports::{BackendError, FriendChange, FriendStore, FriendUpdate};
 
 const BOT: &str = "Ubot00000000000000000000000000000";
 
@@ -351,25 +351,11 @@ async fn a_half_sent_event_is_completed_by_the_redelivery_without_sending_it_twi
     assert_eq!((stack.drain("ReplyQueue").await.len(), stack.drain("TagQueue").await.len()), (1, 1));
 }
 
-/// The users table, slowed down: every follow/unfollow record takes `delay_ms`.
-struct SlowFriends {
-    inner: Arc<dyn FriendStore>,
-    delay_ms: AtomicU64,
-}
-
-#[async_trait::async_trait]
-impl FriendStore for SlowFriends {
-    async fn record(&self, user: &str, c: FriendChange, at: i64, now: i64) -> Result<FriendUpdate, BackendError> {
-        tokio::time::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))).await;
-        self.inner.record(user, c, at, now).await
-    }
-}
-
 #[tokio::test]
 async fn a_slow_store_still_gets_an_answer_within_line_s_deadline_and_the_redelivery_completes_it() {
     let stack = TestStack::new().await;
     let (mut deps, reply, tag, _) = watched(&stack).await;
-    let slow = Arc::new(SlowFriends { inner: deps.ingestor.friends.clone(), delay_ms: AtomicU64::new(5_000) });
+    let slow = Arc::new(SlowFriends::new(deps.ingestor.friends.clone(), Duration::from_secs(5)));
     deps.ingestor.friends = slow.clone();
     let (alice, bob) = (sample::user_id(), sample::user_id());
     let now = sample::now_ms();
@@ -385,7 +371,7 @@ async fn a_slow_store_still_gets_an_answer_within_line_s_deadline_and_the_redeli
     let ids = |e: &serde_json::Value| e["webhookEventId"].as_str().unwrap().to_string();
     assert_eq!(tag.sent(), [ids(&other)], "Bob's event went through; Alice's wait behind her follow");
 
-    slow.delay_ms.store(0, Ordering::SeqCst);
+    slow.set_delay(Duration::ZERO);
     let redelivery = sample::body(BOT, &[follow.clone(), after.clone(), other.clone()].map(sample::redelivered));
     let (status, answer) = call(&deps, line_post(&redelivery)).await;
     assert_eq!((status, counts(&answer)), (200, (2, 1)), "{answer}");

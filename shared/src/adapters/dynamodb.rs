@@ -79,15 +79,19 @@ impl IdempotencyStore for DynamoIdempotency {
             .await;
         match result {
             Ok(out) => {
-                // What an earlier delivery sent still holds, unless its record had expired.
+                // What an earlier delivery sent holds only from a live PARTIAL record: `sent` may
+                // linger on other items (an expired record taken over, a crashed claim), and those
+                // are sent again in full (the consumers' own records catch the repeat).
                 let old = out.attributes();
                 let live = old
                     .and_then(|o| o.get("expiresAt"))
                     .and_then(|v| v.as_n().ok())
                     .and_then(|v| v.parse::<i64>().ok())
                     .is_some_and(|e| e >= now_ms / 1000);
+                let partial = old.and_then(|o| o.get("status")).and_then(|v| v.as_s().ok()).map(String::as_str)
+                    == Some(STATUS_PARTIAL);
                 let sent = match old.and_then(|o| o.get("sent")).and_then(|v| v.as_ss().ok()) {
-                    Some(names) if live => Queues::from_names(names.iter().map(String::as_str)),
+                    Some(names) if live && partial => Queues::from_names(names.iter().map(String::as_str)),
                     _ => Queues::NONE,
                 };
                 Ok(Claim::Claimed { sent })

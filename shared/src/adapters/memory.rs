@@ -17,7 +17,7 @@ use crate::ports::{
 
 #[derive(Debug, Clone, PartialEq)]
 enum Record {
-    InProgress { until_ms: i64, sent: Queues },
+    InProgress { until_ms: i64 },
     Partial { sent: Queues },
     Completed,
 }
@@ -40,11 +40,12 @@ impl IdempotencyStore for MemoryIdempotency {
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         let sent = match records.get(key) {
             Some(Record::Completed) => return Ok(Claim::AlreadyCompleted),
-            Some(Record::InProgress { until_ms, .. }) if *until_ms >= now_ms => return Ok(Claim::InProgress),
-            Some(Record::InProgress { sent, .. } | Record::Partial { sent }) => *sent,
-            None => Queues::NONE,
+            Some(Record::InProgress { until_ms }) if *until_ms >= now_ms => return Ok(Claim::InProgress),
+            // Only a partial record says what was sent; a crashed claim's delivery is sent in full.
+            Some(Record::Partial { sent }) => *sent,
+            Some(Record::InProgress { .. }) | None => Queues::NONE,
         };
-        records.insert(key.into(), Record::InProgress { until_ms: now_ms + self.in_progress_ms, sent });
+        records.insert(key.into(), Record::InProgress { until_ms: now_ms + self.in_progress_ms });
         Ok(Claim::Claimed { sent })
     }
     async fn complete(&self, key: &str, _now_ms: i64) -> Result<(), BackendError> {
@@ -94,6 +95,29 @@ impl FriendStore for MemoryFriends {
         row.following = matches!(change, FriendChange::Followed { .. });
         row.last_changed_at = at;
         Ok(FriendUpdate::Applied)
+    }
+}
+
+/// A friend store in front of another that takes `delay_ms` for every record: a slow users table.
+pub struct SlowFriends {
+    pub inner: std::sync::Arc<dyn FriendStore>,
+    pub delay_ms: std::sync::atomic::AtomicU64,
+}
+
+impl SlowFriends {
+    pub fn new(inner: std::sync::Arc<dyn FriendStore>, delay: Duration) -> Self {
+        SlowFriends { inner, delay_ms: std::sync::atomic::AtomicU64::new(delay.as_millis() as u64) }
+    }
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl FriendStore for SlowFriends {
+    async fn record(&self, user: &str, c: FriendChange, at: i64, now: i64) -> Result<FriendUpdate, BackendError> {
+        tokio::time::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))).await;
+        self.inner.record(user, c, at, now).await
     }
 }
 

@@ -459,9 +459,11 @@ impl Event {
                 EventKind::Malformed { type_name: common.type_name.clone(), reason }
             }
             None if KNOWN_TYPES.contains(&common.type_name.as_str()) => {
-                EventKind::deserialize(&raw).unwrap_or_else(|e| EventKind::Malformed {
+                // serde's message quotes the offending value (message text, say): name the event
+                // type only, never its content.
+                EventKind::deserialize(&raw).unwrap_or_else(|_| EventKind::Malformed {
                     type_name: common.type_name.clone(),
-                    reason: e.to_string(),
+                    reason: format!("the `{}` event's payload is not in LINE's shape", common.type_name),
                 })
             }
             None => EventKind::Other { type_name: common.type_name.clone() },
@@ -602,9 +604,14 @@ mod tests {
     }
 
     #[test]
-    fn known_type_with_unexpected_shape_is_kept_as_malformed() {
-        let body = parse(json!({"events": [{"type": "postback", "postback": "not an object"}]}));
+    fn known_type_with_unexpected_shape_is_kept_as_malformed_without_quoting_it() {
+        let body = parse(json!({"events": [{"type": "postback", "postback": "my secret answer"},
+            {"type": "message", "message": {"type": "text", "text": ["my private words"]}}]}));
         assert!(matches!(&body.events[0].kind, EventKind::Malformed { type_name, .. } if type_name == "postback"));
+        for e in &body.events {
+            let reason = e.malformed().unwrap();
+            assert!(!reason.contains("secret") && !reason.contains("private"), "reasons never quote content: {reason}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Time from LINE sending a webhook to the friend receiving the reply, through the running local
 //! stack: line-sim's sender → webhook (cargo lambda watch) → reply-queue → poller →
 //! keyword-reply (cargo lambda watch) → line-sim. Needs `make local-up` and rules with a "menu"
-//! keyword (`oa rules apply examples/bakery-rules.yaml`).
+//! keyword (`oa --local rules apply examples/bakery-rules.yaml`).
 //!
 //!   cargo run --release -p integration-tests --bin reply-bench -- [--messages 100]
 

@@ -34,6 +34,7 @@ async fn handle(
     sim: &Sim,
     api: Api,
     headers: &HeaderMap,
+    body: &[u8],
     work: impl FnOnce(&mut State, Option<&str>, &str) -> Result<Outcome, Refusal>,
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -42,7 +43,7 @@ async fn handle(
         let mut st = sim.state.lock().expect("sim state");
         let mut fault = None;
         let result = st.check_auth(header(headers, "authorization")).and_then(|_| st.take_rate(api)).and_then(|_| {
-            fault = st.roll_fault(api);
+            fault = st.roll_fault(api, body);
             match fault {
                 Some(Fault::Error500 | Fault::Hang) => Err(Refusal::new(500, "Internal server error")),
                 Some(Fault::RateLimit429) => Err(Refusal::new(429, RATE_LIMITED)),
@@ -99,7 +100,7 @@ async fn handle(
 }
 
 async fn message(AxumState(sim): AxumState<Arc<Sim>>, headers: HeaderMap, body: Bytes, api: Api) -> Response {
-    handle(&sim, api, &headers, |st, retry_key, request_id| {
+    handle(&sim, api, &headers, &body, |st, retry_key, request_id| {
         if body.len() > st.settings.max_body_bytes {
             return Err(Refusal::new(413, "Request entity too large"));
         }
@@ -118,7 +119,7 @@ async fn message(AxumState(sim): AxumState<Arc<Sim>>, headers: HeaderMap, body: 
 }
 
 async fn quota(AxumState(sim): AxumState<Arc<Sim>>, headers: HeaderMap) -> Response {
-    handle(&sim, Api::Quota, &headers, |st, _, _| {
+    handle(&sim, Api::Quota, &headers, &[], |st, _, _| {
         let body = match st.settings.monthly_quota {
             Some(value) => json!({ "type": "limited", "value": value }),
             None => json!({ "type": "none" }),
@@ -129,14 +130,14 @@ async fn quota(AxumState(sim): AxumState<Arc<Sim>>, headers: HeaderMap) -> Respo
 }
 
 async fn consumption(AxumState(sim): AxumState<Arc<Sim>>, headers: HeaderMap) -> Response {
-    handle(&sim, Api::Quota, &headers, |st, _, _| {
+    handle(&sim, Api::Quota, &headers, &[], |st, _, _| {
         Ok(Outcome { delivered_to: 0, billed: 0, body: json!({ "totalUsage": st.usage_this_month() }) })
     })
     .await
 }
 
 async fn profile(AxumState(sim): AxumState<Arc<Sim>>, Path(user_id): Path<String>, headers: HeaderMap) -> Response {
-    handle(&sim, Api::Profile, &headers, |st, _, _| match st.friends.get(&user_id) {
+    handle(&sim, Api::Profile, &headers, &[], |st, _, _| match st.friends.get(&user_id) {
         Some(f) if !f.blocked => {
             let mut body = json!({ "userId": f.user_id, "displayName": f.display_name, "language": f.language });
             if let Some(p) = &f.picture_url {

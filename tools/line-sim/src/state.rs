@@ -87,6 +87,9 @@ pub struct Faults {
     pub hang_after_delivery: f64,
     /// Answer 403 (the channel may not use this API) without doing anything.
     pub forbidden403: f64,
+    /// Only requests whose body contains this text are affected (and counted in `times`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub times: Option<u32>,
 }
@@ -315,10 +318,16 @@ impl State {
     }
 
     /// Rolls the dice for this request's fault, if the endpoint has any configured.
-    pub fn roll_fault(&mut self, api: Api) -> Option<Fault> {
+    pub fn roll_fault(&mut self, api: Api, body: &[u8]) -> Option<Fault> {
         let faults = self.faults.get_mut(&api)?;
         if faults.times == Some(0) {
             return None;
+        }
+        if let Some(text) = &faults.body_contains {
+            let needle = text.as_bytes();
+            if needle.is_empty() || !body.windows(needle.len()).any(|w| w == needle) {
+                return None;
+            }
         }
         if let Some(t) = faults.times.as_mut() {
             *t -= 1;
@@ -639,10 +648,10 @@ mod tests {
     fn faults_fire_for_the_requested_count() {
         let mut s = state();
         s.faults.insert(Api::Reply, Faults { error500: 1.0, times: Some(2), ..Faults::default() });
-        assert_eq!(s.roll_fault(Api::Reply), Some(Fault::Error500));
-        assert_eq!(s.roll_fault(Api::Reply), Some(Fault::Error500));
-        assert_eq!(s.roll_fault(Api::Reply), None);
-        assert_eq!(s.roll_fault(Api::Push), None);
+        assert_eq!(s.roll_fault(Api::Reply, b""), Some(Fault::Error500));
+        assert_eq!(s.roll_fault(Api::Reply, b""), Some(Fault::Error500));
+        assert_eq!(s.roll_fault(Api::Reply, b""), None);
+        assert_eq!(s.roll_fault(Api::Push, b""), None);
     }
 
     #[test]
