@@ -1,12 +1,13 @@
 //! The whole webhook handler against the local services: latency over N requests.
 //!
 //!   cargo run --release -p integration-tests --bin handler-bench -- [--requests 1000] [--events 1]
-//!                                                                    [--concurrency 1] [--http]
+//!                                                                    [--concurrency 1] [--http] [--one-friend]
 //!
 //! In-process (default): the real handler with DynamoDB Local and the SQS emulator, on a fresh
 //! stack. `--http`: POSTs to WEBHOOK_URL, i.e. through `cargo lambda watch` (`make local-up`).
 //! Each request carries new events (no duplicates), so every one does the full claim, record and
-//! enqueue work. Needs the services: `make local-up`.
+//! enqueue work. `--one-friend`: all of a request's events come from one friend (one message group:
+//! each queue call then carries one of them, to keep their order). Needs `make local-up`.
 
 use std::time::{Duration, Instant};
 
@@ -18,10 +19,11 @@ struct Options {
     events: usize,
     concurrency: usize,
     http: bool,
+    one_friend: bool,
 }
 
 fn options() -> Options {
-    let mut o = Options { requests: 1000, events: 1, concurrency: 1, http: false };
+    let mut o = Options { requests: 1000, events: 1, concurrency: 1, http: false, one_friend: false };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -33,6 +35,10 @@ fn options() -> Options {
             "--concurrency" => o.concurrency = value(),
             "--http" => {
                 o.http = true;
+                i -= 1;
+            }
+            "--one-friend" => {
+                o.one_friend = true;
                 i -= 1;
             }
             other => panic!("unknown option {other}"),
@@ -64,8 +70,12 @@ async fn main() {
     }
     let bodies: Vec<Vec<u8>> = (0..o.requests)
         .map(|_| {
+            let friend = sample::user_id();
             let events: Vec<_> = (0..o.events)
-                .map(|_| sample::text(&sample::event_id(), &sample::user_id(), "menu please", sample::now_ms()))
+                .map(|_| {
+                    let user = if o.one_friend { friend.clone() } else { sample::user_id() };
+                    sample::text(&sample::event_id(), &user, "menu please", sample::now_ms())
+                })
                 .collect();
             sample::body("Ubench", &events)
         })

@@ -359,6 +359,7 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
             let id = event_id.unwrap_or_else(sample::event_id);
             let event = sample::shop_event(&id, &kind, &user, sample::now_ms(), Value::Object(props));
             let body = serde_json::to_vec(&event)?;
+            eprintln!("target: POST {url}");
             report(
                 post_signed(&reqwest::Client::new(), &url, shared::shop::SHOP_SIGNATURE_HEADER, &secret, body).await?,
                 &id,
@@ -390,6 +391,7 @@ async fn send_webhook(args: SendArgs) -> Result<(), AnyError> {
         let event = if args.redelivery { sample::redelivered(event) } else { event };
         (sample::body(&args.destination, &[event]), id)
     };
+    eprintln!("target: POST {}", args.url);
     let response = post_signed(&reqwest::Client::new(), &args.url, "x-line-signature", &args.secret, body).await?;
     report(response, &label)
 }
