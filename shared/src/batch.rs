@@ -16,6 +16,11 @@ pub trait RecordOutcome: Copy {
     /// The outcome of a record that was not run because an earlier record of its message group
     /// failed: it must be delivered again, after that one.
     fn held() -> Self;
+    /// A failure no retry can fix (the body is unreadable): it goes on to the dead-letter queue
+    /// and must not hold the group's later records, or they would follow it there.
+    fn is_poison(self) -> bool {
+        false
+    }
 }
 
 /// Every record back to the queue: nothing could be done for any of them.
@@ -50,7 +55,8 @@ pub fn message_group(record: &SqsMessage) -> &str {
 /// Runs `handle` on every record: message groups (on these queues, friends) concurrently, each
 /// group's records one after the other in queue order. After a record of a group fails, the
 /// group's later records are not run and come back as [`RecordOutcome::held`], so nothing
-/// overtakes the failed one when SQS delivers them again.
+/// overtakes the failed one when SQS delivers them again; a poison record (unreadable, bound for
+/// the dead-letter queue) holds nothing.
 pub async fn in_group_order<'r, O, F, Fut>(records: &'r [SqsMessage], handle: F) -> Vec<(&'r SqsMessage, O)>
 where
     O: RecordOutcome,
@@ -67,7 +73,7 @@ where
         let mut held = false;
         for r in group {
             let outcome = if held { O::held() } else { handle(r).await };
-            held |= outcome.is_failure();
+            held |= outcome.is_failure() && !outcome.is_poison();
             out.push((r, outcome));
         }
         out
@@ -86,6 +92,7 @@ mod tests {
         Ok,
         Retry,
         Held,
+        Poison,
     }
 
     impl RecordOutcome for Done {
@@ -94,6 +101,7 @@ mod tests {
                 Done::Ok => "ok",
                 Done::Retry => "retried",
                 Done::Held => "held",
+                Done::Poison => "unreadable",
             }
         }
         fn is_failure(self) -> bool {
@@ -101,6 +109,9 @@ mod tests {
         }
         fn held() -> Self {
             Done::Held
+        }
+        fn is_poison(self) -> bool {
+            self == Done::Poison
         }
     }
 
@@ -142,5 +153,19 @@ mod tests {
         assert_eq!(failed.len(), 2);
         assert!(failed.contains(&"a2") && failed.contains(&"a3"));
         assert_eq!(counts["held"], 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_record_does_not_drag_its_group_to_the_dead_letter_queue() {
+        let records = [record("a1", "A"), record("a2", "A")];
+        let outcomes = in_group_order(&records, |r| async move {
+            if r.message_id.as_deref() == Some("a1") {
+                Done::Poison
+            } else {
+                Done::Ok
+            }
+        })
+        .await;
+        assert_eq!(outcomes.iter().map(|(_, o)| *o).collect::<Vec<_>>(), [Done::Poison, Done::Ok]);
     }
 }

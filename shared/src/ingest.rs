@@ -8,9 +8,9 @@
 //! SQS's 5-minute deduplication); **released** when none does.
 //!
 //! Order: each queue is FIFO per friend (message group). Once one of a friend's events could not
-//! go on a queue (its claim or follow record failed, SQS refused it, the deadline passed), none of
-//! the friend's later events in the request goes on that queue either: the redelivery sends them,
-//! in order, after it.
+//! go on a queue (its claim failed or is still held by a twin, its follow record failed, SQS
+//! refused it, the deadline passed), none of the friend's later events in the request goes on
+//! that queue either: the redelivery sends them, in order, after it.
 //!
 //! Deadline: LINE waits 2 s. The work before settling has until [`SETTLE_RESERVE`] before the
 //! request's deadline: claims may take the first 40 % of it, follow records until 60 %, sends the
@@ -177,6 +177,16 @@ impl Report {
     }
 }
 
+/// Holds back, on each queue `item` goes to, the later events of its friend.
+fn stop(item: &Item, reply: &mut HashSet<String>, tag: &mut HashSet<String>) {
+    if item.queues.reply {
+        reply.insert(item.group_id.clone());
+    }
+    if item.queues.tag {
+        tag.insert(item.group_id.clone());
+    }
+}
+
 /// Where one claimed event stands.
 struct Claimed {
     item: Item,
@@ -206,13 +216,12 @@ impl Ingestor {
         let share = |percent: u32| start + work_until.saturating_duration_since(start) * percent / 100;
         let (claims_until, records_until) = (share(40), share(60));
         let mut report = Report { received: items.len(), ..Report::default() };
-        report.malformed = items.iter().filter(|i| i.malformed.is_some()).count();
-        report.dropped = items.iter().filter(|i| i.queues.is_empty()).count();
 
         // 1. Claim each distinct key once. A claim that failed or ran out of time holds back the
         //    later events of its friend: their order matters.
         let mut seen = HashSet::new();
         let items: Vec<Item> = items.into_iter().filter(|i| seen.insert(i.key.clone())).collect();
+        report.malformed = items.iter().filter(|i| i.malformed.is_some()).count();
         report.duplicates += report.received - items.len();
         let claims =
             join_all(items.iter().map(|i| timeout_at(claims_until, self.idempotency.claim(&i.key, now)))).await;
@@ -233,10 +242,7 @@ impl Ingestor {
                 Ok(Ok(Claim::InProgress)) => {
                     // Its twin may still send it: the friend's later events must not overtake it.
                     report.in_progress += 1;
-                    if item.queues.reply {
-                        stopped_reply.insert(item.group_id.clone());
-                    }
-                    stopped_tag.insert(item.group_id);
+                    stop(&item, &mut stopped_reply, &mut stopped_tag);
                     continue;
                 }
                 Ok(Err(e)) => e.to_string(),
@@ -247,10 +253,7 @@ impl Ingestor {
             };
             report.failed += 1;
             report.error(unsure);
-            if item.queues.reply {
-                stopped_reply.insert(item.group_id.clone());
-            }
-            stopped_tag.insert(item.group_id);
+            stop(&item, &mut stopped_reply, &mut stopped_tag);
         }
 
         // 2. Follow/block state (conditional on event time, so order and repeats do not matter).
@@ -338,7 +341,10 @@ impl Ingestor {
         }))
         .await;
         for (c, result) in claimed.iter().zip(settled) {
-            if c.sent.covers(c.item.queues) {
+            if c.item.queues.is_empty() {
+                // Dropped: on no queue, and its claim completed.
+                report.dropped += 1;
+            } else if c.sent.covers(c.item.queues) {
                 // Enqueued even if marking it completed failed: the in-progress record then expires,
                 // and a redelivery's copy is caught by the consumers' own idempotency records.
                 report.enqueued += 1;
@@ -572,7 +578,7 @@ mod tests {
         let items = line_items(body.clone(), 0);
         assert!(items[0].queues.is_empty() && items[0].malformed.as_deref().is_some_and(|m| m.contains("larger")));
         let r = w.ingestor.ingest(items, soon()).await;
-        assert_eq!((r.enqueued, r.dropped, r.failed, r.needs_redelivery()), (2, 1, 0, false), "{r:?}");
+        assert_eq!((r.enqueued, r.dropped, r.failed, r.needs_redelivery()), (1, 1, 0, false), "{r:?}");
         assert_eq!(w.tag.dedupe_ids(), ["small"]);
         let r = w.ingestor.ingest(line_items(body, 0), soon()).await;
         assert_eq!(r.duplicates, 2, "the redelivery is a duplicate, not a new try");

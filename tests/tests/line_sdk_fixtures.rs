@@ -2,7 +2,7 @@
 //! `../shared/reference/line-sdk-webhook-fixtures` (Go, Java, Python), signed, is accepted, and every
 //! event in it reaches the queues intact; the signature vectors hold.
 //!
-//! That folder lives beside the repository (CI has it). Without it these tests say so on stderr and
+//! That folder lives beside the repository when it is present. Without it these tests say so on stderr and
 //! check nothing else; the project's own tests cover the same code paths with their own bodies.
 
 use std::collections::BTreeSet;

@@ -31,12 +31,19 @@ die() { printf '[local] error: %s\n' "$*" >&2; exit 1; }
 
 # --- settings -----------------------------------------------------------------------------------
 load_env() {
-  # local.env, then the port overrides; values already in the environment win.
+  # local.env, then the port overrides; values already in the environment win, except the AWS
+  # credentials, region and endpoints: the emulators' fake keys and addresses always replace the
+  # shell's, and a session token or profile from the shell is dropped, so real credentials never
+  # reach a local emulator.
   local line key value
+  unset AWS_SESSION_TOKEN AWS_PROFILE
   while IFS= read -r line || [ -n "$line" ]; do
     case "$line" in ''|'#'*) continue ;; esac
     key="${line%%=*}"; value="${line#*=}"
-    if [ -z "${!key+x}" ]; then export "$key=$value"; fi
+    case "$key" in
+      AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_REGION|AWS_ENDPOINT_URL_*) export "$key=$value" ;;
+      *) if [ -z "${!key+x}" ]; then export "$key=$value"; fi ;;
+    esac
   done < "$ROOT/local.env"
   export AWS_ENDPOINT_URL_DYNAMODB="${AWS_ENDPOINT_URL_DYNAMODB/:8000/:$DYNAMODB_PORT}"
   export AWS_ENDPOINT_URL_SQS="${AWS_ENDPOINT_URL_SQS/:9324/:$SQS_PORT}"

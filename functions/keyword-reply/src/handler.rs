@@ -129,6 +129,10 @@ impl RecordOutcome for Outcome {
     fn held() -> Self {
         Outcome::Held
     }
+
+    fn is_poison(self) -> bool {
+        self == Outcome::Unreadable
+    }
 }
 
 /// Every reply failed for a reason no retry of one message can fix (see [`Outcome::Systemic`]).

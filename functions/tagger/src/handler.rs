@@ -102,6 +102,10 @@ impl RecordOutcome for Outcome {
     fn held() -> Self {
         Outcome::Held
     }
+
+    fn is_poison(self) -> bool {
+        self == Outcome::Unreadable
+    }
 }
 
 pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {

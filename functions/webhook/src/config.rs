@@ -20,8 +20,9 @@ pub struct Config {
     pub tag_queue_url: String,
     /// IDEMPOTENCY_TTL_HOURS (default 168): how long a processed event keeps redeliveries out.
     pub idempotency_ttl: Duration,
-    /// IDEMPOTENCY_IN_PROGRESS_SECS (default 30): how long a claim blocks a concurrent twin; longer
-    /// than the function timeout, so a crashed claim frees itself for the next redelivery.
+    /// IDEMPOTENCY_IN_PROGRESS_SECS (default 11): how long a claim blocks a concurrent twin (and
+    /// the friend's later events behind it); longer than the function timeout (10 s), so a claim
+    /// whose owner crashed or was cut off frees itself for the next redelivery soon.
     pub in_progress_timeout: Duration,
     /// AWS_OPERATION_TIMEOUT_MS (default 1500): cap per DynamoDB/SQS call, retries included.
     pub aws_operation_timeout: Duration,
@@ -53,7 +54,7 @@ impl Config {
             reply_queue_url: queue_url(env, "REPLY_QUEUE_URL")?,
             tag_queue_url: queue_url(env, "TAG_QUEUE_URL")?,
             idempotency_ttl: Duration::from_secs(3600 * parsed_or(env, "IDEMPOTENCY_TTL_HOURS", 168u64)?),
-            in_progress_timeout: Duration::from_secs(parsed_or(env, "IDEMPOTENCY_IN_PROGRESS_SECS", 30u64)?),
+            in_progress_timeout: Duration::from_secs(parsed_or(env, "IDEMPOTENCY_IN_PROGRESS_SECS", 11u64)?),
             aws_operation_timeout: Duration::from_millis(parsed_or(env, "AWS_OPERATION_TIMEOUT_MS", 1500u64)?),
             deadline,
         })
@@ -80,7 +81,7 @@ mod tests {
     fn reads_a_complete_environment_with_defaults() {
         let c = Config::from_env(&complete()).unwrap();
         assert_eq!(c.users_table, "users");
-        assert_eq!(c.in_progress_timeout, Duration::from_secs(30));
+        assert_eq!(c.in_progress_timeout, Duration::from_secs(11));
         assert_eq!(c.idempotency_ttl, Duration::from_secs(168 * 3600));
     }
 

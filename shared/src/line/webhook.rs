@@ -442,6 +442,35 @@ pub struct Delivery {
     pub data: String,
 }
 
+/// The field that holds a known event type's payload (`None`: the type has none, or an optional one).
+fn payload_field(type_name: &str) -> Option<&'static str> {
+    Some(match type_name {
+        "message" | "messageEdited" => "message",
+        "unsend" => "unsend",
+        "memberJoined" => "joined",
+        "memberLeft" => "left",
+        "postback" => "postback",
+        "videoPlayComplete" => "videoPlayComplete",
+        "beacon" => "beacon",
+        "accountLink" => "link",
+        "membership" => "membership",
+        "module" => "module",
+        "activated" => "chatControl",
+        "delivery" => "delivery",
+        _ => return None,
+    })
+}
+
+/// What is wrong with a known type's payload, naming the field and never its value (serde's own
+/// message quotes the value: message text, say).
+fn payload_problem(type_name: &str, map: &Map<String, Value>) -> String {
+    match payload_field(type_name) {
+        Some(field) if map.get(field).is_none_or(Value::is_null) => format!("`{field}` is missing"),
+        Some(field) => format!("`{field}` is not in LINE's shape"),
+        None => format!("the `{type_name}` event is not in LINE's shape"),
+    }
+}
+
 impl Event {
     /// Builds an event from its JSON. Never fails: what is not LINE's shape is kept as
     /// [`EventKind::Malformed`].
@@ -459,11 +488,9 @@ impl Event {
                 EventKind::Malformed { type_name: common.type_name.clone(), reason }
             }
             None if KNOWN_TYPES.contains(&common.type_name.as_str()) => {
-                // serde's message quotes the offending value (message text, say): name the event
-                // type only, never its content.
                 EventKind::deserialize(&raw).unwrap_or_else(|_| EventKind::Malformed {
                     type_name: common.type_name.clone(),
-                    reason: format!("the `{}` event's payload is not in LINE's shape", common.type_name),
+                    reason: payload_problem(&common.type_name, map),
                 })
             }
             None => EventKind::Other { type_name: common.type_name.clone() },
@@ -608,10 +635,13 @@ mod tests {
         let body = parse(json!({"events": [{"type": "postback", "postback": "my secret answer"},
             {"type": "message", "message": {"type": "text", "text": ["my private words"]}}]}));
         assert!(matches!(&body.events[0].kind, EventKind::Malformed { type_name, .. } if type_name == "postback"));
-        for e in &body.events {
-            let reason = e.malformed().unwrap();
+        let reasons: Vec<&str> = body.events.iter().map(|e| e.malformed().unwrap()).collect();
+        for reason in &reasons {
             assert!(!reason.contains("secret") && !reason.contains("private"), "reasons never quote content: {reason}");
         }
+        assert_eq!(reasons, ["`postback` is not in LINE's shape", "`message` is not in LINE's shape"]);
+        let missing = Event::from_value(json!({"type": "unsend"}));
+        assert_eq!(missing.malformed(), Some("`unsend` is missing"));
     }
 
     #[test]

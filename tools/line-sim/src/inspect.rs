@@ -116,6 +116,13 @@ async fn set_faults(AxumState(sim): AxumState<Arc<Sim>>, Path(api): Path<String>
         Ok(f) => f,
         Err(e) => return bad(format!("invalid faults: {e}")),
     };
+    if faults
+        .body_contains
+        .as_deref()
+        .is_some_and(|t| t.is_empty() || !matches!(api, Api::Reply | Api::Push | Api::Multicast))
+    {
+        return bad("bodyContains must be a non-empty text, on reply, push or multicast (the others have no body)");
+    }
     let probabilities =
         [faults.error500, faults.rate_limit429, faults.hang, faults.hang_after_delivery, faults.forbidden403];
     if probabilities.iter().any(|p| !(0.0..=1.0).contains(p)) || probabilities.iter().sum::<f64>() > 1.0 {

@@ -655,6 +655,16 @@ mod tests {
     }
 
     #[test]
+    fn faults_can_target_requests_by_their_body() {
+        let mut s = state();
+        let only = Faults { error500: 1.0, times: Some(1), body_contains: Some("VIP".into()), ..Faults::default() };
+        s.faults.insert(Api::Reply, only);
+        assert_eq!(s.roll_fault(Api::Reply, br#"{"messages":[{"text":"Open 8 to 8"}]}"#), None, "not counted");
+        assert_eq!(s.roll_fault(Api::Reply, br#"{"messages":[{"text":"Welcome, VIP!"}]}"#), Some(Fault::Error500));
+        assert_eq!(s.roll_fault(Api::Reply, br#"{"messages":[{"text":"Welcome, VIP!"}]}"#), None, "once");
+    }
+
+    #[test]
     fn the_token_bucket_refuses_past_the_rate() {
         let mut s = state();
         s.settings.rate_limits.insert(Api::Multicast, 3.0);
