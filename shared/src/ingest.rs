@@ -34,7 +34,8 @@ use crate::adapters::sqs::sqs_safe_json;
 use crate::envelope::QueuedEvent;
 use crate::line::webhook::{is_user_id, Event, EventKind, Follow, WebhookBody};
 use crate::ports::{
-    Claim, Clock, FriendChange, FriendStore, FriendUpdate, IdempotencyStore, MessageQueue, OutgoingMessage, Queues,
+    Claim, Clock, FriendChange, FriendStore, FriendUpdate, IdempotencyStore, MessageQueue, OutgoingMessage, QueueName,
+    Queues,
 };
 use crate::shop::ShopEvent;
 
@@ -179,11 +180,10 @@ impl Report {
 
 /// Holds back, on each queue `item` goes to, the later events of its friend.
 fn stop(item: &Item, reply: &mut HashSet<String>, tag: &mut HashSet<String>) {
-    if item.queues.reply {
-        reply.insert(item.group_id.clone());
-    }
-    if item.queues.tag {
-        tag.insert(item.group_id.clone());
+    for (name, stopped) in [(QueueName::Reply, reply), (QueueName::Tag, tag)] {
+        if item.queues.has(name) {
+            stopped.insert(item.group_id.clone());
+        }
     }
 }
 
@@ -284,13 +284,13 @@ impl Ingestor {
         }
 
         // 3. The queues, each in order per friend.
-        for (queue, reply, stopped) in
-            [(&self.reply_queue, true, &mut stopped_reply), (&self.tag_queue, false, &mut stopped_tag)]
-        {
-            let wants = |c: &Claimed| if reply { c.item.queues.reply && !c.sent.reply } else { !c.sent.tag };
+        for (queue, name, stopped) in [
+            (&self.reply_queue, QueueName::Reply, &mut stopped_reply),
+            (&self.tag_queue, QueueName::Tag, &mut stopped_tag),
+        ] {
             let mut picked: Vec<usize> = Vec::new();
             for (i, c) in claimed.iter().enumerate() {
-                if !wants(c) || (!reply && !c.item.queues.tag) {
+                if !c.item.queues.has(name) || c.sent.has(name) {
                     continue;
                 }
                 if c.blocked || stopped.contains(&c.item.group_id) {
@@ -309,19 +309,13 @@ impl Ingestor {
                 .collect();
             let outcome = queue.send_all(&messages, work_until).await;
             let failed: HashSet<usize> = outcome.failed.iter().filter_map(|&f| picked.get(f).copied()).collect();
-            for &i in &picked {
-                let Some(c) = claimed.get_mut(i) else { continue };
-                if failed.contains(&i) {
-                    continue;
-                }
-                if reply {
-                    c.sent.reply = true;
-                } else {
-                    c.sent.tag = true;
+            for &i in picked.iter().filter(|i| !failed.contains(i)) {
+                if let Some(c) = claimed.get_mut(i) {
+                    c.sent.add(name);
                 }
             }
+            report.deadline_hit |= outcome.deadline_passed;
             if let Some(e) = outcome.error {
-                report.deadline_hit |= e.contains("deadline");
                 report.error(e);
             }
         }

@@ -12,6 +12,13 @@ pub enum BackendError {
     Queue { operation: &'static str, message: String },
 }
 
+/// One of the two queues ingestion feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueName {
+    Reply,
+    Tag,
+}
+
 /// The queues an event goes to, as a set: which ones already have it, or which it still needs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Queues {
@@ -41,6 +48,20 @@ impl Queues {
 
     pub fn is_empty(self) -> bool {
         self == Queues::NONE
+    }
+
+    pub fn has(self, queue: QueueName) -> bool {
+        match queue {
+            QueueName::Reply => self.reply,
+            QueueName::Tag => self.tag,
+        }
+    }
+
+    pub fn add(&mut self, queue: QueueName) {
+        match queue {
+            QueueName::Reply => self.reply = true,
+            QueueName::Tag => self.tag = true,
+        }
     }
 
     /// Whether every queue of `wanted` is in `self`.
@@ -123,6 +144,8 @@ pub struct BatchOutcome {
     pub failed: Vec<usize>,
     /// The first error seen, for the log.
     pub error: Option<String>,
+    /// Sends were cut off by the deadline.
+    pub deadline_passed: bool,
 }
 
 #[async_trait]

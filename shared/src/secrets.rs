@@ -281,28 +281,37 @@ impl Secrets {
             return held;
         }
         self.reads.fetch_add(1, Ordering::Relaxed);
-        match Self::read_checked(self.store.as_ref(), &self.wanted, now).await {
+        let next = match Self::read_checked(self.store.as_ref(), &self.wanted, now).await {
             Ok(fresh) => {
                 let changed = self.wanted.iter().any(|n| fresh.get(*n) != held.get(*n));
                 info!(secret = %self.store.name(), why, changed, "secret read again");
-                let fresh = Arc::new(fresh);
-                match self.current.write() {
-                    Ok(mut c) => *c = fresh.clone(),
-                    Err(poisoned) => *poisoned.into_inner() = fresh.clone(),
-                }
-                fresh
+                Arc::new(fresh)
             }
             Err(e) => {
                 warn!(error = %e, why, "cannot read the secret again; keeping the values in hand");
                 // Do not ask again at once: the same min_age applies from this attempt.
-                let kept = Arc::new(SecretValues { values: held.values.clone(), read_at_ms: now });
-                match self.current.write() {
-                    Ok(mut c) => *c = kept.clone(),
-                    Err(poisoned) => *poisoned.into_inner() = kept.clone(),
-                }
-                kept
+                Arc::new(SecretValues { values: held.values.clone(), read_at_ms: now })
             }
+        };
+        match self.current.write() {
+            Ok(mut c) => *c = next.clone(),
+            Err(poisoned) => *poisoned.into_inner() = next.clone(),
         }
+        next
+    }
+
+    /// After `used` failed with `name` in a way a reissued secret explains (LINE's 401, a
+    /// signature mismatch): reads the secret again ([`Self::refresh`] with `min_age`) and returns
+    /// the values to try once more, or `None` when `name` is still what `used` held.
+    pub async fn reissued(
+        &self,
+        name: SecretName,
+        used: &SecretValues,
+        min_age: Duration,
+        why: &'static str,
+    ) -> Option<Arc<SecretValues>> {
+        let fresh = self.refresh(min_age, why).await;
+        (fresh.get(name) != used.get(name)).then_some(fresh)
     }
 }
 

@@ -71,7 +71,11 @@ impl WatchedQueue {
 #[async_trait::async_trait]
 impl MessageQueue for WatchedQueue {
     async fn send_all(&self, messages: &[OutgoingMessage<'_>], deadline: tokio::time::Instant) -> BatchOutcome {
-        let all_failed = |why: &str| BatchOutcome { failed: (0..messages.len()).collect(), error: Some(why.into()) };
+        let all_failed = |why: &str| BatchOutcome {
+            failed: (0..messages.len()).collect(),
+            error: Some(why.into()),
+            deadline_passed: why.contains("deadline"),
+        };
         if self.fail_next.load(Ordering::SeqCst) > 0 {
             self.fail_next.fetch_sub(1, Ordering::SeqCst);
             return all_failed("sqs SendMessageBatch failed: the test switched SQS off");

@@ -95,11 +95,10 @@ impl Deps {
         };
         match check(&held) {
             Err(SignatureError::Mismatch) => {
-                let fresh = self.secrets.refresh(AFTER_BAD_SIGNATURE, "a signature did not match").await;
-                if fresh.get(name) == held.get(name) {
-                    return Err(SignatureError::Mismatch);
+                match self.secrets.reissued(name, &held, AFTER_BAD_SIGNATURE, "a signature did not match").await {
+                    Some(fresh) => check(&fresh),
+                    None => Err(SignatureError::Mismatch),
                 }
-                check(&fresh)
             }
             other => other,
         }

@@ -180,6 +180,7 @@ impl MessageQueue for MemoryQueue {
             if !delay.is_zero() && tokio::time::timeout_at(deadline, tokio::time::sleep(delay)).await.is_err() {
                 outcome.failed.extend(i..messages.len());
                 outcome.error.get_or_insert_with(|| "the request's deadline passed".into());
+                outcome.deadline_passed = true;
                 break;
             }
             let refused = if stopped.contains(m.group_id) {

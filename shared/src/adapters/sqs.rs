@@ -33,7 +33,7 @@ pub fn is_valid_sqs_body(body: &str) -> bool {
 /// same JSON value, in a body SQS takes. Outside strings, JSON text is ASCII, so such characters
 /// can only be inside strings, where `\uXXXX` means the same character.
 pub fn sqs_safe_json(json: String) -> String {
-    if is_valid_sqs_body(&json) || json.is_empty() {
+    if !json.contains(['\u{FFFE}', '\u{FFFF}']) {
         return json;
     }
     let mut out = String::with_capacity(json.len() + 16);
@@ -114,7 +114,10 @@ impl MessageQueue for SqsQueue {
                         self.client.send_message_batch().queue_url(&self.url).set_entries(Some(entries)).send();
                     match tokio::time::timeout_at(deadline, request).await {
                         Ok(result) => result.map_err(|e| super::describe(&e)),
-                        Err(_) => Err("the request's deadline passed".to_string()),
+                        Err(_) => {
+                            outcome.deadline_passed = true;
+                            Err("the request's deadline passed".to_string())
+                        }
                     }
                 }
                 Err(e) => Err(e.to_string()),

@@ -128,16 +128,15 @@ impl LineClient {
 
     /// POSTs `body`; after a 401, reads the secret again and, if the token changed, sends once more.
     async fn post<B: Serialize>(&self, path: &str, body: &B, retry_key: Option<&str>) -> Result<Accepted, LineError> {
+        const TOKEN: SecretName = SecretName::ChannelAccessToken;
         let used = self.secrets.current();
-        match self.post_with(used.get(SecretName::ChannelAccessToken), path, body, retry_key).await {
+        match self.post_with(used.get(TOKEN), path, body, retry_key).await {
             Err(LineError::Unauthorized) => {
-                let fresh = self.secrets.refresh(AFTER_UNAUTHORIZED, "LINE answered 401").await;
-                let token = fresh.get(SecretName::ChannelAccessToken);
-                if token == used.get(SecretName::ChannelAccessToken) {
-                    return Err(LineError::Unauthorized);
+                match self.secrets.reissued(TOKEN, &used, AFTER_UNAUTHORIZED, "LINE answered 401").await {
+                    // A 401 was not accepted: the same request (and retry key) may go again.
+                    Some(fresh) => self.post_with(fresh.get(TOKEN), path, body, retry_key).await,
+                    None => Err(LineError::Unauthorized),
                 }
-                // A 401 was not accepted: the same request (and retry key) may go again.
-                self.post_with(token, path, body, retry_key).await
             }
             other => other,
         }

@@ -116,8 +116,10 @@ impl EventCommon {
         }
         match map.get("timestamp") {
             None | Some(Value::Null) => {}
-            Some(Value::Number(n)) if n.as_i64().is_some() => common.timestamp = n.as_i64().unwrap_or_default(),
-            Some(_) => note("`timestamp` is not an integer (milliseconds)".into()),
+            Some(v) => match v.as_i64() {
+                Some(t) => common.timestamp = t,
+                None => note("`timestamp` is not an integer (milliseconds)".into()),
+            },
         }
         match map.get("source") {
             None | Some(Value::Null) => {}
@@ -482,9 +484,9 @@ impl Event {
         let (mut common, problem) = EventCommon::read(map);
         let kind = match problem {
             Some(reason) => {
-                // Nothing may be answered or keyed on an event whose common fields are not LINE's.
+                // Nothing may be answered on an event whose common fields are not LINE's (a source
+                // that is not LINE's was never read into `common`: nothing is keyed on it either).
                 common.reply_token = None;
-                common.source = common.source.filter(|_| !reason.starts_with("`source"));
                 EventKind::Malformed { type_name: common.type_name.clone(), reason }
             }
             None if KNOWN_TYPES.contains(&common.type_name.as_str()) => {
