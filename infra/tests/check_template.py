@@ -9,8 +9,8 @@ It fails when:
 - a function's configuration holds a secret (a {{resolve:...}} reference, or a *SECRET* / *TOKEN*
   variable that is not an ARN);
 - an SQS event source has no MaximumConcurrency, or a queue consumer has reserved concurrency;
-- a function's log group has no retention, or an alarm does not notify the AlarmTopicArn
-  parameter.
+- a function's log group has no retention, an alarm does not notify the AlarmTopicArn
+  parameter, or a log metric filter counts something no alarm watches.
 
 Usage: check_template.py [TEMPLATE] [SDK_CALLS]   (defaults: infra/template.yaml, infra/sdk-calls.yaml)
 """
@@ -162,11 +162,18 @@ def check(template, table):
         for action, res, cond in sorted(expected - granted, key=str):
             how = f" where {cond[0]} {list(cond[1])}" if cond else ""
             errors.append(f"{name}: misses {action} on {res}{how}, which its code calls")
+    alarmed = set()
     for k, v in resources.items():
         if v["Type"] == "AWS::CloudWatch::Alarm":
             actions = json.dumps(v["Properties"].get("AlarmActions"))
             if "AlarmTopicArn" not in actions:
                 errors.append(f"{k}: does not notify the AlarmTopicArn topic")
+            alarmed.add(v["Properties"].get("MetricName"))
+    for k, v in resources.items():
+        if v["Type"] == "AWS::Logs::MetricFilter":
+            for t in v["Properties"].get("MetricTransformations") or []:
+                if t.get("MetricName") not in alarmed:
+                    errors.append(f"{k}: counts {t.get('MetricName')}, but no alarm watches it (nobody would notice)")
     return errors
 
 

@@ -68,6 +68,11 @@ class CheckTemplate(unittest.TestCase):
         self.assertIn("no ScalingConfig.MaximumConcurrency", errors)
         self.assertIn("TaggerFunction: a queue consumer with reserved concurrency", errors)
 
+    def test_a_counted_failure_nobody_alarms_on_is_refused(self):
+        t = copy.deepcopy(TEMPLATE)
+        del t["Resources"]["WebhookMalformedEventsAlarm"]
+        self.assertIn("WebhookMalformedEvents: counts WebhookMalformedEvents, but no alarm watches it", self.errors(t))
+
     def test_log_retention_and_alarm_actions_are_required(self):
         t = copy.deepcopy(TEMPLATE)
         del t["Resources"]["TaggerLogGroup"]["Properties"]["RetentionInDays"]

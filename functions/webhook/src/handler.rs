@@ -205,6 +205,9 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
         event_ids = ?keys,
         unknown_types = ?unknown_types,
         malformed = ?malformed,
+        // A number for the template's metric filter (WebhookMalformedEvents): events no consumer
+        // will act on, which someone should look at.
+        malformed_events = report.malformed,
         dropped = report.dropped,
         errors = ?report.errors,
         "ingested"
@@ -235,7 +238,76 @@ fn bad_request(route: Route, e: &dyn std::fmt::Display) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use shared::adapters::memory::{MemoryFriends, MemoryIdempotency, MemoryQueue};
+    use shared::config::Secret;
+    use shared::secrets::StaticStore;
+
     use super::*;
+
+    /// What the function writes to its log, as CloudWatch gets it.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn memory_deps() -> Deps {
+        let values = [(SecretName::ChannelSecret, "s"), (SecretName::ShopEventsSecret, "t")]
+            .map(|(n, v)| (n, Secret::new(v)))
+            .into_iter()
+            .collect();
+        let secrets = Secrets::load(Arc::new(StaticStore(values)), Config::SECRETS).await.unwrap();
+        Deps {
+            secrets: Arc::new(secrets),
+            ingestor: Ingestor {
+                idempotency: Arc::new(MemoryIdempotency::new(11_000)),
+                friends: Arc::new(MemoryFriends::default()),
+                reply_queue: Arc::new(MemoryQueue::default()),
+                tag_queue: Arc::new(MemoryQueue::default()),
+                clock: Arc::new(SystemClock),
+            },
+            deadline: std::time::Duration::from_millis(1500),
+        }
+    }
+
+    fn post(body: &str, signature: &str) -> Request {
+        let mut request = Request::new(Body::Text(body.to_string()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = "/webhook".parse().unwrap();
+        request.headers_mut().insert(LINE_SIGNATURE_HEADER, signature.parse().unwrap());
+        request
+    }
+
+    /// The template's metric filters count fields of these log lines: if a line changes, the
+    /// alarms go blind. Each filter's pattern is checked against what the handler writes.
+    #[tokio::test]
+    async fn the_log_lines_the_template_s_alarms_count_are_written() {
+        let template = include_str!("../../../infra/template.yaml");
+        assert!(template.contains(r#"{ $.fields.message = "rejected signature" }"#));
+        assert!(template.contains("{ $.fields.malformed_events > 0 }"));
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt().json().with_writer(move || writer.clone()).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let deps = memory_deps().await;
+        let body = r#"{"events":[{"type":"message","timestamp":1.5,"webhookEventId":"01BAD"}]}"#;
+        let signed = shared::line::signature::sign("s", body.as_bytes());
+        assert_eq!(function_handler(&deps, post(body, &signed)).await.unwrap().status(), 200);
+        assert_eq!(function_handler(&deps, post(body, "forged")).await.unwrap().status(), 401);
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        assert!(lines.iter().any(|l| l["fields"]["malformed_events"] == 1), "{text}");
+        assert!(lines.iter().any(|l| l["fields"]["message"] == "rejected signature"), "{text}");
+    }
 
     #[test]
     fn routes_by_last_segment() {
