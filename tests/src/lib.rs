@@ -240,15 +240,12 @@ impl TestStack {
     }
 
     pub async fn friend(&self, user_id: &str) -> Option<HashMap<String, AttributeValue>> {
-        self.dynamodb
-            .get_item()
-            .table_name(self.table("UsersTable"))
-            .key("userId", AttributeValue::S(user_id.into()))
-            .consistent_read(true)
-            .send()
-            .await
-            .expect("get works")
-            .item
+        get_item(&self.dynamodb, self.table("UsersTable"), "userId", user_id).await
+    }
+
+    /// The idempotency record of an event key.
+    pub async fn event_record(&self, key: &str) -> Option<HashMap<String, AttributeValue>> {
+        get_item(&self.dynamodb, self.table("EventsTable"), "id", key).await
     }
 
     /// Nothing at all in any table or queue of this stack.
@@ -260,6 +257,24 @@ impl TestStack {
             assert!(self.drain(queue).await.is_empty(), "queue {queue} must be empty");
         }
     }
+}
+
+/// One item of `table` by its hash key, strongly consistent.
+pub async fn get_item(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &str,
+    value: &str,
+) -> Option<HashMap<String, AttributeValue>> {
+    dynamodb
+        .get_item()
+        .table_name(table)
+        .key(key, AttributeValue::S(value.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get works")
+        .item
 }
 
 /// Receives and deletes every message on the queue at `url`, as a consumer would; returns their

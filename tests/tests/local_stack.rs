@@ -66,15 +66,7 @@ async fn a_signed_webhook_to_the_running_function_is_recorded_and_tagged_once() 
 
     // The follow was recorded in the stack's users table.
     let dynamodb = aws_sdk_dynamodb::Client::new(&local_sdk().await);
-    let friend = dynamodb
-        .get_item()
-        .table_name(setting("USERS_TABLE"))
-        .key("userId", aws_sdk_dynamodb::types::AttributeValue::S(user))
-        .send()
-        .await
-        .unwrap()
-        .item
-        .expect("friend recorded");
+    let friend = get_item(&dynamodb, &setting("USERS_TABLE"), "userId", &user).await.expect("friend recorded");
     assert_eq!(friend["state"].as_s().unwrap(), "following");
 }
 

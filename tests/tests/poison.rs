@@ -11,15 +11,10 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use integration_tests::*;
 use serde_json::{json, Map, Value};
-use shared::adapters::memory::{MemoryFriends, MemoryIdempotency, MemoryQueue};
-use shared::ingest::Ingestor;
-use shared::ports::SystemClock;
-use shared::secrets::{SecretName, Secrets, StaticStore};
 
 const BOT: &str = "U0123456789abcdef0123456789abcde0";
 
@@ -222,21 +217,7 @@ fn distinct_keys(body: &[u8]) -> usize {
 }
 
 async fn memory_webhook() -> webhook::Deps {
-    let secrets = [(SecretName::ChannelSecret, CHANNEL_SECRET), (SecretName::ShopEventsSecret, SHOP_SECRET)]
-        .map(|(n, s)| (n, shared::config::Secret::new(s)));
-    let store = Arc::new(StaticStore(secrets.into_iter().collect()));
-    let secrets = Secrets::load(store, webhook::config::Config::SECRETS).await.unwrap();
-    webhook::Deps {
-        secrets: Arc::new(secrets),
-        ingestor: Ingestor {
-            idempotency: Arc::new(MemoryIdempotency::new(30_000)),
-            friends: Arc::new(MemoryFriends::default()),
-            reply_queue: Arc::new(MemoryQueue::default()),
-            tag_queue: Arc::new(MemoryQueue::default()),
-            clock: Arc::new(SystemClock),
-        },
-        deadline: Duration::from_millis(1500),
-    }
+    webhook::Deps::in_memory(CHANNEL_SECRET, SHOP_SECRET).await.expect("the secrets are given")
 }
 
 /// Events too large for a queue message, dropped (logged) rather than retried.

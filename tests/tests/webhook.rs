@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use integration_tests::*;
 use serde_json::json;
@@ -329,17 +328,7 @@ async fn a_half_sent_event_is_completed_by_the_redelivery_without_sending_it_twi
     assert_eq!(status, 500, "{answer}");
     assert!(answer.contains(r#""partial":1"#), "{answer}");
     // The claim says which queue has it.
-    let record = stack
-        .dynamodb
-        .get_item()
-        .table_name(stack.table("EventsTable"))
-        .key("id", AttributeValue::S(id.clone()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .item
-        .expect("the claim is kept, not released");
+    let record = stack.event_record(&id).await.expect("the claim is kept, not released");
     assert_eq!(record["status"].as_s().unwrap(), "PARTIAL");
     assert_eq!(record["sent"].as_ss().unwrap(), &["reply".to_string()]);
 

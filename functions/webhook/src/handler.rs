@@ -8,12 +8,13 @@ use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use serde_json::json;
 use shared::adapters::dynamodb::{DynamoFriends, DynamoIdempotency};
+use shared::adapters::memory::{MemoryFriends, MemoryIdempotency, MemoryQueue};
 use shared::adapters::sqs::SqsQueue;
 use shared::ingest::{line_items, shop_items, Ingestor, Report};
 use shared::line::signature::{verify, SignatureError, LINE_SIGNATURE_HEADER};
 use shared::line::webhook::{EventKind, WebhookBody};
 use shared::ports::SystemClock;
-use shared::secrets::{SecretError, SecretName, Secrets, AFTER_BAD_SIGNATURE};
+use shared::secrets::{SecretError, SecretName, Secrets, StaticStore, AFTER_BAD_SIGNATURE};
 use shared::shop::{ShopEvent, SHOP_SIGNATURE_HEADER};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -83,6 +84,27 @@ impl Deps {
             secrets,
             deadline: config.deadline,
         }
+    }
+
+    /// Every store in memory (the queues refuse what SQS refuses) and the secrets given: for tests
+    /// and benchmarks of the handler's own work.
+    pub async fn in_memory(channel_secret: &str, shop_events_secret: &str) -> Result<Self, SecretError> {
+        let values = [(SecretName::ChannelSecret, channel_secret), (SecretName::ShopEventsSecret, shop_events_secret)]
+            .map(|(n, v)| (n, shared::config::Secret::new(v)))
+            .into_iter()
+            .collect();
+        let secrets = Secrets::load(Arc::new(StaticStore(values)), Config::SECRETS).await?;
+        Ok(Deps {
+            secrets: Arc::new(secrets),
+            ingestor: Ingestor {
+                idempotency: Arc::new(MemoryIdempotency::new(11_000)),
+                friends: Arc::new(MemoryFriends::default()),
+                reply_queue: Arc::new(MemoryQueue::default()),
+                tag_queue: Arc::new(MemoryQueue::default()),
+                clock: Arc::new(SystemClock),
+            },
+            deadline: std::time::Duration::from_millis(1500),
+        })
     }
 
     /// Checks `signature` against `body` with the secret `name`. On a mismatch the secret is read
@@ -240,10 +262,6 @@ fn bad_request(route: Route, e: &dyn std::fmt::Display) -> Response<Body> {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use shared::adapters::memory::{MemoryFriends, MemoryIdempotency, MemoryQueue};
-    use shared::config::Secret;
-    use shared::secrets::StaticStore;
-
     use super::*;
 
     /// What the function writes to its log, as CloudWatch gets it.
@@ -257,25 +275,6 @@ mod tests {
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
-        }
-    }
-
-    async fn memory_deps() -> Deps {
-        let values = [(SecretName::ChannelSecret, "s"), (SecretName::ShopEventsSecret, "t")]
-            .map(|(n, v)| (n, Secret::new(v)))
-            .into_iter()
-            .collect();
-        let secrets = Secrets::load(Arc::new(StaticStore(values)), Config::SECRETS).await.unwrap();
-        Deps {
-            secrets: Arc::new(secrets),
-            ingestor: Ingestor {
-                idempotency: Arc::new(MemoryIdempotency::new(11_000)),
-                friends: Arc::new(MemoryFriends::default()),
-                reply_queue: Arc::new(MemoryQueue::default()),
-                tag_queue: Arc::new(MemoryQueue::default()),
-                clock: Arc::new(SystemClock),
-            },
-            deadline: std::time::Duration::from_millis(1500),
         }
     }
 
@@ -298,7 +297,7 @@ mod tests {
         let writer = log.clone();
         let subscriber = tracing_subscriber::fmt().json().with_writer(move || writer.clone()).finish();
         let _guard = tracing::subscriber::set_default(subscriber);
-        let deps = memory_deps().await;
+        let deps = Deps::in_memory("s", "t").await.unwrap();
         let body = r#"{"events":[{"type":"message","timestamp":1.5,"webhookEventId":"01BAD"}]}"#;
         let signed = shared::line::signature::sign("s", body.as_bytes());
         assert_eq!(function_handler(&deps, post(body, &signed)).await.unwrap().status(), 200);
