@@ -34,6 +34,10 @@ impl Zone {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    pub fn tz(&self) -> &TimeZone {
+        &self.tz
+    }
 }
 
 /// `+HH:MM` or `-HH:MM`.

@@ -1,0 +1,259 @@
+//! The campaign's data model: states, counters, the holdout draw, cap periods, queue messages.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::file::{Cap, Period, BASIS};
+use crate::rules::window::Zone;
+
+/// Where a campaign is. `planning` and `sending` overlap: batches go out while planning goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum State {
+    Draft,
+    /// Started, waiting for its schedule.
+    Scheduled,
+    Planning,
+    Sending,
+    /// Planning finished and every batch settled.
+    Done,
+    /// Stopped by a person or by LINE (reason: quota, LINE's words); resume sends the rest.
+    Paused,
+    Cancelled,
+    /// Batches whose outcome is unknown: a person decides.
+    NeedsAttention,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Draft => "draft",
+            State::Scheduled => "scheduled",
+            State::Planning => "planning",
+            State::Sending => "sending",
+            State::Done => "done",
+            State::Paused => "paused",
+            State::Cancelled => "cancelled",
+            State::NeedsAttention => "needsAttention",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        [
+            State::Draft,
+            State::Scheduled,
+            State::Planning,
+            State::Sending,
+            State::Done,
+            State::Paused,
+            State::Cancelled,
+            State::NeedsAttention,
+        ]
+        .into_iter()
+        .find(|st| st.name() == s)
+    }
+
+    /// Whether batches may go out.
+    pub fn sends(self) -> bool {
+        matches!(self, State::Planning | State::Sending)
+    }
+
+    /// Whether `oa campaign status --wait` stops waiting.
+    pub fn is_settled(self) -> bool {
+        matches!(self, State::Done | State::Paused | State::Cancelled | State::NeedsAttention)
+    }
+}
+
+/// Why a friend of the segment was not sent the campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Skip {
+    /// At a frequency cap (or, when sending, another campaign took the last slot first).
+    Cap,
+    /// Past the campaign's budget.
+    Budget,
+    /// Opted out (settings `suppress`, `oa suppress add`).
+    Suppressed,
+    /// Blocked the account (or unfollowed) after the segment's index said otherwise.
+    Blocked,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 4] = [Skip::Cap, Skip::Budget, Skip::Suppressed, Skip::Blocked];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Skip::Cap => "cap",
+            Skip::Budget => "budget",
+            Skip::Suppressed => "suppressed",
+            Skip::Blocked => "blocked",
+        }
+    }
+}
+
+/// Skips by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Skips {
+    pub cap: u64,
+    pub budget: u64,
+    pub suppressed: u64,
+    pub blocked: u64,
+}
+
+impl Skips {
+    pub fn add(&mut self, why: Skip, n: u64) {
+        match why {
+            Skip::Cap => self.cap += n,
+            Skip::Budget => self.budget += n,
+            Skip::Suppressed => self.suppressed += n,
+            Skip::Blocked => self.blocked += n,
+        }
+    }
+
+    pub fn get(&self, why: Skip) -> u64 {
+        match why {
+            Skip::Cap => self.cap,
+            Skip::Budget => self.budget,
+            Skip::Suppressed => self.suppressed,
+            Skip::Blocked => self.blocked,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.cap + self.budget + self.suppressed + self.blocked
+    }
+}
+
+/// A campaign's counters. They add up:
+/// `segment = holdout + plan_skipped + planned` and
+/// `planned = sent + skipped + failed + held + unknown` (`held` counts the recipients of batches
+/// kept back by a pause or cancel, and goes down again when they are resumed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Counters {
+    pub segment: u64,
+    pub holdout: u64,
+    /// Left out while planning.
+    pub plan_skipped: Skips,
+    pub planned: u64,
+    pub sent: u64,
+    /// Left out while sending (a cap taken since planning, a new opt-out, a block).
+    pub skipped: Skips,
+    pub failed: u64,
+    pub held: u64,
+    pub unknown: u64,
+    pub batches: u64,
+    /// Batches finished (sent, skipped, failed or unknown), not counting held ones.
+    pub settled: u64,
+}
+
+impl Counters {
+    /// The invariants of the counters, as a list of what does not add up (empty: they do).
+    pub fn problems(&self, plan_done: bool) -> Vec<String> {
+        let mut out = vec![];
+        if plan_done && self.segment != self.holdout + self.plan_skipped.total() + self.planned {
+            out.push(format!(
+                "segment {} != holdout {} + skipped {} + planned {}",
+                self.segment,
+                self.holdout,
+                self.plan_skipped.total(),
+                self.planned
+            ));
+        }
+        let accounted = self.sent + self.skipped.total() + self.failed + self.held + self.unknown;
+        if accounted > self.planned {
+            out.push(format!("sent + skipped + failed + held + unknown = {accounted} > planned {}", self.planned));
+        }
+        out
+    }
+
+    /// Recipients whose batch has not settled yet.
+    pub fn in_flight(&self) -> u64 {
+        self.planned.saturating_sub(self.sent + self.skipped.total() + self.failed + self.held + self.unknown)
+    }
+}
+
+/// The campaign-queue message: plan (or go on planning) this run of the campaign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanMessage {
+    pub campaign: String,
+    pub run: String,
+}
+
+/// The multicast-queue message: send this batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchMessage {
+    pub campaign: String,
+    pub run: String,
+    pub batch: u32,
+}
+
+/// The holdout draw: a hash of the run's salt and the user ID, mod 10,000, under the holdout's
+/// basis points. Stable for a campaign, independent between campaigns.
+pub fn in_holdout(salt: &str, user_id: &str, holdout_bps: u32) -> bool {
+    if holdout_bps == 0 {
+        return false;
+    }
+    let digest = Sha256::new().chain_update(salt.as_bytes()).chain_update(b":").chain_update(user_id).finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
+    (u64::from_be_bytes(first) % u64::from(BASIS)) < u64::from(holdout_bps)
+}
+
+/// The attribute of a friend's item holding the campaigns pushed to them in `period` at `at`:
+/// `cap#m2026-11`, `cap#w2026-48` (ISO week), `cap#d2026-11-30`, in the account's time zone.
+pub fn period_attribute(period: Period, at: Timestamp, zone: &Zone) -> String {
+    let date = at.to_zoned(zone.tz().clone()).date();
+    match period {
+        Period::Month => format!("cap#m{:04}-{:02}", date.year(), date.month()),
+        Period::Week => {
+            let week = date.iso_week_date();
+            format!("cap#w{:04}-{:02}", week.year(), week.week())
+        }
+        Period::Day => format!("cap#d{:04}-{:02}-{:02}", date.year(), date.month(), date.day()),
+    }
+}
+
+/// The caps in force at `at`: each cap's attribute and its most campaigns.
+pub fn cap_slots(caps: &[Cap], at: Timestamp, zone: &Zone) -> BTreeMap<String, u32> {
+    caps.iter().map(|c| (period_attribute(c.per, at, zone), c.max)).collect()
+}
+
+/// The member a campaign run adds to a friend's cap sets: ids are reused, runs are not.
+pub fn cap_member(campaign: &str, run: &str) -> String {
+    format!("{campaign}~{run}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holdout_is_stable_and_near_its_share() {
+        let users: Vec<String> = (0..20_000).map(|i| format!("U{i:032x}")).collect();
+        let held = users.iter().filter(|u| in_holdout("salt", u, 1_000)).count();
+        assert!((1_800..2_200).contains(&held), "{held} of 20,000 at 10%");
+        let again = users.iter().filter(|u| in_holdout("salt", u, 1_000)).count();
+        assert_eq!(held, again);
+        let other = users.iter().filter(|u| in_holdout("salt", u, 1_000) && in_holdout("other", u, 1_000)).count();
+        assert!(other < 400, "draws of two campaigns are independent: {other} in both");
+        assert!(!users.iter().any(|u| in_holdout("salt", u, 0)));
+    }
+
+    #[test]
+    fn cap_periods_are_calendar_periods_in_the_accounts_zone() {
+        let zone = Zone::parse("Asia/Taipei").unwrap();
+        // 2026-11-30T17:00Z is 01:00 on 1 December in Taipei.
+        let at: Timestamp = "2026-11-30T17:00:00Z".parse().unwrap();
+        assert_eq!(period_attribute(Period::Month, at, &zone), "cap#m2026-12");
+        assert_eq!(period_attribute(Period::Day, at, &zone), "cap#d2026-12-01");
+        assert_eq!(period_attribute(Period::Week, at, &zone), "cap#w2026-49");
+        assert_eq!(period_attribute(Period::Month, at, &Zone::default()), "cap#m2026-11");
+    }
+}
