@@ -45,7 +45,7 @@ pub enum LineError {
     Forbidden { message: String },
     /// Any other 4xx: the request itself is wrong; retrying the same request cannot help.
     #[error("LINE rejected the request with {status}: {message}")]
-    Rejected { status: u16, message: String, request_id: Option<String> },
+    Rejected { status: u16, message: String, property: Option<String>, request_id: Option<String> },
 }
 
 impl LineError {
@@ -77,6 +77,20 @@ impl LineError {
             LineError::Forbidden { .. } => "forbidden",
             LineError::Rejected { .. } => "rejected",
         }
+    }
+
+    /// Whether the answer would be the same for every batch of a campaign (the messages are
+    /// refused, the token or the permission): pause the campaign rather than fail each batch.
+    pub fn is_campaign_wide(&self) -> bool {
+        self.is_systemic()
+            || matches!(self, LineError::Rejected { status: 400, property, .. }
+                if property.as_deref().is_none_or(|p| p.starts_with("messages")))
+    }
+
+    /// Whether LINE may have accepted the request (a timeout or a 5xx): only its retry key may
+    /// send it again.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, LineError::Server { .. } | LineError::Timeout(_) | LineError::Transport(_))
     }
 }
 
@@ -126,6 +140,56 @@ impl LineClient {
         })
     }
 
+    /// `POST /v2/bot/message/multicast` (billed per recipient): 1-500 user IDs, 1-5 messages,
+    /// with the batch's retry key. A 409 comes back as [`LineError::RetryKeyAccepted`].
+    pub async fn multicast(&self, to: &[&str], messages: &[Value], retry_key: &str) -> Result<Accepted, LineError> {
+        let body = serde_json::json!({ "to": to, "messages": messages });
+        self.post("/v2/bot/message/multicast", &body, Some(retry_key)).await
+    }
+
+    /// `POST /v2/bot/message/validate/multicast`: LINE's own check of message objects.
+    pub async fn validate_multicast(&self, messages: &[Value]) -> Result<(), LineError> {
+        let body = serde_json::json!({ "messages": messages });
+        self.post("/v2/bot/message/validate/multicast", &body, None).await.map(|_| ())
+    }
+
+    /// The month's limit (`GET /v2/bot/message/quota`; None: no limit) and what was sent so far
+    /// (`.../quota/consumption`).
+    pub async fn month(&self) -> Result<crate::campaign::price::Month, LineError> {
+        let quota = self.get("/v2/bot/message/quota").await?;
+        let used = self.get("/v2/bot/message/quota/consumption").await?;
+        Ok(crate::campaign::price::Month {
+            quota: match quota.get("type").and_then(Value::as_str) {
+                Some("limited") => quota.get("value").and_then(Value::as_u64),
+                _ => None,
+            },
+            used: used.get("totalUsage").and_then(Value::as_u64).unwrap_or(0),
+        })
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, LineError> {
+        const TOKEN: SecretName = SecretName::ChannelAccessToken;
+        let used = self.secrets.current();
+        let Some(token) = used.get(TOKEN) else { return Err(LineError::Unauthorized) };
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|e| self.transport(e))?;
+        match status {
+            200..=299 => serde_json::from_str(&text).map_err(|e| LineError::Transport(format!("{path}: {e}"))),
+            401 => Err(LineError::Unauthorized),
+            403 => Err(LineError::Forbidden { message: text }),
+            429 => Err(LineError::RateLimited),
+            500.. => Err(LineError::Server { status, request_id: None }),
+            _ => Err(LineError::Rejected { status, message: text, property: None, request_id: None }),
+        }
+    }
+
     /// POSTs `body`; after a 401, reads the secret again and, if the token changed, sends once more.
     async fn post<B: Serialize>(&self, path: &str, body: &B, retry_key: Option<&str>) -> Result<Accepted, LineError> {
         const TOKEN: SecretName = SecretName::ChannelAccessToken;
@@ -163,9 +227,17 @@ impl LineClient {
         }
         let accepted_request_id = header(ACCEPTED_REQUEST_ID_HEADER);
         let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+        let parsed = serde_json::from_str::<Value>(&text).ok();
+        let property =
+            parsed.as_ref().and_then(|v| v.pointer("/details/0/property")).and_then(Value::as_str).map(str::to_string);
+        let detail = parsed.as_ref().and_then(|v| v.pointer("/details/0/message")).and_then(Value::as_str);
+        let message = parsed
+            .as_ref()
+            .and_then(|v| v.get("message").and_then(Value::as_str))
+            .map(|m| match (&property, detail) {
+                (Some(p), Some(d)) => format!("{m}: {p}: {d}"),
+                _ => m.to_string(),
+            })
             .unwrap_or(text);
         Err(match status {
             401 => LineError::Unauthorized,
@@ -174,7 +246,7 @@ impl LineClient {
             429 if message.contains("monthly limit") => LineError::MonthlyLimit,
             429 => LineError::RateLimited,
             500.. => LineError::Server { status, request_id },
-            _ => LineError::Rejected { status, message, request_id },
+            _ => LineError::Rejected { status, message, property, request_id },
         })
     }
 

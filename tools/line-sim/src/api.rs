@@ -20,6 +20,8 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/v2/bot/message/reply", post(|s, h, b| message(s, h, b, Api::Reply)))
         .route("/v2/bot/message/push", post(|s, h, b| message(s, h, b, Api::Push)))
         .route("/v2/bot/message/multicast", post(|s, h, b| message(s, h, b, Api::Multicast)))
+        .route("/v2/bot/message/validate/multicast", post(|s, h, b| message(s, h, b, Api::Validate)))
+        .route("/v2/bot/message/validate/push", post(|s, h, b| message(s, h, b, Api::Validate)))
         .route("/v2/bot/message/quota", get(quota))
         .route("/v2/bot/message/quota/consumption", get(consumption))
         .route("/v2/bot/profile/{user_id}", get(profile))
@@ -112,6 +114,7 @@ async fn message(AxumState(sim): AxumState<Arc<Sim>>, headers: HeaderMap, body: 
         match api {
             Api::Reply => st.reply(&value, retry_key, request_id),
             Api::Push => st.push(&value, retry_key, request_id),
+            Api::Validate => crate::state::validate(&value),
             _ => st.multicast(&value, retry_key, request_id),
         }
     })

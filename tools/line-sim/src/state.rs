@@ -17,10 +17,11 @@ pub enum Api {
     Multicast,
     Quota,
     Profile,
+    Validate,
 }
 
 impl Api {
-    pub const ALL: [Api; 5] = [Api::Reply, Api::Push, Api::Multicast, Api::Quota, Api::Profile];
+    pub const ALL: [Api; 6] = [Api::Reply, Api::Push, Api::Multicast, Api::Quota, Api::Profile, Api::Validate];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -29,6 +30,7 @@ impl Api {
             Api::Multicast => "multicast",
             Api::Quota => "quota",
             Api::Profile => "profile",
+            Api::Validate => "validate",
         }
     }
 
@@ -62,6 +64,7 @@ impl Default for Settings {
                 (Api::Multicast, 200.0),
                 (Api::Quota, 2_000.0),
                 (Api::Profile, 2_000.0),
+                (Api::Validate, 2_000.0),
             ]),
             monthly_quota: None,
             reply_token_ttl_secs: 60,
@@ -539,10 +542,37 @@ fn messages(body: &Value) -> Result<Arc<Vec<Value>>, Refusal> {
                     ));
                 }
             }
-            Some(_) => {}
+            Some("flex") => {
+                let alt = m.get("altText").and_then(Value::as_str).map(|t| t.chars().count()).unwrap_or(0);
+                if alt == 0 || alt > 1_500 {
+                    return Err(bad(
+                        format!("messages[{i}].altText"),
+                        format!("Length must be between 1 and 1500, got {alt}"),
+                    ));
+                }
+                match m.pointer("/contents/type").and_then(Value::as_str) {
+                    Some("bubble") | Some("carousel") => {}
+                    _ => {
+                        return Err(bad(
+                            format!("messages[{i}].contents.type"),
+                            "Must be one of [bubble, carousel]".into(),
+                        ))
+                    }
+                }
+            }
+            Some("sticker" | "image" | "video" | "audio" | "location" | "imagemap" | "template" | "textV2") => {}
+            Some(other) => {
+                return Err(bad(format!("messages[{i}].type"), format!("Invalid message type: {other}")));
+            }
         }
     }
     Ok(Arc::new(list.clone()))
+}
+
+/// `POST /v2/bot/message/validate/*`: checks the messages as a send would, sends nothing.
+pub fn validate(body: &Value) -> Result<Outcome, Refusal> {
+    messages(body)?;
+    Ok(Outcome { delivered_to: 0, billed: 0, body: json!({}) })
 }
 
 #[cfg(test)]
