@@ -11,6 +11,7 @@
 //! - [`config`]: typed settings read once from the environment; [`aws`]: SDK clients from it;
 //!   [`secrets`]: the channel's secrets (Secrets Manager on AWS, the environment locally).
 //! - [`batch`]: SQS batches with partial failures, in FIFO group order.
+//! - [`campaign`]: campaigns: files, plans and prices, planning and sending.
 
 // No panics on data from outside: a panic fails the whole batch or request.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
@@ -18,6 +19,7 @@
 pub mod adapters;
 pub mod aws;
 pub mod batch;
+pub mod campaign;
 pub mod config;
 pub mod envelope;
 pub mod ingest;

@@ -157,6 +157,13 @@ pub trait MessageQueue: Send + Sync {
     async fn send_all(&self, messages: &[OutgoingMessage<'_>], deadline: tokio::time::Instant) -> BatchOutcome;
 }
 
+/// A standard queue of work items: each `send` is one message, delivered at least once, after
+/// `delay_secs` (at most 900, SQS's limit).
+#[async_trait]
+pub trait WorkQueue: Send + Sync {
+    async fn send(&self, body: &str, delay_secs: u32) -> Result<(), BackendError>;
+}
+
 /// Wall-clock time, injectable for tests.
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> i64;

@@ -1,5 +1,6 @@
 //! Implementations of [`crate::ports`]: DynamoDB and SQS for real use, in-memory for unit tests.
 
+pub mod attr;
 pub mod dynamodb;
 pub mod memory;
 pub mod sqs;

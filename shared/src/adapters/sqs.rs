@@ -197,3 +197,35 @@ mod tests {
         assert_eq!(back["text"], "a\u{FFFF}b\u{FFFE}", "the same value");
     }
 }
+
+/// A standard queue of work items (campaign-queue, multicast-queue): at-least-once, so whoever
+/// consumes it is idempotent.
+#[derive(Clone)]
+pub struct SqsWorkQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsWorkQueue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self { client, url: url.into() }
+    }
+}
+
+#[async_trait]
+impl crate::ports::WorkQueue for SqsWorkQueue {
+    async fn send(&self, body: &str, delay_secs: u32) -> Result<(), crate::ports::BackendError> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(delay_secs.min(900) as i32)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| crate::ports::BackendError::Queue {
+                operation: "SendMessage",
+                message: crate::adapters::describe(&e),
+            })
+    }
+}

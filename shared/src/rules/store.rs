@@ -3,6 +3,9 @@
 //! - `current`: `{version, sha256, appliedAt}`, the pointer every reader checks;
 //! - `v#<n>`: `{version, source, sha256, appliedAt}`, the rules file text of version n, never changed.
 //!
+//! Account settings (`oa settings apply`) are versioned the same way in the same table, under
+//! `settings#current` and `settings#v#<n>` ([`RulesStore::settings`]).
+//!
 //! Publishing writes `v#<n+1>` and moves `current` from n to n+1 in one transaction, so readers see
 //! the old version or the new one, and two people applying at once cannot both win.
 
@@ -45,6 +48,8 @@ pub fn sha256_hex(text: &str) -> String {
 pub struct RulesStore {
     client: Client,
     table: String,
+    /// Prefix of the item ids: empty for rules, `settings#` for account settings.
+    prefix: &'static str,
 }
 
 fn store_err(operation: &'static str, message: String) -> BackendError {
@@ -53,7 +58,12 @@ fn store_err(operation: &'static str, message: String) -> BackendError {
 
 impl RulesStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        RulesStore { client, table: table.into() }
+        RulesStore { client, table: table.into(), prefix: "" }
+    }
+
+    /// The account settings' versions, in the rules table.
+    pub fn settings(client: Client, table: impl Into<String>) -> Self {
+        RulesStore { client, table: table.into(), prefix: "settings#" }
     }
 
     /// The live version number: one small, strongly consistent read.
@@ -62,7 +72,7 @@ impl RulesStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("id", AttributeValue::S(CURRENT.into()))
+            .key("id", AttributeValue::S(format!("{}{CURRENT}", self.prefix)))
             .projection_expression("version")
             .consistent_read(true)
             .send()
@@ -76,7 +86,7 @@ impl RulesStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("id", AttributeValue::S(format!("v#{version}")))
+            .key("id", AttributeValue::S(format!("{}v#{version}", self.prefix)))
             .consistent_read(true)
             .send()
             .await
@@ -108,7 +118,7 @@ impl RulesStore {
         let put = |item: Put| TransactWriteItem::builder().put(item).build();
         let version_item = Put::builder()
             .table_name(&self.table)
-            .item("id", s(&format!("v#{version}")))
+            .item("id", s(&format!("{}v#{version}", self.prefix)))
             .item("version", n(version as i64))
             .item("source", s(source))
             .item("sha256", s(&sha))
@@ -118,7 +128,7 @@ impl RulesStore {
             .map_err(|e| store_err("TransactWriteItems", e.to_string()))?;
         let mut pointer = Put::builder()
             .table_name(&self.table)
-            .item("id", s(CURRENT))
+            .item("id", s(&format!("{}{CURRENT}", self.prefix)))
             .item("version", n(version as i64))
             .item("sha256", s(&sha))
             .item("appliedAt", n(now_ms));

@@ -1,0 +1,287 @@
+//! Planning: the segment, page by page, minus opted-out friends and friends at a cap, minus the
+//! holdout, cut at the budget, written as batches of at most 500 recipients. Preview runs the very
+//! same classification without writing, so an unchanged population plans exactly as previewed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::file::Cap;
+use super::model::{cap_slots, in_holdout, BatchMessage, PlanMessage, Skip, Skips, State};
+use super::store::{Campaign, CampaignStore, FriendCaps, PlannedPage};
+use crate::ports::{BackendError, Clock, WorkQueue};
+use crate::rules::window::Zone;
+use crate::segment::resolve::{Resolver, SegmentIndex};
+use crate::segment::Expr;
+
+/// Most recipients of one multicast request (LINE's limit), and so of one batch.
+pub const BATCH_SIZE: usize = 500;
+
+/// How a campaign decides who of a page gets it.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    /// The campaign's member in cap sets (`<id>~<run>`).
+    pub member: String,
+    /// Cap attributes in force → most campaigns (empty for transactional campaigns).
+    pub slots: BTreeMap<String, u32>,
+    pub transactional: bool,
+    /// Salt of the holdout draw: the campaign id, so a preview of the file draws as the plan will.
+    pub salt: String,
+    pub holdout_bps: u32,
+    pub budget: Option<u64>,
+}
+
+impl Classifier {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        campaign_id: &str,
+        member: String,
+        caps: &[Cap],
+        zone: &Zone,
+        transactional: bool,
+        holdout_bps: u32,
+        budget: Option<u64>,
+        now_ms: i64,
+    ) -> Self {
+        let at = Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH);
+        let slots = if transactional { BTreeMap::new() } else { cap_slots(caps, at, zone) };
+        Classifier { member, slots, transactional, salt: campaign_id.to_string(), holdout_bps, budget }
+    }
+
+    pub fn cap_attributes(&self) -> Vec<String> {
+        self.slots.keys().cloned().collect()
+    }
+
+    /// Sorts one page of the segment, in order: opted out, blocked, at a cap, held out, past the
+    /// budget (`planned_before` recipients were planned before this page), planned.
+    pub fn classify(
+        &self,
+        users: &[String],
+        friends: &HashMap<String, FriendCaps>,
+        planned_before: u64,
+    ) -> PlannedPage {
+        let mut page = PlannedPage { segment: users.len() as u64, ..PlannedPage::default() };
+        let absent = FriendCaps::default();
+        for user in users {
+            let friend = friends.get(user).unwrap_or(&absent);
+            if let Some(why) = friend.refusal(&self.member, &self.slots, self.transactional) {
+                page.skipped.add(why, 1);
+            } else if in_holdout(&self.salt, user, self.holdout_bps) {
+                page.holdout.push(user.clone());
+            } else if self.budget.is_some_and(|b| planned_before + page.to.len() as u64 >= b) {
+                page.skipped.add(Skip::Budget, 1);
+            } else {
+                page.to.push(user.clone());
+            }
+        }
+        page
+    }
+}
+
+/// What a preview found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counted {
+    pub segment: u64,
+    pub holdout: u64,
+    pub skipped: Skips,
+    /// Recipients: each one billable message, whatever the number of message objects.
+    pub recipients: u64,
+    pub batches: u64,
+}
+
+/// Resolves the whole segment and classifies it as the planner would, writing nothing.
+pub async fn count(
+    store: &CampaignStore,
+    index: &dyn SegmentIndex,
+    expr: &Expr,
+    classifier: &Classifier,
+    now_ms: i64,
+) -> Result<Counted, BackendError> {
+    let resolver = Resolver::new(index);
+    let mut reader = resolver.reader(expr, now_ms, None);
+    let mut counted = Counted::default();
+    let attributes = classifier.cap_attributes();
+    loop {
+        let page = reader.next_page(BATCH_SIZE).await?;
+        if !page.user_ids.is_empty() {
+            let friends = store.friend_caps(&page.user_ids, &attributes).await?;
+            let planned = classifier.classify(&page.user_ids, &friends, counted.recipients);
+            counted.segment += planned.segment;
+            counted.holdout += planned.holdout.len() as u64;
+            for why in Skip::ALL {
+                counted.skipped.add(why, planned.skipped.get(why));
+            }
+            counted.recipients += planned.to.len() as u64;
+            counted.batches += u64::from(!planned.to.is_empty());
+        }
+        if page.next.is_none() {
+            return Ok(counted);
+        }
+    }
+}
+
+/// How a planning invocation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Planned {
+    /// The segment is planned to the end.
+    Finished { batches: u64 },
+    /// Time ran short: a continuation was queued.
+    Continued { pages: u32 },
+    /// The campaign is not sending (paused, cancelled, another run, not yet due...).
+    Stopped(String),
+}
+
+pub struct Planner<'a> {
+    pub store: &'a CampaignStore,
+    pub index: &'a dyn SegmentIndex,
+    /// multicast-queue.
+    pub batches: &'a dyn WorkQueue,
+    /// campaign-queue (continuations, and waiting for a schedule).
+    pub plans: &'a dyn WorkQueue,
+    pub clock: &'a dyn Clock,
+}
+
+impl Planner<'_> {
+    /// Plans from the campaign's checkpoint on until the segment ends or `deadline` nears.
+    pub async fn run(&self, message: &PlanMessage, deadline: tokio::time::Instant) -> Result<Planned, BackendError> {
+        let Some(mut c) = self.store.get(&message.campaign).await? else {
+            return Ok(Planned::Stopped("no such campaign".into()));
+        };
+        if c.run != message.run {
+            return Ok(Planned::Stopped(format!("run {} was replaced by {}", message.run, c.run)));
+        }
+        let now = self.clock.now_ms();
+        if c.state == State::Scheduled {
+            if c.not_before_ms > now {
+                // SQS delays are at most 15 minutes: come back then and look again.
+                let wait = ((c.not_before_ms - now) / 1000 + 1).clamp(1, 900) as u32;
+                self.plans.send(&plan_body(&c)?, wait).await?;
+                return Ok(Planned::Stopped(format!("scheduled: looking again in {wait} s")));
+            }
+            self.store.transition(&c.id, &c.run, &[State::Scheduled], State::Planning, None).await?;
+            c = self.reload(&c.id).await?;
+        }
+        if !c.state.sends() {
+            return Ok(Planned::Stopped(format!("campaign is {}", c.state.name())));
+        }
+        // The only batch that can be committed but not queued is the last one (a crash between
+        // the two): queue it again; a duplicate is harmless.
+        if let Some(last) = c.last_batch {
+            self.batches.send(&batch_body(&c, last)?, 0).await?;
+        }
+        if c.plan_done {
+            self.store.finish_if_done(&c).await?;
+            return Ok(Planned::Finished { batches: c.counters.batches });
+        }
+        let expr = Expr::parse(&c.segment).map_err(|e| BackendError::Store {
+            operation: "plan",
+            message: format!("campaign {} has a bad segment: {e}", c.id),
+        })?;
+        let zone = Zone::parse(&c.timezone).unwrap_or_default();
+        let resolver = Resolver::new(self.index);
+        let mut pages = 0u32;
+        loop {
+            let now = self.clock.now_ms();
+            let classifier =
+                Classifier::new(&c.id, c.cap_member(), &c.caps, &zone, c.transactional, c.holdout_bps, c.budget, now);
+            let mut reader = resolver.reader(&expr, now, c.cursor.as_ref());
+            let page = reader.next_page(BATCH_SIZE).await?;
+            let friends = if page.user_ids.is_empty() {
+                HashMap::new()
+            } else {
+                self.store.friend_caps(&page.user_ids, &classifier.cap_attributes()).await?
+            };
+            let planned = classifier.classify(&page.user_ids, &friends, c.counters.planned);
+            if !self.store.commit_page(&c, &planned, page.next.as_ref(), now).await? {
+                // Committed by another planner, or the campaign stopped: go on from what is stored.
+                c = self.reload(&c.id).await?;
+                if c.run != message.run || !c.state.sends() {
+                    return Ok(Planned::Stopped(format!("campaign is {}", c.state.name())));
+                }
+                if c.plan_done {
+                    return Ok(Planned::Finished { batches: c.counters.batches });
+                }
+                continue;
+            }
+            pages += 1;
+            if !planned.to.is_empty() {
+                self.batches.send(&batch_body(&c, c.plan_page)?, 0).await?;
+            }
+            c = self.reload(&c.id).await?;
+            if c.plan_done {
+                self.store.finish_if_done(&c).await?;
+                return Ok(Planned::Finished { batches: c.counters.batches });
+            }
+            if !c.state.sends() {
+                return Ok(Planned::Stopped(format!("campaign is {}", c.state.name())));
+            }
+            if tokio::time::Instant::now() + std::time::Duration::from_secs(5) > deadline {
+                self.plans.send(&plan_body(&c)?, 0).await?;
+                return Ok(Planned::Continued { pages });
+            }
+        }
+    }
+
+    async fn reload(&self, id: &str) -> Result<Campaign, BackendError> {
+        self.store
+            .get(id)
+            .await?
+            .ok_or_else(|| BackendError::Store { operation: "GetItem", message: format!("campaign {id} vanished") })
+    }
+}
+
+pub fn plan_body(c: &Campaign) -> Result<String, BackendError> {
+    serde_json::to_string(&PlanMessage { campaign: c.id.clone(), run: c.run.clone() })
+        .map_err(|e| BackendError::Queue { operation: "SendMessage", message: e.to_string() })
+}
+
+pub fn batch_body(c: &Campaign, batch: u32) -> Result<String, BackendError> {
+    serde_json::to_string(&BatchMessage { campaign: c.id.clone(), run: c.run.clone(), batch })
+        .map_err(|e| BackendError::Queue { operation: "SendMessage", message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::file::Period;
+
+    fn friend(following: bool, suppressed: bool, month: &[&str]) -> FriendCaps {
+        FriendCaps {
+            following,
+            suppressed,
+            sets: BTreeMap::from([("cap#m2026-11".to_string(), month.iter().map(|m| m.to_string()).collect())]),
+        }
+    }
+
+    #[test]
+    fn a_page_is_sorted_by_reason_in_order() {
+        let zone = Zone::parse("UTC").unwrap();
+        let now = Timestamp::from_second(1_795_000_000).unwrap().as_millisecond(); // 2026-11
+        let caps = [Cap { per: Period::Month, max: 1 }];
+        let c = Classifier::new("c", "c~r".into(), &caps, &zone, false, 0, Some(2), now);
+        assert_eq!(c.cap_attributes(), vec!["cap#m2026-11".to_string()]);
+        let users: Vec<String> = ["a", "b", "c", "d", "e", "f", "g"].map(String::from).to_vec();
+        let friends = HashMap::from([
+            ("a".to_string(), friend(true, true, &[])),
+            ("b".to_string(), friend(false, false, &[])),
+            ("c".to_string(), friend(true, false, &["other~x"])),
+            ("d".to_string(), friend(true, false, &["c~r"])), // its own run: a retry passes
+            ("e".to_string(), friend(true, false, &[])),
+            ("f".to_string(), friend(true, false, &[])),
+        ]);
+        let page = c.classify(&users, &friends, 0);
+        assert_eq!(page.to, vec!["d".to_string(), "e".to_string()]);
+        assert_eq!(
+            (page.skipped.suppressed, page.skipped.blocked, page.skipped.cap, page.skipped.budget),
+            (1, 2, 1, 1),
+            "g is unknown to the users table: not a following friend"
+        );
+        // Transactional campaigns ignore caps, not opt-outs.
+        let t = Classifier::new("c", "c~r".into(), &caps, &zone, true, 0, None, now);
+        let page = t.classify(&users, &friends, 0);
+        assert_eq!(page.to.len(), 4);
+        assert_eq!(page.skipped.suppressed, 1);
+    }
+}

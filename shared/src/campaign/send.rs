@@ -1,0 +1,286 @@
+//! Sending one batch, exactly once: state first, lease, cap reservation, freeze (send list and a
+//! random retry key), then multicast with the same body and key on every try.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use jiff::Timestamp;
+
+use super::model::{cap_slots, BatchMessage, Skip, Skips, State};
+use super::store::{retry_key, Batch, BatchState, Campaign, CampaignStore, Reservation, Settlement};
+use crate::line::client::{LineClient, LineError};
+use crate::ports::{BackendError, Clock};
+use crate::rules::window::Zone;
+
+/// LINE forgets retry keys after 24 hours: a batch whose first ambiguous try is older than this
+/// is never sent again automatically (it could go out twice).
+pub const AMBIGUOUS_LIMIT_MS: i64 = 23 * 3600 * 1000;
+
+/// A fault a test injects into the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failpoint {
+    /// The process dies after LINE answered 2xx, before anything is recorded.
+    DieAfterLineAccepted,
+}
+
+/// How a batch message was handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// LINE took it (200, or 409: an earlier try with the key was taken).
+    Sent { recipients: u64 },
+    /// Every recipient was skipped at send time.
+    AllSkipped,
+    /// Settled before (a duplicate delivery) or from a replaced run: nothing to do.
+    Duplicate,
+    /// Kept back: the campaign is paused or cancelled (or was just paused by LINE's answer).
+    Held(String),
+    /// LINE refused this batch alone.
+    Failed(String),
+    /// Its outcome cannot be known any more; a person decides.
+    Unknown,
+}
+
+/// Why the message must come back later (a failed batch item for SQS).
+#[derive(Debug, thiserror::Error)]
+pub enum Retry {
+    #[error("another sender holds the batch's lease")]
+    Leased,
+    #[error("LINE did not take the batch yet: {0}")]
+    Line(LineError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("batch {0} does not exist (yet)")]
+    Missing(u32),
+    #[error("failpoint: the sender died after LINE accepted the batch")]
+    Died,
+}
+
+pub struct Sender<'a> {
+    pub store: &'a CampaignStore,
+    pub line: &'a LineClient,
+    pub clock: &'a dyn Clock,
+    /// This invocation's lease owner id.
+    pub owner: String,
+    pub lease: Duration,
+    /// Tries within one invocation before the message goes back to the queue.
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub failpoint: &'a Mutex<Option<Failpoint>>,
+}
+
+impl Sender<'_> {
+    pub async fn send(&self, message: &BatchMessage) -> Result<Sent, Retry> {
+        let Some(c) = self.store.get(&message.campaign).await? else { return Ok(Sent::Duplicate) };
+        if c.run != message.run {
+            return Ok(Sent::Duplicate);
+        }
+        let Some(mut batch) = self.store.batch(&c, message.batch).await? else {
+            return Err(Retry::Missing(message.batch));
+        };
+        if batch.state.is_settled() || batch.state == BatchState::Held {
+            return Ok(Sent::Duplicate);
+        }
+        if !c.state.sends() {
+            return self.hold(&c, &batch, None, false, format!("campaign is {}", c.state.name())).await;
+        }
+        let now = self.clock.now_ms();
+        if !self.store.lease(&c, batch.number, &self.owner, now, now + self.lease.as_millis() as i64).await? {
+            return Err(Retry::Leased);
+        }
+        let result = self.leased(&c, &mut batch).await;
+        if matches!(result, Err(Retry::Line(_)) | Err(Retry::Backend(_))) {
+            // Let the next delivery have it at once (a dead sender's lease expires instead).
+            let _ = self.store.release_lease(&c, batch.number, &self.owner).await;
+        }
+        result
+    }
+
+    async fn leased(&self, c: &Campaign, batch: &mut Batch) -> Result<Sent, Retry> {
+        let zone = Zone::parse(&c.timezone).unwrap_or_default();
+        let at = Timestamp::from_millisecond(self.clock.now_ms()).unwrap_or(Timestamp::UNIX_EPOCH);
+        let slots = if c.transactional { BTreeMap::new() } else { cap_slots(&c.caps, at, &zone) };
+        let member = c.cap_member();
+        if batch.state == BatchState::Planned {
+            let (mask, skips) = self.reserve(batch, &member, &slots).await?;
+            let key = retry_key();
+            if !self.store.freeze(c, batch.number, &self.owner, &mask, &skips, &key, self.clock.now_ms()).await? {
+                return Err(Retry::Leased);
+            }
+            batch.state = BatchState::Frozen;
+            batch.frozen = Some(mask);
+            batch.retry_key = Some(key);
+            batch.skips = skips;
+        }
+        let to = batch.send_list();
+        if to.is_empty() {
+            let outcome = settlement(BatchState::Skipped, 0, None, None);
+            self.settle(c, batch, &outcome).await?;
+            return Ok(Sent::AllSkipped);
+        }
+        let key = batch.retry_key.clone().unwrap_or_default();
+        let attributes: Vec<String> = slots.keys().cloned().collect();
+        let mut ambiguous_since = batch.first_ambiguous_at_ms;
+        let mut last_error = None;
+        for attempt in 0..self.attempts.max(1) {
+            if ambiguous_since.is_some_and(|t| self.clock.now_ms() - t > AMBIGUOUS_LIMIT_MS) {
+                let outcome =
+                    settlement(BatchState::Unknown, 0, None, Some("first ambiguous try is over 23 h old".into()));
+                self.settle(c, batch, &Settlement { unknown: to.len() as u64, ..outcome }).await?;
+                return Ok(Sent::Unknown);
+            }
+            // Right before the call: a pause or cancel since the batch was picked up holds it.
+            let now_state = self.store.get(&c.id).await?.filter(|n| n.run == c.run).map(|n| n.state);
+            if now_state.is_none_or(|s| !s.sends()) {
+                let why = format!("campaign is {}", now_state.map_or("gone", |s| s.name()));
+                return self.hold_releasing(c, batch, ambiguous_since.is_none(), &member, &attributes, why).await;
+            }
+            if attempt > 0 {
+                let base = self.backoff.as_millis() as u64 * (1 << attempt.min(6));
+                tokio::time::sleep(Duration::from_millis(base + fastrand::u64(0..=base))).await;
+            }
+            let answer = self.line.multicast(&to, &c.messages, &key).await;
+            if answer.is_ok() && self.failpoint.lock().map(|mut f| f.take()).ok().flatten().is_some() {
+                return Err(Retry::Died);
+            }
+            match answer {
+                Ok(accepted) => {
+                    let outcome = settlement(BatchState::Sent, to.len() as u64, accepted.request_id, None);
+                    self.settle(c, batch, &outcome).await?;
+                    return Ok(Sent::Sent { recipients: to.len() as u64 });
+                }
+                Err(LineError::RetryKeyAccepted { accepted_request_id }) => {
+                    let outcome = settlement(BatchState::Sent, to.len() as u64, accepted_request_id, None);
+                    self.settle(c, batch, &outcome).await?;
+                    return Ok(Sent::Sent { recipients: to.len() as u64 });
+                }
+                Err(LineError::MonthlyLimit) => {
+                    let reason = "quota: LINE's monthly message limit is reached";
+                    self.store
+                        .transition(&c.id, &c.run, &[State::Planning, State::Sending], State::Paused, Some(reason))
+                        .await?;
+                    let unfreeze = ambiguous_since.is_none();
+                    return self.hold_releasing(c, batch, unfreeze, &member, &attributes, reason.into()).await;
+                }
+                Err(e) if e.is_campaign_wide() => {
+                    let reason = format!("LINE refused the campaign: {e}");
+                    self.store
+                        .transition(&c.id, &c.run, &[State::Planning, State::Sending], State::Paused, Some(&reason))
+                        .await?;
+                    let unfreeze = ambiguous_since.is_none();
+                    return self.hold_releasing(c, batch, unfreeze, &member, &attributes, reason).await;
+                }
+                Err(e) if e.is_retryable() => {
+                    if e.is_ambiguous() && ambiguous_since.is_none() {
+                        ambiguous_since = Some(self.clock.now_ms());
+                    }
+                    self.store.note_attempt(c, batch.number, e.is_ambiguous(), self.clock.now_ms()).await?;
+                    tracing::warn!(campaign = %c.id, batch = batch.number, attempt, error = %e, "multicast not taken yet");
+                    last_error = Some(e);
+                }
+                Err(e) => {
+                    // This batch alone is wrong: it failed; its slots go back (nothing was sent).
+                    if ambiguous_since.is_none() {
+                        self.release_all(&to, &member, &attributes).await?;
+                    }
+                    let outcome = settlement(BatchState::Failed, 0, None, Some(e.to_string()));
+                    self.settle(c, batch, &Settlement { failed: to.len() as u64, ..outcome }).await?;
+                    return Ok(Sent::Failed(e.to_string()));
+                }
+            }
+        }
+        Err(Retry::Line(last_error.unwrap_or(LineError::Transport("no attempt made".into()))))
+    }
+
+    /// Reserves every recipient's cap slots (one conditional update each, a few at once).
+    async fn reserve(
+        &self,
+        batch: &Batch,
+        member: &str,
+        slots: &BTreeMap<String, u32>,
+    ) -> Result<(Vec<bool>, Skips), BackendError> {
+        let now = self.clock.now_ms();
+        let results: Vec<Result<Reservation, BackendError>> = stream::iter(batch.to.iter())
+            .map(|user| self.store.reserve(user, member, slots, now))
+            .buffered(16)
+            .collect()
+            .await;
+        let mut mask = Vec::with_capacity(results.len());
+        let mut skips = Skips::default();
+        for r in results {
+            match r? {
+                Reservation::Reserved => mask.push(true),
+                Reservation::Refused(why) => {
+                    skips.add(why, 1);
+                    mask.push(false);
+                }
+            }
+        }
+        Ok((mask, skips))
+    }
+
+    async fn release_all(&self, to: &[&str], member: &str, attributes: &[String]) -> Result<(), BackendError> {
+        let results: Vec<Result<(), BackendError>> = stream::iter(to.iter())
+            .map(|user| self.store.release(user, member, attributes))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    async fn settle(&self, c: &Campaign, batch: &Batch, outcome: &Settlement) -> Result<(), Retry> {
+        if !self.store.settle(c, batch, &self.owner, outcome, self.clock.now_ms()).await? {
+            // Settled by someone else (our lease expired): their record stands.
+            tracing::warn!(campaign = %c.id, batch = batch.number, "batch settled by another sender");
+            return Ok(());
+        }
+        self.store.finish_if_done(c).await?;
+        Ok(())
+    }
+
+    async fn hold(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        owner: Option<&str>,
+        unfreeze: bool,
+        why: String,
+    ) -> Result<Sent, Retry> {
+        if !self.store.hold(c, batch, owner, unfreeze).await? && owner.is_none() {
+            // Someone holds its lease: let the message come back and look again.
+            return Err(Retry::Leased);
+        }
+        Ok(Sent::Held(why))
+    }
+
+    /// Holds a leased batch; `unfreeze` (LINE surely did not take it) gives its slots back first.
+    async fn hold_releasing(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        unfreeze: bool,
+        member: &str,
+        attributes: &[String],
+        why: String,
+    ) -> Result<Sent, Retry> {
+        if unfreeze {
+            self.release_all(&batch.send_list(), member, attributes).await?;
+        }
+        self.hold(c, batch, Some(&self.owner), unfreeze, why).await
+    }
+}
+
+fn settlement(state: BatchState, sent: u64, request_id: Option<String>, error: Option<String>) -> Settlement {
+    Settlement { state, sent, failed: 0, unknown: 0, request_id, error }
+}
+
+/// Why a friend was skipped, for logs.
+pub fn describe_skips(skips: &Skips) -> String {
+    Skip::ALL
+        .iter()
+        .filter(|w| skips.get(**w) > 0)
+        .map(|w| format!("{} {}", skips.get(*w), w.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,1267 @@
+//! Campaigns, batches and caps in DynamoDB.
+//!
+//! Campaigns table (key `pk`, `sk`):
+//! - `c#<id>` / `meta`: the campaign: its file (the segment in `expression`), `run` (new at every create: ids are reused, runs are
+//!   not), state and reason, the caps and time zone taken at start, the planner's checkpoint
+//!   (`planPage`, `cursor`, `planDone`, `lastBatch`) and the counters ([`Counters`]), each an
+//!   attribute changed with `ADD` in the same transaction as the batch it counts. `kind` =
+//!   `campaign` puts it in the `byKind` index (keys only) that `oa campaign list` reads.
+//! - `c#<id>` / `r#<run>#<n>`: batch n's recipients (at most 500) and the friends drawn into the
+//!   holdout on its page, written once by the planner and never changed.
+//! - `c#<id>` / `b#<run>#<n>`: batch n's state: `planned` → `frozen` (with the send list as a bitmap
+//!   of the recipients, the skips and a random retry key) → `sent` | `failed` | `unknown` |
+//!   `skipped`; or `held` while its campaign is paused or cancelled. A lease (`leaseUntil`,
+//!   `leaseOwner`) keeps two senders off one batch. Small, so its updates cost one write unit.
+//!
+//! Caps live on the friend's own item of the users table: one string set per period
+//! (`cap#m2026-11`: the campaign runs pushed to them that month), reserved by one conditional
+//! update for every period at once, with the friend's follow state and opt-out in the same
+//! condition. `suppressed` (`cli` or `settings`) marks an opt-out and puts the friend in the
+//! users table's sparse `suppressed` index.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::Client;
+use serde_json::Value;
+
+use super::file::{CampaignFile, Cap};
+use super::model::{Counters, Skip, Skips, State};
+use crate::adapters::attr::{flag, int, n, s, string_set, text, uint, Item};
+use crate::adapters::describe;
+use crate::ports::BackendError;
+use crate::segment::resolve::Cursor;
+
+pub const KIND_INDEX: &str = "byKind";
+pub const SUPPRESSED_INDEX: &str = "suppressed";
+
+fn err(operation: &'static str, message: String) -> BackendError {
+    BackendError::Store { operation, message }
+}
+
+fn meta_key(id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".into(), s(&format!("c#{id}"))), ("sk".into(), s("meta"))])
+}
+
+fn batch_key(id: &str, run: &str, number: u32) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".into(), s(&format!("c#{id}"))), ("sk".into(), s(&format!("b#{run}#{number:06}")))])
+}
+
+fn recipients_key(id: &str, run: &str, number: u32) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".into(), s(&format!("c#{id}"))), ("sk".into(), s(&format!("r#{run}#{number:06}")))])
+}
+
+/// Attribute names of the counters.
+const COUNTERS: [&str; 17] = [
+    "segment",
+    "holdout",
+    "planSkipCap",
+    "planSkipBudget",
+    "planSkipSuppressed",
+    "planSkipBlocked",
+    "planned",
+    "sent",
+    "skipCap",
+    "skipBudget",
+    "skipSuppressed",
+    "skipBlocked",
+    "failed",
+    "held",
+    "unknown",
+    "batches",
+    "settled",
+];
+
+fn counters_of(item: &Item) -> Counters {
+    let u = |k: &str| uint(item, k);
+    Counters {
+        segment: u("segment"),
+        holdout: u("holdout"),
+        plan_skipped: Skips {
+            cap: u("planSkipCap"),
+            budget: u("planSkipBudget"),
+            suppressed: u("planSkipSuppressed"),
+            blocked: u("planSkipBlocked"),
+        },
+        planned: u("planned"),
+        sent: u("sent"),
+        skipped: Skips {
+            cap: u("skipCap"),
+            budget: u("skipBudget"),
+            suppressed: u("skipSuppressed"),
+            blocked: u("skipBlocked"),
+        },
+        failed: u("failed"),
+        held: u("held"),
+        unknown: u("unknown"),
+        batches: u("batches"),
+        settled: u("settled"),
+    }
+}
+
+/// `ADD` clauses for the non-zero `deltas` (name, amount), with their names and values (some
+/// counter names are reserved words: `segment`, `unknown`).
+fn adds(
+    deltas: &[(&str, i64)],
+    names: &mut HashMap<String, String>,
+    values: &mut HashMap<String, AttributeValue>,
+) -> Vec<String> {
+    deltas
+        .iter()
+        .filter(|(_, d)| *d != 0)
+        .map(|(name, d)| {
+            values.insert(format!(":d_{name}"), n(d));
+            names.insert(format!("#d_{name}"), name.to_string());
+            format!("#d_{name} :d_{name}")
+        })
+        .collect()
+}
+
+fn skip_deltas(prefix: &'static str, skips: &Skips) -> Vec<(&'static str, i64)> {
+    let name = |why: Skip| -> &'static str {
+        match (prefix, why) {
+            ("plan", Skip::Cap) => "planSkipCap",
+            ("plan", Skip::Budget) => "planSkipBudget",
+            ("plan", Skip::Suppressed) => "planSkipSuppressed",
+            ("plan", Skip::Blocked) => "planSkipBlocked",
+            (_, Skip::Cap) => "skipCap",
+            (_, Skip::Budget) => "skipBudget",
+            (_, Skip::Suppressed) => "skipSuppressed",
+            (_, Skip::Blocked) => "skipBlocked",
+        }
+    };
+    Skip::ALL.iter().map(|w| (name(*w), skips.get(*w) as i64)).collect()
+}
+
+/// A campaign as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Campaign {
+    pub id: String,
+    pub run: String,
+    pub name: String,
+    pub segment: String,
+    pub messages: Vec<Value>,
+    pub holdout_bps: u32,
+    pub budget: Option<u64>,
+    pub transactional: bool,
+    pub not_before_ms: i64,
+    pub state: State,
+    pub reason: Option<String>,
+    pub source: String,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub first_sent_at_ms: Option<i64>,
+    pub last_sent_at_ms: Option<i64>,
+    /// The account's caps and time zone when the campaign started.
+    pub caps: Vec<Cap>,
+    pub timezone: String,
+    pub plan_page: u32,
+    pub cursor: Option<Cursor>,
+    pub plan_done: bool,
+    pub last_batch: Option<u32>,
+    pub counters: Counters,
+    /// The last preview's JSON, to compare with what was planned and sent.
+    pub preview: Option<Value>,
+}
+
+impl Campaign {
+    fn from_item(item: &Item) -> Option<Campaign> {
+        let json = |k: &str| text(item, k).and_then(|t| serde_json::from_str::<Value>(t).ok());
+        Some(Campaign {
+            id: text(item, "id")?.to_string(),
+            run: text(item, "run")?.to_string(),
+            name: text(item, "name").unwrap_or_default().to_string(),
+            segment: text(item, "expression").unwrap_or_default().to_string(),
+            messages: json("messages").and_then(|v| v.as_array().cloned()).unwrap_or_default(),
+            holdout_bps: uint(item, "holdoutBps") as u32,
+            budget: int(item, "budget").map(|b| b.max(0) as u64),
+            transactional: flag(item, "transactional"),
+            not_before_ms: int(item, "notBefore").unwrap_or(0),
+            state: text(item, "state").and_then(State::parse)?,
+            reason: text(item, "reason").map(str::to_string),
+            source: text(item, "source").unwrap_or_default().to_string(),
+            created_at_ms: int(item, "createdAt").unwrap_or(0),
+            started_at_ms: int(item, "startedAt"),
+            first_sent_at_ms: int(item, "firstSentAt"),
+            last_sent_at_ms: int(item, "lastSentAt"),
+            caps: json("caps").and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default(),
+            timezone: text(item, "timezone").unwrap_or("UTC").to_string(),
+            plan_page: uint(item, "planPage") as u32,
+            cursor: json("cursor").and_then(|v| serde_json::from_value(v).ok()),
+            plan_done: flag(item, "planDone"),
+            last_batch: int(item, "lastBatch").map(|b| b as u32),
+            counters: counters_of(item),
+            preview: json("preview"),
+        })
+    }
+
+    pub fn cap_member(&self) -> String {
+        super::model::cap_member(&self.id, &self.run)
+    }
+}
+
+/// The state of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchState {
+    Planned,
+    Frozen,
+    Sent,
+    Failed,
+    Unknown,
+    /// Every recipient was skipped at send time: nothing to send.
+    Skipped,
+    Held,
+}
+
+impl BatchState {
+    pub fn name(self) -> &'static str {
+        match self {
+            BatchState::Planned => "planned",
+            BatchState::Frozen => "frozen",
+            BatchState::Sent => "sent",
+            BatchState::Failed => "failed",
+            BatchState::Unknown => "unknown",
+            BatchState::Skipped => "skipped",
+            BatchState::Held => "held",
+        }
+    }
+
+    fn parse(s: &str) -> Option<BatchState> {
+        use BatchState::*;
+        [Planned, Frozen, Sent, Failed, Unknown, Skipped, Held].into_iter().find(|b| b.name() == s)
+    }
+
+    pub fn is_settled(self) -> bool {
+        matches!(self, BatchState::Sent | BatchState::Failed | BatchState::Unknown | BatchState::Skipped)
+    }
+}
+
+/// One batch: its recipients and where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub number: u32,
+    pub state: BatchState,
+    /// The state a held batch goes back to on resume.
+    pub held_from: Option<BatchState>,
+    pub to: Vec<String>,
+    pub lease_until_ms: i64,
+    pub lease_owner: Option<String>,
+    /// Which of `to` the frozen send list holds.
+    pub frozen: Option<Vec<bool>>,
+    pub retry_key: Option<String>,
+    pub skips: Skips,
+    pub first_ambiguous_at_ms: Option<i64>,
+    pub attempts: u64,
+    pub request_id: Option<String>,
+}
+
+impl Batch {
+    /// The frozen send list.
+    pub fn send_list(&self) -> Vec<&str> {
+        match &self.frozen {
+            Some(mask) => self.to.iter().zip(mask).filter(|(_, on)| **on).map(|(u, _)| u.as_str()).collect(),
+            None => vec![],
+        }
+    }
+}
+
+fn mask_to_hex(mask: &[bool]) -> String {
+    mask.chunks(4)
+        .map(|c| format!("{:x}", c.iter().enumerate().fold(0u8, |a, (i, b)| a | (u8::from(*b) << i))))
+        .collect()
+}
+
+fn mask_from_hex(hex: &str, len: usize) -> Vec<bool> {
+    let mut out: Vec<bool> = hex
+        .chars()
+        .flat_map(|c| {
+            let v = c.to_digit(16).unwrap_or(0);
+            (0..4).map(move |i| v & (1 << i) != 0)
+        })
+        .collect();
+    out.resize(len, false);
+    out
+}
+
+/// What a page of the plan adds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlannedPage {
+    pub segment: u64,
+    pub to: Vec<String>,
+    pub holdout: Vec<String>,
+    pub skipped: Skips,
+}
+
+/// How a batch ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settlement {
+    pub state: BatchState,
+    pub sent: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    pub request_id: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A friend as the cap check sees them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FriendCaps {
+    pub following: bool,
+    pub suppressed: bool,
+    /// Period attribute → campaign runs in it.
+    pub sets: BTreeMap<String, Vec<String>>,
+}
+
+impl FriendCaps {
+    /// Why this friend may not get `member` under `slots` (attribute → max), if so.
+    pub fn refusal(&self, member: &str, slots: &BTreeMap<String, u32>, transactional: bool) -> Option<Skip> {
+        if self.suppressed {
+            Some(Skip::Suppressed)
+        } else if !self.following {
+            Some(Skip::Blocked)
+        } else if !transactional
+            && slots.iter().any(|(attr, max)| {
+                let set = self.sets.get(attr).map(Vec::as_slice).unwrap_or_default();
+                !set.iter().any(|m| m == member) && set.len() >= *max as usize
+            })
+        {
+            Some(Skip::Cap)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a reservation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    Reserved,
+    Refused(Skip),
+}
+
+#[derive(Clone)]
+pub struct CampaignStore {
+    client: Client,
+    campaigns: String,
+    users: String,
+}
+
+/// A create refused because the id names a campaign that is not finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    Created { run: String },
+    InUse { state: State },
+}
+
+impl CampaignStore {
+    pub fn new(client: Client, campaigns_table: impl Into<String>, users_table: impl Into<String>) -> Self {
+        CampaignStore { client, campaigns: campaigns_table.into(), users: users_table.into() }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates the campaign as a draft, or replaces a draft, cancelled or done one of the same id
+    /// with a new run.
+    pub async fn create(&self, file: &CampaignFile, source: &str, now_ms: i64) -> Result<Created, BackendError> {
+        let run = uuid_simple();
+        let mut item = meta_key(&file.id);
+        let messages = serde_json::to_string(&file.messages.0).map_err(|e| err("PutItem", e.to_string()))?;
+        for (k, v) in [
+            ("kind", s("campaign")),
+            ("id", s(&file.id)),
+            ("run", s(&run)),
+            ("name", s(&file.name)),
+            ("expression", s(&file.segment)),
+            ("messages", s(&messages)),
+            ("holdoutBps", n(file.holdout)),
+            ("transactional", AttributeValue::Bool(file.transactional)),
+            ("notBefore", n(file.schedule.not_before_ms())),
+            ("state", s(State::Draft.name())),
+            ("source", s(source)),
+            ("createdAt", n(now_ms)),
+            ("planPage", n(0)),
+        ] {
+            item.insert(k.into(), v);
+        }
+        if let Some(b) = file.budget {
+            item.insert("budget".into(), n(b.messages));
+        }
+        for c in COUNTERS {
+            item.insert(c.into(), n(0));
+        }
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.campaigns)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR #state IN (:draft, :cancelled, :done)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":draft", s(State::Draft.name()))
+            .expression_attribute_values(":cancelled", s(State::Cancelled.name()))
+            .expression_attribute_values(":done", s(State::Done.name()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Created::Created { run }),
+            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
+                let state = self.get(&file.id).await?.map_or(State::Draft, |c| c.state);
+                Ok(Created::InUse { state })
+            }
+            Err(e) => Err(err("PutItem", describe(&e))),
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Campaign>, BackendError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| err("GetItem", describe(&e)))?;
+        Ok(out.item.as_ref().and_then(Campaign::from_item))
+    }
+
+    /// Every campaign, newest first.
+    pub async fn list(&self) -> Result<Vec<Campaign>, BackendError> {
+        let mut ids = vec![];
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.campaigns)
+                .index_name(KIND_INDEX)
+                .key_condition_expression("kind = :k")
+                .expression_attribute_values(":k", s("campaign"))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| err("Query", describe(&e)))?;
+            for item in out.items() {
+                if let Some(pk) = text(item, "pk").and_then(|p| p.strip_prefix("c#")) {
+                    ids.push(pk.to_string());
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        let mut out = vec![];
+        for id in ids {
+            if let Some(c) = self.get(&id).await? {
+                out.push(c);
+            }
+        }
+        out.sort_by_key(|c| std::cmp::Reverse(c.created_at_ms));
+        Ok(out)
+    }
+
+    /// Starts a draft: takes the account's caps and time zone, and goes to `to` (planning, or
+    /// scheduled). None: the campaign is not a draft (or does not exist).
+    pub async fn start(
+        &self,
+        id: &str,
+        caps: &[Cap],
+        timezone: &str,
+        to: State,
+        now_ms: i64,
+    ) -> Result<Option<Campaign>, BackendError> {
+        let caps = serde_json::to_string(caps).map_err(|e| err("UpdateItem", e.to_string()))?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(id)))
+            .update_expression("SET #state = :to, startedAt = :now, caps = :caps, #tz = :tz REMOVE reason")
+            .condition_expression("#state = :draft")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#tz", "timezone")
+            .expression_attribute_values(":to", s(to.name()))
+            .expression_attribute_values(":draft", s(State::Draft.name()))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":caps", s(&caps))
+            .expression_attribute_values(":tz", s(timezone))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out.attributes.as_ref().and_then(Campaign::from_item)),
+            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => Ok(None),
+            Err(e) => Err(err("UpdateItem", describe(&e))),
+        }
+    }
+
+    /// Moves the campaign's `run` from one of `from` to `to` (with `reason`, or none). False: it
+    /// was in another state (or another run).
+    pub async fn transition(
+        &self,
+        id: &str,
+        run: &str,
+        from: &[State],
+        to: State,
+        reason: Option<&str>,
+    ) -> Result<bool, BackendError> {
+        let mut values: HashMap<String, AttributeValue> =
+            from.iter().enumerate().map(|(i, st)| (format!(":f{i}"), s(st.name()))).collect();
+        values.insert(":to".into(), s(to.name()));
+        values.insert(":run".into(), s(run));
+        let list: Vec<String> = (0..from.len()).map(|i| format!(":f{i}")).collect();
+        let update = match reason {
+            Some(r) => {
+                values.insert(":reason".into(), s(r));
+                "SET #state = :to, reason = :reason"
+            }
+            None => "SET #state = :to REMOVE reason",
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(id)))
+            .update_expression(update)
+            .condition_expression(format!("#run = :run AND #state IN ({})", list.join(", ")))
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#run", "run")
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    pub async fn save_preview(&self, id: &str, preview: &Value) -> Result<(), BackendError> {
+        self.client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(id)))
+            .update_expression("SET preview = :p")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":p", s(&preview.to_string()))
+            .send()
+            .await
+            .map_err(|e| err("UpdateItem", describe(&e)))?;
+        Ok(())
+    }
+
+    /// Commits page `c.plan_page` of the plan in one transaction: its batch (when it has
+    /// recipients), the planner's checkpoint and the counters. False: the page was committed by
+    /// someone else, or the campaign stopped sending (read it again).
+    pub async fn commit_page(
+        &self,
+        c: &Campaign,
+        page: &PlannedPage,
+        next: Option<&Cursor>,
+        now_ms: i64,
+    ) -> Result<bool, BackendError> {
+        let number = c.plan_page;
+        let has_batch = !page.to.is_empty();
+        let mut values = HashMap::from([
+            (":run".to_string(), s(&c.run)),
+            (":page".to_string(), n(number)),
+            (":next".to_string(), n(number + 1)),
+            (":done".to_string(), AttributeValue::Bool(next.is_none())),
+            (":planning".to_string(), s(State::Planning.name())),
+            (":sending".to_string(), s(State::Sending.name())),
+        ]);
+        let mut deltas = vec![
+            ("segment", page.segment as i64),
+            ("holdout", page.holdout.len() as i64),
+            ("planned", page.to.len() as i64),
+            ("batches", i64::from(has_batch)),
+        ];
+        deltas.extend(skip_deltas("plan", &page.skipped));
+        let mut names = HashMap::from([
+            ("#state".to_string(), "state".to_string()),
+            ("#run".to_string(), "run".to_string()),
+            ("#cursor".to_string(), "cursor".to_string()),
+        ]);
+        let adds = adds(&deltas, &mut names, &mut values);
+        let mut set = vec!["planPage = :next", "planDone = :done"];
+        if let Some(cursor) = next {
+            {
+                values.insert(
+                    ":cursor".into(),
+                    s(&serde_json::to_string(cursor).map_err(|e| err("TransactWriteItems", e.to_string()))?),
+                );
+                set.push("#cursor = :cursor");
+            }
+        }
+        if has_batch {
+            values.insert(":batch".into(), n(number));
+            set.push("lastBatch = :batch");
+            set.push("#state = :sending");
+        }
+        let mut update_expression = format!("SET {}", set.join(", "));
+        if !adds.is_empty() {
+            update_expression.push_str(&format!(" ADD {}", adds.join(", ")));
+        }
+        if next.is_none() {
+            update_expression.push_str(" REMOVE #cursor");
+        }
+        let meta = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(&c.id)))
+            .update_expression(update_expression)
+            .condition_expression("#run = :run AND planPage = :page AND #state IN (:planning, :sending)")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let mut actions = vec![TransactWriteItem::builder().update(meta).build()];
+        if has_batch {
+            let mut recipients = recipients_key(&c.id, &c.run, number);
+            recipients.insert("to".into(), s(&page.to.join(",")));
+            recipients.insert("holdout".into(), s(&page.holdout.join(",")));
+            recipients.insert("plannedAt".into(), n(now_ms));
+            let mut state = batch_key(&c.id, &c.run, number);
+            state.insert("state".into(), s(BatchState::Planned.name()));
+            state.insert("size".into(), n(page.to.len()));
+            for item in [recipients, state] {
+                let put = Put::builder()
+                    .table_name(&self.campaigns)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+                actions.push(TransactWriteItem::builder().put(put).build());
+            }
+        } else if !page.holdout.is_empty() {
+            // A page with only held-out friends: record them all the same.
+            let mut recipients = recipients_key(&c.id, &c.run, number);
+            recipients.insert("to".into(), s(""));
+            recipients.insert("holdout".into(), s(&page.holdout.join(",")));
+            recipients.insert("plannedAt".into(), n(now_ms));
+            let put = Put::builder()
+                .table_name(&self.campaigns)
+                .set_item(Some(recipients))
+                .build()
+                .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+            actions.push(TransactWriteItem::builder().put(put).build());
+        }
+        self.transact(actions).await
+    }
+
+    async fn transact(&self, actions: Vec<TransactWriteItem>) -> Result<bool, BackendError> {
+        match self.client.transact_write_items().set_transact_items(Some(actions)).send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se)) if se.err().is_transaction_canceled_exception() => {
+                let reasons = match se.err() {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
+                        t,
+                    ) => t.cancellation_reasons().to_vec(),
+                    _ => vec![],
+                };
+                if reasons.iter().all(|r| matches!(r.code(), None | Some("None") | Some("ConditionalCheckFailed"))) {
+                    Ok(false)
+                } else {
+                    Err(err(
+                        "TransactWriteItems",
+                        format!("{:?}", reasons.iter().map(|r| r.code()).collect::<Vec<_>>()),
+                    ))
+                }
+            }
+            Err(e) => Err(err("TransactWriteItems", describe(&e))),
+        }
+    }
+
+    /// Batch `number` of the campaign's run, recipients included.
+    pub async fn batch(&self, c: &Campaign, number: u32) -> Result<Option<Batch>, BackendError> {
+        let get =
+            |key| self.client.get_item().table_name(&self.campaigns).set_key(Some(key)).consistent_read(true).send();
+        let (state, recipients) =
+            futures::try_join!(get(batch_key(&c.id, &c.run, number)), get(recipients_key(&c.id, &c.run, number)))
+                .map_err(|e| err("GetItem", describe(&e)))?;
+        let (Some(item), Some(recipients)) = (state.item, recipients.item) else { return Ok(None) };
+        let to: Vec<String> = text(&recipients, "to")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect();
+        let frozen = text(&item, "mask").map(|m| mask_from_hex(m, to.len()));
+        Ok(Some(Batch {
+            number,
+            state: text(&item, "state").and_then(BatchState::parse).unwrap_or(BatchState::Planned),
+            held_from: text(&item, "heldFrom").and_then(BatchState::parse),
+            lease_until_ms: int(&item, "leaseUntil").unwrap_or(0),
+            lease_owner: text(&item, "leaseOwner").map(str::to_string),
+            frozen,
+            retry_key: text(&item, "retryKey").map(str::to_string),
+            skips: Skips {
+                cap: uint(&item, "skipCap"),
+                budget: uint(&item, "skipBudget"),
+                suppressed: uint(&item, "skipSuppressed"),
+                blocked: uint(&item, "skipBlocked"),
+            },
+            first_ambiguous_at_ms: int(&item, "firstAmbiguousAt"),
+            attempts: uint(&item, "attempts"),
+            request_id: text(&item, "requestId").map(str::to_string),
+            to,
+        }))
+    }
+
+    /// Takes the batch's lease for `owner` until `until_ms`, unless another owner holds an
+    /// unexpired one or the batch is settled or held.
+    pub async fn lease(
+        &self,
+        c: &Campaign,
+        number: u32,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, number)))
+            .update_expression("SET leaseUntil = :until, leaseOwner = :owner")
+            .condition_expression(
+                "#state IN (:planned, :frozen) AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now OR leaseOwner = :owner)",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":planned", s(BatchState::Planned.name()))
+            .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    /// Lets go of the lease (the batch goes back to the queue for a retry).
+    pub async fn release_lease(&self, c: &Campaign, number: u32, owner: &str) -> Result<(), BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, number)))
+            .update_expression("REMOVE leaseUntil, leaseOwner")
+            .condition_expression("leaseOwner = :owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem").map(|_| ())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// Freezes the send list (`mask` over the recipients), the skips and the retry key, before
+    /// the first call to LINE. False: the lease was lost or the batch is frozen already.
+    pub async fn freeze(
+        &self,
+        c: &Campaign,
+        number: u32,
+        owner: &str,
+        mask: &[bool],
+        skips: &Skips,
+        retry_key: &str,
+        now_ms: i64,
+    ) -> Result<bool, BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, number)))
+            .update_expression(
+                "SET #state = :frozen, mask = :mask, retryKey = :key, frozenAt = :now, skipCap = :cap, \
+                 skipSuppressed = :sup, skipBlocked = :blk, skipBudget = :bud",
+            )
+            .condition_expression("#state = :planned AND leaseOwner = :owner")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
+            .expression_attribute_values(":planned", s(BatchState::Planned.name()))
+            .expression_attribute_values(":mask", s(&mask_to_hex(mask)))
+            .expression_attribute_values(":key", s(retry_key))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":cap", n(skips.cap))
+            .expression_attribute_values(":sup", n(skips.suppressed))
+            .expression_attribute_values(":blk", n(skips.blocked))
+            .expression_attribute_values(":bud", n(skips.budget))
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    /// Notes an attempt; `ambiguous` (a timeout or 5xx: LINE may have taken it) keeps the first
+    /// such time, after which the batch may only go out with its own retry key.
+    pub async fn note_attempt(
+        &self,
+        c: &Campaign,
+        number: u32,
+        ambiguous: bool,
+        now_ms: i64,
+    ) -> Result<(), BackendError> {
+        let update = if ambiguous {
+            "ADD attempts :one SET firstAmbiguousAt = if_not_exists(firstAmbiguousAt, :now)"
+        } else {
+            "ADD attempts :one"
+        };
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, number)))
+            .update_expression(update)
+            .expression_attribute_values(":one", n(1));
+        if ambiguous {
+            request = request.expression_attribute_values(":now", n(now_ms));
+        }
+        request.send().await.map_err(|e| err("UpdateItem", describe(&e)))?;
+        Ok(())
+    }
+
+    /// Settles a frozen batch (or a planned one whose recipients were all skipped) and adds its
+    /// counts to the campaign's in the same transaction. False: it was settled already, or the
+    /// lease was lost.
+    pub async fn settle(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        owner: &str,
+        outcome: &Settlement,
+        now_ms: i64,
+    ) -> Result<bool, BackendError> {
+        let mut batch_values = HashMap::from([
+            (":to".to_string(), s(outcome.state.name())),
+            (":owner".to_string(), s(owner)),
+            (":now".to_string(), n(now_ms)),
+            (":from".to_string(), s(batch.state.name())),
+        ]);
+        let mut set = vec!["#state = :to", "settledAt = :now"];
+        if let Some(r) = &outcome.request_id {
+            batch_values.insert(":rid".into(), s(r));
+            set.push("requestId = :rid");
+        }
+        if let Some(e) = &outcome.error {
+            batch_values.insert(":err".into(), s(e));
+            set.push("lastError = :err");
+        }
+        let batch_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+            .update_expression(format!("SET {} REMOVE leaseUntil, leaseOwner", set.join(", ")))
+            .condition_expression("#state = :from AND leaseOwner = :owner")
+            .expression_attribute_names("#state", "state")
+            .set_expression_attribute_values(Some(batch_values))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let mut values = HashMap::from([(":run".to_string(), s(&c.run)), (":now".to_string(), n(now_ms))]);
+        let mut deltas = vec![
+            ("sent", outcome.sent as i64),
+            ("failed", outcome.failed as i64),
+            ("unknown", outcome.unknown as i64),
+            ("settled", 1),
+        ];
+        deltas.extend(skip_deltas("send", &batch.skips));
+        let mut names = HashMap::from([("#run".to_string(), "run".to_string())]);
+        let adds = adds(&deltas, &mut names, &mut values);
+        let mut update = "SET lastSentAt = :now, firstSentAt = if_not_exists(firstSentAt, :now)".to_string();
+        update.push_str(&format!(" ADD {}", adds.join(", ")));
+        let meta_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(&c.id)))
+            .update_expression(update)
+            .condition_expression("#run = :run")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        self.transact(vec![
+            TransactWriteItem::builder().update(batch_update).build(),
+            TransactWriteItem::builder().update(meta_update).build(),
+        ])
+        .await
+    }
+
+    /// Holds a batch while its campaign is paused or cancelled: its recipients count as held.
+    /// `unfreeze`: LINE surely did not take it, so it goes back to `planned` (its slots were given
+    /// back) and gets a new retry key when it goes out; else it keeps its frozen list and key.
+    pub async fn hold(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        owner: Option<&str>,
+        unfreeze: bool,
+    ) -> Result<bool, BackendError> {
+        let back_to =
+            if unfreeze || batch.state == BatchState::Planned { BatchState::Planned } else { BatchState::Frozen };
+        let mut values = HashMap::from([
+            (":held".to_string(), s(BatchState::Held.name())),
+            (":from".to_string(), s(batch.state.name())),
+            (":back".to_string(), s(back_to.name())),
+        ]);
+        let mut condition = "#state = :from".to_string();
+        match owner {
+            Some(o) => {
+                values.insert(":owner".into(), s(o));
+                condition.push_str(" AND leaseOwner = :owner");
+            }
+            None => {
+                values.insert(":now".into(), n(crate::ports::Clock::now_ms(&crate::ports::SystemClock)));
+                condition.push_str(" AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now)");
+            }
+        }
+        let mut update = "SET #state = :held, heldFrom = :back REMOVE leaseUntil, leaseOwner".to_string();
+        if unfreeze {
+            update.push_str(", mask, retryKey, skipCap, skipSuppressed, skipBlocked, skipBudget");
+        }
+        let batch_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .expression_attribute_names("#state", "state")
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let meta_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(&c.id)))
+            .update_expression("ADD held :n")
+            .condition_expression("#run = :run")
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_values(":n", n(batch.to.len()))
+            .expression_attribute_values(":run", s(&c.run))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        self.transact(vec![
+            TransactWriteItem::builder().update(batch_update).build(),
+            TransactWriteItem::builder().update(meta_update).build(),
+        ])
+        .await
+    }
+
+    /// The numbers of the run's held batches.
+    pub async fn held_batches(&self, c: &Campaign) -> Result<Vec<u32>, BackendError> {
+        let mut out = vec![];
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.campaigns)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .filter_expression("#state = :held")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":pk", s(&format!("c#{}", c.id)))
+                .expression_attribute_values(":prefix", s(&format!("b#{}#", c.run)))
+                .expression_attribute_values(":held", s(BatchState::Held.name()))
+                .projection_expression("sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| err("Query", describe(&e)))?;
+            for item in page.items() {
+                if let Some(n) = text(item, "sk").and_then(|k| k.rsplit('#').next()).and_then(|n| n.parse().ok()) {
+                    out.push(n);
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes a held batch back to where it was held from; its recipients stop counting as held.
+    pub async fn unhold(&self, c: &Campaign, batch: &Batch) -> Result<bool, BackendError> {
+        let back = batch.held_from.unwrap_or(BatchState::Planned);
+        let batch_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+            .update_expression("SET #state = :back REMOVE heldFrom")
+            .condition_expression("#state = :held")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":back", s(back.name()))
+            .expression_attribute_values(":held", s(BatchState::Held.name()))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let meta_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(&c.id)))
+            .update_expression("ADD held :n")
+            .condition_expression("#run = :run")
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_values(":n", n(-(batch.to.len() as i64)))
+            .expression_attribute_values(":run", s(&c.run))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        self.transact(vec![
+            TransactWriteItem::builder().update(batch_update).build(),
+            TransactWriteItem::builder().update(meta_update).build(),
+        ])
+        .await
+    }
+
+    /// Marks the campaign done (or needing attention, when some outcomes are unknown) once
+    /// planning finished and every batch settled. True: this call changed it.
+    pub async fn finish_if_done(&self, c: &Campaign) -> Result<bool, BackendError> {
+        for (to, unknown) in [(State::Done, "#unknown = :zero"), (State::NeedsAttention, "#unknown > :zero")] {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.campaigns)
+                .set_key(Some(meta_key(&c.id)))
+                .update_expression("SET #state = :to, doneAt = :now")
+                .condition_expression(format!(
+                    "#run = :run AND planDone = :t AND settled = batches AND #state IN (:planning, :sending) AND {unknown}"
+                ))
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_names("#run", "run")
+                .expression_attribute_names("#unknown", "unknown")
+                .expression_attribute_values(":to", s(to.name()))
+                .expression_attribute_values(":now", n(crate::ports::Clock::now_ms(&crate::ports::SystemClock)))
+                .expression_attribute_values(":run", s(&c.run))
+                .expression_attribute_values(":t", AttributeValue::Bool(true))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":planning", s(State::Planning.name()))
+                .expression_attribute_values(":sending", s(State::Sending.name()))
+                .send()
+                .await;
+            if conditional(result.map(|_| ()), "UpdateItem")? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    // ---- caps, on the users table -------------------------------------------------------------
+
+    /// Follow state, opt-out and the given cap sets of each friend (absent friends: not following).
+    pub async fn friend_caps(
+        &self,
+        users: &[String],
+        attributes: &[String],
+    ) -> Result<HashMap<String, FriendCaps>, BackendError> {
+        let mut names =
+            HashMap::from([("#u".to_string(), "userId".to_string()), ("#st".to_string(), "state".to_string())]);
+        let mut projection = vec!["#u".to_string(), "#st".to_string(), "suppressed".to_string()];
+        for (i, a) in attributes.iter().enumerate() {
+            names.insert(format!("#c{i}"), a.clone());
+            projection.push(format!("#c{i}"));
+        }
+        let mut out = HashMap::new();
+        for chunk in users.chunks(100) {
+            let mut keys: Vec<Item> = chunk.iter().map(|u| HashMap::from([("userId".to_string(), s(u))])).collect();
+            keys.dedup();
+            let mut tries = 0;
+            while !keys.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .projection_expression(projection.join(", "))
+                    .set_expression_attribute_names(Some(names.clone()))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| err("BatchGetItem", e.to_string()))?;
+                let result = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.users, request)
+                    .send()
+                    .await
+                    .map_err(|e| err("BatchGetItem", describe(&e)))?;
+                for item in result.responses.and_then(|mut r| r.remove(&self.users)).unwrap_or_default() {
+                    let Some(user) = text(&item, "userId") else { continue };
+                    let sets = attributes.iter().map(|a| (a.clone(), string_set(&item, a))).collect();
+                    out.insert(
+                        user.to_string(),
+                        FriendCaps {
+                            following: text(&item, "state") == Some("following"),
+                            suppressed: item.contains_key("suppressed"),
+                            sets,
+                        },
+                    );
+                }
+                if let Some(left) = result.unprocessed_keys.and_then(|mut u| u.remove(&self.users)) {
+                    keys = left.keys;
+                    tries += 1;
+                    if tries > 8 {
+                        return Err(err("BatchGetItem", "keys left unprocessed after 8 tries".into()));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << tries.min(5))).await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reserves the friend's slot in every period of `slots` (attribute → max) for `member`, in
+    /// one conditional update that also requires the friend to follow and not be opted out. A
+    /// retry finds its own member and passes. With no slots (transactional), only checks them.
+    pub async fn reserve(
+        &self,
+        user: &str,
+        member: &str,
+        slots: &BTreeMap<String, u32>,
+        now_ms: i64,
+    ) -> Result<Reservation, BackendError> {
+        let mut names = HashMap::from([("#st".to_string(), "state".to_string())]);
+        let mut values = HashMap::from([(":following".to_string(), s("following")), (":now".to_string(), n(now_ms))]);
+        let mut condition = vec!["#st = :following".to_string(), "attribute_not_exists(suppressed)".to_string()];
+        let mut adds = vec![];
+        if !slots.is_empty() {
+            values.insert(":m".into(), s(member));
+            values.insert(":ms".into(), AttributeValue::Ss(vec![member.to_string()]));
+        }
+        for (i, (attr, max)) in slots.iter().enumerate() {
+            names.insert(format!("#p{i}"), attr.clone());
+            values.insert(format!(":max{i}"), n(max));
+            condition.push(format!("(attribute_not_exists(#p{i}) OR contains(#p{i}, :m) OR size(#p{i}) < :max{i})"));
+            adds.push(format!("#p{i} :ms"));
+        }
+        let mut update = "SET lastPushAt = :now".to_string();
+        if !adds.is_empty() {
+            update.push_str(&format!(" ADD {}", adds.join(", ")));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.users)
+            .key("userId", s(user))
+            .update_expression(update)
+            .condition_expression(condition.join(" AND "))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        if conditional(result.map(|_| ()), "UpdateItem")? {
+            return Ok(Reservation::Reserved);
+        }
+        // Refused: read why (rare; one strongly consistent read).
+        let attrs: Vec<String> = slots.keys().cloned().collect();
+        let caps = self.friend_caps(&[user.to_string()], &attrs).await?;
+        let why = caps.get(user).map_or(Some(Skip::Blocked), |f| f.refusal(member, slots, false)).unwrap_or(Skip::Cap);
+        Ok(Reservation::Refused(why))
+    }
+
+    /// Gives the friend's slots of `member` back (the send surely did not go out).
+    pub async fn release(&self, user: &str, member: &str, attributes: &[String]) -> Result<(), BackendError> {
+        if attributes.is_empty() {
+            return Ok(());
+        }
+        let names: HashMap<String, String> =
+            attributes.iter().enumerate().map(|(i, a)| (format!("#p{i}"), a.clone())).collect();
+        let deletes: Vec<String> = (0..attributes.len()).map(|i| format!("#p{i} :ms")).collect();
+        self.client
+            .update_item()
+            .table_name(&self.users)
+            .key("userId", s(user))
+            .update_expression(format!("DELETE {}", deletes.join(", ")))
+            .condition_expression("attribute_exists(userId)")
+            .set_expression_attribute_names(Some(names))
+            .expression_attribute_values(":ms", AttributeValue::Ss(vec![member.to_string()]))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| match &e {
+                SdkError::ServiceError(se) if se.err().is_conditional_check_failed_exception() => Ok(()),
+                _ => Err(err("UpdateItem", describe(&e))),
+            })
+    }
+
+    /// Opts a friend out (`by`: `cli` or `settings`) or back in. Opting back in removes only an
+    /// opt-out made `by` the same means, so settings never undo an `oa suppress add`.
+    pub async fn suppress(&self, user: &str, on: bool, by: &str, now_ms: i64) -> Result<bool, BackendError> {
+        let request = self.client.update_item().table_name(&self.users).key("userId", s(user));
+        let result = if on {
+            request
+                .update_expression("SET suppressed = :by, suppressedAt = :now")
+                .condition_expression("attribute_not_exists(suppressed)")
+                .expression_attribute_values(":by", s(by))
+                .expression_attribute_values(":now", n(now_ms))
+                .send()
+                .await
+        } else {
+            request
+                .update_expression("REMOVE suppressed, suppressedAt")
+                .condition_expression("suppressed = :by")
+                .expression_attribute_values(":by", s(by))
+                .send()
+                .await
+        };
+        conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    /// Every opted-out friend, with who opted them out.
+    pub async fn suppressed(&self) -> Result<Vec<(String, String)>, BackendError> {
+        let mut out = vec![];
+        for by in ["cli", "settings"] {
+            let mut start = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.users)
+                    .index_name(SUPPRESSED_INDEX)
+                    .key_condition_expression("suppressed = :by")
+                    .expression_attribute_values(":by", s(by))
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| err("Query", describe(&e)))?;
+                out.extend(
+                    page.items().iter().filter_map(|i| text(i, "userId")).map(|u| (u.to_string(), by.to_string())),
+                );
+                start = page.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn conditional<E>(
+    result: Result<(), SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+    operation: &'static str,
+) -> Result<bool, BackendError>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match result {
+        Ok(()) => Ok(true),
+        Err(SdkError::ServiceError(se)) if se.err().code() == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(err(operation, describe(&e))),
+    }
+}
+
+/// A random id: a run, a lease owner.
+pub fn uuid_simple() -> String {
+    uuid::Uuid::new_v4().simple().to_string().chars().take(12).collect()
+}
+
+/// A random UUID v4 for `X-Line-Retry-Key`.
+pub fn retry_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_round_trip() {
+        let mask: Vec<bool> = (0..37).map(|i| i % 3 == 0 || i == 36).collect();
+        assert_eq!(mask_from_hex(&mask_to_hex(&mask), 37), mask);
+        assert_eq!(mask_to_hex(&vec![true; 500]).len(), 125);
+    }
+
+    #[test]
+    fn retry_keys_are_version_4_uuids() {
+        let key = retry_key();
+        assert_eq!(uuid::Uuid::parse_str(&key).unwrap().get_version_num(), 4);
+        assert_ne!(retry_key(), key);
+    }
+}
