@@ -26,7 +26,7 @@ bench:           ## Benchmarks (the handler benchmark needs `make local-up`)
 
 ARCH ?= arm64
 build:           ## Release artifacts for AWS (target/lambda/<function>/bootstrap); ARCH=arm64|x86-64
-	PATH="$(CURDIR)/.local/venv/bin:$$PATH" cargo lambda build --release --$(ARCH) --package webhook --package keyword-reply --package tagger
+	PATH="$(CURDIR)/.local/venv/bin:$$PATH" cargo lambda build --release --$(ARCH) --package webhook --package keyword-reply --package tagger --package campaign --package multicast
 
 lint:
 	cargo fmt --all -- --check

@@ -50,6 +50,8 @@ load_env() {
   export AWS_ENDPOINT_URL_SECRETS_MANAGER="${AWS_ENDPOINT_URL_SECRETS_MANAGER/:9324/:$SQS_PORT}"
   export REPLY_QUEUE_URL="${REPLY_QUEUE_URL/:9324/:$SQS_PORT}"
   export TAG_QUEUE_URL="${TAG_QUEUE_URL/:9324/:$SQS_PORT}"
+  export CAMPAIGN_QUEUE_URL="${CAMPAIGN_QUEUE_URL/:9324/:$SQS_PORT}"
+  export MULTICAST_QUEUE_URL="${MULTICAST_QUEUE_URL/:9324/:$SQS_PORT}"
   export WEBHOOK_URL="${WEBHOOK_URL/:9080/:$URL_PORT}"
   export EVENTS_URL="${EVENTS_URL/:9080/:$URL_PORT}"
   export LAMBDA_INVOKE_URL="${LAMBDA_INVOKE_URL/:9000/:$LAMBDA_PORT}"
@@ -216,7 +218,7 @@ warm_up() {
   fi
   # Every queue consumer gets an empty batch, so the first real message finds it running.
   local fn
-  for fn in keyword-reply tagger; do
+  for fn in keyword-reply tagger campaign multicast; do
     for ((i = 0; i < 300; i++)); do
       code="$(curl -s -o /dev/null -w '%{http_code}' -X POST "$LAMBDA_INVOKE_URL/2015-03-31/functions/$fn/invocations" \
         -H 'content-type: application/json' --data-raw '{"Records":[]}' || true)"

@@ -387,7 +387,8 @@ mod tests {
         }
         for r in queues {
             let name = resolve_str(r.properties.get("QueueName").unwrap(), "s", &r.logical_id).unwrap();
-            assert!(name.ends_with(".fifo"), "{name}: every queue is FIFO");
+            let fifo = r.properties.get("FifoQueue").and_then(serde_yaml::Value::as_bool).unwrap_or(false);
+            assert_eq!(name.ends_with(".fifo"), fifo, "{name}: a FIFO queue's name ends in .fifo, only then");
             assert!(name.starts_with("s-"));
         }
     }

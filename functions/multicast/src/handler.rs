@@ -1,0 +1,111 @@
+//! One SQS batch from multicast-queue: each record names one planned batch of a campaign. The
+//! sender ([`shared::campaign::send`]) holds it if the campaign is paused or cancelled, else
+//! leases it, reserves the recipients' cap slots, freezes the send list with a random retry key
+//! and multicasts it, with the same body and key on every try. Records that must come back (a
+//! lease held elsewhere, LINE not answering yet, storage trouble) are reported as batch item
+//! failures; SQS delivers them again after the visibility timeout.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::stream::{self, StreamExt};
+use lambda_runtime::{Error, LambdaEvent};
+use shared::campaign::model::BatchMessage;
+use shared::campaign::send::{Failpoint, Retry, Sender, Sent};
+use shared::campaign::store::{uuid_simple, CampaignStore};
+use shared::line::client::LineClient;
+use shared::ports::{Clock, SystemClock};
+use shared::secrets::Secrets;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+pub struct Deps {
+    pub store: CampaignStore,
+    pub line: LineClient,
+    pub clock: Arc<dyn Clock>,
+    pub lease: Duration,
+    pub attempts: u32,
+    pub backoff: Duration,
+    /// Faults tests inject (never set in production).
+    pub failpoint: Mutex<Option<Failpoint>>,
+}
+
+impl Deps {
+    pub async fn new(config: &Config, sdk: &aws_config::SdkConfig) -> Result<Self, Error> {
+        let secrets = Secrets::load(config.secrets.store(sdk), Config::SECRETS).await?;
+        Self::from_parts(config, Arc::new(secrets), aws_sdk_dynamodb::Client::new(sdk))
+    }
+
+    pub fn from_parts(
+        config: &Config,
+        secrets: Arc<Secrets>,
+        dynamodb: aws_sdk_dynamodb::Client,
+    ) -> Result<Self, Error> {
+        Ok(Deps {
+            store: CampaignStore::new(dynamodb, &config.campaigns_table, &config.users_table),
+            line: LineClient::new(&config.line_api_base, secrets, config.line_timeout)?,
+            clock: Arc::new(SystemClock),
+            lease: config.lease,
+            attempts: config.attempts,
+            backoff: config.backoff,
+            failpoint: Mutex::new(None),
+        })
+    }
+}
+
+/// What became of one record.
+#[derive(Debug)]
+pub enum Outcome {
+    Done(Sent),
+    Unreadable(String),
+    Retry(Retry),
+}
+
+pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+    Ok(handle_batch(deps, &event.payload.records).await)
+}
+
+/// Batches of one invocation go out a few at a time (each is one request to LINE).
+pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchResponse {
+    let owner = uuid_simple();
+    let outcomes: Vec<Outcome> =
+        stream::iter(records.iter()).map(|record| send_one(deps, record, &owner)).buffered(4).collect().await;
+    let mut response = SqsBatchResponse::default();
+    for (record, outcome) in records.iter().zip(outcomes) {
+        match &outcome {
+            Outcome::Done(sent) => info!(message_id = ?record.message_id, outcome = ?sent, "batch handled"),
+            Outcome::Unreadable(e) => {
+                warn!(message_id = ?record.message_id, error = %e, "not a batch message: dropped")
+            }
+            Outcome::Retry(e) => {
+                warn!(message_id = ?record.message_id, error = %e, "batch will be retried");
+                response.add_failure(record.message_id.clone().unwrap_or_default());
+            }
+        }
+    }
+    response
+}
+
+async fn send_one(deps: &Deps, record: &SqsMessage, owner: &str) -> Outcome {
+    let message: BatchMessage = match record.body.as_deref().map(serde_json::from_str) {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => return Outcome::Unreadable(e.to_string()),
+        None => return Outcome::Unreadable("no body".into()),
+    };
+    let sender = Sender {
+        store: &deps.store,
+        line: &deps.line,
+        clock: deps.clock.as_ref(),
+        owner: owner.to_string(),
+        lease: deps.lease,
+        attempts: deps.attempts,
+        backoff: deps.backoff,
+        failpoint: &deps.failpoint,
+    };
+    match sender.send(&message).await {
+        Ok(sent) => Outcome::Done(sent),
+        Err(e) => Outcome::Retry(e),
+    }
+}
