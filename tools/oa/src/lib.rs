@@ -3,6 +3,7 @@
 //! events ([`sample`]), and which stack a command talks to ([`target`]). The integration tests
 //! use them all.
 
+pub mod campaigns;
 pub mod front;
 pub mod poller;
 pub mod rules;

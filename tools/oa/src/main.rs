@@ -45,6 +45,139 @@ enum Command {
     /// Tags: friends per tag, and one friend's tags.
     #[command(subcommand)]
     Tags(TagsCommand),
+    /// Account settings as code: time zone, caps, plan, opt-outs (examples/account.yaml).
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+    /// Opt-outs: friends never pushed.
+    #[command(subcommand)]
+    Suppress(SuppressCommand),
+    /// Campaigns: create, preview (price), start, status, pause, resume, cancel, test.
+    #[command(subcommand)]
+    Campaign(CampaignCommand),
+}
+
+#[derive(Args)]
+struct CampaignEnv {
+    #[arg(long, env = "CAMPAIGNS_TABLE")]
+    campaigns_table: String,
+    #[arg(long, env = "USERS_TABLE")]
+    users_table: String,
+    #[arg(long, env = "TAGS_TABLE")]
+    tags_table: String,
+    #[arg(long, env = "RULES_TABLE")]
+    rules_table: String,
+    #[arg(long, env = "CAMPAIGN_QUEUE_URL")]
+    campaign_queue_url: String,
+    #[arg(long, env = "MULTICAST_QUEUE_URL")]
+    multicast_queue_url: String,
+    #[arg(long, env = "LINE_API_BASE", default_value = "https://api.line.me")]
+    line_api_base: String,
+}
+
+#[derive(Subcommand)]
+enum SettingsCommand {
+    /// Check a settings file; errors name FILE:LINE:COLUMN.
+    Validate { file: PathBuf },
+    /// Validate and publish as a new version; opt-outs follow its `suppress:` list.
+    Apply {
+        file: PathBuf,
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+    /// The live settings.
+    Show {
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+}
+
+#[derive(Subcommand)]
+enum SuppressCommand {
+    /// Opt friends out of every push.
+    Add {
+        users: Vec<String>,
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+    /// Opt friends back in (only opt-outs made with `oa suppress add`).
+    Remove {
+        users: Vec<String>,
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+    List {
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+}
+
+#[derive(Subcommand)]
+enum CampaignCommand {
+    /// Check a campaign file (FILE:LINE:COLUMN errors; the messages are checked by LINE at create).
+    Validate { file: PathBuf },
+    /// Create a draft from a file, after LINE's validator accepted its messages.
+    Create {
+        file: PathBuf,
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+    /// Who gets it, who not and why, and what it costs this month (a file or a campaign id).
+    Preview {
+        file_or_id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+    /// Start a draft (now, or at its schedule).
+    Start {
+        id: String,
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+    List {
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+    Show {
+        id: String,
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+    /// Live progress: sent of planned, rate, ETA, billable messages.
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        /// Return once the campaign is done, paused, cancelled or needs attention.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+    Pause {
+        id: String,
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+    Resume {
+        id: String,
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+    /// A test push to a few named friends, outside caps and counters.
+    Test {
+        id: String,
+        #[arg(long, num_args = 1.., required = true)]
+        to: Vec<String>,
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
 }
 
 #[derive(Args)]
@@ -344,6 +477,9 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
         Command::Sim(command) => sim(command).await,
         Command::Segment(command) => segment(command).await,
         Command::Tags(command) => tags(command).await,
+        Command::Settings(command) => settings(command, local).await,
+        Command::Suppress(command) => suppress(command, local).await,
+        Command::Campaign(command) => campaign(command, local).await,
         Command::Webhook(WebhookCommand::Sign { file, secret }) => {
             let body = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             println!("{}", shared::line::signature::sign(&secret, &body));
@@ -591,6 +727,200 @@ async fn tags(command: TagsCommand) -> Result<(), AnyError> {
         }
         TagsCommand::Of { user_id, tables } => {
             print!("{}", segments::format_tags_of(&tag_reader(tables).await.tags_of(&user_id).await?, now))
+        }
+    }
+    Ok(())
+}
+
+async fn campaigns(env: &CampaignEnv, local: bool, change: Option<&str>) -> Result<oa::campaigns::Campaigns, AnyError> {
+    use shared::adapters::sqs::SqsWorkQueue;
+    use shared::secrets::{SecretName, SecretSource, Secrets};
+    let sdk = aws_config().await;
+    if let Some(what) = change {
+        announce(local, &sdk, "AWS_ENDPOINT_URL_DYNAMODB", what);
+    }
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    // The access token (validator, quota, test pushes): LINE_SECRET_ARN, or locally the variable.
+    const SECRETS: &[SecretName] = &[SecretName::ChannelAccessToken];
+    let source = SecretSource::from_env(&shared::config::ProcessEnv, SECRETS)?;
+    let secrets = Secrets::load(source.store(&sdk), SECRETS).await?;
+    let line = shared::line::client::LineClient::new(
+        &env.line_api_base,
+        std::sync::Arc::new(secrets),
+        std::time::Duration::from_secs(10),
+    )?;
+    Ok(oa::campaigns::Campaigns {
+        store: shared::campaign::store::CampaignStore::new(dynamodb.clone(), &env.campaigns_table, &env.users_table),
+        settings: shared::rules::store::RulesStore::settings(dynamodb.clone(), &env.rules_table),
+        index: shared::adapters::tags::DynamoTags::reader(dynamodb, &env.tags_table, &env.users_table),
+        line,
+        plans: Box::new(SqsWorkQueue::new(sqs.clone(), &env.campaign_queue_url)),
+        batches: Box::new(SqsWorkQueue::new(sqs, &env.multicast_queue_url)),
+    })
+}
+
+async fn settings(command: SettingsCommand, local: bool) -> Result<(), AnyError> {
+    let now = sample::now_ms();
+    match command {
+        SettingsCommand::Validate { file } => {
+            let (_, s) = oa::campaigns::load_settings_file(&file)?;
+            println!(
+                "{}: valid (time zone {}, {} caps, {} opt-outs)",
+                file.display(),
+                s.timezone.name(),
+                s.caps.len(),
+                s.suppress.len()
+            );
+        }
+        SettingsCommand::Apply { file, env } => {
+            let c = campaigns(&env, local, Some(&format!("publish settings to table {}", env.rules_table))).await?;
+            print!("{}", c.apply_settings(&file, now).await?);
+        }
+        SettingsCommand::Show { env } => {
+            let c = campaigns(&env, local, None).await?;
+            match c.settings.live().await? {
+                None => println!("no settings applied yet (oa settings apply FILE)"),
+                Some(p) => print!("# version {}\n{}", p.version, p.source),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn suppress(command: SuppressCommand, local: bool) -> Result<(), AnyError> {
+    let now = sample::now_ms();
+    match command {
+        SuppressCommand::Add { users, env } | SuppressCommand::Remove { users, env } if users.is_empty() => {
+            let _ = env;
+            Err("give one or more user IDs".into())
+        }
+        SuppressCommand::Add { users, env } => {
+            let c = campaigns(&env, local, Some(&format!("opt friends out in table {}", env.users_table))).await?;
+            for u in &users {
+                if !shared::shop::is_line_user_id(u) {
+                    return Err(format!("{u:?} is not a LINE user ID").into());
+                }
+                let changed = c.store.suppress(u, true, "cli", now).await?;
+                println!("{u}: {}", if changed { "opted out" } else { "already opted out" });
+            }
+            Ok(())
+        }
+        SuppressCommand::Remove { users, env } => {
+            let c = campaigns(&env, local, Some(&format!("opt friends back in in table {}", env.users_table))).await?;
+            for u in &users {
+                let changed = c.store.suppress(u, false, "cli", now).await?;
+                println!("{u}: {}", if changed { "opted back in" } else { "not opted out with oa suppress add" });
+            }
+            Ok(())
+        }
+        SuppressCommand::List { env } => {
+            let c = campaigns(&env, local, None).await?;
+            for (u, by) in c.store.suppressed().await? {
+                println!("{u}  ({by})");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn campaign(command: CampaignCommand, local: bool) -> Result<(), AnyError> {
+    use oa::campaigns::{format_preview, format_show, status_json, status_line};
+    let now = sample::now_ms();
+    match command {
+        CampaignCommand::Validate { file } => {
+            let (_, f) = oa::campaigns::load_campaign(&file)?;
+            println!(
+                "{}: valid (campaign {}, {} messages, segment {})",
+                file.display(),
+                f.id,
+                f.messages.0.len(),
+                f.segment
+            );
+        }
+        CampaignCommand::Create { file, env } => {
+            let c =
+                campaigns(&env, local, Some(&format!("create a campaign in table {}", env.campaigns_table))).await?;
+            let created = c.create(&file, now).await?;
+            println!(
+                "created campaign {} (run {}) as a draft: preview it, then oa campaign start {}",
+                created.id, created.run, created.id
+            );
+        }
+        CampaignCommand::Preview { file_or_id, json, env } => {
+            let c = campaigns(&env, local, None).await?;
+            let preview = c.preview(&file_or_id, now).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&preview)?);
+            } else {
+                print!("{}", format_preview(&preview));
+            }
+        }
+        CampaignCommand::Start { id, env } => {
+            let c = campaigns(&env, local, Some(&format!("start campaign {id} (billed pushes)"))).await?;
+            let started = c.start(&id, now).await?;
+            println!("campaign {id} is {}: follow it with oa campaign status {id}", started.state.name());
+        }
+        CampaignCommand::List { env } => {
+            let c = campaigns(&env, local, None).await?;
+            for k in c.store.list().await? {
+                println!(
+                    "{:<24} {:<14} {}/{} sent  {}",
+                    k.id,
+                    k.state.name(),
+                    k.counters.sent,
+                    k.counters.planned,
+                    k.name
+                );
+            }
+        }
+        CampaignCommand::Show { id, env } => {
+            let c = campaigns(&env, local, None).await?;
+            let k = c.store.get(&id).await?.ok_or_else(|| format!("no campaign {id}"))?;
+            print!("{}", format_show(&k));
+        }
+        CampaignCommand::Status { id, json, wait, env } => {
+            use std::io::{IsTerminal, Write};
+            let c = campaigns(&env, local, None).await?;
+            let live = !json && std::io::stderr().is_terminal();
+            loop {
+                let k = c.store.get(&id).await?.ok_or_else(|| format!("no campaign {id}"))?;
+                let settled = k.state.is_settled() || k.state == shared::campaign::model::State::Draft;
+                if !json {
+                    if live {
+                        eprint!("\r\x1b[2K{}", status_line(&k));
+                        let _ = std::io::stderr().flush();
+                    } else if !wait || settled {
+                        println!("{}", status_line(&k));
+                    }
+                }
+                if !wait || settled {
+                    if live {
+                        eprintln!();
+                    }
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&status_json(&k))?);
+                    }
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        CampaignCommand::Pause { id, env } => {
+            let c = campaigns(&env, local, Some(&format!("pause campaign {id}"))).await?;
+            println!("campaign {id} is {}", c.pause(&id).await?.state.name());
+        }
+        CampaignCommand::Resume { id, env } => {
+            let c = campaigns(&env, local, Some(&format!("resume campaign {id} (billed pushes)"))).await?;
+            println!("campaign {id} is {}", c.resume(&id).await?.state.name());
+        }
+        CampaignCommand::Cancel { id, env } => {
+            let c = campaigns(&env, local, Some(&format!("cancel campaign {id}"))).await?;
+            println!("campaign {id} is {}", c.cancel(&id).await?.state.name());
+        }
+        CampaignCommand::Test { id, to, env } => {
+            let c = campaigns(&env, local, Some(&format!("test-push campaign {id} to {} friends", to.len()))).await?;
+            println!("{}", c.test(&id, &to).await?);
         }
     }
     Ok(())
