@@ -20,6 +20,7 @@ use shared::config::Secret;
 use shared::envelope::QueuedEvent;
 use shared::ports::{BatchOutcome, Clock, MessageQueue, OutgoingMessage};
 
+pub mod campaigns;
 pub mod pipeline;
 
 pub use oa::sample;

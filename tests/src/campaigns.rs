@@ -1,0 +1,255 @@
+//! A campaign rig: this test's stack (DynamoDB Local, the SQS emulator), line-sim in process, the
+//! `oa` campaign commands, and the campaign and multicast functions' handlers fed from their real
+//! queues by [`CampaignRig::pump`], as Lambda's event source would (failed records come back).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use line_sim::{LineSim, SimConfig};
+use oa::campaigns::Campaigns;
+use serde_json::{json, Value};
+use shared::adapters::dynamodb::DynamoFriends;
+use shared::adapters::sqs::SqsWorkQueue;
+use shared::adapters::tags::DynamoTags;
+use shared::campaign::store::{Campaign, CampaignStore};
+use shared::config::Secret;
+use shared::line::client::LineClient;
+use shared::ports::{Clock, FriendChange, FriendStore};
+use shared::rules::store::RulesStore;
+use shared::rules::tags::{Change, TagOp};
+use shared::secrets::{SecretName, Secrets, StaticStore};
+
+use crate::pipeline::ACCESS_TOKEN;
+use crate::{repo_root, ShiftedClock, TestStack, CHANNEL_SECRET};
+
+pub const ACCOUNT: &str =
+    "timezone: Asia/Taipei\ncaps:\n  - { per: month, max: 2 }\nplan: tw-2023-medium\nsuppress: []\n";
+
+pub struct CampaignRig {
+    pub stack: TestStack,
+    pub sim: LineSim,
+    pub oa: Campaigns,
+    pub planner: campaign::Deps,
+    pub sender: multicast::Deps,
+    pub clock: Arc<ShiftedClock>,
+    pub store: CampaignStore,
+    dir: std::path::PathBuf,
+}
+
+fn vars(env: &BTreeMap<String, String>) -> HashMap<&str, &str> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+impl CampaignRig {
+    /// A rig whose account settings are `account` (YAML).
+    pub async fn new(account: &str) -> Self {
+        let stack = TestStack::new().await;
+        let sim = LineSim::start(SimConfig::new(CHANNEL_SECRET, ACCESS_TOKEN), ([127, 0, 0, 1], 0).into())
+            .await
+            .expect("line-sim starts");
+        let base = sim.base_url();
+        let template = oa::stack::Template::load(&repo_root().join("infra/template.yaml")).unwrap();
+        let clock = Arc::new(ShiftedClock::default());
+        let secrets = || async {
+            let store = StaticStore(BTreeMap::from([(SecretName::ChannelAccessToken, Secret::new(ACCESS_TOKEN))]));
+            Arc::new(Secrets::load(Arc::new(store), &[SecretName::ChannelAccessToken]).await.unwrap())
+        };
+
+        let env = stack.stack.function_env(&template, "CampaignFunction").unwrap();
+        let config = campaign::config::Config::from_env(&vars(&env)).expect("the template configures the planner");
+        let mut planner = campaign::Deps::new(&config, &stack.sdk);
+        planner.clock = clock.clone();
+
+        let env = stack.stack.function_env(&template, "MulticastFunction").unwrap();
+        let mut v = vars(&env);
+        v.remove("LINE_SECRET_ARN");
+        v.insert("LINE_CHANNEL_ACCESS_TOKEN", ACCESS_TOKEN);
+        v.insert("LINE_API_BASE", &base);
+        v.insert("LINE_HTTP_TIMEOUT_MS", "1000");
+        v.insert("SEND_BACKOFF_MS", "20");
+        let config = multicast::config::Config::from_env(&v).expect("the template configures the sender");
+        let mut sender = multicast::Deps::from_parts(&config, secrets().await, stack.dynamodb.clone()).unwrap();
+        sender.clock = clock.clone();
+
+        let store =
+            CampaignStore::new(stack.dynamodb.clone(), stack.table("CampaignsTable"), stack.table("UsersTable"));
+        let oa = Campaigns {
+            store: store.clone(),
+            settings: RulesStore::settings(stack.dynamodb.clone(), stack.table("RulesTable")),
+            index: DynamoTags::reader(stack.dynamodb.clone(), stack.table("TagsTable"), stack.table("UsersTable")),
+            line: LineClient::new(&base, secrets().await, Duration::from_secs(2)).unwrap(),
+            plans: Box::new(SqsWorkQueue::new(stack.sqs.clone(), stack.queue_url("CampaignQueue"))),
+            batches: Box::new(SqsWorkQueue::new(stack.sqs.clone(), stack.queue_url("MulticastQueue"))),
+        };
+        let dir = std::env::temp_dir().join(format!("campaign-rig-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rig = CampaignRig { stack, sim, oa, planner, sender, clock, store, dir };
+        let path = rig.write("account.yaml", account);
+        rig.oa.apply_settings(&path, rig.clock.now_ms()).await.expect("settings apply");
+        rig
+    }
+
+    /// Writes a file for the CLI functions to read.
+    pub fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A campaign file.
+    pub fn campaign_file(&self, id: &str, segment: &str, extra: &str) -> std::path::PathBuf {
+        let text = format!("id: {id}\nname: {id}\nsegment: {segment}\nmessages: [\"News for {id}\"]\n{extra}");
+        self.write(&format!("{id}.campaign.yaml"), &text)
+    }
+
+    /// A following friend (in line-sim and in the users table) with `tags`.
+    pub async fn friend(&self, user: &str, tags: &[&str]) {
+        self.sim.client().add_friends(json!([{ "userId": user, "displayName": user }])).await.unwrap();
+        let friends = DynamoFriends::new(self.stack.dynamodb.clone(), self.stack.table("UsersTable"));
+        let now = self.clock.now_ms();
+        friends.record(user, FriendChange::Followed { is_unblocked: false }, now - 1000, now).await.unwrap();
+        let ops: Vec<TagOp> = tags
+            .iter()
+            .map(|t| TagOp { tag: t.to_string(), change: Change::Add { expires_after: None }, source: "test".into() })
+            .collect();
+        let writer = DynamoTags::new(
+            self.stack.dynamodb.clone(),
+            self.stack.table("TagsTable"),
+            self.stack.table("UsersTable"),
+            self.stack.table("EventsTable"),
+            3600,
+        );
+        writer.change(user, &ops, now - 500, now, true, &format!("seed:{user}")).await.unwrap();
+    }
+
+    /// The friend blocks the account: LINE and the users table know.
+    pub async fn block(&self, user: &str) {
+        self.sim.client().add_friends(json!([{ "userId": user, "displayName": user, "blocked": true }])).await.unwrap();
+        let friends = DynamoFriends::new(self.stack.dynamodb.clone(), self.stack.table("UsersTable"));
+        let now = self.clock.now_ms();
+        friends.record(user, FriendChange::Unfollowed, now, now).await.unwrap();
+    }
+
+    pub async fn campaign(&self, id: &str) -> Campaign {
+        self.store.get(id).await.unwrap().expect("the campaign exists")
+    }
+
+    /// Feeds both queues to their functions until both are empty (or `within` passes). A failed
+    /// record comes back at once (as after its visibility timeout), and each delivery counts
+    /// towards the queue's maxReceiveCount as on AWS. Returns the failures seen.
+    pub async fn pump(&self, within: Duration) -> usize {
+        let start = Instant::now();
+        let mut failures = 0;
+        loop {
+            let plans = self.receive("CampaignQueue").await;
+            let batches = self.receive("MulticastQueue").await;
+            if plans.is_empty() && batches.is_empty() {
+                return failures;
+            }
+            if !plans.is_empty() {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                let response = campaign::handler::handle_batch(&self.planner, &plans, deadline).await;
+                failures += self.settle("CampaignQueue", &plans, &response).await;
+            }
+            if !batches.is_empty() {
+                let response = multicast::handler::handle_batch(&self.sender, &batches).await;
+                failures += self.settle("MulticastQueue", &batches, &response).await;
+            }
+            if start.elapsed() > within {
+                return failures;
+            }
+        }
+    }
+
+    /// One round: the plans, then the batches, each received once. Returns the failures.
+    pub async fn pump_once(&self) -> usize {
+        let mut failures = 0;
+        let plans = self.receive("CampaignQueue").await;
+        if !plans.is_empty() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            let response = campaign::handler::handle_batch(&self.planner, &plans, deadline).await;
+            failures += self.settle("CampaignQueue", &plans, &response).await;
+        }
+        let batches = self.receive("MulticastQueue").await;
+        if !batches.is_empty() {
+            let response = multicast::handler::handle_batch(&self.sender, &batches).await;
+            failures += self.settle("MulticastQueue", &batches, &response).await;
+        }
+        failures
+    }
+
+    async fn receive(&self, queue: &str) -> Vec<SqsMessage> {
+        let out = self
+            .stack
+            .sqs
+            .receive_message()
+            .queue_url(self.stack.queue_url(queue))
+            .max_number_of_messages(10)
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .unwrap();
+        out.messages()
+            .iter()
+            .map(|m| {
+                let mut record = SqsMessage::default();
+                record.message_id = m.message_id.clone();
+                record.receipt_handle = m.receipt_handle.clone();
+                record.body = m.body.clone();
+                record
+            })
+            .collect()
+    }
+
+    async fn settle(
+        &self,
+        queue: &str,
+        records: &[SqsMessage],
+        response: &aws_lambda_events::event::sqs::SqsBatchResponse,
+    ) -> usize {
+        let failed: Vec<&String> = response.batch_item_failures.iter().map(|f| &f.item_identifier).collect();
+        for r in records {
+            let handle = r.receipt_handle.clone().unwrap();
+            let url = self.stack.queue_url(queue);
+            if failed.contains(&r.message_id.as_ref().unwrap()) {
+                let _ = self
+                    .stack
+                    .sqs
+                    .change_message_visibility()
+                    .queue_url(url)
+                    .receipt_handle(handle)
+                    .visibility_timeout(0)
+                    .send()
+                    .await;
+            } else {
+                self.stack.sqs.delete_message().queue_url(url).receipt_handle(handle).send().await.unwrap();
+            }
+        }
+        failed.len()
+    }
+
+    /// Multicast requests each friend received (test pushes and replies are not multicasts).
+    pub async fn received(&self, user: &str) -> usize {
+        self.sim.client().deliveries(user).await.unwrap().iter().filter(|d| d["api"] == "multicast").count()
+    }
+
+    /// What line-sim billed this month.
+    pub async fn billed(&self) -> u64 {
+        self.sim.client().counters().await.unwrap()["counters"]["messagesBilled"].as_u64().unwrap_or(0)
+    }
+
+    /// The multicast requests line-sim logged: (status, retry key).
+    pub async fn multicast_log(&self) -> Vec<(u64, String)> {
+        let log: Vec<Value> = self.sim.client().requests("multicast").await.unwrap();
+        log.iter()
+            .map(|r| (r["status"].as_u64().unwrap_or(0), r["retryKey"].as_str().unwrap_or_default().to_string()))
+            .collect()
+    }
+}
+
+/// `n` fresh user IDs.
+pub fn users(n: usize) -> Vec<String> {
+    (0..n).map(|_| crate::pipeline::user()).collect()
+}

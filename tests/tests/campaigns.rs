@@ -1,0 +1,244 @@
+//! Campaigns end to end over DynamoDB Local, the SQS emulator and line-sim: preview equals billed,
+//! caps hold across campaigns, every LINE fault delivers exactly once, and the counters add up
+//! to what line-sim delivered.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use integration_tests::campaigns::{users, CampaignRig, ACCOUNT};
+use serde_json::json;
+use shared::campaign::model::{cap_slots, State};
+use shared::campaign::send::Failpoint;
+use shared::ports::Clock;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn cap_one() -> String {
+    ACCOUNT.replace("max: 2", "max: 1")
+}
+
+/// Every sum of the counters holds, and what line-sim delivered per friend is what they say.
+async fn assert_adds_up(rig: &CampaignRig, id: &str, friends: &[String]) {
+    let c = rig.campaign(id).await;
+    assert!(c.counters.problems(c.plan_done).is_empty(), "{:?}", c.counters.problems(c.plan_done));
+    let k = c.counters;
+    assert_eq!(k.planned, k.sent + k.skipped.total() + k.failed + k.held + k.unknown, "{k:?}");
+    let mut received = 0;
+    for f in friends {
+        let n = rig.received(f).await;
+        assert!(n <= 1, "{f} received {n} multicasts of one campaign");
+        received += n as u64;
+    }
+    assert_eq!(received, k.sent, "line-sim delivered {received}, the counters say {}", k.sent);
+}
+
+#[tokio::test]
+async fn preview_equals_billed_with_blocked_suppressed_capped_held_out_and_budgeted_friends() {
+    let rig = CampaignRig::new(&cap_one()).await;
+    let all = users(40);
+    for u in &all {
+        rig.friend(u, &["cart:open"]).await;
+    }
+    // Two block the account, two opt out, three were pushed another campaign this month.
+    rig.block(&all[0]).await;
+    rig.block(&all[1]).await;
+    rig.oa.store.suppress(&all[2], true, "cli", 0).await.unwrap();
+    rig.oa.store.suppress(&all[3], true, "cli", 0).await.unwrap();
+    let zone = shared::rules::window::Zone::parse("Asia/Taipei").unwrap();
+    let now = jiff::Timestamp::from_millisecond(rig.clock.now_ms()).unwrap();
+    let slots =
+        cap_slots(&[shared::campaign::file::Cap { per: shared::campaign::file::Period::Month, max: 1 }], now, &zone);
+    for u in &all[4..7] {
+        let r = rig.store.reserve(u, "earlier~run", &slots, 0).await.unwrap();
+        assert_eq!(r, shared::campaign::store::Reservation::Reserved);
+    }
+    let file = rig.campaign_file("cart", "cart:open", "holdout: 10%\nbudget: { messages: 25 }\n");
+    let created = rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    assert_eq!(created.state, State::Draft);
+
+    let preview = rig.oa.preview("cart", rig.clock.now_ms()).await.unwrap();
+    let again = rig.oa.preview(file.to_str().unwrap(), rig.clock.now_ms()).await.unwrap();
+    assert_eq!(preview["skipped"], again["skipped"], "the holdout draw is stable across previews");
+    let n = |k: &str| preview.pointer(k).and_then(|v| v.as_u64()).unwrap();
+    assert_eq!(n("/segment"), 40);
+    assert_eq!((n("/skipped/blocked"), n("/skipped/suppressed"), n("/skipped/cap")), (2, 2, 3));
+    assert!(n("/skipped/holdout") > 0, "10% of 33 friends: {preview}");
+    assert_eq!(n("/recipients"), 25.min(33 - n("/skipped/holdout")), "{preview}");
+    assert_eq!(n("/skipped/budget"), 33 - n("/skipped/holdout") - n("/recipients"));
+    assert_eq!(n("/billable"), n("/recipients"));
+    assert_eq!(preview["price"]["included"].as_u64(), Some(n("/recipients")), "tw-2023-medium includes 3,000");
+
+    let billed_before = rig.billed().await;
+    rig.oa.start("cart", rig.clock.now_ms()).await.unwrap();
+    assert_eq!(rig.pump(WAIT).await, 0);
+    let c = rig.campaign("cart").await;
+    assert_eq!(c.state, State::Done, "{c:?}");
+    assert_eq!(c.counters.sent, n("/recipients"));
+    assert_eq!(rig.billed().await - billed_before, n("/recipients"), "billed equals the preview");
+    assert_eq!(c.counters.holdout, n("/skipped/holdout"));
+    for u in &all[..7] {
+        assert_eq!(rig.received(u).await, 0, "{u} is blocked, opted out or at the cap");
+    }
+    assert_adds_up(&rig, "cart", &all).await;
+}
+
+#[tokio::test]
+async fn two_campaigns_at_once_to_the_same_friends_at_cap_one_send_each_friend_one_push() {
+    let rig = CampaignRig::new(&cap_one()).await;
+    let all = users(20);
+    for u in &all {
+        rig.friend(u, &["dessert"]).await;
+    }
+    for id in ["news-a", "news-b"] {
+        let file = rig.campaign_file(id, "dessert", "");
+        rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+        // Both previews see every friend free: the race is decided when sending.
+        assert_eq!(rig.oa.preview(id, rig.clock.now_ms()).await.unwrap()["recipients"], 20);
+    }
+    rig.oa.start("news-a", rig.clock.now_ms()).await.unwrap();
+    rig.oa.start("news-b", rig.clock.now_ms()).await.unwrap();
+    assert_eq!(rig.pump(WAIT).await, 0);
+    for u in &all {
+        assert_eq!(rig.received(u).await, 1, "{u} got more (or less) than the cap of one push");
+    }
+    let (a, b) = (rig.campaign("news-a").await, rig.campaign("news-b").await);
+    assert_eq!(a.counters.sent + b.counters.sent, 20);
+    let capped =
+        a.counters.skipped.cap + a.counters.plan_skipped.cap + b.counters.skipped.cap + b.counters.plan_skipped.cap;
+    assert_eq!(capped, 20, "every friend skipped by one of the two for the cap: {a:?} {b:?}");
+    assert_eq!((a.state, b.state), (State::Done, State::Done));
+    assert!(a.counters.problems(true).is_empty() && b.counters.problems(true).is_empty());
+}
+
+#[tokio::test]
+async fn line_delivers_but_never_answers_then_the_retry_gets_409_and_friends_get_one_push() {
+    let rig = CampaignRig::new(ACCOUNT).await;
+    let all = users(5);
+    for u in &all {
+        rig.friend(u, &["vip"]).await;
+    }
+    rig.sim.client().configure(json!({ "hangMs": 2500 })).await.unwrap();
+    rig.sim.client().set_faults("multicast", json!({ "hangAfterDelivery": 1.0, "times": 1 })).await.unwrap();
+    let file = rig.campaign_file("vip-news", "vip", "");
+    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.start("vip-news", rig.clock.now_ms()).await.unwrap();
+    let before = rig.billed().await;
+    rig.pump(WAIT).await;
+    let log = rig.multicast_log().await;
+    assert_eq!(log.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![200, 409], "{log:?}");
+    assert_eq!(log[0].1, log[1].1, "the retry used the same key");
+    assert_eq!(rig.billed().await - before, 5, "billed once");
+    let c = rig.campaign("vip-news").await;
+    assert_eq!((c.state, c.counters.sent), (State::Done, 5));
+    assert_adds_up(&rig, "vip-news", &all).await;
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_with_the_same_key_and_a_sender_dying_after_200_is_not_resent() {
+    let rig = CampaignRig::new(ACCOUNT).await;
+    let all = users(6);
+    for u in &all {
+        rig.friend(u, &["buyer"]).await;
+    }
+    rig.sim.client().set_faults("multicast", json!({ "error500": 1.0, "times": 2 })).await.unwrap();
+    let file = rig.campaign_file("thanks", "buyer", "");
+    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.start("thanks", rig.clock.now_ms()).await.unwrap();
+    rig.pump(WAIT).await;
+    let log = rig.multicast_log().await;
+    assert_eq!(log.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![500, 500, 200], "{log:?}");
+    assert!(log.iter().all(|(_, k)| *k == log[0].1), "one key for every try");
+    assert_eq!(rig.campaign("thanks").await.counters.sent, 6);
+    assert_adds_up(&rig, "thanks", &all).await;
+
+    // A second campaign; the sender dies between LINE's 200 and recording it.
+    let file = rig.campaign_file("thanks-2", "buyer", "");
+    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.start("thanks-2", rig.clock.now_ms()).await.unwrap();
+    *rig.sender.failpoint.lock().unwrap() = Some(Failpoint::DieAfterLineAccepted);
+    assert_eq!(rig.pump_once().await, 1, "planned, sent, and the dead sender's record comes back");
+    assert_eq!(rig.pump_once().await, 1, "its lease still holds the batch");
+    assert_eq!(rig.campaign("thanks-2").await.counters.sent, 0, "nothing recorded yet");
+    // Its lease runs out; the redelivery sends the frozen body with its key and gets 409.
+    rig.clock.advance(Duration::from_secs(120));
+    assert_eq!(rig.pump(WAIT).await, 0);
+    let log = rig.multicast_log().await;
+    assert_eq!(log.iter().rev().take(2).map(|(s, _)| *s).collect::<Vec<_>>(), vec![409, 200], "{log:?}");
+    let c = rig.campaign("thanks-2").await;
+    assert_eq!((c.state, c.counters.sent), (State::Done, 6));
+    for u in &all {
+        assert_eq!(rig.received(u).await, 2, "one push of each campaign");
+    }
+}
+
+#[tokio::test]
+async fn a_message_lines_validator_refuses_is_refused_at_create_and_a_401_pauses_the_campaign() {
+    let rig = CampaignRig::new(ACCOUNT).await;
+    let bad = rig.write(
+        "bad.campaign.yaml",
+        "id: flex\nname: Flex\nsegment: all\nmessages:\n  - { type: flex, contents: { type: bubble } }\n",
+    );
+    let e = rig.oa.create(&bad, rig.clock.now_ms()).await.unwrap_err().to_string();
+    assert!(e.contains("validator") && e.contains("altText"), "{e}");
+    assert!(rig.store.get("flex").await.unwrap().is_none(), "nothing was created");
+
+    let all = users(4);
+    for u in &all {
+        rig.friend(u, &["dessert"]).await;
+    }
+    let file = rig.campaign_file("desserts", "dessert", "");
+    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.sim.client().set_access_token("a-reissued-token").await.unwrap();
+    rig.oa.start("desserts", rig.clock.now_ms()).await.unwrap();
+    rig.pump(WAIT).await;
+    let c = rig.campaign("desserts").await;
+    assert_eq!(c.state, State::Paused);
+    assert!(c.reason.as_deref().unwrap_or_default().contains("401"), "{:?}", c.reason);
+    assert_eq!((c.counters.held, c.counters.sent), (4, 0));
+    assert_adds_up(&rig, "desserts", &all).await;
+
+    // The token is fixed: resume sends the held batch, once.
+    rig.sim.client().set_access_token(integration_tests::pipeline::ACCESS_TOKEN).await.unwrap();
+    rig.oa.resume("desserts").await.unwrap();
+    assert_eq!(rig.pump(WAIT).await, 0);
+    let c = rig.campaign("desserts").await;
+    assert_eq!((c.state, c.counters.sent, c.counters.held), (State::Done, 4, 0));
+    assert_adds_up(&rig, "desserts", &all).await;
+}
+
+#[tokio::test]
+async fn a_campaign_recreated_under_the_same_id_after_a_cancel_is_delivered_with_new_retry_keys() {
+    let rig = CampaignRig::new(ACCOUNT).await;
+    let all = users(3);
+    for u in &all {
+        rig.friend(u, &["dessert"]).await;
+    }
+    let file = rig.campaign_file("weekly", "dessert", "");
+    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.start("weekly", rig.clock.now_ms()).await.unwrap();
+    assert_eq!(rig.pump(WAIT).await, 0);
+    let first = rig.campaign("weekly").await;
+    assert_eq!(first.counters.sent, 3);
+    assert!(rig.oa.create(&file, rig.clock.now_ms()).await.is_ok(), "a done campaign's id is free again");
+    // Cancelled before it is planned: nothing goes out, and the id is free again.
+    rig.oa.start("weekly", rig.clock.now_ms()).await.unwrap();
+    rig.oa.cancel("weekly").await.unwrap();
+    rig.pump(WAIT).await;
+    assert_eq!(rig.campaign("weekly").await.counters.sent, 0);
+    let again = rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    assert_ne!(again.run, first.run);
+    rig.oa.start("weekly", rig.clock.now_ms()).await.unwrap();
+    assert_eq!(rig.pump(WAIT).await, 0);
+    assert_eq!(rig.campaign("weekly").await.counters.sent, 3);
+    let log = rig.multicast_log().await;
+    assert_eq!(log.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![200, 200], "{log:?}");
+    assert_ne!(log[0].1, log[1].1, "a new run sends with a new retry key");
+    for u in &all {
+        assert_eq!(rig.received(u).await, 2);
+    }
+    let by_key: BTreeMap<&str, usize> = log.iter().fold(BTreeMap::new(), |mut m, (_, k)| {
+        *m.entry(k.as_str()).or_default() += 1;
+        m
+    });
+    assert_eq!(by_key.len(), 2);
+}
