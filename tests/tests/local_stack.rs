@@ -331,3 +331,103 @@ async fn a_signed_body_cut_inside_a_utf8_character_gets_a_400_from_the_running_s
     assert_eq!(status, 400, "a redelivery could never clear a 500 here: {answer}");
     assert!(answer.contains("not JSON"), "{answer}");
 }
+
+/// The campaign path on the running stack: the bakery rules and examples/account.yaml (2 pushes a
+/// month) applied with the CLI, friends tagged through webhooks and shop events, then the example
+/// cart campaign created, previewed and started with the CLI; the campaign and multicast functions
+/// run under `cargo lambda watch`, fed by the poller. What the preview said is what line-sim
+/// delivered and billed, once per friend; the third campaign of the month stops at the cap.
+#[tokio::test]
+async fn a_cart_campaign_previewed_at_n_messages_reaches_exactly_n_friends_once_and_the_cap_stops_the_third() {
+    require_functions();
+    require_service("line-sim", &setting("LINE_API_BASE"));
+    let (ok, out) = oa(&["rules", "apply", "examples/bakery-rules.yaml"]);
+    assert!(ok, "{out}");
+    let (ok, out) = oa(&["settings", "apply", "examples/account.yaml"]);
+    assert!(ok && out.contains("2 per month"), "{out}");
+
+    let sim = line_sim::client::SimClient::new(&setting("LINE_API_BASE"));
+    let carts: Vec<String> = (0..5).map(|_| sample::user_id()).collect();
+    let (buyer, opted_out) = (sample::user_id(), sample::user_id());
+    let mut everyone = carts.clone();
+    everyone.extend([buyer.clone(), opted_out.clone()]);
+    let follows = everyone.iter().map(|u| serde_json::json!({ "type": "follow", "userId": u })).collect();
+    assert_eq!(sim.send(None, follows).await.unwrap().status, 200);
+    for u in &everyone {
+        let (ok, out) = oa(&["events", "send", "--type", "add_to_cart", "--user", u, "--property", "sku=tart-1"]);
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = oa(&["events", "send", "--type", "purchase", "--user", &buyer, "--property", "category=tarts"]);
+    assert!(ok, "{out}");
+    let (ok, out) = oa(&["suppress", "add", &opted_out]);
+    assert!(ok && out.contains("opted out"), "{out}");
+    let started = std::time::Instant::now();
+    while !carts.iter().all(|u| oa(&["tags", "of", u]).1.contains("cart:open"))
+        || !oa(&["tags", "of", &buyer]).1.contains("buyer")
+    {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "the tagger did not tag in 20 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let example = std::fs::read_to_string(repo_root().join("examples/cart-abandoners.campaign.yaml")).unwrap();
+    let dir = std::env::temp_dir().join(format!("campaigns-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = ulid::Ulid::new().to_string().to_lowercase();
+    let billed = || async { sim.counters().await.unwrap()["counters"]["messagesBilled"].as_u64().unwrap_or(0) };
+    let mut pushes: std::collections::HashMap<String, usize> = Default::default();
+    for round in 1..=3 {
+        let id = format!("cart-{run}-{round}");
+        let text = format!("Your cart misses you ({id})");
+        let file = dir.join(format!("{id}.campaign.yaml"));
+        let body = example
+            .replace("id: cart-2026-11", &format!("id: {id}"))
+            .replace("Your cart misses you: 10% off today with code CART10", &text);
+        std::fs::write(&file, body).unwrap();
+        let (ok, out) = oa(&["campaign", "create", file.to_str().unwrap()]);
+        assert!(ok && out.contains("draft"), "{out}");
+        let (ok, out) = oa(&["campaign", "preview", &id, "--json"]);
+        assert!(ok, "{out}");
+        let preview: Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
+        let n = preview["billable"].as_u64().unwrap();
+        let billed_before = billed().await;
+        let (ok, out) = oa(&["campaign", "start", &id]);
+        assert!(ok, "{out}");
+        let (ok, out) = oa(&["campaign", "status", &id, "--wait", "--json"]);
+        assert!(ok, "{out}");
+        let status: Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
+        assert_eq!(status["state"], "done", "{status}");
+        assert_eq!(status["sent"].as_u64(), Some(n), "preview {preview}\nstatus {status}");
+        assert_eq!(billed().await - billed_before, n, "billed what the preview said");
+        // Who got it: line-sim's deliveries with this campaign's text, once each.
+        let mut reached = 0;
+        for u in &everyone {
+            let got = sim.deliveries(u).await.unwrap();
+            let k = got.iter().filter(|d| d["messages"][0]["text"] == text.as_str()).count();
+            assert!(k <= 1, "{u} got campaign {id} {k} times");
+            reached += k;
+            *pushes.entry(u.clone()).or_default() += k;
+        }
+        assert!(reached as u64 <= n);
+        let (_, shown) = oa(&["campaign", "show", &id]);
+        assert!(shown.contains(&format!("sent {n}")) && !shown.contains("PROBLEM"), "{shown}");
+        if round == 3 {
+            // Friends pushed twice this month are at the cap of examples/account.yaml.
+            let capped = pushes.values().filter(|k| **k >= 2).count() as u64;
+            assert!(capped >= 3, "most cart friends got the first two: {pushes:?}");
+            let skipped = status["planSkipped"]["cap"].as_u64().unwrap() + status["skippedBy"]["cap"].as_u64().unwrap();
+            assert!(skipped >= capped, "{status}");
+        }
+    }
+    assert_eq!(pushes[&buyer] + pushes[&opted_out], 0, "buyers and opted-out friends get nothing");
+    assert!(pushes.values().all(|k| *k <= 2), "never more than the cap: {pushes:?}");
+    // The list reads an index, which DynamoDB updates a moment after the campaign.
+    let started = std::time::Instant::now();
+    loop {
+        let (ok, list) = oa(&["campaign", "list"]);
+        if ok && list.contains(&format!("cart-{run}-1")) {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{list}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
