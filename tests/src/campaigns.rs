@@ -163,6 +163,28 @@ impl CampaignRig {
         }
     }
 
+    /// Plans only: campaign-queue until it is empty; multicast-queue is left alone.
+    pub async fn plan_only(&self) {
+        loop {
+            let plans = self.receive("CampaignQueue").await;
+            if plans.is_empty() {
+                return;
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            let response = campaign::handler::handle_batch(&self.planner, &plans, deadline).await;
+            assert_eq!(self.settle("CampaignQueue", &plans, &response).await, 0);
+        }
+    }
+
+    /// The campaign runs in a friend's cap set of this month.
+    pub async fn cap_set(&self, user: &str) -> Vec<String> {
+        let item = crate::get_item(&self.stack.dynamodb, self.stack.table("UsersTable"), "userId", user).await;
+        let zone = shared::rules::window::Zone::parse("Asia/Taipei").unwrap();
+        let now = jiff::Timestamp::from_millisecond(self.clock.now_ms()).unwrap();
+        let attr = shared::campaign::model::period_attribute(shared::campaign::file::Period::Month, now, &zone);
+        item.and_then(|i| i.get(&attr).and_then(|v| v.as_ss().ok()).cloned()).unwrap_or_default()
+    }
+
     /// One round: the plans, then the batches, each received once. Returns the failures.
     pub async fn pump_once(&self) -> usize {
         let mut failures = 0;

@@ -242,3 +242,63 @@ async fn a_campaign_recreated_under_the_same_id_after_a_cancel_is_delivered_with
     });
     assert_eq!(by_key.len(), 2);
 }
+
+#[tokio::test]
+async fn a_pause_holds_the_queued_batches_and_resume_sends_each_once() {
+    let rig = CampaignRig::new(ACCOUNT).await;
+    let all = users(6);
+    for u in &all {
+        rig.friend(u, &["dessert"]).await;
+    }
+    let file = rig.campaign_file("held", "dessert", "");
+    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.start("held", rig.clock.now_ms()).await.unwrap();
+    rig.plan_only().await;
+    assert_eq!(rig.campaign("held").await.counters.planned, 6);
+    rig.oa.pause("held").await.unwrap();
+    assert_eq!(rig.pump(WAIT).await, 0);
+    let c = rig.campaign("held").await;
+    assert_eq!((c.state, c.counters.held, c.counters.sent), (State::Paused, 6, 0), "held, not sent, not lost");
+    assert!(rig.multicast_log().await.is_empty(), "nothing reached LINE");
+    assert_adds_up(&rig, "held", &all).await;
+    rig.oa.resume("held").await.unwrap();
+    assert_eq!(rig.pump(WAIT).await, 0);
+    let c = rig.campaign("held").await;
+    assert_eq!((c.state, c.counters.held, c.counters.sent), (State::Done, 0, 6));
+    assert_adds_up(&rig, "held", &all).await;
+}
+
+#[tokio::test]
+async fn the_monthly_limit_pauses_the_campaign_gives_the_slots_back_and_resume_sends_the_rest_once() {
+    let rig = CampaignRig::new(ACCOUNT).await;
+    let all = users(4);
+    for u in &all {
+        rig.friend(u, &["dessert"]).await;
+    }
+    // LINE's quota has room for 2 messages; the batch has 4 recipients (all or nothing).
+    rig.sim.client().configure(json!({ "monthlyQuota": 2 })).await.unwrap();
+    let file = rig.campaign_file("quota", "dessert", "");
+    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    let preview = rig.oa.preview("quota", rig.clock.now_ms()).await.unwrap();
+    assert_eq!(preview["price"]["stopsAfter"], 2, "the preview says where the limit stops it: {preview}");
+    rig.oa.start("quota", rig.clock.now_ms()).await.unwrap();
+    assert_eq!(rig.pump(WAIT).await, 0);
+    let c = rig.campaign("quota").await;
+    assert_eq!(c.state, State::Paused);
+    assert!(c.reason.as_deref().unwrap_or_default().starts_with("quota"), "{:?}", c.reason);
+    assert_eq!((c.counters.held, c.counters.sent), (4, 0));
+    assert_eq!(rig.multicast_log().await.len(), 1, "a monthly-limit 429 is not retried");
+    for u in &all {
+        assert!(rig.cap_set(u).await.is_empty(), "{u}: the slot of a send LINE refused was given back");
+    }
+    assert_adds_up(&rig, "quota", &all).await;
+    rig.sim.client().configure(json!({ "monthlyQuota": 100 })).await.unwrap();
+    rig.oa.resume("quota").await.unwrap();
+    assert_eq!(rig.pump(WAIT).await, 0);
+    let c = rig.campaign("quota").await;
+    assert_eq!((c.state, c.counters.sent, c.counters.held), (State::Done, 4, 0));
+    for u in &all {
+        assert_eq!(rig.cap_set(u).await.len(), 1, "{u}: the slot is taken once it was sent");
+    }
+    assert_adds_up(&rig, "quota", &all).await;
+}
