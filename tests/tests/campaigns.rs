@@ -199,7 +199,7 @@ async fn a_message_lines_validator_refuses_is_refused_at_create_and_a_401_pauses
 
     // The token is fixed: resume sends the held batch, once.
     rig.sim.client().set_access_token(integration_tests::pipeline::ACCESS_TOKEN).await.unwrap();
-    rig.oa.resume("desserts").await.unwrap();
+    rig.oa.resume("desserts", rig.clock.now_ms()).await.unwrap();
     assert_eq!(rig.pump(WAIT).await, 0);
     let c = rig.campaign("desserts").await;
     assert_eq!((c.state, c.counters.sent, c.counters.held), (State::Done, 4, 0));
@@ -261,7 +261,7 @@ async fn a_pause_holds_the_queued_batches_and_resume_sends_each_once() {
     assert_eq!((c.state, c.counters.held, c.counters.sent), (State::Paused, 6, 0), "held, not sent, not lost");
     assert!(rig.multicast_log().await.is_empty(), "nothing reached LINE");
     assert_adds_up(&rig, "held", &all).await;
-    rig.oa.resume("held").await.unwrap();
+    rig.oa.resume("held", rig.clock.now_ms()).await.unwrap();
     assert_eq!(rig.pump(WAIT).await, 0);
     let c = rig.campaign("held").await;
     assert_eq!((c.state, c.counters.held, c.counters.sent), (State::Done, 0, 6));
@@ -293,7 +293,7 @@ async fn the_monthly_limit_pauses_the_campaign_gives_the_slots_back_and_resume_s
     }
     assert_adds_up(&rig, "quota", &all).await;
     rig.sim.client().configure(json!({ "monthlyQuota": 100 })).await.unwrap();
-    rig.oa.resume("quota").await.unwrap();
+    rig.oa.resume("quota", rig.clock.now_ms()).await.unwrap();
     assert_eq!(rig.pump(WAIT).await, 0);
     let c = rig.campaign("quota").await;
     assert_eq!((c.state, c.counters.sent, c.counters.held), (State::Done, 4, 0));
@@ -301,4 +301,36 @@ async fn the_monthly_limit_pauses_the_campaign_gives_the_slots_back_and_resume_s
         assert_eq!(rig.cap_set(u).await.len(), 1, "{u}: the slot is taken once it was sent");
     }
     assert_adds_up(&rig, "quota", &all).await;
+}
+
+#[tokio::test]
+async fn a_batch_whose_sender_died_during_the_call_is_held_frozen_and_resumed_with_its_own_key() {
+    let rig = CampaignRig::new(ACCOUNT).await;
+    let all = users(4);
+    for u in &all {
+        rig.friend(u, &["dessert"]).await;
+    }
+    let file = rig.campaign_file("died", "dessert", "");
+    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.start("died", rig.clock.now_ms()).await.unwrap();
+    *rig.sender.failpoint.lock().unwrap() = Some(Failpoint::DieAfterLineAccepted);
+    assert_eq!(rig.pump_once().await, 1, "LINE took the batch; the sender died before recording it");
+    // A person pauses; the dead sender's lease runs out; the batch comes back and is held. LINE
+    // may have taken it, so it keeps its send list, its slots and its retry key.
+    rig.oa.pause("died").await.unwrap();
+    rig.clock.advance(Duration::from_secs(120));
+    assert_eq!(rig.pump(WAIT).await, 0);
+    let c = rig.campaign("died").await;
+    assert_eq!((c.state, c.counters.held), (State::Paused, 4));
+    for u in &all {
+        assert_eq!(rig.cap_set(u).await.len(), 1, "{u}: the slot of a batch LINE may have taken stays");
+    }
+    rig.oa.resume("died", rig.clock.now_ms()).await.unwrap();
+    assert_eq!(rig.pump(WAIT).await, 0);
+    let log = rig.multicast_log().await;
+    assert_eq!(log.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![200, 409], "{log:?}");
+    assert_eq!(log[0].1, log[1].1, "resumed with the key it was frozen with");
+    let c = rig.campaign("died").await;
+    assert_eq!((c.state, c.counters.sent, c.counters.held), (State::Done, 4, 0));
+    assert_adds_up(&rig, "died", &all).await;
 }

@@ -69,9 +69,10 @@ pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Resu
 
 /// Batches of one invocation go out a few at a time (each is one request to LINE).
 pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchResponse {
-    let owner = uuid_simple();
+    // One lease owner per record: two copies of one batch in the same receive must not both
+    // pass the lease.
     let outcomes: Vec<Outcome> =
-        stream::iter(records.iter()).map(|record| send_one(deps, record, &owner)).buffered(4).collect().await;
+        stream::iter(records.iter()).map(|record| send_one(deps, record, uuid_simple())).buffered(4).collect().await;
     let mut response = SqsBatchResponse::default();
     for (record, outcome) in records.iter().zip(outcomes) {
         match &outcome {
@@ -88,7 +89,7 @@ pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchRespon
     response
 }
 
-async fn send_one(deps: &Deps, record: &SqsMessage, owner: &str) -> Outcome {
+async fn send_one(deps: &Deps, record: &SqsMessage, owner: String) -> Outcome {
     let message: BatchMessage = match record.body.as_deref().map(serde_json::from_str) {
         Some(Ok(m)) => m,
         Some(Err(e)) => return Outcome::Unreadable(e.to_string()),
@@ -98,7 +99,7 @@ async fn send_one(deps: &Deps, record: &SqsMessage, owner: &str) -> Outcome {
         store: &deps.store,
         line: &deps.line,
         clock: deps.clock.as_ref(),
-        owner: owner.to_string(),
+        owner,
         lease: deps.lease,
         attempts: deps.attempts,
         backoff: deps.backoff,

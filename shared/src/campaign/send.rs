@@ -55,6 +55,8 @@ pub enum Retry {
     Missing(u32),
     #[error("failpoint: the sender died after LINE accepted the batch")]
     Died,
+    #[error("the campaign is sending again: the batch goes out instead of being held")]
+    Resumed,
 }
 
 pub struct Sender<'a> {
@@ -82,15 +84,12 @@ impl Sender<'_> {
         if batch.state.is_settled() || batch.state == BatchState::Held {
             return Ok(Sent::Duplicate);
         }
-        if !c.state.sends() {
-            return self.hold(&c, &batch, None, false, format!("campaign is {}", c.state.name())).await;
-        }
         let now = self.clock.now_ms();
         if !self.store.lease(&c, batch.number, &self.owner, now, now + self.lease.as_millis() as i64).await? {
             return Err(Retry::Leased);
         }
         let result = self.leased(&c, &mut batch).await;
-        if matches!(result, Err(Retry::Line(_)) | Err(Retry::Backend(_))) {
+        if matches!(result, Err(Retry::Line(_)) | Err(Retry::Backend(_)) | Err(Retry::Resumed)) {
             // Let the next delivery have it at once (a dead sender's lease expires instead).
             let _ = self.store.release_lease(&c, batch.number, &self.owner).await;
         }
@@ -98,20 +97,27 @@ impl Sender<'_> {
     }
 
     async fn leased(&self, c: &Campaign, batch: &mut Batch) -> Result<Sent, Retry> {
-        let zone = Zone::parse(&c.timezone).unwrap_or_default();
-        let at = Timestamp::from_millisecond(self.clock.now_ms()).unwrap_or(Timestamp::UNIX_EPOCH);
-        let slots = if c.transactional { BTreeMap::new() } else { cap_slots(&c.caps, at, &zone) };
+        if !c.state.sends() {
+            let unfreeze = batch.first_called_at_ms.is_none();
+            return self.hold(c, batch, unfreeze, format!("campaign is {}", c.state.name())).await;
+        }
         let member = c.cap_member();
         if batch.state == BatchState::Planned {
+            let zone = Zone::parse(&c.timezone).unwrap_or_default();
+            let at = Timestamp::from_millisecond(self.clock.now_ms()).unwrap_or(Timestamp::UNIX_EPOCH);
+            let slots = if c.transactional { BTreeMap::new() } else { cap_slots(&c.caps, at, &zone) };
             let (mask, skips) = self.reserve(batch, &member, &slots).await?;
             let key = retry_key();
-            if !self.store.freeze(c, batch.number, &self.owner, &mask, &skips, &key, self.clock.now_ms()).await? {
+            let attrs: Vec<String> = slots.keys().cloned().collect();
+            let now = self.clock.now_ms();
+            if !self.store.freeze(c, batch.number, &self.owner, &mask, &skips, &attrs, &key, now).await? {
                 return Err(Retry::Leased);
             }
             batch.state = BatchState::Frozen;
             batch.frozen = Some(mask);
             batch.retry_key = Some(key);
             batch.skips = skips;
+            batch.cap_attrs = attrs;
         }
         let to = batch.send_list();
         if to.is_empty() {
@@ -120,26 +126,32 @@ impl Sender<'_> {
             return Ok(Sent::AllSkipped);
         }
         let key = batch.retry_key.clone().unwrap_or_default();
-        let attributes: Vec<String> = slots.keys().cloned().collect();
-        let mut ambiguous_since = batch.first_ambiguous_at_ms;
+        // LINE may have taken the batch once a call started and no definite answer came back: a
+        // call before this invocation (its sender may have died during it), or an ambiguous one now.
+        let mut first_called = batch.first_called_at_ms;
+        let mut maybe_taken = first_called.is_some();
         let mut last_error = None;
         for attempt in 0..self.attempts.max(1) {
-            if ambiguous_since.is_some_and(|t| self.clock.now_ms() - t > AMBIGUOUS_LIMIT_MS) {
-                let outcome =
-                    settlement(BatchState::Unknown, 0, None, Some("first ambiguous try is over 23 h old".into()));
+            if first_called.is_some_and(|t| self.clock.now_ms() - t > AMBIGUOUS_LIMIT_MS) {
+                let outcome = settlement(BatchState::Unknown, 0, None, Some("first call is over 23 h old".into()));
                 self.settle(c, batch, &Settlement { unknown: to.len() as u64, ..outcome }).await?;
                 return Ok(Sent::Unknown);
-            }
-            // Right before the call: a pause or cancel since the batch was picked up holds it.
-            let now_state = self.store.get(&c.id).await?.filter(|n| n.run == c.run).map(|n| n.state);
-            if now_state.is_none_or(|s| !s.sends()) {
-                let why = format!("campaign is {}", now_state.map_or("gone", |s| s.name()));
-                return self.hold_releasing(c, batch, ambiguous_since.is_none(), &member, &attributes, why).await;
             }
             if attempt > 0 {
                 let base = self.backoff.as_millis() as u64 * (1 << attempt.min(6));
                 tokio::time::sleep(Duration::from_millis(base + fastrand::u64(0..=base))).await;
             }
+            // Right before the call: a pause or cancel since the batch was picked up holds it.
+            let now_state = self.store.get(&c.id).await?.filter(|n| n.run == c.run).map(|n| n.state);
+            if now_state.is_none_or(|s| !s.sends()) {
+                let why = format!("campaign is {}", now_state.map_or("gone", |s| s.name()));
+                return self.hold(c, batch, !maybe_taken, why).await;
+            }
+            let now = self.clock.now_ms();
+            if !self.store.mark_called(c, batch.number, &self.owner, now).await? {
+                return Err(Retry::Leased);
+            }
+            first_called.get_or_insert(now);
             let answer = self.line.multicast(&to, &c.messages, &key).await;
             if answer.is_ok() && self.failpoint.lock().map(|mut f| f.take()).ok().flatten().is_some() {
                 return Err(Retry::Died);
@@ -157,40 +169,37 @@ impl Sender<'_> {
                 }
                 Err(LineError::MonthlyLimit) => {
                     let reason = "quota: LINE's monthly message limit is reached";
-                    self.store
-                        .transition(&c.id, &c.run, &[State::Planning, State::Sending], State::Paused, Some(reason))
-                        .await?;
-                    let unfreeze = ambiguous_since.is_none();
-                    return self.hold_releasing(c, batch, unfreeze, &member, &attributes, reason.into()).await;
+                    self.pause(c, reason).await?;
+                    return self.hold(c, batch, !maybe_taken, reason.into()).await;
                 }
                 Err(e) if e.is_campaign_wide() => {
                     let reason = format!("LINE refused the campaign: {e}");
-                    self.store
-                        .transition(&c.id, &c.run, &[State::Planning, State::Sending], State::Paused, Some(&reason))
-                        .await?;
-                    let unfreeze = ambiguous_since.is_none();
-                    return self.hold_releasing(c, batch, unfreeze, &member, &attributes, reason).await;
+                    self.pause(c, &reason).await?;
+                    return self.hold(c, batch, !maybe_taken, reason).await;
                 }
                 Err(e) if e.is_retryable() => {
-                    if e.is_ambiguous() && ambiguous_since.is_none() {
-                        ambiguous_since = Some(self.clock.now_ms());
-                    }
-                    self.store.note_attempt(c, batch.number, e.is_ambiguous(), self.clock.now_ms()).await?;
+                    maybe_taken |= e.is_ambiguous();
                     tracing::warn!(campaign = %c.id, batch = batch.number, attempt, error = %e, "multicast not taken yet");
                     last_error = Some(e);
                 }
                 Err(e) => {
-                    // This batch alone is wrong: it failed; its slots go back (nothing was sent).
-                    if ambiguous_since.is_none() {
-                        self.release_all(&to, &member, &attributes).await?;
-                    }
+                    // This batch alone is wrong. Its slots go back only if LINE surely never took
+                    // it (an earlier call may have been taken: then they stay).
                     let outcome = settlement(BatchState::Failed, 0, None, Some(e.to_string()));
                     self.settle(c, batch, &Settlement { failed: to.len() as u64, ..outcome }).await?;
+                    if !maybe_taken {
+                        self.release_all(&to, &member, &batch.cap_attrs).await?;
+                    }
                     return Ok(Sent::Failed(e.to_string()));
                 }
             }
         }
         Err(Retry::Line(last_error.unwrap_or(LineError::Transport("no attempt made".into()))))
+    }
+
+    async fn pause(&self, c: &Campaign, reason: &str) -> Result<(), BackendError> {
+        let sending = [State::Scheduled, State::Planning, State::Sending];
+        self.store.transition(&c.id, &c.run, &sending, State::Paused, Some(reason)).await.map(|_| ())
     }
 
     /// Reserves every recipient's cap slots (one conditional update each, a few at once).
@@ -239,35 +248,19 @@ impl Sender<'_> {
         Ok(())
     }
 
-    async fn hold(
-        &self,
-        c: &Campaign,
-        batch: &Batch,
-        owner: Option<&str>,
-        unfreeze: bool,
-        why: String,
-    ) -> Result<Sent, Retry> {
-        if !self.store.hold(c, batch, owner, unfreeze).await? && owner.is_none() {
-            // Someone holds its lease: let the message come back and look again.
-            return Err(Retry::Leased);
+    /// Holds a leased batch. `unfreeze` (LINE surely never took it): its send list, key and slots
+    /// are given up, the slots after the hold is recorded (a failure in between leaves slots
+    /// reserved, never a send list without them); it is reserved again when resumed.
+    async fn hold(&self, c: &Campaign, batch: &Batch, unfreeze: bool, why: String) -> Result<Sent, Retry> {
+        let unfreeze = unfreeze && batch.state == BatchState::Frozen;
+        if !self.store.hold(c, batch, Some(&self.owner), unfreeze).await? {
+            // The campaign is sending again (resumed since it was read), or the lease was lost.
+            return Err(Retry::Resumed);
+        }
+        if unfreeze {
+            self.release_all(&batch.send_list(), &c.cap_member(), &batch.cap_attrs).await?;
         }
         Ok(Sent::Held(why))
-    }
-
-    /// Holds a leased batch; `unfreeze` (LINE surely did not take it) gives its slots back first.
-    async fn hold_releasing(
-        &self,
-        c: &Campaign,
-        batch: &Batch,
-        unfreeze: bool,
-        member: &str,
-        attributes: &[String],
-        why: String,
-    ) -> Result<Sent, Retry> {
-        if unfreeze {
-            self.release_all(&batch.send_list(), member, attributes).await?;
-        }
-        self.hold(c, batch, Some(&self.owner), unfreeze, why).await
     }
 }
 

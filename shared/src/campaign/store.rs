@@ -251,7 +251,11 @@ pub struct Batch {
     pub frozen: Option<Vec<bool>>,
     pub retry_key: Option<String>,
     pub skips: Skips,
-    pub first_ambiguous_at_ms: Option<i64>,
+    /// The cap attributes reserved when the batch was frozen (given back from these).
+    pub cap_attrs: Vec<String>,
+    /// When the first call to LINE with the frozen body started (written before the call): from
+    /// then on LINE may have taken the batch, so only its retry key may send it again.
+    pub first_called_at_ms: Option<i64>,
     pub attempts: u64,
     pub request_id: Option<String>,
 }
@@ -346,6 +350,9 @@ pub struct CampaignStore {
     campaigns: String,
     users: String,
 }
+
+/// A transaction that lost to another one on the same item, or was throttled: worth a retry.
+struct Contended(String);
 
 /// A create refused because the id names a campaign that is not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -647,27 +654,56 @@ impl CampaignStore {
         self.transact(actions).await
     }
 
+    /// Runs a transaction: true if it was applied, false if a condition did not hold. Conflicts
+    /// with another transaction on the same item (every batch settles on its campaign's item) and
+    /// throttling are retried with backoff.
     async fn transact(&self, actions: Vec<TransactWriteItem>) -> Result<bool, BackendError> {
-        match self.client.transact_write_items().set_transact_items(Some(actions)).send().await {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(se)) if se.err().is_transaction_canceled_exception() => {
-                let reasons = match se.err() {
-                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
-                        t,
-                    ) => t.cancellation_reasons().to_vec(),
-                    _ => vec![],
-                };
-                if reasons.iter().all(|r| matches!(r.code(), None | Some("None") | Some("ConditionalCheckFailed"))) {
-                    Ok(false)
-                } else {
-                    Err(err(
-                        "TransactWriteItems",
-                        format!("{:?}", reasons.iter().map(|r| r.code()).collect::<Vec<_>>()),
-                    ))
+        let mut attempt = 0u32;
+        loop {
+            match self.transact_once(actions.clone()).await {
+                Err(Contended(reasons)) if attempt < 8 => {
+                    attempt += 1;
+                    let base = 10u64 << attempt.min(6);
+                    tokio::time::sleep(std::time::Duration::from_millis(base + fastrand::u64(0..=base))).await;
+                    tracing::debug!(attempt, reasons, "transaction contended: trying again");
                 }
+                Err(Contended(reasons)) => {
+                    return Err(err("TransactWriteItems", format!("still contended: {reasons}")))
+                }
+                Ok(result) => return result,
             }
-            Err(e) => Err(err("TransactWriteItems", describe(&e))),
         }
+    }
+
+    async fn transact_once(&self, actions: Vec<TransactWriteItem>) -> Result<Result<bool, BackendError>, Contended> {
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+        use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+        let answer = match self.client.transact_write_items().set_transact_items(Some(actions)).send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se)) => match se.err() {
+                E::TransactionCanceledException(t) => {
+                    let codes: Vec<&str> =
+                        t.cancellation_reasons().iter().filter_map(|r| r.code()).filter(|c| *c != "None").collect();
+                    if codes.iter().any(|c| {
+                        matches!(*c, "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded")
+                    }) {
+                        return Err(Contended(codes.join(",")));
+                    }
+                    if codes.iter().all(|c| *c == "ConditionalCheckFailed") {
+                        Ok(false)
+                    } else {
+                        Err(err("TransactWriteItems", format!("cancelled: {}", codes.join(","))))
+                    }
+                }
+                E::TransactionInProgressException(_) | E::ProvisionedThroughputExceededException(_) => {
+                    return Err(Contended(se.err().to_string()));
+                }
+                other if other.code() == Some("ThrottlingException") => return Err(Contended(other.to_string())),
+                other => Err(err("TransactWriteItems", format!("{}: {}", other.code().unwrap_or("error"), other))),
+            },
+            Err(e) => Err(err("TransactWriteItems", describe(&e))),
+        };
+        Ok(answer)
     }
 
     /// Batch `number` of the campaign's run, recipients included.
@@ -699,7 +735,8 @@ impl CampaignStore {
                 suppressed: uint(&item, "skipSuppressed"),
                 blocked: uint(&item, "skipBlocked"),
             },
-            first_ambiguous_at_ms: int(&item, "firstAmbiguousAt"),
+            cap_attrs: string_set(&item, "capAttrs"),
+            first_called_at_ms: int(&item, "firstCalledAt"),
             attempts: uint(&item, "attempts"),
             request_id: text(&item, "requestId").map(str::to_string),
             to,
@@ -761,18 +798,22 @@ impl CampaignStore {
         owner: &str,
         mask: &[bool],
         skips: &Skips,
+        cap_attrs: &[String],
         retry_key: &str,
         now_ms: i64,
     ) -> Result<bool, BackendError> {
-        let result = self
-            .client
-            .update_item()
+        let mut request = self.client.update_item();
+        let mut set = "SET #state = :frozen, mask = :mask, retryKey = :key, frozenAt = :now, skipCap = :cap, \
+                       skipSuppressed = :sup, skipBlocked = :blk, skipBudget = :bud"
+            .to_string();
+        if !cap_attrs.is_empty() {
+            set.push_str(", capAttrs = :attrs");
+            request = request.expression_attribute_values(":attrs", AttributeValue::Ss(cap_attrs.to_vec()));
+        }
+        let result = request
             .table_name(&self.campaigns)
             .set_key(Some(batch_key(&c.id, &c.run, number)))
-            .update_expression(
-                "SET #state = :frozen, mask = :mask, retryKey = :key, frozenAt = :now, skipCap = :cap, \
-                 skipSuppressed = :sup, skipBlocked = :blk, skipBudget = :bud",
-            )
+            .update_expression(set)
             .condition_expression("#state = :planned AND leaseOwner = :owner")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
@@ -790,32 +831,24 @@ impl CampaignStore {
         conditional(result.map(|_| ()), "UpdateItem")
     }
 
-    /// Notes an attempt; `ambiguous` (a timeout or 5xx: LINE may have taken it) keeps the first
-    /// such time, after which the batch may only go out with its own retry key.
-    pub async fn note_attempt(
-        &self,
-        c: &Campaign,
-        number: u32,
-        ambiguous: bool,
-        now_ms: i64,
-    ) -> Result<(), BackendError> {
-        let update = if ambiguous {
-            "ADD attempts :one SET firstAmbiguousAt = if_not_exists(firstAmbiguousAt, :now)"
-        } else {
-            "ADD attempts :one"
-        };
-        let mut request = self
+    /// Records that a call to LINE is about to start (the first such time is kept): written before
+    /// the call, so a sender that dies during it leaves the trace. False: the lease was lost.
+    pub async fn mark_called(&self, c: &Campaign, number: u32, owner: &str, now_ms: i64) -> Result<bool, BackendError> {
+        let result = self
             .client
             .update_item()
             .table_name(&self.campaigns)
             .set_key(Some(batch_key(&c.id, &c.run, number)))
-            .update_expression(update)
-            .expression_attribute_values(":one", n(1));
-        if ambiguous {
-            request = request.expression_attribute_values(":now", n(now_ms));
-        }
-        request.send().await.map_err(|e| err("UpdateItem", describe(&e)))?;
-        Ok(())
+            .update_expression("SET firstCalledAt = if_not_exists(firstCalledAt, :now) ADD attempts :one")
+            .condition_expression("#state = :frozen AND leaseOwner = :owner")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
     }
 
     /// Settles a frozen batch (or a planned one whose recipients were all skipped) and adds its
@@ -882,8 +915,10 @@ impl CampaignStore {
     }
 
     /// Holds a batch while its campaign is paused or cancelled: its recipients count as held.
-    /// `unfreeze`: LINE surely did not take it, so it goes back to `planned` (its slots were given
-    /// back) and gets a new retry key when it goes out; else it keeps its frozen list and key.
+    /// `unfreeze`: LINE surely did not take it, so it goes back to `planned` (its slots are to be
+    /// given back) and gets a new retry key when it goes out; else it keeps its frozen list and key.
+    /// False: the batch moved on, or the campaign is sending again (a resume since it was read:
+    /// holding now would leave the batch held for good).
     pub async fn hold(
         &self,
         c: &Campaign,
@@ -911,7 +946,7 @@ impl CampaignStore {
         }
         let mut update = "SET #state = :held, heldFrom = :back REMOVE leaseUntil, leaseOwner".to_string();
         if unfreeze {
-            update.push_str(", mask, retryKey, skipCap, skipSuppressed, skipBlocked, skipBudget");
+            update.push_str(", mask, retryKey, capAttrs, skipCap, skipSuppressed, skipBlocked, skipBudget");
         }
         let batch_update = Update::builder()
             .table_name(&self.campaigns)
@@ -926,8 +961,11 @@ impl CampaignStore {
             .table_name(&self.campaigns)
             .set_key(Some(meta_key(&c.id)))
             .update_expression("ADD held :n")
-            .condition_expression("#run = :run")
+            .condition_expression("#run = :run AND NOT (#state IN (:planning, :sending))")
             .expression_attribute_names("#run", "run")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":planning", s(State::Planning.name()))
+            .expression_attribute_values(":sending", s(State::Sending.name()))
             .expression_attribute_values(":n", n(batch.to.len()))
             .expression_attribute_values(":run", s(&c.run))
             .build()
@@ -939,8 +977,8 @@ impl CampaignStore {
         .await
     }
 
-    /// The numbers of the run's held batches.
-    pub async fn held_batches(&self, c: &Campaign) -> Result<Vec<u32>, BackendError> {
+    /// The run's batches that are not settled (planned, frozen or held), by number.
+    pub async fn open_batches(&self, c: &Campaign) -> Result<Vec<(u32, BatchState)>, BackendError> {
         let mut out = vec![];
         let mut start = None;
         loop {
@@ -949,20 +987,24 @@ impl CampaignStore {
                 .query()
                 .table_name(&self.campaigns)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .filter_expression("#state = :held")
+                .filter_expression("#state IN (:planned, :frozen, :held)")
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_values(":pk", s(&format!("c#{}", c.id)))
                 .expression_attribute_values(":prefix", s(&format!("b#{}#", c.run)))
+                .expression_attribute_values(":planned", s(BatchState::Planned.name()))
+                .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
                 .expression_attribute_values(":held", s(BatchState::Held.name()))
-                .projection_expression("sk")
+                .projection_expression("sk, #state")
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| err("Query", describe(&e)))?;
             for item in page.items() {
-                if let Some(n) = text(item, "sk").and_then(|k| k.rsplit('#').next()).and_then(|n| n.parse().ok()) {
-                    out.push(n);
+                let number = text(item, "sk").and_then(|k| k.rsplit('#').next()).and_then(|n| n.parse().ok());
+                let state = text(item, "state").and_then(BatchState::parse);
+                if let (Some(n), Some(st)) = (number, state) {
+                    out.push((n, st));
                 }
             }
             start = page.last_evaluated_key;

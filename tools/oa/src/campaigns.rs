@@ -9,7 +9,7 @@ use shared::campaign::file::{AccountSettings, CampaignFile};
 use shared::campaign::model::{Counters, Skip, State};
 use shared::campaign::plan::{batch_body, count, plan_body, Classifier};
 use shared::campaign::price::Plan;
-use shared::campaign::store::{retry_key, Campaign, CampaignStore, Created};
+use shared::campaign::store::{retry_key, BatchState, Campaign, CampaignStore, Created};
 use shared::line::client::LineClient;
 use shared::ports::WorkQueue;
 use shared::rules::store::{Publish, RulesStore};
@@ -164,10 +164,16 @@ impl Campaigns {
         Ok(preview)
     }
 
-    /// Starts a draft: takes the account's caps and time zone now, and queues its planning.
+    /// Starts a draft: takes the account's caps and time zone now, and queues its planning. A
+    /// campaign already started gets its plan message again (planning goes on from its
+    /// checkpoint, so a start whose message was lost can simply be repeated).
     pub async fn start(&self, id: &str, now_ms: i64) -> Result<Campaign, Error> {
         let settings = self.settings_or_default().await?;
         let c = self.store.get(id).await?.ok_or_else(|| format!("no campaign {id}"))?;
+        if matches!(c.state, State::Scheduled | State::Planning | State::Sending) {
+            self.plans.send(&plan_body(&c)?, 0).await?;
+            return Ok(c);
+        }
         let to = if c.not_before_ms > now_ms { State::Scheduled } else { State::Planning };
         let started = self
             .store
@@ -193,17 +199,36 @@ impl Campaigns {
         .await
     }
 
-    /// Resumes a paused campaign: its held batches go out again and planning goes on.
-    pub async fn resume(&self, id: &str) -> Result<Campaign, Error> {
+    /// Resumes a paused campaign (to its schedule, if that is still ahead): held batches are taken
+    /// back, and every batch not settled is queued again with the plan message (duplicates are
+    /// harmless: a batch is leased and settles once). On a campaign that is sending it does the
+    /// same, which brings back batches whose messages went to the dead-letter queue.
+    pub async fn resume(&self, id: &str, now_ms: i64) -> Result<Campaign, Error> {
         let c = self.store.get(id).await?.ok_or_else(|| format!("no campaign {id}"))?;
-        let to = if c.plan_done { State::Sending } else { State::Planning };
-        let c = self.change(id, &[State::Paused], to, None).await?;
-        for number in self.store.held_batches(&c).await? {
-            if let Some(batch) = self.store.batch(&c, number).await? {
-                if self.store.unhold(&c, &batch).await? {
-                    self.batches.send(&batch_body(&c, number)?, 0).await?;
+        let c = match c.state {
+            State::Paused => {
+                let to = if c.not_before_ms > now_ms {
+                    State::Scheduled
+                } else if c.plan_done {
+                    State::Sending
+                } else {
+                    State::Planning
+                };
+                self.change(id, &[State::Paused], to, None).await?
+            }
+            State::Scheduled | State::Planning | State::Sending => c,
+            other => {
+                return Err(format!("campaign {id} is {}: only a paused or sending one resumes", other.name()).into())
+            }
+        };
+        for (number, state) in self.store.open_batches(&c).await? {
+            if state == BatchState::Held {
+                let Some(batch) = self.store.batch(&c, number).await? else { continue };
+                if !self.store.unhold(&c, &batch).await? {
+                    continue;
                 }
             }
+            self.batches.send(&batch_body(&c, number)?, 0).await?;
         }
         self.plans.send(&plan_body(&c)?, 0).await?;
         Ok(c)

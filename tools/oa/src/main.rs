@@ -912,7 +912,7 @@ async fn campaign(command: CampaignCommand, local: bool) -> Result<(), AnyError>
         }
         CampaignCommand::Resume { id, env } => {
             let c = campaigns(&env, local, Some(&format!("resume campaign {id} (billed pushes)"))).await?;
-            println!("campaign {id} is {}", c.resume(&id).await?.state.name());
+            println!("campaign {id} is {}", c.resume(&id, now).await?.state.name());
         }
         CampaignCommand::Cancel { id, env } => {
             let c = campaigns(&env, local, Some(&format!("cancel campaign {id}"))).await?;
