@@ -334,3 +334,37 @@ async fn a_batch_whose_sender_died_during_the_call_is_held_frozen_and_resumed_wi
     assert_eq!((c.state, c.counters.sent, c.counters.held), (State::Done, 4, 0));
     assert_adds_up(&rig, "died", &all).await;
 }
+
+#[tokio::test]
+async fn two_planners_on_one_campaign_at_once_plan_every_friend_exactly_once() {
+    let rig = CampaignRig::new(ACCOUNT).await;
+    let all = users(1_100);
+    for chunk in all.chunks(50) {
+        futures::future::join_all(chunk.iter().map(|u| rig.friend(u, &["dessert"]))).await;
+    }
+    let file = rig.campaign_file("twice", "dessert", "");
+    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    let c = rig.oa.start("twice", rig.clock.now_ms()).await.unwrap();
+    // The plan message delivered twice at once (standard queues may): two planners race.
+    let body = shared::campaign::plan::plan_body(&c).unwrap();
+    let record = |id: &str| {
+        let mut r = aws_lambda_events::event::sqs::SqsMessage::default();
+        r.message_id = Some(id.into());
+        r.body = Some(body.clone());
+        r
+    };
+    let (a, b) = (vec![record("a")], vec![record("b")]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (ra, rb) = tokio::join!(
+        campaign::handler::handle_batch(&rig.planner, &a, deadline),
+        campaign::handler::handle_batch(&rig.planner, &b, deadline)
+    );
+    assert!(ra.batch_item_failures.is_empty() && rb.batch_item_failures.is_empty());
+    let c = rig.campaign("twice").await;
+    assert!(c.plan_done);
+    assert_eq!((c.counters.segment, c.counters.planned, c.counters.batches), (1_100, 1_100, 3), "{:?}", c.counters);
+    assert_eq!(rig.pump(WAIT).await, 0);
+    let c = rig.campaign("twice").await;
+    assert_eq!((c.state, c.counters.sent), (State::Done, 1_100));
+    assert_adds_up(&rig, "twice", &all).await;
+}
