@@ -35,7 +35,15 @@ async fn assert_adds_up(rig: &CampaignRig, id: &str, friends: &[String]) {
 #[tokio::test]
 async fn preview_equals_billed_with_blocked_suppressed_capped_held_out_and_budgeted_friends() {
     let rig = CampaignRig::new(&cap_one()).await;
-    let all = users(40);
+    // 40 friends of whom 2-4 of the last 33 fall in the campaign's 10% holdout, so that the
+    // holdout and the budget (28 of the 29-31 left) both take some.
+    let all = loop {
+        let all = users(40);
+        let held = all[7..].iter().filter(|u| shared::campaign::model::in_holdout("cart", u, 1_000)).count();
+        if (2..=4).contains(&held) {
+            break all;
+        }
+    };
     for u in &all {
         rig.friend(u, &["cart:open"]).await;
     }
@@ -52,7 +60,7 @@ async fn preview_equals_billed_with_blocked_suppressed_capped_held_out_and_budge
         let r = rig.store.reserve(u, "earlier~run", &slots, 0).await.unwrap();
         assert_eq!(r, shared::campaign::store::Reservation::Reserved);
     }
-    let file = rig.campaign_file("cart", "cart:open", "holdout: 10%\nbudget: { messages: 25 }\n");
+    let file = rig.campaign_file("cart", "cart:open", "holdout: 10%\nbudget: { messages: 28 }\n");
     let created = rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
     assert_eq!(created.state, State::Draft);
 
@@ -62,9 +70,10 @@ async fn preview_equals_billed_with_blocked_suppressed_capped_held_out_and_budge
     let n = |k: &str| preview.pointer(k).and_then(|v| v.as_u64()).unwrap();
     assert_eq!(n("/segment"), 40);
     assert_eq!((n("/skipped/blocked"), n("/skipped/suppressed"), n("/skipped/cap")), (2, 2, 3));
-    assert!(n("/skipped/holdout") > 0, "10% of 33 friends: {preview}");
-    assert_eq!(n("/recipients"), 25.min(33 - n("/skipped/holdout")), "{preview}");
-    assert_eq!(n("/skipped/budget"), 33 - n("/skipped/holdout") - n("/recipients"));
+    assert!((2..=4).contains(&n("/skipped/holdout")), "{preview}");
+    assert_eq!(n("/recipients"), 28, "{preview}");
+    assert_eq!(n("/skipped/budget"), 33 - n("/skipped/holdout") - 28);
+    assert!(n("/skipped/budget") > 0);
     assert_eq!(n("/billable"), n("/recipients"));
     assert_eq!(preview["price"]["included"].as_u64(), Some(n("/recipients")), "tw-2023-medium includes 3,000");
 
@@ -78,6 +87,13 @@ async fn preview_equals_billed_with_blocked_suppressed_capped_held_out_and_budge
     assert_eq!(c.counters.holdout, n("/skipped/holdout"));
     for u in &all[..7] {
         assert_eq!(rig.received(u).await, 0, "{u} is blocked, opted out or at the cap");
+    }
+    // The holdout is the draw the preview made: the campaign id and the user ID, mod 10,000.
+    let held: Vec<&String> =
+        all[7..].iter().filter(|u| shared::campaign::model::in_holdout("cart", u, 1_000)).collect();
+    assert_eq!(held.len() as u64, n("/skipped/holdout"));
+    for u in held {
+        assert_eq!(rig.received(u).await, 0, "{u} is in the holdout");
     }
     assert_adds_up(&rig, "cart", &all).await;
 }
