@@ -81,6 +81,7 @@ async fn plan_one(deps: &Deps, record: &SqsMessage, deadline: tokio::time::Insta
     };
     let planner = Planner {
         store: &deps.store,
+        caps: &deps.store,
         index: &deps.index,
         batches: deps.batches.as_ref(),
         plans: deps.plans.as_ref(),

@@ -97,6 +97,7 @@ async fn send_one(deps: &Deps, record: &SqsMessage, owner: String) -> Outcome {
     };
     let sender = Sender {
         store: &deps.store,
+        caps: &deps.store,
         line: &deps.line,
         clock: deps.clock.as_ref(),
         owner,

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::file::Cap;
 use super::model::{cap_slots, in_holdout, BatchMessage, PlanMessage, Skip, Skips, State};
-use super::store::{Campaign, CampaignStore, FriendCaps, PlannedPage};
+use super::ports::{CampaignRepo, CapStore};
+use super::store::{Campaign, FriendCaps, PlannedPage};
 use crate::ports::{BackendError, Clock, WorkQueue};
 use crate::rules::window::Zone;
 use crate::segment::resolve::{Resolver, SegmentIndex};
@@ -93,7 +94,7 @@ pub struct Counted {
 
 /// Resolves the whole segment and classifies it as the planner would, writing nothing.
 pub async fn count(
-    store: &CampaignStore,
+    caps: &dyn CapStore,
     index: &dyn SegmentIndex,
     expr: &Expr,
     classifier: &Classifier,
@@ -106,7 +107,7 @@ pub async fn count(
     loop {
         let page = reader.next_page(BATCH_SIZE).await?;
         if !page.user_ids.is_empty() {
-            let friends = store.friend_caps(&page.user_ids, &attributes).await?;
+            let friends = caps.friend_caps(&page.user_ids, &attributes).await?;
             let planned = classifier.classify(&page.user_ids, &friends, counted.recipients);
             counted.segment += planned.segment;
             counted.holdout += planned.holdout.len() as u64;
@@ -134,7 +135,8 @@ pub enum Planned {
 }
 
 pub struct Planner<'a> {
-    pub store: &'a CampaignStore,
+    pub store: &'a dyn CampaignRepo,
+    pub caps: &'a dyn CapStore,
     pub index: &'a dyn SegmentIndex,
     /// multicast-queue.
     pub batches: &'a dyn WorkQueue,
@@ -191,7 +193,7 @@ impl Planner<'_> {
             let friends = if page.user_ids.is_empty() {
                 HashMap::new()
             } else {
-                self.store.friend_caps(&page.user_ids, &classifier.cap_attributes()).await?
+                self.caps.friend_caps(&page.user_ids, &classifier.cap_attributes()).await?
             };
             let planned = classifier.classify(&page.user_ids, &friends, c.counters.planned);
             if !self.store.commit_page(&c, &planned, page.next.as_ref(), now).await? {
@@ -283,5 +285,105 @@ mod tests {
         let page = t.classify(&users, &friends, 0);
         assert_eq!(page.to.len(), 4);
         assert_eq!(page.skipped.suppressed, 1);
+    }
+}
+
+#[cfg(test)]
+mod planner_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::campaign::memory::{campaign, MemoryCampaigns};
+    use crate::campaign::store::Reservation;
+    use crate::ports::SystemClock;
+    use crate::segment::resolve::MemoryIndex;
+    use crate::segment::{FriendFacts, TagFacts};
+
+    #[derive(Default)]
+    struct Queue(Mutex<Vec<String>>);
+    #[async_trait]
+    impl WorkQueue for Queue {
+        async fn send(&self, body: &str, _delay_secs: u32) -> Result<(), BackendError> {
+            self.0.lock().unwrap().push(body.to_string());
+            Ok(())
+        }
+    }
+
+    /// The memory caps, failing the `fail_at`-th page read once.
+    struct Flaky<'a> {
+        inner: &'a MemoryCampaigns,
+        reads: AtomicUsize,
+        fail_at: usize,
+    }
+    #[async_trait]
+    impl CapStore for Flaky<'_> {
+        async fn friend_caps(
+            &self,
+            users: &[String],
+            attributes: &[String],
+        ) -> Result<HashMap<String, FriendCaps>, BackendError> {
+            if self.reads.fetch_add(1, Ordering::SeqCst) == self.fail_at {
+                return Err(BackendError::Store { operation: "BatchGetItem", message: "injected".into() });
+            }
+            self.inner.friend_caps(users, attributes).await
+        }
+        async fn reserve(
+            &self,
+            user: &str,
+            member: &str,
+            slots: &BTreeMap<String, u32>,
+            now_ms: i64,
+        ) -> Result<Reservation, BackendError> {
+            self.inner.reserve(user, member, slots, now_ms).await
+        }
+        async fn release(&self, user: &str, member: &str, attributes: &[String]) -> Result<(), BackendError> {
+            self.inner.release(user, member, attributes).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_planner_failing_at_a_page_resumes_from_its_checkpoint_and_plans_every_friend_once() {
+        let users: Vec<String> = (0..2_300).map(|i| format!("U{:032x}", i * 7919)).collect();
+        let facts = FriendFacts {
+            blocked: false,
+            followed_at_ms: Some(0),
+            tags: HashMap::from([("dessert".to_string(), TagFacts { tagged_at_ms: 0, expires_at_ms: None })]),
+        };
+        let index = MemoryIndex::new(users.iter().map(|u| (u.as_str(), &facts)));
+        let store = MemoryCampaigns::default();
+        users.iter().for_each(|u| store.add_friend(u, true, false));
+        let mut c = campaign("c", &[], false);
+        c.segment = "dessert".into();
+        store.insert(c.clone());
+        let (batches, plans) = (Queue::default(), Queue::default());
+        let flaky = Flaky { inner: &store, reads: AtomicUsize::new(0), fail_at: 2 };
+        let planner = Planner {
+            store: &store,
+            caps: &flaky,
+            index: &index,
+            batches: &batches,
+            plans: &plans,
+            clock: &SystemClock,
+        };
+        let message = PlanMessage { campaign: "c".into(), run: c.run.clone() };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        assert!(planner.run(&message, deadline).await.is_err(), "the store failed at the third page");
+        assert_eq!(store.campaign("c").unwrap().plan_page, 2, "two pages were committed");
+        assert_eq!(planner.run(&message, deadline).await.unwrap(), Planned::Finished { batches: 5 });
+        let c = store.campaign("c").unwrap();
+        let mut planned: Vec<String> =
+            (0..5).flat_map(|n| store.stored_batch(&c, n).map(|b| b.to).unwrap_or_default()).collect();
+        assert_eq!(planned.len(), 2_300, "no friend in two batches");
+        planned.sort();
+        let mut all = users.clone();
+        all.sort();
+        assert_eq!(planned, all, "none lost");
+        assert_eq!((c.counters.segment, c.counters.planned, c.counters.batches), (2_300, 2_300, 5));
+        // Every batch was queued; the last committed one again when planning resumed.
+        let queued: std::collections::BTreeSet<String> = batches.0.lock().unwrap().iter().cloned().collect();
+        assert_eq!(queued.len(), 5);
     }
 }

@@ -9,8 +9,9 @@ use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
 
 use super::model::{cap_slots, BatchMessage, Skip, Skips, State};
-use super::store::{retry_key, Batch, BatchState, Campaign, CampaignStore, Reservation, Settlement};
-use crate::line::client::{LineClient, LineError};
+use super::ports::{CampaignRepo, CapStore, Multicaster};
+use super::store::{retry_key, Batch, BatchState, Campaign, Reservation, Settlement};
+use crate::line::client::LineError;
 use crate::ports::{BackendError, Clock};
 use crate::rules::window::Zone;
 
@@ -60,8 +61,9 @@ pub enum Retry {
 }
 
 pub struct Sender<'a> {
-    pub store: &'a CampaignStore,
-    pub line: &'a LineClient,
+    pub store: &'a dyn CampaignRepo,
+    pub caps: &'a dyn CapStore,
+    pub line: &'a dyn Multicaster,
     pub clock: &'a dyn Clock,
     /// This invocation's lease owner id.
     pub owner: String,
@@ -211,7 +213,7 @@ impl Sender<'_> {
     ) -> Result<(Vec<bool>, Skips), BackendError> {
         let now = self.clock.now_ms();
         let results: Vec<Result<Reservation, BackendError>> = stream::iter(batch.to.iter())
-            .map(|user| self.store.reserve(user, member, slots, now))
+            .map(|user| self.caps.reserve(user, member, slots, now))
             .buffered(16)
             .collect()
             .await;
@@ -231,7 +233,7 @@ impl Sender<'_> {
 
     async fn release_all(&self, to: &[&str], member: &str, attributes: &[String]) -> Result<(), BackendError> {
         let results: Vec<Result<(), BackendError>> = stream::iter(to.iter())
-            .map(|user| self.store.release(user, member, attributes))
+            .map(|user| self.caps.release(user, member, attributes))
             .buffer_unordered(16)
             .collect()
             .await;
@@ -276,4 +278,244 @@ pub fn describe_skips(skips: &Skips) -> String {
         .map(|w| format!("{} {}", skips.get(*w), w.name()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use super::*;
+    use crate::campaign::file::{Cap, Period};
+    use crate::campaign::memory::{campaign, Answer, MemoryCampaigns, MemoryLine};
+    use crate::campaign::model::period_attribute;
+    use crate::campaign::store::PlannedPage;
+
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+
+    struct TestClock(AtomicI64);
+    impl Clock for TestClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    struct World {
+        store: MemoryCampaigns,
+        line: MemoryLine,
+        clock: TestClock,
+        failpoint: Mutex<Option<Failpoint>>,
+    }
+
+    fn users(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("U{i:032x}")).collect()
+    }
+
+    impl World {
+        fn new(friends: &[String]) -> Self {
+            let store = MemoryCampaigns::default();
+            friends.iter().for_each(|u| store.add_friend(u, true, false));
+            // 2026-11-15T00:00Z
+            World {
+                store,
+                line: MemoryLine::default(),
+                clock: TestClock(AtomicI64::new(1_794_700_800_000)),
+                failpoint: Mutex::new(None),
+            }
+        }
+
+        fn sender(&self, owner: &str) -> Sender<'_> {
+            Sender {
+                store: &self.store,
+                caps: &self.store,
+                line: &self.line,
+                clock: &self.clock,
+                owner: owner.into(),
+                lease: Duration::from_secs(90),
+                attempts: 4,
+                backoff: Duration::from_millis(1),
+                failpoint: &self.failpoint,
+            }
+        }
+
+        /// A planning campaign with one batch of `to`, fully planned.
+        async fn campaign(&self, id: &str, max_per_month: Option<u32>, to: &[String]) -> Campaign {
+            let caps: Vec<Cap> = max_per_month.map(|max| Cap { per: Period::Month, max }).into_iter().collect();
+            let c = campaign(id, &caps, false);
+            self.store.insert(c.clone());
+            let page = PlannedPage { segment: to.len() as u64, to: to.to_vec(), ..PlannedPage::default() };
+            assert!(self.store.commit_page(&c, &page, None, 0).await.unwrap());
+            self.store.campaign(id).unwrap()
+        }
+
+        async fn send(&self, c: &Campaign, owner: &str) -> Result<Sent, Retry> {
+            self.sender(owner).send(&BatchMessage { campaign: c.id.clone(), run: c.run.clone(), batch: 0 }).await
+        }
+
+        fn month(&self) -> String {
+            let at = Timestamp::from_millisecond(self.clock.now_ms()).unwrap();
+            period_attribute(Period::Month, at, &Zone::default())
+        }
+
+        fn counters(&self, id: &str) -> crate::campaign::model::Counters {
+            let c = self.store.campaign(id).unwrap();
+            assert!(c.counters.problems(c.plan_done).is_empty(), "{:?}", c.counters);
+            c.counters
+        }
+    }
+
+    fn server_error() -> Answer {
+        Answer::Refuse(LineError::Server { status: 500, request_id: None })
+    }
+
+    #[tokio::test]
+    async fn server_errors_and_rate_limits_are_retried_with_one_key_and_one_body() {
+        let friends = users(3);
+        let w = World::new(&friends);
+        let c = w.campaign("a", Some(2), &friends).await;
+        w.line.script([server_error(), Answer::Refuse(LineError::RateLimited)]);
+        assert_eq!(w.send(&c, "s1").await.unwrap(), Sent::Sent { recipients: 3 });
+        let calls = w.line.calls();
+        assert_eq!(calls.iter().map(|c| c.1.as_str()).collect::<Vec<_>>(), ["serverError", "rateLimited", "200"]);
+        assert!(calls.iter().all(|c| c.0 == calls[0].0), "one retry key: {calls:?}");
+        assert!(friends.iter().all(|u| w.line.received(u) == 1));
+        assert_eq!(w.counters("a").sent, 3);
+        assert_eq!(w.store.campaign("a").unwrap().state, State::Done);
+    }
+
+    #[tokio::test]
+    async fn delivered_without_an_answer_is_settled_by_the_409_of_the_retry() {
+        let friends = users(2);
+        let w = World::new(&friends);
+        let c = w.campaign("a", None, &friends).await;
+        w.line.script([Answer::DeliverThenTimeOut]);
+        assert_eq!(w.send(&c, "s1").await.unwrap(), Sent::Sent { recipients: 2 });
+        let outcomes: Vec<String> = w.line.calls().into_iter().map(|c| c.1).collect();
+        assert_eq!(outcomes, ["deliveredThenTimedOut", "409"]);
+        assert!(friends.iter().all(|u| w.line.received(u) == 1));
+        assert_eq!(
+            w.store.stored_batch(&c, 0).unwrap().request_id.as_deref(),
+            Some("req-0"),
+            "the accepted request id"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_monthly_limit_pauses_holds_and_gives_the_slots_back() {
+        let friends = users(3);
+        let w = World::new(&friends);
+        let c = w.campaign("a", Some(1), &friends).await;
+        w.line.script([Answer::Refuse(LineError::MonthlyLimit)]);
+        assert!(matches!(w.send(&c, "s1").await.unwrap(), Sent::Held(_)));
+        let stored = w.store.campaign("a").unwrap();
+        assert_eq!(stored.state, State::Paused);
+        assert!(stored.reason.unwrap().starts_with("quota"));
+        assert_eq!(w.line.calls().len(), 1, "not retried");
+        assert_eq!(w.counters("a").held, 3);
+        assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).is_empty()));
+        let b = w.store.stored_batch(&c, 0).unwrap();
+        assert_eq!((b.state, b.held_from, b.retry_key), (BatchState::Held, Some(BatchState::Planned), None));
+    }
+
+    #[tokio::test]
+    async fn a_dead_token_pauses_the_campaign_with_lines_words() {
+        let friends = users(2);
+        let w = World::new(&friends);
+        let c = w.campaign("a", Some(2), &friends).await;
+        w.line.script([Answer::Refuse(LineError::Unauthorized)]);
+        assert!(matches!(w.send(&c, "s1").await.unwrap(), Sent::Held(_)));
+        let stored = w.store.campaign("a").unwrap();
+        assert_eq!(stored.state, State::Paused);
+        assert!(stored.reason.unwrap().contains("401"));
+    }
+
+    #[tokio::test]
+    async fn a_batch_line_refuses_alone_fails_and_gives_its_slots_back_unless_an_earlier_try_may_have_gone() {
+        let to_refused = || {
+            Answer::Refuse(LineError::Rejected {
+                status: 400,
+                message: "Invalid user ID".into(),
+                property: Some("to[1]".into()),
+                request_id: None,
+            })
+        };
+        let friends = users(2);
+        let w = World::new(&friends);
+        let c = w.campaign("a", Some(2), &friends).await;
+        w.line.script([to_refused()]);
+        assert!(matches!(w.send(&c, "s1").await.unwrap(), Sent::Failed(_)));
+        assert_eq!((w.counters("a").failed, w.store.campaign("a").unwrap().state), (2, State::Done));
+        assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).is_empty()));
+
+        let w = World::new(&friends);
+        let c = w.campaign("a", Some(2), &friends).await;
+        w.line.script([Answer::Refuse(LineError::Timeout(Duration::from_secs(10))), to_refused()]);
+        assert!(matches!(w.send(&c, "s1").await.unwrap(), Sent::Failed(_)));
+        assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).len() == 1), "the timed-out try may have gone");
+    }
+
+    #[tokio::test]
+    async fn a_sender_dying_after_line_took_the_batch_leaves_it_to_the_lease_and_the_key() {
+        let friends = users(3);
+        let w = World::new(&friends);
+        let c = w.campaign("a", Some(2), &friends).await;
+        *w.failpoint.lock().unwrap() = Some(Failpoint::DieAfterLineAccepted);
+        assert!(matches!(w.send(&c, "s1").await, Err(Retry::Died)));
+        assert!(matches!(w.send(&c, "s2").await, Err(Retry::Leased)), "the dead sender's lease holds");
+        w.clock.0.fetch_add(91_000, Ordering::SeqCst);
+        assert_eq!(w.send(&c, "s3").await.unwrap(), Sent::Sent { recipients: 3 });
+        let outcomes: Vec<String> = w.line.calls().into_iter().map(|c| c.1).collect();
+        assert_eq!(outcomes, ["200", "409"]);
+        assert!(friends.iter().all(|u| w.line.received(u) == 1));
+        assert_eq!(w.send(&c, "s4").await.unwrap(), Sent::Duplicate);
+        assert_eq!(w.counters("a").sent, 3);
+    }
+
+    #[tokio::test]
+    async fn a_paused_campaign_holds_its_batch_and_a_batch_line_may_have_taken_stays_frozen() {
+        let friends = users(2);
+        let w = World::new(&friends);
+        let c = w.campaign("a", Some(2), &friends).await;
+        *w.failpoint.lock().unwrap() = Some(Failpoint::DieAfterLineAccepted);
+        assert!(matches!(w.send(&c, "s1").await, Err(Retry::Died)));
+        assert!(w.store.transition("a", &c.run, &[State::Sending], State::Paused, Some("a person")).await.unwrap());
+        w.clock.0.fetch_add(91_000, Ordering::SeqCst);
+        assert!(matches!(w.send(&c, "s2").await.unwrap(), Sent::Held(_)));
+        let b = w.store.stored_batch(&c, 0).unwrap();
+        assert_eq!((b.state, b.held_from), (BatchState::Held, Some(BatchState::Frozen)));
+        assert!(b.retry_key.is_some(), "the key LINE may have taken is kept");
+        assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).len() == 1), "and the slots");
+        assert_eq!(w.line.calls().len(), 1, "nothing more went to LINE");
+    }
+
+    #[tokio::test]
+    async fn two_campaigns_racing_for_the_last_slot_push_each_friend_once() {
+        let friends = users(4);
+        let w = World::new(&friends);
+        let a = w.campaign("a", Some(1), &friends).await;
+        let b = w.campaign("b", Some(1), &friends).await;
+        let (ra, rb) = tokio::join!(w.send(&a, "s1"), w.send(&b, "s2"));
+        let sent = |r: Sent| match r {
+            Sent::Sent { recipients } => recipients,
+            _ => 0,
+        };
+        assert_eq!(sent(ra.unwrap()) + sent(rb.unwrap()), 4);
+        assert!(friends.iter().all(|u| w.line.received(u) == 1));
+        assert_eq!(w.counters("a").skipped.cap + w.counters("b").skipped.cap, 4);
+        // A retry of a settled batch does nothing, a retry before settling finds its own slot.
+        assert_eq!(w.send(&a, "s3").await.unwrap(), Sent::Duplicate);
+    }
+
+    #[tokio::test]
+    async fn a_batch_first_called_over_23_hours_ago_is_never_sent_again_and_needs_attention() {
+        let friends = users(2);
+        let w = World::new(&friends);
+        let c = w.campaign("a", Some(2), &friends).await;
+        w.line.script((0..4).map(|_| server_error()));
+        assert!(matches!(w.send(&c, "s1").await, Err(Retry::Line(_))));
+        w.clock.0.fetch_add(DAY_MS, Ordering::SeqCst);
+        assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Unknown);
+        assert_eq!(w.line.calls().len(), 4, "no fifth call");
+        assert_eq!(w.counters("a").unknown, 2);
+        assert_eq!(w.store.campaign("a").unwrap().state, State::NeedsAttention);
+    }
 }

@@ -1289,6 +1289,109 @@ pub fn retry_key() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+#[async_trait::async_trait]
+impl super::ports::CampaignRepo for CampaignStore {
+    async fn get(&self, id: &str) -> Result<Option<Campaign>, BackendError> {
+        CampaignStore::get(self, id).await
+    }
+    async fn transition(
+        &self,
+        id: &str,
+        run: &str,
+        from: &[State],
+        to: State,
+        reason: Option<&str>,
+    ) -> Result<bool, BackendError> {
+        CampaignStore::transition(self, id, run, from, to, reason).await
+    }
+    async fn commit_page(
+        &self,
+        c: &Campaign,
+        page: &PlannedPage,
+        next: Option<&Cursor>,
+        now_ms: i64,
+    ) -> Result<bool, BackendError> {
+        CampaignStore::commit_page(self, c, page, next, now_ms).await
+    }
+    async fn finish_if_done(&self, c: &Campaign) -> Result<bool, BackendError> {
+        CampaignStore::finish_if_done(self, c).await
+    }
+    async fn batch(&self, c: &Campaign, number: u32) -> Result<Option<Batch>, BackendError> {
+        CampaignStore::batch(self, c, number).await
+    }
+    async fn lease(
+        &self,
+        c: &Campaign,
+        number: u32,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, BackendError> {
+        CampaignStore::lease(self, c, number, owner, now_ms, until_ms).await
+    }
+    async fn release_lease(&self, c: &Campaign, number: u32, owner: &str) -> Result<(), BackendError> {
+        CampaignStore::release_lease(self, c, number, owner).await
+    }
+    async fn freeze(
+        &self,
+        c: &Campaign,
+        number: u32,
+        owner: &str,
+        mask: &[bool],
+        skips: &Skips,
+        cap_attrs: &[String],
+        retry_key: &str,
+        now_ms: i64,
+    ) -> Result<bool, BackendError> {
+        CampaignStore::freeze(self, c, number, owner, mask, skips, cap_attrs, retry_key, now_ms).await
+    }
+    async fn mark_called(&self, c: &Campaign, number: u32, owner: &str, now_ms: i64) -> Result<bool, BackendError> {
+        CampaignStore::mark_called(self, c, number, owner, now_ms).await
+    }
+    async fn settle(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        owner: &str,
+        outcome: &Settlement,
+        now_ms: i64,
+    ) -> Result<bool, BackendError> {
+        CampaignStore::settle(self, c, batch, owner, outcome, now_ms).await
+    }
+    async fn hold(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        owner: Option<&str>,
+        unfreeze: bool,
+    ) -> Result<bool, BackendError> {
+        CampaignStore::hold(self, c, batch, owner, unfreeze).await
+    }
+}
+
+#[async_trait::async_trait]
+impl super::ports::CapStore for CampaignStore {
+    async fn friend_caps(
+        &self,
+        users: &[String],
+        attributes: &[String],
+    ) -> Result<HashMap<String, FriendCaps>, BackendError> {
+        CampaignStore::friend_caps(self, users, attributes).await
+    }
+    async fn reserve(
+        &self,
+        user: &str,
+        member: &str,
+        slots: &BTreeMap<String, u32>,
+        now_ms: i64,
+    ) -> Result<Reservation, BackendError> {
+        CampaignStore::reserve(self, user, member, slots, now_ms).await
+    }
+    async fn release(&self, user: &str, member: &str, attributes: &[String]) -> Result<(), BackendError> {
+        CampaignStore::release(self, user, member, attributes).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,113 @@
+//! The seams of the campaign path: the planner and the sender are written against these, with
+//! DynamoDB and LINE behind them in production ([`super::store::CampaignStore`],
+//! [`crate::line::client::LineClient`]) and in-memory ones for the logic's tests
+//! ([`super::memory`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::model::{Skips, State};
+use super::store::{Batch, Campaign, FriendCaps, PlannedPage, Reservation, Settlement};
+use crate::line::client::{Accepted, LineError};
+use crate::ports::BackendError;
+use crate::segment::resolve::Cursor;
+
+/// Campaigns and their batches. Every change is conditional: `false` means the condition did
+/// not hold (someone else moved first), never an error.
+#[async_trait]
+pub trait CampaignRepo: Send + Sync {
+    async fn get(&self, id: &str) -> Result<Option<Campaign>, BackendError>;
+    /// Moves the campaign's `run` from one of `from` to `to`.
+    async fn transition(
+        &self,
+        id: &str,
+        run: &str,
+        from: &[State],
+        to: State,
+        reason: Option<&str>,
+    ) -> Result<bool, BackendError>;
+    /// Commits page `c.plan_page`: its batch, the checkpoint and the counters, at once; only if the
+    /// stored page is still `c.plan_page` and the campaign is planning or sending.
+    async fn commit_page(
+        &self,
+        c: &Campaign,
+        page: &PlannedPage,
+        next: Option<&Cursor>,
+        now_ms: i64,
+    ) -> Result<bool, BackendError>;
+    /// Done (or needs attention) once planning finished and every batch settled.
+    async fn finish_if_done(&self, c: &Campaign) -> Result<bool, BackendError>;
+    async fn batch(&self, c: &Campaign, number: u32) -> Result<Option<Batch>, BackendError>;
+    async fn lease(
+        &self,
+        c: &Campaign,
+        number: u32,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, BackendError>;
+    async fn release_lease(&self, c: &Campaign, number: u32, owner: &str) -> Result<(), BackendError>;
+    #[allow(clippy::too_many_arguments)]
+    async fn freeze(
+        &self,
+        c: &Campaign,
+        number: u32,
+        owner: &str,
+        mask: &[bool],
+        skips: &Skips,
+        cap_attrs: &[String],
+        retry_key: &str,
+        now_ms: i64,
+    ) -> Result<bool, BackendError>;
+    async fn mark_called(&self, c: &Campaign, number: u32, owner: &str, now_ms: i64) -> Result<bool, BackendError>;
+    async fn settle(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        owner: &str,
+        outcome: &Settlement,
+        now_ms: i64,
+    ) -> Result<bool, BackendError>;
+    /// Holds the batch (only while the campaign is not sending).
+    async fn hold(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        owner: Option<&str>,
+        unfreeze: bool,
+    ) -> Result<bool, BackendError>;
+}
+
+/// Friends as the caps see them: follow state, opt-out, and the campaign runs per period.
+#[async_trait]
+pub trait CapStore: Send + Sync {
+    async fn friend_caps(
+        &self,
+        users: &[String],
+        attributes: &[String],
+    ) -> Result<HashMap<String, FriendCaps>, BackendError>;
+    /// One conditional update for every period of `slots` (attribute → max).
+    async fn reserve(
+        &self,
+        user: &str,
+        member: &str,
+        slots: &BTreeMap<String, u32>,
+        now_ms: i64,
+    ) -> Result<Reservation, BackendError>;
+    async fn release(&self, user: &str, member: &str, attributes: &[String]) -> Result<(), BackendError>;
+}
+
+/// LINE's multicast: one request, with its retry key.
+#[async_trait]
+pub trait Multicaster: Send + Sync {
+    async fn multicast(&self, to: &[&str], messages: &[Value], retry_key: &str) -> Result<Accepted, LineError>;
+}
+
+#[async_trait]
+impl Multicaster for crate::line::client::LineClient {
+    async fn multicast(&self, to: &[&str], messages: &[Value], retry_key: &str) -> Result<Accepted, LineError> {
+        crate::line::client::LineClient::multicast(self, to, messages, retry_key).await
+    }
+}
