@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use shared::adapters::dynamodb::DynamoFriends;
 use shared::adapters::sqs::SqsWorkQueue;
 use shared::adapters::tags::DynamoTags;
+use shared::campaign::ports::CampaignRepo;
 use shared::campaign::store::{Campaign, CampaignStore};
 use shared::config::Secret;
 use shared::line::client::LineClient;

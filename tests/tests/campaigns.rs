@@ -8,6 +8,7 @@ use std::time::Duration;
 use integration_tests::campaigns::{users, CampaignRig, ACCOUNT};
 use serde_json::json;
 use shared::campaign::model::{cap_slots, State};
+use shared::campaign::ports::{CampaignRepo, CapStore};
 use shared::campaign::send::Failpoint;
 use shared::ports::Clock;
 

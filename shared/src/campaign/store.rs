@@ -28,6 +28,7 @@ use serde_json::Value;
 
 use super::file::{CampaignFile, Cap};
 use super::model::{Counters, Skip, Skips, State};
+use super::ports::{CampaignRepo, CapStore};
 use crate::adapters::attr::{flag, int, n, s, string_set, text, uint, Item};
 use crate::adapters::describe;
 use crate::ports::BackendError;
@@ -421,19 +422,6 @@ impl CampaignStore {
         }
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<Campaign>, BackendError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.campaigns)
-            .set_key(Some(meta_key(id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| err("GetItem", describe(&e)))?;
-        Ok(out.item.as_ref().and_then(Campaign::from_item))
-    }
-
     /// Every campaign, newest first.
     pub async fn list(&self) -> Result<Vec<Campaign>, BackendError> {
         let mut ids = vec![];
@@ -505,9 +493,238 @@ impl CampaignStore {
         }
     }
 
+    pub async fn save_preview(&self, id: &str, preview: &Value) -> Result<(), BackendError> {
+        self.client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(id)))
+            .update_expression("SET preview = :p")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":p", s(&preview.to_string()))
+            .send()
+            .await
+            .map_err(|e| err("UpdateItem", describe(&e)))?;
+        Ok(())
+    }
+
+    /// Runs a transaction: true if it was applied, false if a condition did not hold. Conflicts
+    /// with another transaction on the same item (every batch settles on its campaign's item) and
+    /// throttling are retried with backoff.
+    async fn transact(&self, actions: Vec<TransactWriteItem>) -> Result<bool, BackendError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.transact_once(actions.clone()).await {
+                Err(Contended(reasons)) if attempt < 8 => {
+                    attempt += 1;
+                    let base = 10u64 << attempt.min(6);
+                    tokio::time::sleep(std::time::Duration::from_millis(base + fastrand::u64(0..=base))).await;
+                    tracing::debug!(attempt, reasons, "transaction contended: trying again");
+                }
+                Err(Contended(reasons)) => {
+                    return Err(err("TransactWriteItems", format!("still contended: {reasons}")))
+                }
+                Ok(result) => return result,
+            }
+        }
+    }
+
+    async fn transact_once(&self, actions: Vec<TransactWriteItem>) -> Result<Result<bool, BackendError>, Contended> {
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+        use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+        let answer = match self.client.transact_write_items().set_transact_items(Some(actions)).send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se)) => match se.err() {
+                E::TransactionCanceledException(t) => {
+                    let codes: Vec<&str> =
+                        t.cancellation_reasons().iter().filter_map(|r| r.code()).filter(|c| *c != "None").collect();
+                    if codes.iter().any(|c| {
+                        matches!(*c, "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded")
+                    }) {
+                        return Err(Contended(codes.join(",")));
+                    }
+                    if codes.iter().all(|c| *c == "ConditionalCheckFailed") {
+                        Ok(false)
+                    } else {
+                        Err(err("TransactWriteItems", format!("cancelled: {}", codes.join(","))))
+                    }
+                }
+                E::TransactionInProgressException(_) | E::ProvisionedThroughputExceededException(_) => {
+                    return Err(Contended(se.err().to_string()));
+                }
+                other if other.code() == Some("ThrottlingException") => return Err(Contended(other.to_string())),
+                other => Err(err("TransactWriteItems", format!("{}: {}", other.code().unwrap_or("error"), other))),
+            },
+            Err(e) => Err(err("TransactWriteItems", describe(&e))),
+        };
+        Ok(answer)
+    }
+
+    /// The run's batches that are not settled (planned, frozen or held), by number.
+    pub async fn open_batches(&self, c: &Campaign) -> Result<Vec<(u32, BatchState)>, BackendError> {
+        let mut out = vec![];
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.campaigns)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .filter_expression("#state IN (:planned, :frozen, :held)")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":pk", s(&format!("c#{}", c.id)))
+                .expression_attribute_values(":prefix", s(&format!("b#{}#", c.run)))
+                .expression_attribute_values(":planned", s(BatchState::Planned.name()))
+                .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
+                .expression_attribute_values(":held", s(BatchState::Held.name()))
+                .projection_expression("sk, #state")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| err("Query", describe(&e)))?;
+            for item in page.items() {
+                let number = text(item, "sk").and_then(|k| k.rsplit('#').next()).and_then(|n| n.parse().ok());
+                let state = text(item, "state").and_then(BatchState::parse);
+                if let (Some(n), Some(st)) = (number, state) {
+                    out.push((n, st));
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes a held batch back to where it was held from; its recipients stop counting as held.
+    pub async fn unhold(&self, c: &Campaign, batch: &Batch) -> Result<bool, BackendError> {
+        let back = batch.held_from.unwrap_or(BatchState::Planned);
+        let batch_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+            .update_expression("SET #state = :back REMOVE heldFrom")
+            .condition_expression("#state = :held")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":back", s(back.name()))
+            .expression_attribute_values(":held", s(BatchState::Held.name()))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let meta_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(&c.id)))
+            .update_expression("ADD held :n")
+            .condition_expression("#run = :run")
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_values(":n", n(-(batch.to.len() as i64)))
+            .expression_attribute_values(":run", s(&c.run))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        self.transact(vec![
+            TransactWriteItem::builder().update(batch_update).build(),
+            TransactWriteItem::builder().update(meta_update).build(),
+        ])
+        .await
+    }
+
+    // ---- caps, on the users table -------------------------------------------------------------
+
+    /// Opts a friend out (`by`: `cli` or `settings`) or back in. Opting back in removes only an
+    /// opt-out made `by` the same means, so settings never undo an `oa suppress add`.
+    pub async fn suppress(&self, user: &str, on: bool, by: &str, now_ms: i64) -> Result<bool, BackendError> {
+        let request = self.client.update_item().table_name(&self.users).key("userId", s(user));
+        let result = if on {
+            request
+                .update_expression("SET suppressed = :by, suppressedAt = :now")
+                .condition_expression("attribute_not_exists(suppressed)")
+                .expression_attribute_values(":by", s(by))
+                .expression_attribute_values(":now", n(now_ms))
+                .send()
+                .await
+        } else {
+            request
+                .update_expression("REMOVE suppressed, suppressedAt")
+                .condition_expression("suppressed = :by")
+                .expression_attribute_values(":by", s(by))
+                .send()
+                .await
+        };
+        conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    /// Every opted-out friend, with who opted them out.
+    pub async fn suppressed(&self) -> Result<Vec<(String, String)>, BackendError> {
+        let mut out = vec![];
+        for by in ["cli", "settings"] {
+            let mut start = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.users)
+                    .index_name(SUPPRESSED_INDEX)
+                    .key_condition_expression("suppressed = :by")
+                    .expression_attribute_values(":by", s(by))
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| err("Query", describe(&e)))?;
+                out.extend(
+                    page.items().iter().filter_map(|i| text(i, "userId")).map(|u| (u.to_string(), by.to_string())),
+                );
+                start = page.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn conditional<E>(
+    result: Result<(), SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+    operation: &'static str,
+) -> Result<bool, BackendError>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match result {
+        Ok(()) => Ok(true),
+        Err(SdkError::ServiceError(se)) if se.err().code() == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(err(operation, describe(&e))),
+    }
+}
+
+/// A random id: a run, a lease owner.
+pub fn uuid_simple() -> String {
+    uuid::Uuid::new_v4().simple().to_string().chars().take(12).collect()
+}
+
+/// A random UUID v4 for `X-Line-Retry-Key`.
+pub fn retry_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[async_trait::async_trait]
+impl CampaignRepo for CampaignStore {
+    async fn get(&self, id: &str) -> Result<Option<Campaign>, BackendError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| err("GetItem", describe(&e)))?;
+        Ok(out.item.as_ref().and_then(Campaign::from_item))
+    }
+
     /// Moves the campaign's `run` from one of `from` to `to` (with `reason`, or none). False: it
     /// was in another state (or another run).
-    pub async fn transition(
+    async fn transition(
         &self,
         id: &str,
         run: &str,
@@ -542,24 +759,10 @@ impl CampaignStore {
         conditional(result.map(|_| ()), "UpdateItem")
     }
 
-    pub async fn save_preview(&self, id: &str, preview: &Value) -> Result<(), BackendError> {
-        self.client
-            .update_item()
-            .table_name(&self.campaigns)
-            .set_key(Some(meta_key(id)))
-            .update_expression("SET preview = :p")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":p", s(&preview.to_string()))
-            .send()
-            .await
-            .map_err(|e| err("UpdateItem", describe(&e)))?;
-        Ok(())
-    }
-
     /// Commits page `c.plan_page` of the plan in one transaction: its batch (when it has
     /// recipients), the planner's checkpoint and the counters. False: the page was committed by
     /// someone else, or the campaign stopped sending (read it again).
-    pub async fn commit_page(
+    async fn commit_page(
         &self,
         c: &Campaign,
         page: &PlannedPage,
@@ -654,60 +857,40 @@ impl CampaignStore {
         self.transact(actions).await
     }
 
-    /// Runs a transaction: true if it was applied, false if a condition did not hold. Conflicts
-    /// with another transaction on the same item (every batch settles on its campaign's item) and
-    /// throttling are retried with backoff.
-    async fn transact(&self, actions: Vec<TransactWriteItem>) -> Result<bool, BackendError> {
-        let mut attempt = 0u32;
-        loop {
-            match self.transact_once(actions.clone()).await {
-                Err(Contended(reasons)) if attempt < 8 => {
-                    attempt += 1;
-                    let base = 10u64 << attempt.min(6);
-                    tokio::time::sleep(std::time::Duration::from_millis(base + fastrand::u64(0..=base))).await;
-                    tracing::debug!(attempt, reasons, "transaction contended: trying again");
-                }
-                Err(Contended(reasons)) => {
-                    return Err(err("TransactWriteItems", format!("still contended: {reasons}")))
-                }
-                Ok(result) => return result,
+    /// Marks the campaign done (or needing attention, when some outcomes are unknown) once
+    /// planning finished and every batch settled. True: this call changed it.
+    async fn finish_if_done(&self, c: &Campaign) -> Result<bool, BackendError> {
+        for (to, unknown) in [(State::Done, "#unknown = :zero"), (State::NeedsAttention, "#unknown > :zero")] {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.campaigns)
+                .set_key(Some(meta_key(&c.id)))
+                .update_expression("SET #state = :to, doneAt = :now")
+                .condition_expression(format!(
+                    "#run = :run AND planDone = :t AND settled = batches AND #state IN (:planning, :sending) AND {unknown}"
+                ))
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_names("#run", "run")
+                .expression_attribute_names("#unknown", "unknown")
+                .expression_attribute_values(":to", s(to.name()))
+                .expression_attribute_values(":now", n(crate::ports::Clock::now_ms(&crate::ports::SystemClock)))
+                .expression_attribute_values(":run", s(&c.run))
+                .expression_attribute_values(":t", AttributeValue::Bool(true))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":planning", s(State::Planning.name()))
+                .expression_attribute_values(":sending", s(State::Sending.name()))
+                .send()
+                .await;
+            if conditional(result.map(|_| ()), "UpdateItem")? {
+                return Ok(true);
             }
         }
-    }
-
-    async fn transact_once(&self, actions: Vec<TransactWriteItem>) -> Result<Result<bool, BackendError>, Contended> {
-        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
-        use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-        let answer = match self.client.transact_write_items().set_transact_items(Some(actions)).send().await {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(se)) => match se.err() {
-                E::TransactionCanceledException(t) => {
-                    let codes: Vec<&str> =
-                        t.cancellation_reasons().iter().filter_map(|r| r.code()).filter(|c| *c != "None").collect();
-                    if codes.iter().any(|c| {
-                        matches!(*c, "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded")
-                    }) {
-                        return Err(Contended(codes.join(",")));
-                    }
-                    if codes.iter().all(|c| *c == "ConditionalCheckFailed") {
-                        Ok(false)
-                    } else {
-                        Err(err("TransactWriteItems", format!("cancelled: {}", codes.join(","))))
-                    }
-                }
-                E::TransactionInProgressException(_) | E::ProvisionedThroughputExceededException(_) => {
-                    return Err(Contended(se.err().to_string()));
-                }
-                other if other.code() == Some("ThrottlingException") => return Err(Contended(other.to_string())),
-                other => Err(err("TransactWriteItems", format!("{}: {}", other.code().unwrap_or("error"), other))),
-            },
-            Err(e) => Err(err("TransactWriteItems", describe(&e))),
-        };
-        Ok(answer)
+        Ok(false)
     }
 
     /// Batch `number` of the campaign's run, recipients included.
-    pub async fn batch(&self, c: &Campaign, number: u32) -> Result<Option<Batch>, BackendError> {
+    async fn batch(&self, c: &Campaign, number: u32) -> Result<Option<Batch>, BackendError> {
         let get =
             |key| self.client.get_item().table_name(&self.campaigns).set_key(Some(key)).consistent_read(true).send();
         let (state, recipients) =
@@ -745,7 +928,7 @@ impl CampaignStore {
 
     /// Takes the batch's lease for `owner` until `until_ms`, unless another owner holds an
     /// unexpired one or the batch is settled or held.
-    pub async fn lease(
+    async fn lease(
         &self,
         c: &Campaign,
         number: u32,
@@ -774,7 +957,7 @@ impl CampaignStore {
     }
 
     /// Lets go of the lease (the batch goes back to the queue for a retry).
-    pub async fn release_lease(&self, c: &Campaign, number: u32, owner: &str) -> Result<(), BackendError> {
+    async fn release_lease(&self, c: &Campaign, number: u32, owner: &str) -> Result<(), BackendError> {
         let result = self
             .client
             .update_item()
@@ -791,7 +974,7 @@ impl CampaignStore {
     #[allow(clippy::too_many_arguments)]
     /// Freezes the send list (`mask` over the recipients), the skips and the retry key, before
     /// the first call to LINE. False: the lease was lost or the batch is frozen already.
-    pub async fn freeze(
+    async fn freeze(
         &self,
         c: &Campaign,
         number: u32,
@@ -833,7 +1016,7 @@ impl CampaignStore {
 
     /// Records that a call to LINE is about to start (the first such time is kept): written before
     /// the call, so a sender that dies during it leaves the trace. False: the lease was lost.
-    pub async fn mark_called(&self, c: &Campaign, number: u32, owner: &str, now_ms: i64) -> Result<bool, BackendError> {
+    async fn mark_called(&self, c: &Campaign, number: u32, owner: &str, now_ms: i64) -> Result<bool, BackendError> {
         let result = self
             .client
             .update_item()
@@ -854,7 +1037,7 @@ impl CampaignStore {
     /// Settles a frozen batch (or a planned one whose recipients were all skipped) and adds its
     /// counts to the campaign's in the same transaction. False: it was settled already, or the
     /// lease was lost.
-    pub async fn settle(
+    async fn settle(
         &self,
         c: &Campaign,
         batch: &Batch,
@@ -919,7 +1102,7 @@ impl CampaignStore {
     /// given back) and gets a new retry key when it goes out; else it keeps its frozen list and key.
     /// False: the batch moved on, or the campaign is sending again (a resume since it was read:
     /// holding now would leave the batch held for good).
-    pub async fn hold(
+    async fn hold(
         &self,
         c: &Campaign,
         batch: &Batch,
@@ -976,111 +1159,12 @@ impl CampaignStore {
         ])
         .await
     }
+}
 
-    /// The run's batches that are not settled (planned, frozen or held), by number.
-    pub async fn open_batches(&self, c: &Campaign) -> Result<Vec<(u32, BatchState)>, BackendError> {
-        let mut out = vec![];
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.campaigns)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .filter_expression("#state IN (:planned, :frozen, :held)")
-                .expression_attribute_names("#state", "state")
-                .expression_attribute_values(":pk", s(&format!("c#{}", c.id)))
-                .expression_attribute_values(":prefix", s(&format!("b#{}#", c.run)))
-                .expression_attribute_values(":planned", s(BatchState::Planned.name()))
-                .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
-                .expression_attribute_values(":held", s(BatchState::Held.name()))
-                .projection_expression("sk, #state")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| err("Query", describe(&e)))?;
-            for item in page.items() {
-                let number = text(item, "sk").and_then(|k| k.rsplit('#').next()).and_then(|n| n.parse().ok());
-                let state = text(item, "state").and_then(BatchState::parse);
-                if let (Some(n), Some(st)) = (number, state) {
-                    out.push((n, st));
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Takes a held batch back to where it was held from; its recipients stop counting as held.
-    pub async fn unhold(&self, c: &Campaign, batch: &Batch) -> Result<bool, BackendError> {
-        let back = batch.held_from.unwrap_or(BatchState::Planned);
-        let batch_update = Update::builder()
-            .table_name(&self.campaigns)
-            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
-            .update_expression("SET #state = :back REMOVE heldFrom")
-            .condition_expression("#state = :held")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":back", s(back.name()))
-            .expression_attribute_values(":held", s(BatchState::Held.name()))
-            .build()
-            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        let meta_update = Update::builder()
-            .table_name(&self.campaigns)
-            .set_key(Some(meta_key(&c.id)))
-            .update_expression("ADD held :n")
-            .condition_expression("#run = :run")
-            .expression_attribute_names("#run", "run")
-            .expression_attribute_values(":n", n(-(batch.to.len() as i64)))
-            .expression_attribute_values(":run", s(&c.run))
-            .build()
-            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        self.transact(vec![
-            TransactWriteItem::builder().update(batch_update).build(),
-            TransactWriteItem::builder().update(meta_update).build(),
-        ])
-        .await
-    }
-
-    /// Marks the campaign done (or needing attention, when some outcomes are unknown) once
-    /// planning finished and every batch settled. True: this call changed it.
-    pub async fn finish_if_done(&self, c: &Campaign) -> Result<bool, BackendError> {
-        for (to, unknown) in [(State::Done, "#unknown = :zero"), (State::NeedsAttention, "#unknown > :zero")] {
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.campaigns)
-                .set_key(Some(meta_key(&c.id)))
-                .update_expression("SET #state = :to, doneAt = :now")
-                .condition_expression(format!(
-                    "#run = :run AND planDone = :t AND settled = batches AND #state IN (:planning, :sending) AND {unknown}"
-                ))
-                .expression_attribute_names("#state", "state")
-                .expression_attribute_names("#run", "run")
-                .expression_attribute_names("#unknown", "unknown")
-                .expression_attribute_values(":to", s(to.name()))
-                .expression_attribute_values(":now", n(crate::ports::Clock::now_ms(&crate::ports::SystemClock)))
-                .expression_attribute_values(":run", s(&c.run))
-                .expression_attribute_values(":t", AttributeValue::Bool(true))
-                .expression_attribute_values(":zero", n(0))
-                .expression_attribute_values(":planning", s(State::Planning.name()))
-                .expression_attribute_values(":sending", s(State::Sending.name()))
-                .send()
-                .await;
-            if conditional(result.map(|_| ()), "UpdateItem")? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    // ---- caps, on the users table -------------------------------------------------------------
-
+#[async_trait::async_trait]
+impl CapStore for CampaignStore {
     /// Follow state, opt-out and the given cap sets of each friend (absent friends: not following).
-    pub async fn friend_caps(
+    async fn friend_caps(
         &self,
         users: &[String],
         attributes: &[String],
@@ -1140,7 +1224,7 @@ impl CampaignStore {
     /// Reserves the friend's slot in every period of `slots` (attribute → max) for `member`, in
     /// one conditional update that also requires the friend to follow and not be opted out. A
     /// retry finds its own member and passes. With no slots (transactional), only checks them.
-    pub async fn reserve(
+    async fn reserve(
         &self,
         user: &str,
         member: &str,
@@ -1187,7 +1271,7 @@ impl CampaignStore {
     }
 
     /// Gives the friend's slots of `member` back (the send surely did not go out).
-    pub async fn release(&self, user: &str, member: &str, attributes: &[String]) -> Result<(), BackendError> {
+    async fn release(&self, user: &str, member: &str, attributes: &[String]) -> Result<(), BackendError> {
         if attributes.is_empty() {
             return Ok(());
         }
@@ -1209,186 +1293,6 @@ impl CampaignStore {
                 SdkError::ServiceError(se) if se.err().is_conditional_check_failed_exception() => Ok(()),
                 _ => Err(err("UpdateItem", describe(&e))),
             })
-    }
-
-    /// Opts a friend out (`by`: `cli` or `settings`) or back in. Opting back in removes only an
-    /// opt-out made `by` the same means, so settings never undo an `oa suppress add`.
-    pub async fn suppress(&self, user: &str, on: bool, by: &str, now_ms: i64) -> Result<bool, BackendError> {
-        let request = self.client.update_item().table_name(&self.users).key("userId", s(user));
-        let result = if on {
-            request
-                .update_expression("SET suppressed = :by, suppressedAt = :now")
-                .condition_expression("attribute_not_exists(suppressed)")
-                .expression_attribute_values(":by", s(by))
-                .expression_attribute_values(":now", n(now_ms))
-                .send()
-                .await
-        } else {
-            request
-                .update_expression("REMOVE suppressed, suppressedAt")
-                .condition_expression("suppressed = :by")
-                .expression_attribute_values(":by", s(by))
-                .send()
-                .await
-        };
-        conditional(result.map(|_| ()), "UpdateItem")
-    }
-
-    /// Every opted-out friend, with who opted them out.
-    pub async fn suppressed(&self) -> Result<Vec<(String, String)>, BackendError> {
-        let mut out = vec![];
-        for by in ["cli", "settings"] {
-            let mut start = None;
-            loop {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.users)
-                    .index_name(SUPPRESSED_INDEX)
-                    .key_condition_expression("suppressed = :by")
-                    .expression_attribute_values(":by", s(by))
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(|e| err("Query", describe(&e)))?;
-                out.extend(
-                    page.items().iter().filter_map(|i| text(i, "userId")).map(|u| (u.to_string(), by.to_string())),
-                );
-                start = page.last_evaluated_key;
-                if start.is_none() {
-                    break;
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-}
-
-fn conditional<E>(
-    result: Result<(), SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
-    operation: &'static str,
-) -> Result<bool, BackendError>
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match result {
-        Ok(()) => Ok(true),
-        Err(SdkError::ServiceError(se)) if se.err().code() == Some("ConditionalCheckFailedException") => Ok(false),
-        Err(e) => Err(err(operation, describe(&e))),
-    }
-}
-
-/// A random id: a run, a lease owner.
-pub fn uuid_simple() -> String {
-    uuid::Uuid::new_v4().simple().to_string().chars().take(12).collect()
-}
-
-/// A random UUID v4 for `X-Line-Retry-Key`.
-pub fn retry_key() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-#[async_trait::async_trait]
-impl super::ports::CampaignRepo for CampaignStore {
-    async fn get(&self, id: &str) -> Result<Option<Campaign>, BackendError> {
-        CampaignStore::get(self, id).await
-    }
-    async fn transition(
-        &self,
-        id: &str,
-        run: &str,
-        from: &[State],
-        to: State,
-        reason: Option<&str>,
-    ) -> Result<bool, BackendError> {
-        CampaignStore::transition(self, id, run, from, to, reason).await
-    }
-    async fn commit_page(
-        &self,
-        c: &Campaign,
-        page: &PlannedPage,
-        next: Option<&Cursor>,
-        now_ms: i64,
-    ) -> Result<bool, BackendError> {
-        CampaignStore::commit_page(self, c, page, next, now_ms).await
-    }
-    async fn finish_if_done(&self, c: &Campaign) -> Result<bool, BackendError> {
-        CampaignStore::finish_if_done(self, c).await
-    }
-    async fn batch(&self, c: &Campaign, number: u32) -> Result<Option<Batch>, BackendError> {
-        CampaignStore::batch(self, c, number).await
-    }
-    async fn lease(
-        &self,
-        c: &Campaign,
-        number: u32,
-        owner: &str,
-        now_ms: i64,
-        until_ms: i64,
-    ) -> Result<bool, BackendError> {
-        CampaignStore::lease(self, c, number, owner, now_ms, until_ms).await
-    }
-    async fn release_lease(&self, c: &Campaign, number: u32, owner: &str) -> Result<(), BackendError> {
-        CampaignStore::release_lease(self, c, number, owner).await
-    }
-    async fn freeze(
-        &self,
-        c: &Campaign,
-        number: u32,
-        owner: &str,
-        mask: &[bool],
-        skips: &Skips,
-        cap_attrs: &[String],
-        retry_key: &str,
-        now_ms: i64,
-    ) -> Result<bool, BackendError> {
-        CampaignStore::freeze(self, c, number, owner, mask, skips, cap_attrs, retry_key, now_ms).await
-    }
-    async fn mark_called(&self, c: &Campaign, number: u32, owner: &str, now_ms: i64) -> Result<bool, BackendError> {
-        CampaignStore::mark_called(self, c, number, owner, now_ms).await
-    }
-    async fn settle(
-        &self,
-        c: &Campaign,
-        batch: &Batch,
-        owner: &str,
-        outcome: &Settlement,
-        now_ms: i64,
-    ) -> Result<bool, BackendError> {
-        CampaignStore::settle(self, c, batch, owner, outcome, now_ms).await
-    }
-    async fn hold(
-        &self,
-        c: &Campaign,
-        batch: &Batch,
-        owner: Option<&str>,
-        unfreeze: bool,
-    ) -> Result<bool, BackendError> {
-        CampaignStore::hold(self, c, batch, owner, unfreeze).await
-    }
-}
-
-#[async_trait::async_trait]
-impl super::ports::CapStore for CampaignStore {
-    async fn friend_caps(
-        &self,
-        users: &[String],
-        attributes: &[String],
-    ) -> Result<HashMap<String, FriendCaps>, BackendError> {
-        CampaignStore::friend_caps(self, users, attributes).await
-    }
-    async fn reserve(
-        &self,
-        user: &str,
-        member: &str,
-        slots: &BTreeMap<String, u32>,
-        now_ms: i64,
-    ) -> Result<Reservation, BackendError> {
-        CampaignStore::reserve(self, user, member, slots, now_ms).await
-    }
-    async fn release(&self, user: &str, member: &str, attributes: &[String]) -> Result<(), BackendError> {
-        CampaignStore::release(self, user, member, attributes).await
     }
 }
 

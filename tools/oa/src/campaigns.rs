@@ -8,6 +8,7 @@ use shared::adapters::tags::DynamoTags;
 use shared::campaign::file::{AccountSettings, CampaignFile};
 use shared::campaign::model::{Counters, Skip, State};
 use shared::campaign::plan::{batch_body, count, plan_body, Classifier};
+use shared::campaign::ports::CampaignRepo;
 use shared::campaign::price::Plan;
 use shared::campaign::store::{retry_key, BatchState, Campaign, CampaignStore, Created};
 use shared::line::client::LineClient;

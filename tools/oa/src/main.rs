@@ -826,6 +826,7 @@ async fn suppress(command: SuppressCommand, local: bool) -> Result<(), AnyError>
 
 async fn campaign(command: CampaignCommand, local: bool) -> Result<(), AnyError> {
     use oa::campaigns::{format_preview, format_show, status_json, status_line};
+    use shared::campaign::ports::CampaignRepo;
     let now = sample::now_ms();
     match command {
         CampaignCommand::Validate { file } => {
