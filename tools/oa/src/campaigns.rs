@@ -156,6 +156,7 @@ impl Campaigns {
             "batches": counted.batches,
             "month": month,
             "plan": plan_label(&plan),
+            "planTerms": plan,
             "price": quote,
             "previewedAt": now_ms,
         });
@@ -338,13 +339,22 @@ pub fn status_line(c: &Campaign) -> String {
         _ => 0.0,
     };
     let eta = if rate > 0.0 { format!("{:.0} s", k.in_flight() as f64 / rate) } else { "-".into() };
+    // The price so far, on the month and plan the last preview saw.
     let price = c
         .preview
         .as_ref()
-        .and_then(|p| p.pointer("/price/currency").and_then(Value::as_str).map(str::to_string))
+        .and_then(|p| {
+            let plan: shared::campaign::price::Plan = serde_json::from_value(p.get("planTerms")?.clone()).ok()?;
+            let month = shared::campaign::price::Month {
+                quota: p.pointer("/month/quota").and_then(Value::as_u64),
+                used: p.pointer("/month/used").and_then(Value::as_u64).unwrap_or(0),
+            };
+            let q = plan.quote(month, k.sent);
+            Some(format!(" ({} included, {} extra: {} {:.2})", q.included, q.extra, q.currency, q.cost))
+        })
         .unwrap_or_default();
     format!(
-        "{} [{}{}] {}/{} sent{}{}{} · {:.0}/s · ETA {eta} · billable {} {price}{}",
+        "{} [{}{}] {}/{} sent{}{}{} · {:.0}/s · ETA {eta} · billable {}{price}{}",
         c.state.name(),
         "#".repeat(filled),
         " ".repeat(width - filled),
