@@ -28,6 +28,8 @@ struct Store {
 #[derive(Default)]
 pub struct MemoryCampaigns {
     inner: Mutex<Store>,
+    /// The next this many slot releases fail (a storage error).
+    pub fail_releases: std::sync::atomic::AtomicUsize,
 }
 
 fn key(c: &Campaign, number: u32) -> BatchKey {
@@ -91,6 +93,23 @@ impl MemoryCampaigns {
 
     pub fn campaign(&self, id: &str) -> Option<Campaign> {
         self.with(|s| s.campaigns.get(id).cloned()).ok().flatten()
+    }
+
+    /// What `oa campaign resume` does to a held batch whose slots were given back.
+    pub fn unhold(&self, c: &Campaign, number: u32) -> bool {
+        self.with(|s| {
+            let Some(b) = s.batches.get_mut(&key(c, number)) else { return false };
+            if b.state != BatchState::Held || (b.held_from == Some(BatchState::Planned) && !b.cap_attrs.is_empty()) {
+                return false;
+            }
+            b.state = b.held_from.take().unwrap_or(BatchState::Planned);
+            if let Some(stored) = s.campaigns.get_mut(&c.id) {
+                stored.counters.held -= b.to.len() as u64;
+                stored.state = State::Sending;
+            }
+            true
+        })
+        .unwrap_or(false)
     }
 
     pub fn stored_batch(&self, c: &Campaign, number: u32) -> Option<Batch> {
@@ -237,10 +256,30 @@ impl CampaignRepo for MemoryCampaigns {
         self.with(|s| match s.batches.get_mut(&key(c, number)) {
             Some(b) if b.state == BatchState::Frozen && b.lease_owner.as_deref() == Some(owner) => {
                 b.first_called_at_ms.get_or_insert(now_ms);
+                b.call_open = true;
                 b.attempts += 1;
                 true
             }
             _ => false,
+        })
+    }
+
+    async fn close_call(&self, c: &Campaign, number: u32, owner: &str) -> Result<bool, BackendError> {
+        self.with(|s| match s.batches.get_mut(&key(c, number)) {
+            Some(b) if b.lease_owner.as_deref() == Some(owner) => {
+                b.call_open = false;
+                b.first_called_at_ms = None;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn clear_cap_attrs(&self, c: &Campaign, number: u32) -> Result<(), BackendError> {
+        self.with(|s| {
+            if let Some(b) = s.batches.get_mut(&key(c, number)) {
+                b.cap_attrs.clear();
+            }
         })
     }
 
@@ -261,6 +300,9 @@ impl CampaignRepo for MemoryCampaigns {
             b.state = outcome.state;
             b.request_id = outcome.request_id.clone();
             b.lease_owner = None;
+            if !outcome.release_slots {
+                b.cap_attrs.clear();
+            }
             let k = &mut stored.counters;
             k.sent += outcome.sent;
             k.failed += outcome.failed;
@@ -275,23 +317,13 @@ impl CampaignRepo for MemoryCampaigns {
         })
     }
 
-    async fn hold(
-        &self,
-        c: &Campaign,
-        batch: &Batch,
-        owner: Option<&str>,
-        unfreeze: bool,
-    ) -> Result<bool, BackendError> {
+    async fn hold(&self, c: &Campaign, batch: &Batch, owner: &str, unfreeze: bool) -> Result<bool, BackendError> {
         self.with(|s| {
             let Some(stored) = s.campaigns.get_mut(&c.id).filter(|st| st.run == c.run && !st.state.sends()) else {
                 return false;
             };
             let Some(b) = s.batches.get_mut(&key(c, batch.number)) else { return false };
-            let owned = match owner {
-                Some(o) => b.lease_owner.as_deref() == Some(o),
-                None => b.lease_owner.is_none(),
-            };
-            if b.state != batch.state || !owned {
+            if b.state != batch.state || b.lease_owner.as_deref() != Some(owner) {
                 return false;
             }
             let back =
@@ -302,8 +334,10 @@ impl CampaignRepo for MemoryCampaigns {
             if unfreeze {
                 b.frozen = None;
                 b.retry_key = None;
-                b.cap_attrs.clear();
                 b.skips = Skips::default();
+                b.first_called_at_ms = None;
+                b.call_open = false;
+                b.attempts = 0;
             }
             stored.counters.held += b.to.len() as u64;
             true
@@ -324,6 +358,7 @@ fn planned_batch(number: u32, to: Vec<String>) -> Batch {
         skips: Skips::default(),
         cap_attrs: vec![],
         first_called_at_ms: None,
+        call_open: false,
         attempts: 0,
         request_id: None,
     }
@@ -372,6 +407,11 @@ impl CapStore for MemoryCampaigns {
     }
 
     async fn release(&self, user: &str, member: &str, attributes: &[String]) -> Result<(), BackendError> {
+        use std::sync::atomic::Ordering;
+        if self.fail_releases.load(Ordering::SeqCst) > 0 {
+            self.fail_releases.fetch_sub(1, Ordering::SeqCst);
+            return Err(BackendError::Store { operation: "UpdateItem", message: "injected".into() });
+        }
         self.with(|s| {
             if let Some(f) = s.friends.get_mut(user) {
                 for a in attributes {

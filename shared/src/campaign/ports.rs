@@ -61,7 +61,12 @@ pub trait CampaignRepo: Send + Sync {
         retry_key: &str,
         now_ms: i64,
     ) -> Result<bool, BackendError>;
+    /// Records that a call is about to start: `firstCalledAt` (the first kept) and `callOpen`.
     async fn mark_called(&self, c: &Campaign, number: u32, owner: &str, now_ms: i64) -> Result<bool, BackendError>;
+    /// After a clear refusal while no earlier call was open: the batch is surely not taken.
+    async fn close_call(&self, c: &Campaign, number: u32, owner: &str) -> Result<bool, BackendError>;
+    /// Forgets the batch's cap attributes once its slots were given back.
+    async fn clear_cap_attrs(&self, c: &Campaign, number: u32) -> Result<(), BackendError>;
     async fn settle(
         &self,
         c: &Campaign,
@@ -71,13 +76,7 @@ pub trait CampaignRepo: Send + Sync {
         now_ms: i64,
     ) -> Result<bool, BackendError>;
     /// Holds the batch (only while the campaign is not sending).
-    async fn hold(
-        &self,
-        c: &Campaign,
-        batch: &Batch,
-        owner: Option<&str>,
-        unfreeze: bool,
-    ) -> Result<bool, BackendError>;
+    async fn hold(&self, c: &Campaign, batch: &Batch, owner: &str, unfreeze: bool) -> Result<bool, BackendError>;
 }
 
 /// Friends as the caps see them: follow state, opt-out, and the campaign runs per period.

@@ -80,17 +80,36 @@ impl Sender<'_> {
         if c.run != message.run {
             return Ok(Sent::Duplicate);
         }
-        let Some(mut batch) = self.store.batch(&c, message.batch).await? else {
+        let Some(batch) = self.store.batch(&c, message.batch).await? else {
             return Err(Retry::Missing(message.batch));
         };
         if batch.state.is_settled() || batch.state == BatchState::Held {
+            // A release of slots cut short (by a crash or a storage error) is finished here.
+            if batch.slots_to_give_back() {
+                self.release_all(
+                    &batch.to.iter().map(String::as_str).collect::<Vec<_>>(),
+                    &c.cap_member(),
+                    &batch.cap_attrs,
+                )
+                .await?;
+                self.store.clear_cap_attrs(&c, batch.number).await?;
+            }
             return Ok(Sent::Duplicate);
         }
         let now = self.clock.now_ms();
         if !self.store.lease(&c, batch.number, &self.owner, now, now + self.lease.as_millis() as i64).await? {
             return Err(Retry::Leased);
         }
-        let result = self.leased(&c, &mut batch).await;
+        // Read again under the lease: what was read before it may be stale (another sender may
+        // have called LINE in between).
+        let Some(mut batch) = self.store.batch(&c, message.batch).await? else {
+            return Err(Retry::Missing(message.batch));
+        };
+        let result = if matches!(batch.state, BatchState::Planned | BatchState::Frozen) {
+            self.leased(&c, &mut batch).await
+        } else {
+            Ok(Sent::Duplicate)
+        };
         if matches!(result, Err(Retry::Line(_)) | Err(Retry::Backend(_)) | Err(Retry::Resumed)) {
             // Let the next delivery have it at once (a dead sender's lease expires instead).
             let _ = self.store.release_lease(&c, batch.number, &self.owner).await;
@@ -100,7 +119,7 @@ impl Sender<'_> {
 
     async fn leased(&self, c: &Campaign, batch: &mut Batch) -> Result<Sent, Retry> {
         if !c.state.sends() {
-            let unfreeze = batch.first_called_at_ms.is_none();
+            let unfreeze = !batch.call_open;
             return self.hold(c, batch, unfreeze, format!("campaign is {}", c.state.name())).await;
         }
         let member = c.cap_member();
@@ -128,13 +147,14 @@ impl Sender<'_> {
             return Ok(Sent::AllSkipped);
         }
         let key = batch.retry_key.clone().unwrap_or_default();
-        // LINE may have taken the batch once a call started and no definite answer came back: a
-        // call before this invocation (its sender may have died during it), or an ambiguous one now.
-        let mut first_called = batch.first_called_at_ms;
-        let mut maybe_taken = first_called.is_some();
+        // LINE may have taken the batch while a call is open: one made before this invocation
+        // that never got a clear answer (its sender may have died during it), or an ambiguous
+        // one now (a timeout, a 5xx). Only then does the 23-hour limit apply.
+        let mut maybe_taken = batch.call_open;
+        let mut first_called = if maybe_taken { batch.first_called_at_ms } else { None };
         let mut last_error = None;
         for attempt in 0..self.attempts.max(1) {
-            if first_called.is_some_and(|t| self.clock.now_ms() - t > AMBIGUOUS_LIMIT_MS) {
+            if maybe_taken && first_called.is_some_and(|t| self.clock.now_ms() - t > AMBIGUOUS_LIMIT_MS) {
                 let outcome = settlement(BatchState::Unknown, 0, None, Some("first call is over 23 h old".into()));
                 self.settle(c, batch, &Settlement { unknown: to.len() as u64, ..outcome }).await?;
                 return Ok(Sent::Unknown);
@@ -158,6 +178,18 @@ impl Sender<'_> {
             if answer.is_ok() && self.failpoint.lock().map(|mut f| f.take()).ok().flatten().is_some() {
                 return Err(Retry::Died);
             }
+            match &answer {
+                Err(e) if e.is_ambiguous() => maybe_taken = true,
+                Err(LineError::RetryKeyAccepted { .. }) | Ok(_) => {}
+                // A clear refusal of this call; if no call was open before it, nothing was taken.
+                Err(_) if !maybe_taken => {
+                    if !self.store.close_call(c, batch.number, &self.owner).await? {
+                        return Err(Retry::Leased);
+                    }
+                    first_called = None;
+                }
+                Err(_) => {}
+            }
             match answer {
                 Ok(accepted) => {
                     let outcome = settlement(BatchState::Sent, to.len() as u64, accepted.request_id, None);
@@ -180,17 +212,21 @@ impl Sender<'_> {
                     return self.hold(c, batch, !maybe_taken, reason).await;
                 }
                 Err(e) if e.is_retryable() => {
-                    maybe_taken |= e.is_ambiguous();
                     tracing::warn!(campaign = %c.id, batch = batch.number, attempt, error = %e, "multicast not taken yet");
                     last_error = Some(e);
                 }
                 Err(e) => {
                     // This batch alone is wrong. Its slots go back only if LINE surely never took
-                    // it (an earlier call may have been taken: then they stay).
-                    let outcome = settlement(BatchState::Failed, 0, None, Some(e.to_string()));
-                    self.settle(c, batch, &Settlement { failed: to.len() as u64, ..outcome }).await?;
+                    // it (while an earlier call is open, they stay).
+                    let outcome = Settlement {
+                        failed: to.len() as u64,
+                        release_slots: !maybe_taken,
+                        ..settlement(BatchState::Failed, 0, None, Some(e.to_string()))
+                    };
+                    self.settle(c, batch, &outcome).await?;
                     if !maybe_taken {
                         self.release_all(&to, &member, &batch.cap_attrs).await?;
+                        self.store.clear_cap_attrs(c, batch.number).await?;
                     }
                     return Ok(Sent::Failed(e.to_string()));
                 }
@@ -250,24 +286,26 @@ impl Sender<'_> {
         Ok(())
     }
 
-    /// Holds a leased batch. `unfreeze` (LINE surely never took it): its send list, key and slots
-    /// are given up, the slots after the hold is recorded (a failure in between leaves slots
-    /// reserved, never a send list without them); it is reserved again when resumed.
+    /// Holds a leased batch. `unfreeze` (LINE surely never took it): its send list, key and call
+    /// record are dropped, then its slots given back and its cap attributes cleared (a release
+    /// cut short is finished by the next delivery, and resume waits for it); it is reserved again
+    /// when resumed.
     async fn hold(&self, c: &Campaign, batch: &Batch, unfreeze: bool, why: String) -> Result<Sent, Retry> {
         let unfreeze = unfreeze && batch.state == BatchState::Frozen;
-        if !self.store.hold(c, batch, Some(&self.owner), unfreeze).await? {
+        if !self.store.hold(c, batch, &self.owner, unfreeze).await? {
             // The campaign is sending again (resumed since it was read), or the lease was lost.
             return Err(Retry::Resumed);
         }
         if unfreeze {
             self.release_all(&batch.send_list(), &c.cap_member(), &batch.cap_attrs).await?;
+            self.store.clear_cap_attrs(c, batch.number).await?;
         }
         Ok(Sent::Held(why))
     }
 }
 
 fn settlement(state: BatchState, sent: u64, request_id: Option<String>, error: Option<String>) -> Settlement {
-    Settlement { state, sent, failed: 0, unknown: 0, request_id, error }
+    Settlement { state, sent, failed: 0, unknown: 0, request_id, error, release_slots: false }
 }
 
 /// Why a friend was skipped, for logs.
@@ -517,5 +555,50 @@ mod tests {
         assert_eq!(w.line.calls().len(), 4, "no fifth call");
         assert_eq!(w.counters("a").unknown, 2);
         assert_eq!(w.store.campaign("a").unwrap().state, State::NeedsAttention);
+    }
+
+    #[tokio::test]
+    async fn a_batch_held_at_the_monthly_limit_is_sent_when_resumed_next_month_not_taken_for_unknown() {
+        let friends = users(2);
+        let w = World::new(&friends);
+        let c = w.campaign("a", Some(2), &friends).await;
+        w.line.script([Answer::Refuse(LineError::MonthlyLimit)]);
+        assert!(matches!(w.send(&c, "s1").await.unwrap(), Sent::Held(_)));
+        let b = w.store.stored_batch(&c, 0).unwrap();
+        assert_eq!((b.first_called_at_ms, b.call_open), (None, false), "LINE refused it: no call is open");
+        w.clock.0.fetch_add(20 * DAY_MS, Ordering::SeqCst);
+        assert!(w.store.unhold(&c, 0));
+        assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Sent { recipients: 2 });
+        assert!(friends.iter().all(|u| w.line.received(u) == 1));
+        assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).len() == 1), "reserved in the new month");
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_was_only_rate_limited_is_surely_not_taken_and_gives_its_slots_back_on_a_401() {
+        let friends = users(2);
+        let w = World::new(&friends);
+        let c = w.campaign("a", Some(2), &friends).await;
+        w.line.script((0..4).map(|_| Answer::Refuse(LineError::RateLimited)));
+        assert!(matches!(w.send(&c, "s1").await, Err(Retry::Line(LineError::RateLimited))));
+        w.line.script([Answer::Refuse(LineError::Unauthorized)]);
+        assert!(matches!(w.send(&c, "s2").await.unwrap(), Sent::Held(_)));
+        let b = w.store.stored_batch(&c, 0).unwrap();
+        assert_eq!((b.held_from, b.retry_key), (Some(BatchState::Planned), None), "unfrozen");
+        assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_release_cut_short_is_finished_by_the_next_delivery() {
+        let friends = users(3);
+        let w = World::new(&friends);
+        let c = w.campaign("a", Some(2), &friends).await;
+        w.line.script([Answer::Refuse(LineError::MonthlyLimit)]);
+        w.store.fail_releases.store(1, Ordering::SeqCst);
+        assert!(matches!(w.send(&c, "s1").await, Err(Retry::Backend(_))));
+        assert!(!w.store.unhold(&c, 0), "resume waits for the slots");
+        assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Duplicate);
+        assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).is_empty()));
+        assert!(w.store.stored_batch(&c, 0).unwrap().cap_attrs.is_empty());
+        assert!(w.store.unhold(&c, 0));
     }
 }

@@ -257,11 +257,22 @@ pub struct Batch {
     /// When the first call to LINE with the frozen body started (written before the call): from
     /// then on LINE may have taken the batch, so only its retry key may send it again.
     pub first_called_at_ms: Option<i64>,
+    /// A call started and no definite answer came back yet (set before every call, cleared
+    /// after a clear refusal when no earlier call was open): LINE may have taken the batch.
+    pub call_open: bool,
     pub attempts: u64,
     pub request_id: Option<String>,
 }
 
 impl Batch {
+    /// Whether the batch's slots are still to be given back: it failed (and surely did not go
+    /// out) or was held unfrozen, and its cap attributes were not cleared yet.
+    pub fn slots_to_give_back(&self) -> bool {
+        !self.cap_attrs.is_empty()
+            && (self.state == BatchState::Failed
+                || (self.state == BatchState::Held && self.held_from == Some(BatchState::Planned)))
+    }
+
     /// The frozen send list.
     pub fn send_list(&self) -> Vec<&str> {
         match &self.frozen {
@@ -307,6 +318,10 @@ pub struct Settlement {
     pub unknown: u64,
     pub request_id: Option<String>,
     pub error: Option<String>,
+    /// The batch's slots are to be given back (it surely did not go out): its cap attributes stay
+    /// on the item until [`CampaignRepo::clear_cap_attrs`], so a release cut short is finished by
+    /// the next delivery.
+    pub release_slots: bool,
 }
 
 /// A friend as the cap check sees them.
@@ -604,7 +619,8 @@ impl CampaignStore {
             .table_name(&self.campaigns)
             .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
             .update_expression("SET #state = :back REMOVE heldFrom")
-            .condition_expression("#state = :held")
+            .condition_expression("#state = :held AND (heldFrom = :frozen OR attribute_not_exists(capAttrs))")
+            .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":back", s(back.name()))
             .expression_attribute_values(":held", s(BatchState::Held.name()))
@@ -920,6 +936,7 @@ impl CampaignRepo for CampaignStore {
             },
             cap_attrs: string_set(&item, "capAttrs"),
             first_called_at_ms: int(&item, "firstCalledAt"),
+            call_open: flag(&item, "callOpen"),
             attempts: uint(&item, "attempts"),
             request_id: text(&item, "requestId").map(str::to_string),
             to,
@@ -1022,7 +1039,10 @@ impl CampaignRepo for CampaignStore {
             .update_item()
             .table_name(&self.campaigns)
             .set_key(Some(batch_key(&c.id, &c.run, number)))
-            .update_expression("SET firstCalledAt = if_not_exists(firstCalledAt, :now) ADD attempts :one")
+            .update_expression(
+                "SET firstCalledAt = if_not_exists(firstCalledAt, :now), callOpen = :t ADD attempts :one",
+            )
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
             .condition_expression("#state = :frozen AND leaseOwner = :owner")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
@@ -1032,6 +1052,39 @@ impl CampaignRepo for CampaignStore {
             .send()
             .await;
         conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    /// After a clear refusal of a call made while no earlier call was open: LINE surely has not
+    /// taken the batch, so it is no longer "maybe taken" (nor subject to the 23-hour limit).
+    async fn close_call(&self, c: &Campaign, number: u32, owner: &str) -> Result<bool, BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, number)))
+            .update_expression("REMOVE callOpen, firstCalledAt")
+            .condition_expression("leaseOwner = :owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    /// Forgets the cap attributes once the batch's slots were given back.
+    async fn clear_cap_attrs(&self, c: &Campaign, number: u32) -> Result<(), BackendError> {
+        self.client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, number)))
+            .update_expression("REMOVE capAttrs")
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| match &e {
+                SdkError::ServiceError(se) if se.err().is_conditional_check_failed_exception() => Ok(()),
+                _ => Err(err("UpdateItem", describe(&e))),
+            })
     }
 
     /// Settles a frozen batch (or a planned one whose recipients were all skipped) and adds its
@@ -1063,7 +1116,11 @@ impl CampaignRepo for CampaignStore {
         let batch_update = Update::builder()
             .table_name(&self.campaigns)
             .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
-            .update_expression(format!("SET {} REMOVE leaseUntil, leaseOwner", set.join(", ")))
+            .update_expression(format!(
+                "SET {} REMOVE leaseUntil, leaseOwner{}",
+                set.join(", "),
+                if outcome.release_slots { "" } else { ", capAttrs" }
+            ))
             .condition_expression("#state = :from AND leaseOwner = :owner")
             .expression_attribute_names("#state", "state")
             .set_expression_attribute_values(Some(batch_values))
@@ -1102,13 +1159,7 @@ impl CampaignRepo for CampaignStore {
     /// given back) and gets a new retry key when it goes out; else it keeps its frozen list and key.
     /// False: the batch moved on, or the campaign is sending again (a resume since it was read:
     /// holding now would leave the batch held for good).
-    async fn hold(
-        &self,
-        c: &Campaign,
-        batch: &Batch,
-        owner: Option<&str>,
-        unfreeze: bool,
-    ) -> Result<bool, BackendError> {
+    async fn hold(&self, c: &Campaign, batch: &Batch, owner: &str, unfreeze: bool) -> Result<bool, BackendError> {
         let back_to =
             if unfreeze || batch.state == BatchState::Planned { BatchState::Planned } else { BatchState::Frozen };
         let mut values = HashMap::from([
@@ -1116,20 +1167,14 @@ impl CampaignRepo for CampaignStore {
             (":from".to_string(), s(batch.state.name())),
             (":back".to_string(), s(back_to.name())),
         ]);
-        let mut condition = "#state = :from".to_string();
-        match owner {
-            Some(o) => {
-                values.insert(":owner".into(), s(o));
-                condition.push_str(" AND leaseOwner = :owner");
-            }
-            None => {
-                values.insert(":now".into(), n(crate::ports::Clock::now_ms(&crate::ports::SystemClock)));
-                condition.push_str(" AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now)");
-            }
-        }
+        values.insert(":owner".into(), s(owner));
+        let condition = "#state = :from AND leaseOwner = :owner";
         let mut update = "SET #state = :held, heldFrom = :back REMOVE leaseUntil, leaseOwner".to_string();
         if unfreeze {
-            update.push_str(", mask, retryKey, capAttrs, skipCap, skipSuppressed, skipBlocked, skipBudget");
+            // The cap attributes stay until the slots are given back (clear_cap_attrs).
+            update.push_str(
+                ", mask, retryKey, skipCap, skipSuppressed, skipBlocked, skipBudget, firstCalledAt, callOpen, attempts",
+            );
         }
         let batch_update = Update::builder()
             .table_name(&self.campaigns)

@@ -8,7 +8,7 @@ use shared::adapters::tags::DynamoTags;
 use shared::campaign::file::{AccountSettings, CampaignFile};
 use shared::campaign::model::{Counters, Skip, State};
 use shared::campaign::plan::{batch_body, count, plan_body, Classifier};
-use shared::campaign::ports::CampaignRepo;
+use shared::campaign::ports::{CampaignRepo, CapStore};
 use shared::campaign::price::Plan;
 use shared::campaign::store::{retry_key, BatchState, Campaign, CampaignStore, Created};
 use shared::line::client::LineClient;
@@ -209,7 +209,8 @@ impl Campaigns {
         let c = self.store.get(id).await?.ok_or_else(|| format!("no campaign {id}"))?;
         let c = match c.state {
             State::Paused => {
-                let to = if c.not_before_ms > now_ms {
+                // Back to waiting for the schedule only if nothing was planned yet.
+                let to = if c.not_before_ms > now_ms && c.plan_page == 0 {
                     State::Scheduled
                 } else if c.plan_done {
                     State::Sending
@@ -226,6 +227,13 @@ impl Campaigns {
         for (number, state) in self.store.open_batches(&c).await? {
             if state == BatchState::Held {
                 let Some(batch) = self.store.batch(&c, number).await? else { continue };
+                // Slots of a batch held unfrozen go back before it can be reserved again.
+                if batch.slots_to_give_back() {
+                    for user in &batch.to {
+                        self.store.release(user, &c.cap_member(), &batch.cap_attrs).await?;
+                    }
+                    self.store.clear_cap_attrs(&c, number).await?;
+                }
                 if !self.store.unhold(&c, &batch).await? {
                     continue;
                 }
