@@ -350,6 +350,20 @@ async fn a_batch_whose_sender_died_during_the_call_is_held_frozen_and_resumed_wi
     let c = rig.campaign("died").await;
     assert_eq!((c.state, c.counters.sent, c.counters.held), (State::Done, 4, 0));
     assert_adds_up(&rig, "died", &all).await;
+    // The dead sender's late settle (what it saw: frozen, its lease) is refused: counted once.
+    let mut stale = rig.store.batch(&c, 0).await.unwrap().unwrap();
+    stale.state = shared::campaign::store::BatchState::Frozen;
+    let late = shared::campaign::store::Settlement {
+        state: shared::campaign::store::BatchState::Sent,
+        sent: 4,
+        failed: 0,
+        unknown: 0,
+        request_id: None,
+        error: None,
+        release_slots: false,
+    };
+    assert!(!rig.store.settle(&c, &stale, "the-dead-sender", &late, 0).await.unwrap());
+    assert_eq!(rig.campaign("died").await.counters.sent, 4);
 }
 
 #[tokio::test]

@@ -601,4 +601,54 @@ mod tests {
         assert!(w.store.stored_batch(&c, 0).unwrap().cap_attrs.is_empty());
         assert!(w.store.unhold(&c, 0));
     }
+
+    /// Pauses the campaign during its first call (a person pressing pause while the sender backs
+    /// off), which LINE rate-limits.
+    struct PausedDuringTheCall<'a> {
+        world: &'a World,
+        run: String,
+    }
+    #[async_trait::async_trait]
+    impl Multicaster for PausedDuringTheCall<'_> {
+        async fn multicast(
+            &self,
+            to: &[&str],
+            messages: &[serde_json::Value],
+            key: &str,
+        ) -> Result<crate::line::client::Accepted, LineError> {
+            if self.world.line.calls().is_empty() {
+                let paused = self.world.store.transition("a", &self.run, &[State::Sending], State::Paused, None);
+                assert!(paused.await.unwrap());
+                self.world.line.script([Answer::Refuse(LineError::RateLimited)]);
+            }
+            self.world.line.multicast(to, messages, key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pause_while_the_sender_backs_off_holds_the_batch_before_the_next_call() {
+        let friends = users(2);
+        let w = World::new(&friends);
+        let c = w.campaign("a", Some(2), &friends).await;
+        let line = PausedDuringTheCall { world: &w, run: c.run.clone() };
+        let sender = Sender { line: &line, ..w.sender("s1") };
+        let sent = sender.send(&BatchMessage { campaign: "a".into(), run: c.run.clone(), batch: 0 }).await.unwrap();
+        assert!(matches!(sent, Sent::Held(_)), "{sent:?}");
+        assert_eq!(w.line.calls().len(), 1, "no call after the pause");
+        assert!(friends.iter().all(|u| w.line.received(u) == 0));
+    }
+
+    #[tokio::test]
+    async fn a_batch_settles_once_whoever_else_tries() {
+        let friends = users(2);
+        let w = World::new(&friends);
+        let c = w.campaign("a", Some(2), &friends).await;
+        assert_eq!(w.send(&c, "s1").await.unwrap(), Sent::Sent { recipients: 2 });
+        // A sender that lost its lease settles late with what it saw: refused, counted once.
+        let mut stale = w.store.stored_batch(&c, 0).unwrap();
+        stale.state = BatchState::Frozen;
+        let outcome = Settlement { sent: 2, ..settlement(BatchState::Sent, 2, None, None) };
+        assert!(!w.store.settle(&c, &stale, "s1", &outcome, 0).await.unwrap());
+        assert_eq!(w.counters("a").sent, 2);
+    }
 }
