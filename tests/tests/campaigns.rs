@@ -253,11 +253,20 @@ async fn a_campaign_recreated_under_the_same_id_after_a_cancel_is_delivered_with
     for u in &all {
         assert_eq!(rig.received(u).await, 2);
     }
+    // A test push to one named friend: delivered, outside caps and counters.
+    let before = rig.campaign("weekly").await.counters;
+    let out = rig.oa.test("weekly", &[all[0].clone()]).await.unwrap();
+    assert!(out.contains("test push of weekly to 1 friends"), "{out}");
+    assert_eq!(rig.received(&all[0]).await, 3);
+    assert_eq!(rig.cap_set(&all[0]).await.len(), 2, "no cap slot taken by a test push");
+    assert_eq!(rig.campaign("weekly").await.counters, before);
+    assert!(rig.oa.test("weekly", &["nobody".into()]).await.is_err());
+    let log = rig.multicast_log().await;
     let by_key: BTreeMap<&str, usize> = log.iter().fold(BTreeMap::new(), |mut m, (_, k)| {
         *m.entry(k.as_str()).or_default() += 1;
         m
     });
-    assert_eq!(by_key.len(), 2);
+    assert_eq!(by_key.len(), 3);
 }
 
 #[tokio::test]

@@ -7,6 +7,10 @@ use std::process::Command;
 use integration_tests::*;
 use serde_json::Value;
 
+/// Tests that tag friends `cart:open` on the one running stack and the campaign test, whose
+/// preview must equal what it sends, take turns.
+static CART_SEGMENT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn require_functions() {
     require_service("The functions (cargo lambda watch)", &setting("WEBHOOK_URL"));
 }
@@ -163,6 +167,7 @@ fn oa(args: &[&str]) -> (bool, String) {
 #[tokio::test]
 async fn bakery_rules_applied_with_the_cli_answer_within_a_second_and_tag_friends_for_segments() {
     require_functions();
+    let _turn = CART_SEGMENT.lock().await;
     require_service("line-sim", &setting("LINE_API_BASE"));
     let (ok, out) = oa(&["rules", "apply", "examples/bakery-rules.yaml"]);
     assert!(ok && (out.contains("published version") || out.contains("no changes")), "{out}");
@@ -340,6 +345,7 @@ async fn a_signed_body_cut_inside_a_utf8_character_gets_a_400_from_the_running_s
 #[tokio::test]
 async fn a_cart_campaign_previewed_at_n_messages_reaches_exactly_n_friends_once_and_the_cap_stops_the_third() {
     require_functions();
+    let _turn = CART_SEGMENT.lock().await;
     require_service("line-sim", &setting("LINE_API_BASE"));
     let (ok, out) = oa(&["rules", "apply", "examples/bakery-rules.yaml"]);
     assert!(ok, "{out}");
@@ -398,6 +404,8 @@ async fn a_cart_campaign_previewed_at_n_messages_reaches_exactly_n_friends_once_
         assert_eq!(status["state"], "done", "{status}");
         assert_eq!(status["sent"].as_u64(), Some(n), "preview {preview}\nstatus {status}");
         assert_eq!(billed().await - billed_before, n, "billed what the preview said");
+        // Friends pushed twice this month before this campaign are at the cap of account.yaml.
+        let capped: Vec<String> = pushes.iter().filter(|(_, k)| **k >= 2).map(|(u, _)| u.clone()).collect();
         // Who got it: line-sim's deliveries with this campaign's text, once each.
         let mut reached = 0;
         for u in &everyone {
@@ -411,11 +419,13 @@ async fn a_cart_campaign_previewed_at_n_messages_reaches_exactly_n_friends_once_
         let (_, shown) = oa(&["campaign", "show", &id]);
         assert!(shown.contains(&format!("sent {n}")) && !shown.contains("PROBLEM"), "{shown}");
         if round == 3 {
-            // Friends pushed twice this month are at the cap of examples/account.yaml.
-            let capped = pushes.values().filter(|k| **k >= 2).count() as u64;
-            assert!(capped >= 3, "most cart friends got the first two: {pushes:?}");
+            // (Each campaign draws its own 10% holdout, so a friend may have missed one of the two.)
+            assert!(!capped.is_empty(), "cart friends got the first two: {pushes:?}");
             let skipped = status["planSkipped"]["cap"].as_u64().unwrap() + status["skippedBy"]["cap"].as_u64().unwrap();
-            assert!(skipped >= capped, "{status}");
+            assert!(skipped >= capped.len() as u64, "{status}");
+            for u in &capped {
+                assert_eq!(pushes[u], 2, "{u} was at the cap and got the third campaign");
+            }
         }
     }
     assert_eq!(pushes[&buyer] + pushes[&opted_out], 0, "buyers and opted-out friends get nothing");
