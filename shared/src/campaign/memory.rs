@@ -157,20 +157,8 @@ impl CampaignRepo for MemoryCampaigns {
             if stored.run != c.run || stored.plan_page != c.plan_page || !stored.state.sends() {
                 return false;
             }
-            let k = &mut stored.counters;
-            k.segment += page.segment;
-            k.holdout += page.holdout.len() as u64;
-            for why in Skip::ALL {
-                k.plan_skipped.add(why, page.skipped.get(why));
-            }
-            k.planned += page.to.len() as u64;
-            stored.plan_page += 1;
-            stored.cursor = next.cloned();
-            stored.plan_done = next.is_none();
+            stored.commit(page, next);
             if !page.to.is_empty() {
-                k.batches += 1;
-                stored.last_batch = Some(c.plan_page);
-                stored.state = State::Sending;
                 s.batches.insert(batch_key, planned_batch(c.plan_page, page.to.clone()));
             }
             true

@@ -184,11 +184,13 @@ impl Planner<'_> {
         let zone = Zone::parse(&c.timezone).unwrap_or_default();
         let resolver = Resolver::new(self.index);
         let mut pages = 0u32;
+        // One reader for the invocation: it keeps its place in every list between pages.
+        let now = self.clock.now_ms();
+        let mut reader = resolver.reader(&expr, now, c.cursor.as_ref());
         loop {
             let now = self.clock.now_ms();
             let classifier =
                 Classifier::new(&c.id, c.cap_member(), &c.caps, &zone, c.transactional, c.holdout_bps, c.budget, now);
-            let mut reader = resolver.reader(&expr, now, c.cursor.as_ref());
             let page = reader.next_page(BATCH_SIZE).await?;
             let friends = if page.user_ids.is_empty() {
                 HashMap::new()
@@ -205,19 +207,20 @@ impl Planner<'_> {
                 if c.plan_done {
                     return Ok(Planned::Finished { batches: c.counters.batches });
                 }
+                reader = resolver.reader(&expr, now, c.cursor.as_ref());
                 continue;
             }
             pages += 1;
+            let number = c.plan_page;
+            // The stored campaign is what this copy becomes (the commit's condition held); a
+            // pause or cancel since is seen by the next commit.
+            c.commit(&planned, page.next.as_ref());
             if !planned.to.is_empty() {
-                self.batches.send(&batch_body(&c, c.plan_page)?, 0).await?;
+                self.batches.send(&batch_body(&c, number)?, 0).await?;
             }
-            c = self.reload(&c.id).await?;
             if c.plan_done {
                 self.store.finish_if_done(&c).await?;
                 return Ok(Planned::Finished { batches: c.counters.batches });
-            }
-            if !c.state.sends() {
-                return Ok(Planned::Stopped(format!("campaign is {}", c.state.name())));
             }
             if tokio::time::Instant::now() + std::time::Duration::from_secs(5) > deadline {
                 self.plans.send(&plan_body(&c)?, 0).await?;

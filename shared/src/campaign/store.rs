@@ -200,6 +200,26 @@ impl Campaign {
     pub fn cap_member(&self) -> String {
         super::model::cap_member(&self.id, &self.run)
     }
+
+    /// What committing `page` of the plan (with the cursor `next` after it) changes: the same
+    /// for the stored campaign and for a planner's own copy.
+    pub fn commit(&mut self, page: &PlannedPage, next: Option<&Cursor>) {
+        let k = &mut self.counters;
+        k.segment += page.segment;
+        k.holdout += page.holdout.len() as u64;
+        for why in Skip::ALL {
+            k.plan_skipped.add(why, page.skipped.get(why));
+        }
+        k.planned += page.to.len() as u64;
+        if !page.to.is_empty() {
+            k.batches += 1;
+            self.last_batch = Some(self.plan_page);
+            self.state = State::Sending;
+        }
+        self.plan_page += 1;
+        self.cursor = next.cloned();
+        self.plan_done = next.is_none();
+    }
 }
 
 /// The state of one batch.
