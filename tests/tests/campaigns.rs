@@ -408,3 +408,19 @@ async fn two_planners_on_one_campaign_at_once_plan_every_friend_exactly_once() {
     assert_eq!((c.state, c.counters.sent), (State::Done, 1_100));
     assert_adds_up(&rig, "twice", &all).await;
 }
+
+#[tokio::test]
+async fn unreadable_queue_messages_go_to_the_dead_letter_queue_not_away() {
+    let rig = CampaignRig::new(ACCOUNT).await;
+    let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
+    record.message_id = Some("m1".into());
+    record.body = Some("{\"campaign\": 42}".into());
+    let records = vec![record];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let plan = campaign::handler::handle_batch(&rig.planner, &records, deadline).await;
+    let send = multicast::handler::handle_batch(&rig.sender, &records).await;
+    for response in [plan, send] {
+        let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(failed, ["m1"], "reported failed: after maxReceiveCount it reaches the DLQ and its alarm");
+    }
+}

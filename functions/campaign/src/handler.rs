@@ -44,7 +44,7 @@ impl Deps {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Planned(Planned),
-    /// Not a plan message: dropped (logged), never retried.
+    /// Not a plan message: reported failed, so it ends in the DLQ (alarmed) rather than gone.
     Unreadable(String),
     /// Storage or queue trouble: the message comes back.
     Retry(String),
@@ -63,10 +63,12 @@ pub async fn handle_batch(deps: &Deps, records: &[SqsMessage], deadline: tokio::
         let outcome = plan_one(deps, record, deadline).await;
         match &outcome {
             Outcome::Retry(e) => warn!(message_id = ?record.message_id, error = %e, "planning will be retried"),
-            Outcome::Unreadable(e) => warn!(message_id = ?record.message_id, error = %e, "not a plan message: dropped"),
+            // Reported failed, as the other consumers do: after maxReceiveCount it is in the DLQ,
+            // whose alarm fires, instead of gone.
+            Outcome::Unreadable(e) => warn!(message_id = ?record.message_id, error = %e, "not a plan message"),
             Outcome::Planned(p) => info!(message_id = ?record.message_id, outcome = ?p, "planned"),
         }
-        if matches!(outcome, Outcome::Retry(_)) {
+        if matches!(outcome, Outcome::Retry(_) | Outcome::Unreadable(_)) {
             response.add_failure(record.message_id.clone().unwrap_or_default());
         }
     }

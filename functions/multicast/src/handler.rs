@@ -77,8 +77,11 @@ pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchRespon
     for (record, outcome) in records.iter().zip(outcomes) {
         match &outcome {
             Outcome::Done(sent) => info!(message_id = ?record.message_id, outcome = ?sent, "batch handled"),
+            // Reported failed, as the other consumers do: after maxReceiveCount it is in the DLQ,
+            // whose alarm fires, instead of gone.
             Outcome::Unreadable(e) => {
-                warn!(message_id = ?record.message_id, error = %e, "not a batch message: dropped")
+                warn!(message_id = ?record.message_id, error = %e, "not a batch message");
+                response.add_failure(record.message_id.clone().unwrap_or_default());
             }
             Outcome::Retry(e) => {
                 warn!(message_id = ?record.message_id, error = %e, "batch will be retried");
