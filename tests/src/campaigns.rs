@@ -71,7 +71,8 @@ impl CampaignRig {
         v.insert("LINE_HTTP_TIMEOUT_MS", "1000");
         v.insert("SEND_BACKOFF_MS", "20");
         let config = multicast::config::Config::from_env(&v).expect("the template configures the sender");
-        let mut sender = multicast::Deps::from_parts(&config, secrets().await, stack.dynamodb.clone()).unwrap();
+        let mut sender =
+            multicast::Deps::from_parts(&config, secrets().await, stack.dynamodb.clone(), stack.sqs.clone()).unwrap();
         sender.clock = clock.clone();
 
         let store =

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use integration_tests::campaigns::{users, CampaignRig, ACCOUNT};
 use serde_json::json;
-use shared::campaign::model::{cap_slots, State};
+use shared::campaign::model::State;
 use shared::campaign::ports::{CampaignRepo, CapStore};
 use shared::campaign::send::Failpoint;
+use shared::campaign::store::Demand;
 use shared::ports::Clock;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -54,11 +55,10 @@ async fn preview_equals_billed_with_blocked_suppressed_capped_held_out_and_budge
     rig.oa.store.suppress(&all[2], true, "cli", 0).await.unwrap();
     rig.oa.store.suppress(&all[3], true, "cli", 0).await.unwrap();
     let zone = shared::rules::window::Zone::parse("Asia/Taipei").unwrap();
-    let now = jiff::Timestamp::from_millisecond(rig.clock.now_ms()).unwrap();
-    let slots =
-        cap_slots(&[shared::campaign::file::Cap { per: shared::campaign::file::Period::Month, max: 1 }], now, &zone);
+    let month = [shared::campaign::file::Cap { per: shared::campaign::file::Period::Month, max: 1 }];
+    let earlier = Demand::new("earlier~run".into(), &month, &zone, false, 0, rig.clock.now_ms());
     for u in &all[4..7] {
-        let r = rig.store.reserve(u, "earlier~run", &slots, 0).await.unwrap();
+        let r = rig.store.reserve(u, &earlier, 0).await.unwrap();
         assert_eq!(r, shared::campaign::store::Reservation::Reserved);
     }
     let file = rig.campaign_file("cart", "cart:open", "holdout: 10%\nbudget: { messages: 28 }\n");

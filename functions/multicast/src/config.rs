@@ -18,6 +18,9 @@ pub struct Config {
     pub campaigns_table: String,
     /// USERS_TABLE: follow state, opt-outs and the cap sets reserved per friend.
     pub users_table: String,
+    /// CAMPAIGN_QUEUE_URL: where the plan message that resumes a campaign after its quiet hours
+    /// goes.
+    pub campaign_queue_url: String,
     /// BATCH_LEASE_SECS (default 90, above the function's 60 s timeout): how long a batch stays
     /// with the sender that took it; a dead sender's batch is taken over after it.
     pub lease: Duration,
@@ -39,6 +42,7 @@ impl Config {
             line_timeout: Duration::from_millis(parsed_or(env, "LINE_HTTP_TIMEOUT_MS", 10_000u64)?),
             campaigns_table: required(env, "CAMPAIGNS_TABLE")?,
             users_table: required(env, "USERS_TABLE")?,
+            campaign_queue_url: required(env, "CAMPAIGN_QUEUE_URL")?,
             lease: Duration::from_secs(parsed_or(env, "BATCH_LEASE_SECS", 90u64)?),
             attempts: parsed_or(env, "SEND_ATTEMPTS", 4u32)?,
             backoff: Duration::from_millis(parsed_or(env, "SEND_BACKOFF_MS", 200u64)?),

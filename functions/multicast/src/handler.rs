@@ -11,11 +11,13 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::stream::{self, StreamExt};
 use lambda_runtime::{Error, LambdaEvent};
+use shared::adapters::sqs::SqsWorkQueue;
 use shared::campaign::model::BatchMessage;
+use shared::campaign::pace::DynamoPacer;
 use shared::campaign::send::{Failpoint, Retry, Sender, Sent};
 use shared::campaign::store::{uuid_simple, CampaignStore};
 use shared::line::client::LineClient;
-use shared::ports::{Clock, SystemClock};
+use shared::ports::{Clock, SystemClock, WorkQueue};
 use shared::secrets::Secrets;
 use tracing::{info, warn};
 
@@ -23,6 +25,10 @@ use crate::config::Config;
 
 pub struct Deps {
     pub store: CampaignStore,
+    /// The fleet's send schedule (one item in the campaigns table).
+    pub pacer: DynamoPacer,
+    /// campaign-queue.
+    pub plans: Arc<dyn WorkQueue>,
     pub line: LineClient,
     pub clock: Arc<dyn Clock>,
     pub lease: Duration,
@@ -35,16 +41,19 @@ pub struct Deps {
 impl Deps {
     pub async fn new(config: &Config, sdk: &aws_config::SdkConfig) -> Result<Self, Error> {
         let secrets = Secrets::load(config.secrets.store(sdk), Config::SECRETS).await?;
-        Self::from_parts(config, Arc::new(secrets), aws_sdk_dynamodb::Client::new(sdk))
+        Self::from_parts(config, Arc::new(secrets), aws_sdk_dynamodb::Client::new(sdk), aws_sdk_sqs::Client::new(sdk))
     }
 
     pub fn from_parts(
         config: &Config,
         secrets: Arc<Secrets>,
         dynamodb: aws_sdk_dynamodb::Client,
+        sqs: aws_sdk_sqs::Client,
     ) -> Result<Self, Error> {
         Ok(Deps {
-            store: CampaignStore::new(dynamodb, &config.campaigns_table, &config.users_table),
+            store: CampaignStore::new(dynamodb.clone(), &config.campaigns_table, &config.users_table),
+            pacer: DynamoPacer::new(dynamodb, &config.campaigns_table),
+            plans: Arc::new(SqsWorkQueue::new(sqs, &config.campaign_queue_url)),
             line: LineClient::new(&config.line_api_base, secrets, config.line_timeout)?,
             clock: Arc::new(SystemClock),
             lease: config.lease,
@@ -108,6 +117,8 @@ async fn send_one(deps: &Deps, record: &SqsMessage, owner: String) -> Outcome {
         attempts: deps.attempts,
         backoff: deps.backoff,
         failpoint: &deps.failpoint,
+        pacer: &deps.pacer,
+        plans: deps.plans.as_ref(),
     };
     match sender.send(&message).await {
         Ok(sent) => Outcome::Done(sent),

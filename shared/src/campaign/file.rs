@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::price::PlanSpec;
 use crate::rules::file::{Messages, RulesError};
-use crate::rules::window::Zone;
+use crate::rules::window::{Hours, Zone};
 use crate::segment::Expr;
 
 /// A whole campaign file.
@@ -33,9 +33,49 @@ pub struct CampaignFile {
     pub holdout: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
-    /// Order updates and the like: outside the frequency caps (suppressions still apply).
+    /// Order updates and the like: outside the frequency caps and the minimum gap (suppressions
+    /// still apply).
     #[serde(default)]
     pub transactional: bool,
+    /// Recipients per multicast request, 1-500: smaller batches send gradually.
+    #[serde(default = "full_batch", deserialize_with = "batch_size")]
+    pub batch_size: u32,
+    /// Sent as `customAggregationUnits`, so LINE's own statistics count the campaign by this name
+    /// (`^[a-zA-Z0-9_]{1,30}$`; LINE allows 1,000 names a month).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "aggregation_unit")]
+    pub aggregation_unit: Option<String>,
+}
+
+/// LINE's most recipients of one multicast request.
+pub const MAX_BATCH: u32 = 500;
+
+fn full_batch() -> u32 {
+    MAX_BATCH
+}
+
+fn batch_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if (1..=MAX_BATCH).contains(&n) {
+        Ok(n)
+    } else {
+        Err(de::Error::custom(format!("batchSize {n}: from 1 to {MAX_BATCH} recipients a request")))
+    }
+}
+
+/// LINE's pattern for a unit name: `^[a-zA-Z0-9_]{1,30}$`.
+pub fn is_aggregation_unit(s: &str) -> bool {
+    (1..=30).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn aggregation_unit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let unit = String::deserialize(d)?;
+    if is_aggregation_unit(&unit) {
+        Ok(Some(unit))
+    } else {
+        Err(de::Error::custom(format!(
+            "aggregationUnit {unit:?}: 1-30 letters, digits and '_' (LINE's pattern ^[a-zA-Z0-9_]{{1,30}}$)"
+        )))
+    }
 }
 
 /// The holdout in basis points (1/100 of a percent): `holdout: 10%` is 1,000.
@@ -179,6 +219,53 @@ pub struct AccountSettings {
     /// User IDs never pushed (opt-outs).
     #[serde(default, deserialize_with = "user_ids")]
     pub suppress: Vec<String>,
+    /// Multicast requests a second for the whole fleet of senders: LINE's limit per channel is
+    /// 200; lower it for a channel shared with other tools.
+    #[serde(default = "line_rate", deserialize_with = "send_rate")]
+    pub send_rate: u32,
+    /// No campaign sends in these hours of the account's time zone (`21:00-09:00`): a campaign
+    /// running into them pauses and resumes when they end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<Hours>,
+    /// Least time between two campaign pushes to one friend (`3d`), across period boundaries.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_span")]
+    pub min_gap: Option<std::time::Duration>,
+    /// Most billable messages a calendar month across every campaign: the sender pauses a
+    /// campaign that would go past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_budget: Option<Budget>,
+}
+
+/// LINE's multicast rate limit per channel, requests a second.
+pub const LINE_MULTICAST_RATE: u32 = 200;
+
+fn line_rate() -> u32 {
+    LINE_MULTICAST_RATE
+}
+
+fn send_rate<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if (1..=2_000).contains(&n) {
+        Ok(n)
+    } else {
+        Err(de::Error::custom(format!("sendRate {n}: from 1 to 2000 requests a second (LINE's default limit: 200)")))
+    }
+}
+
+mod opt_span {
+    use super::*;
+    use crate::rules::file::span;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => span::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
+        span::deserialize(d).map(Some)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

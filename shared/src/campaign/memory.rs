@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::model::{Counters, Skip, Skips, State};
 use super::ports::{CampaignRepo, CapStore, Multicaster};
-use super::store::{Batch, BatchState, Campaign, FriendCaps, PlannedPage, Reservation, Settlement};
+use super::store::{Batch, BatchState, Campaign, Demand, FriendCaps, PlannedPage, Reservation, Settlement};
 use crate::line::client::{Accepted, LineError};
 use crate::ports::BackendError;
 use crate::segment::resolve::Cursor;
@@ -22,6 +22,8 @@ struct Store {
     campaigns: HashMap<String, Campaign>,
     batches: HashMap<BatchKey, Batch>,
     friends: HashMap<String, FriendCaps>,
+    /// A friend's last push before the one recorded (restored on release).
+    prev_push: HashMap<String, Option<(i64, String)>>,
 }
 
 /// Campaigns, batches and friends' caps in memory.
@@ -67,6 +69,10 @@ pub fn campaign(id: &str, caps: &[super::file::Cap], transactional: bool) -> Cam
         last_batch: None,
         counters: Counters::default(),
         preview: None,
+        batch_size: super::file::MAX_BATCH,
+        aggregation_unit: None,
+        policy: super::model::Policy::default(),
+        resume_at_ms: None,
     }
 }
 
@@ -81,8 +87,9 @@ impl MemoryCampaigns {
 
     /// A following friend (or not), opted out (or not).
     pub fn add_friend(&self, user: &str, following: bool, suppressed: bool) {
-        let _ =
-            self.with(|s| s.friends.insert(user.into(), FriendCaps { following, suppressed, sets: BTreeMap::new() }));
+        let _ = self.with(|s| {
+            s.friends.insert(user.into(), FriendCaps { following, suppressed, sets: BTreeMap::new(), last_push: None })
+        });
     }
 
     /// The campaign runs in one of the friend's cap sets.
@@ -135,6 +142,62 @@ impl CampaignRepo for MemoryCampaigns {
             Some(c) if c.run == run && from.contains(&c.state) => {
                 c.state = to;
                 c.reason = reason.map(str::to_string);
+                c.resume_at_ms = None;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn resume_from_quiet(&self, id: &str, run: &str, until_ms: i64, to: State) -> Result<bool, BackendError> {
+        self.with(|s| match s.campaigns.get_mut(id) {
+            Some(c) if c.run == run && c.state == State::Paused && c.resume_at_ms == Some(until_ms) => {
+                c.state = to;
+                c.reason = None;
+                c.resume_at_ms = None;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn open_batches(&self, c: &Campaign) -> Result<Vec<(u32, BatchState)>, BackendError> {
+        self.with(|s| {
+            let mut open: Vec<(u32, BatchState)> = s
+                .batches
+                .iter()
+                .filter(|((id, run, _), b)| {
+                    id == &c.id
+                        && run == &c.run
+                        && matches!(b.state, BatchState::Planned | BatchState::Frozen | BatchState::Held)
+                })
+                .map(|((_, _, n), b)| (*n, b.state))
+                .collect();
+            open.sort_by_key(|(n, _)| *n);
+            open
+        })
+    }
+
+    async fn unhold(&self, c: &Campaign, batch: &Batch) -> Result<bool, BackendError> {
+        self.with(|s| {
+            let Some(b) = s.batches.get_mut(&key(c, batch.number)) else { return false };
+            if b.state != BatchState::Held || (b.held_from == Some(BatchState::Planned) && !b.cap_attrs.is_empty()) {
+                return false;
+            }
+            b.state = b.held_from.take().unwrap_or(BatchState::Planned);
+            if let Some(stored) = s.campaigns.get_mut(&c.id) {
+                stored.counters.held -= b.to.len() as u64;
+            }
+            true
+        })
+    }
+
+    async fn pause_until(&self, id: &str, run: &str, reason: &str, until_ms: i64) -> Result<bool, BackendError> {
+        self.with(|s| match s.campaigns.get_mut(id) {
+            Some(c) if c.run == run && (c.state.sends() || c.state == State::Scheduled) => {
+                c.state = State::Paused;
+                c.reason = Some(reason.to_string());
+                c.resume_at_ms = Some(until_ms);
                 true
             }
             _ => false,
@@ -366,39 +429,43 @@ impl CapStore for MemoryCampaigns {
                     let f = s.friends.get(u)?;
                     let sets =
                         attributes.iter().map(|a| (a.clone(), f.sets.get(a).cloned().unwrap_or_default())).collect();
-                    Some((u.clone(), FriendCaps { following: f.following, suppressed: f.suppressed, sets }))
+                    let friend = FriendCaps { sets, ..f.clone() };
+                    Some((u.clone(), friend))
                 })
                 .collect()
         })
     }
 
-    async fn reserve(
-        &self,
-        user: &str,
-        member: &str,
-        slots: &BTreeMap<String, u32>,
-        _now_ms: i64,
-    ) -> Result<Reservation, BackendError> {
+    async fn reserve(&self, user: &str, demand: &Demand, now_ms: i64) -> Result<Reservation, BackendError> {
         self.with(|s| {
             let Some(f) = s.friends.get_mut(user) else { return Reservation::Refused(Skip::Blocked) };
-            if let Some(why) = f.refusal(member, slots, false) {
+            if let Some(why) = f.refusal(demand, now_ms) {
                 return Reservation::Refused(why);
             }
-            for attr in slots.keys() {
+            if demand.transactional || f.last_push.as_ref().is_some_and(|(_, by)| by == &demand.member) {
+                return Reservation::Reserved;
+            }
+            for attr in demand.slots.keys() {
                 let set = f.sets.entry(attr.clone()).or_default();
-                if !set.iter().any(|m| m == member) {
-                    set.push(member.into());
+                if !set.iter().any(|m| m == &demand.member) {
+                    set.push(demand.member.clone());
                 }
             }
+            let before = f.last_push.replace((now_ms, demand.member.clone()));
+            s.prev_push.insert(user.to_string(), before);
             Reservation::Reserved
         })
     }
 
-    async fn release(&self, user: &str, member: &str, attributes: &[String]) -> Result<(), BackendError> {
+    async fn release(&self, user: &str, demand: &Demand, attributes: &[String]) -> Result<(), BackendError> {
+        let member = &demand.member;
         use std::sync::atomic::Ordering;
         if self.fail_releases.load(Ordering::SeqCst) > 0 {
             self.fail_releases.fetch_sub(1, Ordering::SeqCst);
             return Err(BackendError::Store { operation: "UpdateItem", message: "injected".into() });
+        }
+        if demand.transactional {
+            return Ok(());
         }
         self.with(|s| {
             if let Some(f) = s.friends.get_mut(user) {
@@ -406,6 +473,9 @@ impl CapStore for MemoryCampaigns {
                     if let Some(set) = f.sets.get_mut(a) {
                         set.retain(|m| m != member);
                     }
+                }
+                if f.last_push.as_ref().is_some_and(|(_, by)| by == member) {
+                    f.last_push = s.prev_push.remove(user).flatten();
                 }
             }
         })
@@ -428,6 +498,7 @@ struct Line {
     received: HashMap<String, usize>,
     /// Every request: (retry key, what happened).
     calls: Vec<(String, String)>,
+    quota: Option<u64>,
 }
 
 /// LINE's multicast in memory: retry keys remembered (409 for a key it took), deliveries per
@@ -444,6 +515,13 @@ impl MemoryLine {
         }
     }
 
+    /// The month's quota its quota endpoint reports (None: no limit).
+    pub fn set_quota(&self, quota: Option<u64>) {
+        if let Ok(mut l) = self.inner.lock() {
+            l.quota = quota;
+        }
+    }
+
     /// How many multicasts a friend received.
     pub fn received(&self, user: &str) -> usize {
         self.inner.lock().map(|l| l.received.get(user).copied().unwrap_or(0)).unwrap_or(0)
@@ -456,7 +534,18 @@ impl MemoryLine {
 
 #[async_trait]
 impl Multicaster for MemoryLine {
-    async fn multicast(&self, to: &[&str], _messages: &[Value], retry_key: &str) -> Result<Accepted, LineError> {
+    async fn month(&self) -> Result<super::price::Month, LineError> {
+        let l = self.inner.lock().map_err(|_| LineError::Transport("memory line poisoned".into()))?;
+        Ok(super::price::Month { quota: l.quota, used: l.received.values().sum::<usize>() as u64 })
+    }
+
+    async fn multicast(
+        &self,
+        to: &[&str],
+        _messages: &[Value],
+        retry_key: &str,
+        _unit: Option<&str>,
+    ) -> Result<Accepted, LineError> {
         let mut l = self.inner.lock().map_err(|_| LineError::Transport("memory line poisoned".into()))?;
         if let Some(accepted) = l.keys.get(retry_key).cloned() {
             l.calls.push((retry_key.into(), "409".into()));
@@ -481,5 +570,23 @@ impl Multicaster for MemoryLine {
                 Ok(Accepted { request_id: Some(request_id) })
             }
         }
+    }
+}
+
+/// A queue in memory: what was sent, with its delay.
+#[derive(Default)]
+pub struct MemoryQueue(Mutex<Vec<(String, u32)>>);
+
+impl MemoryQueue {
+    pub fn sent(&self) -> Vec<(String, u32)> {
+        self.0.lock().map(|q| q.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl crate::ports::WorkQueue for MemoryQueue {
+    async fn send(&self, body: &str, delay_secs: u32) -> Result<(), BackendError> {
+        self.0.lock().map_err(|_| poisoned())?.push((body.to_string(), delay_secs));
+        Ok(())
     }
 }

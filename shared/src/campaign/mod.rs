@@ -13,8 +13,10 @@
 pub mod file;
 pub mod memory;
 pub mod model;
+pub mod pace;
 pub mod plan;
 pub mod ports;
 pub mod price;
+pub mod resume;
 pub mod send;
 pub mod store;

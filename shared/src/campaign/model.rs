@@ -230,6 +230,60 @@ pub fn cap_member(campaign: &str, run: &str) -> String {
     format!("{campaign}~{run}")
 }
 
+/// The account settings a campaign runs under, taken from the live settings when it starts (as
+/// its caps and time zone are).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Policy {
+    /// The fleet's multicast requests a second.
+    pub send_rate: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<crate::rules::window::Hours>,
+    /// Least time between two campaign pushes to one friend; 0: none.
+    pub min_gap_ms: i64,
+    /// Most billable messages a month across campaigns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_budget: Option<u64>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { send_rate: super::file::LINE_MULTICAST_RATE, quiet_hours: None, min_gap_ms: 0, monthly_budget: None }
+    }
+}
+
+impl Policy {
+    pub fn of(settings: &super::file::AccountSettings) -> Self {
+        Policy {
+            send_rate: settings.send_rate,
+            quiet_hours: settings.quiet_hours,
+            min_gap_ms: settings.min_gap.map_or(0, |d| d.as_millis() as i64),
+            monthly_budget: settings.monthly_budget.map(|b| b.messages),
+        }
+    }
+
+    /// When the quiet hours `at` falls in end, in the account's zone; None outside them.
+    pub fn quiet_until(&self, at_ms: i64, zone: &crate::rules::window::Zone) -> Option<i64> {
+        let hours = self.quiet_hours?;
+        let at = jiff::Timestamp::from_millisecond(at_ms).ok()?;
+        let local = at.to_zoned(zone.tz().clone());
+        let time = local.time();
+        let inside = if hours.start < hours.end {
+            hours.start <= time && time < hours.end
+        } else {
+            time >= hours.start || time < hours.end
+        };
+        if !inside {
+            return None;
+        }
+        let mut end = local.date().to_datetime(hours.end).to_zoned(zone.tz().clone()).ok()?;
+        if end.timestamp() <= at {
+            end = end.tomorrow().ok()?;
+        }
+        Some(end.timestamp().as_millisecond())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

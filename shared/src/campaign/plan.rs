@@ -2,56 +2,46 @@
 //! holdout, cut at the budget, written as batches of at most 500 recipients. Preview runs the very
 //! same classification without writing, so an unchanged population plans exactly as previewed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use jiff::Timestamp;
 use serde::Serialize;
 
-use super::file::Cap;
-use super::model::{cap_slots, in_holdout, BatchMessage, PlanMessage, Skip, Skips, State};
+use super::model::{in_holdout, BatchMessage, PlanMessage, Skip, Skips, State};
 use super::ports::{CampaignRepo, CapStore};
-use super::store::{Campaign, FriendCaps, PlannedPage};
+use super::resume::{requeue, resumes_to};
+use super::store::{Campaign, Demand, FriendCaps, PlannedPage};
 use crate::ports::{BackendError, Clock, WorkQueue};
 use crate::rules::window::Zone;
 use crate::segment::resolve::{Resolver, SegmentIndex};
 use crate::segment::Expr;
 
-/// Most recipients of one multicast request (LINE's limit), and so of one batch.
-pub const BATCH_SIZE: usize = 500;
-
 /// How a campaign decides who of a page gets it.
 #[derive(Debug, Clone)]
 pub struct Classifier {
-    /// The campaign's member in cap sets (`<id>~<run>`).
-    pub member: String,
-    /// Cap attributes in force → most campaigns (empty for transactional campaigns).
-    pub slots: BTreeMap<String, u32>,
-    pub transactional: bool,
+    /// What the campaign asks of each friend's caps (its member, the slots, the gap).
+    pub demand: Demand,
     /// Salt of the holdout draw: the campaign id, so a preview of the file draws as the plan will.
     pub salt: String,
     pub holdout_bps: u32,
     pub budget: Option<u64>,
+    /// When the friends' caps are judged.
+    pub now_ms: i64,
 }
 
 impl Classifier {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        campaign_id: &str,
-        member: String,
-        caps: &[Cap],
-        zone: &Zone,
-        transactional: bool,
-        holdout_bps: u32,
-        budget: Option<u64>,
-        now_ms: i64,
-    ) -> Self {
-        let at = Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH);
-        let slots = if transactional { BTreeMap::new() } else { cap_slots(caps, at, zone) };
-        Classifier { member, slots, transactional, salt: campaign_id.to_string(), holdout_bps, budget }
+    pub fn new(campaign_id: &str, demand: Demand, holdout_bps: u32, budget: Option<u64>, now_ms: i64) -> Self {
+        Classifier { demand, salt: campaign_id.to_string(), holdout_bps, budget, now_ms }
+    }
+
+    /// The classifier of a stored campaign at `now_ms`.
+    pub fn of(c: &Campaign, now_ms: i64) -> Self {
+        let zone = Zone::parse(&c.timezone).unwrap_or_default();
+        let demand = Demand::new(c.cap_member(), &c.caps, &zone, c.transactional, c.policy.min_gap_ms, now_ms);
+        Classifier::new(&c.id, demand, c.holdout_bps, c.budget, now_ms)
     }
 
     pub fn cap_attributes(&self) -> Vec<String> {
-        self.slots.keys().cloned().collect()
+        self.demand.attributes()
     }
 
     /// Sorts one page of the segment, in order: opted out, blocked, at a cap, held out, past the
@@ -66,7 +56,7 @@ impl Classifier {
         let absent = FriendCaps::default();
         for user in users {
             let friend = friends.get(user).unwrap_or(&absent);
-            if let Some(why) = friend.refusal(&self.member, &self.slots, self.transactional) {
+            if let Some(why) = friend.refusal(&self.demand, self.now_ms) {
                 page.skipped.add(why, 1);
             } else if in_holdout(&self.salt, user, self.holdout_bps) {
                 page.holdout.push(user.clone());
@@ -92,12 +82,14 @@ pub struct Counted {
     pub batches: u64,
 }
 
-/// Resolves the whole segment and classifies it as the planner would, writing nothing.
+/// Resolves the whole segment and classifies it as the planner would (in pages of
+/// `batch_size`), writing nothing.
 pub async fn count(
     caps: &dyn CapStore,
     index: &dyn SegmentIndex,
     expr: &Expr,
     classifier: &Classifier,
+    batch_size: u32,
     now_ms: i64,
 ) -> Result<Counted, BackendError> {
     let resolver = Resolver::new(index);
@@ -105,7 +97,7 @@ pub async fn count(
     let mut counted = Counted::default();
     let attributes = classifier.cap_attributes();
     loop {
-        let page = reader.next_page(BATCH_SIZE).await?;
+        let page = reader.next_page(batch_size as usize).await?;
         if !page.user_ids.is_empty() {
             let friends = caps.friend_caps(&page.user_ids, &attributes).await?;
             let planned = classifier.classify(&page.user_ids, &friends, counted.recipients);
@@ -155,6 +147,19 @@ impl Planner<'_> {
             return Ok(Planned::Stopped(format!("run {} was replaced by {}", message.run, c.run)));
         }
         let now = self.clock.now_ms();
+        if let (State::Paused, Some(until)) = (c.state, c.resume_at_ms) {
+            // Paused for quiet hours: look again in at most 15 minutes, or resume now.
+            if until > now {
+                let wait = ((until - now) / 1000 + 1).clamp(1, 900) as u32;
+                self.plans.send(&plan_body(&c)?, wait).await?;
+                return Ok(Planned::Stopped(format!("quiet hours: looking again in {wait} s")));
+            }
+            if self.store.resume_from_quiet(&c.id, &c.run, until, resumes_to(&c, now)).await? {
+                c = self.reload(&c.id).await?;
+                requeue(self.store, self.caps, self.batches, None, &c).await?;
+            }
+            c = self.reload(&c.id).await?;
+        }
         if c.state == State::Scheduled {
             if c.not_before_ms > now {
                 // SQS delays are at most 15 minutes: come back then and look again.
@@ -181,7 +186,6 @@ impl Planner<'_> {
             operation: "plan",
             message: format!("campaign {} has a bad segment: {e}", c.id),
         })?;
-        let zone = Zone::parse(&c.timezone).unwrap_or_default();
         let resolver = Resolver::new(self.index);
         let mut pages = 0u32;
         // One reader for the invocation: it keeps its place in every list between pages.
@@ -189,9 +193,8 @@ impl Planner<'_> {
         let mut reader = resolver.reader(&expr, now, c.cursor.as_ref());
         loop {
             let now = self.clock.now_ms();
-            let classifier =
-                Classifier::new(&c.id, c.cap_member(), &c.caps, &zone, c.transactional, c.holdout_bps, c.budget, now);
-            let page = reader.next_page(BATCH_SIZE).await?;
+            let classifier = Classifier::of(&c, now);
+            let page = reader.next_page(c.batch_size as usize).await?;
             let friends = if page.user_ids.is_empty() {
                 HashMap::new()
             } else {
@@ -249,14 +252,19 @@ pub fn batch_body(c: &Campaign, batch: u32) -> Result<String, BackendError> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use jiff::Timestamp;
+
     use super::*;
-    use crate::campaign::file::Period;
+    use crate::campaign::file::{Cap, Period};
 
     fn friend(following: bool, suppressed: bool, month: &[&str]) -> FriendCaps {
         FriendCaps {
             following,
             suppressed,
             sets: BTreeMap::from([("cap#m2026-11".to_string(), month.iter().map(|m| m.to_string()).collect())]),
+            last_push: None,
         }
     }
 
@@ -265,7 +273,7 @@ mod tests {
         let zone = Zone::parse("UTC").unwrap();
         let now = Timestamp::from_second(1_795_000_000).unwrap().as_millisecond(); // 2026-11
         let caps = [Cap { per: Period::Month, max: 1 }];
-        let c = Classifier::new("c", "c~r".into(), &caps, &zone, false, 0, Some(2), now);
+        let c = Classifier::new("c", Demand::new("c~r".into(), &caps, &zone, false, 0, now), 0, Some(2), now);
         assert_eq!(c.cap_attributes(), vec!["cap#m2026-11".to_string()]);
         let users: Vec<String> = ["a", "b", "c", "d", "e", "f", "g"].map(String::from).to_vec();
         let friends = HashMap::from([
@@ -284,7 +292,7 @@ mod tests {
             "g is unknown to the users table: not a following friend"
         );
         // Transactional campaigns ignore caps, not opt-outs.
-        let t = Classifier::new("c", "c~r".into(), &caps, &zone, true, 0, None, now);
+        let t = Classifier::new("c", Demand::new("c~r".into(), &caps, &zone, true, 0, now), 0, None, now);
         let page = t.classify(&users, &friends, 0);
         assert_eq!(page.to.len(), 4);
         assert_eq!(page.skipped.suppressed, 1);
@@ -294,26 +302,15 @@ mod tests {
 #[cfg(test)]
 mod planner_tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
 
     use async_trait::async_trait;
 
     use super::*;
-    use crate::campaign::memory::{campaign, MemoryCampaigns};
+    use crate::campaign::memory::{campaign, MemoryCampaigns, MemoryQueue};
     use crate::campaign::store::Reservation;
     use crate::ports::SystemClock;
     use crate::segment::resolve::MemoryIndex;
     use crate::segment::{FriendFacts, TagFacts};
-
-    #[derive(Default)]
-    struct Queue(Mutex<Vec<String>>);
-    #[async_trait]
-    impl WorkQueue for Queue {
-        async fn send(&self, body: &str, _delay_secs: u32) -> Result<(), BackendError> {
-            self.0.lock().unwrap().push(body.to_string());
-            Ok(())
-        }
-    }
 
     /// The memory caps, failing the `fail_at`-th page read once.
     struct Flaky<'a> {
@@ -333,17 +330,11 @@ mod planner_tests {
             }
             self.inner.friend_caps(users, attributes).await
         }
-        async fn reserve(
-            &self,
-            user: &str,
-            member: &str,
-            slots: &BTreeMap<String, u32>,
-            now_ms: i64,
-        ) -> Result<Reservation, BackendError> {
-            self.inner.reserve(user, member, slots, now_ms).await
+        async fn reserve(&self, user: &str, demand: &Demand, now_ms: i64) -> Result<Reservation, BackendError> {
+            self.inner.reserve(user, demand, now_ms).await
         }
-        async fn release(&self, user: &str, member: &str, attributes: &[String]) -> Result<(), BackendError> {
-            self.inner.release(user, member, attributes).await
+        async fn release(&self, user: &str, demand: &Demand, attributes: &[String]) -> Result<(), BackendError> {
+            self.inner.release(user, demand, attributes).await
         }
     }
 
@@ -361,7 +352,7 @@ mod planner_tests {
         let mut c = campaign("c", &[], false);
         c.segment = "dessert".into();
         store.insert(c.clone());
-        let (batches, plans) = (Queue::default(), Queue::default());
+        let (batches, plans) = (MemoryQueue::default(), MemoryQueue::default());
         let flaky = Flaky { inner: &store, reads: AtomicUsize::new(0), fail_at: 2 };
         let planner = Planner {
             store: &store,
@@ -386,7 +377,7 @@ mod planner_tests {
         assert_eq!(planned, all, "none lost");
         assert_eq!((c.counters.segment, c.counters.planned, c.counters.batches), (2_300, 2_300, 5));
         // Every batch was queued; the last committed one again when planning resumed.
-        let queued: std::collections::BTreeSet<String> = batches.0.lock().unwrap().iter().cloned().collect();
+        let queued: std::collections::BTreeSet<String> = batches.sent().into_iter().map(|(b, _)| b).collect();
         assert_eq!(queued.len(), 5);
     }
 }

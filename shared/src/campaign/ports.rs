@@ -3,13 +3,14 @@
 //! [`crate::line::client::LineClient`]) and in-memory ones for the logic's tests
 //! ([`super::memory`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
 use super::model::{Skips, State};
-use super::store::{Batch, Campaign, FriendCaps, PlannedPage, Reservation, Settlement};
+use super::price::Month;
+use super::store::{Batch, BatchState, Campaign, Demand, FriendCaps, PlannedPage, Reservation, Settlement};
 use crate::line::client::{Accepted, LineError};
 use crate::ports::BackendError;
 use crate::segment::resolve::Cursor;
@@ -28,6 +29,16 @@ pub trait CampaignRepo: Send + Sync {
         to: State,
         reason: Option<&str>,
     ) -> Result<bool, BackendError>;
+    /// Pauses a sending (or planning, or scheduled) run until `until_ms`, when the planner resumes
+    /// it by itself (quiet hours). False: it was not sending.
+    async fn pause_until(&self, id: &str, run: &str, reason: &str, until_ms: i64) -> Result<bool, BackendError>;
+    /// Back from quiet hours: paused until exactly `until_ms` (not since paused by a person) to
+    /// `to`.
+    async fn resume_from_quiet(&self, id: &str, run: &str, until_ms: i64, to: State) -> Result<bool, BackendError>;
+    /// The run's batches that are not settled (planned, frozen or held), by number.
+    async fn open_batches(&self, c: &Campaign) -> Result<Vec<(u32, BatchState)>, BackendError>;
+    /// Takes a held batch back to where it was held from (once its slots were given back).
+    async fn unhold(&self, c: &Campaign, batch: &Batch) -> Result<bool, BackendError>;
     /// Commits page `c.plan_page`: its batch, the checkpoint and the counters, at once; only if the
     /// stored page is still `c.plan_page` and the campaign is planning or sending.
     async fn commit_page(
@@ -87,26 +98,40 @@ pub trait CapStore: Send + Sync {
         users: &[String],
         attributes: &[String],
     ) -> Result<HashMap<String, FriendCaps>, BackendError>;
-    /// One conditional update for every period of `slots` (attribute → max).
-    async fn reserve(
-        &self,
-        user: &str,
-        member: &str,
-        slots: &BTreeMap<String, u32>,
-        now_ms: i64,
-    ) -> Result<Reservation, BackendError>;
-    async fn release(&self, user: &str, member: &str, attributes: &[String]) -> Result<(), BackendError>;
+    /// One conditional update: every cap period of the demand, the minimum gap, follow state
+    /// and opt-out.
+    async fn reserve(&self, user: &str, demand: &Demand, now_ms: i64) -> Result<Reservation, BackendError>;
+    /// Gives the demand's slots in `attributes` back, and the friend's last push before it.
+    async fn release(&self, user: &str, demand: &Demand, attributes: &[String]) -> Result<(), BackendError>;
 }
 
-/// LINE's multicast: one request, with its retry key.
+/// LINE's multicast: one request, with its retry key (and the campaign's aggregation unit), and
+/// the month's quota that tells a monthly-limit 429 from a rate-limit one.
 #[async_trait]
 pub trait Multicaster: Send + Sync {
-    async fn multicast(&self, to: &[&str], messages: &[Value], retry_key: &str) -> Result<Accepted, LineError>;
+    async fn multicast(
+        &self,
+        to: &[&str],
+        messages: &[Value],
+        retry_key: &str,
+        unit: Option<&str>,
+    ) -> Result<Accepted, LineError>;
+    async fn month(&self) -> Result<Month, LineError>;
 }
 
 #[async_trait]
 impl Multicaster for crate::line::client::LineClient {
-    async fn multicast(&self, to: &[&str], messages: &[Value], retry_key: &str) -> Result<Accepted, LineError> {
-        crate::line::client::LineClient::multicast(self, to, messages, retry_key).await
+    async fn multicast(
+        &self,
+        to: &[&str],
+        messages: &[Value],
+        retry_key: &str,
+        unit: Option<&str>,
+    ) -> Result<Accepted, LineError> {
+        crate::line::client::LineClient::multicast(self, to, messages, retry_key, unit).await
+    }
+
+    async fn month(&self) -> Result<Month, LineError> {
+        crate::line::client::LineClient::month(self).await
     }
 }

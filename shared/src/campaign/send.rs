@@ -1,18 +1,19 @@
 //! Sending one batch, exactly once: state first, lease, cap reservation, freeze (send list and a
 //! random retry key), then multicast with the same body and key on every try.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
 
-use super::model::{cap_slots, BatchMessage, Skip, Skips, State};
+use super::model::{BatchMessage, Skip, Skips, State};
+use super::pace::{Pacer, MAX_WAIT_MS};
+use super::plan::Classifier;
 use super::ports::{CampaignRepo, CapStore, Multicaster};
-use super::store::{retry_key, Batch, BatchState, Campaign, Reservation, Settlement};
+use super::store::{retry_key, Batch, BatchState, Campaign, Demand, Reservation, Settlement};
 use crate::line::client::LineError;
-use crate::ports::{BackendError, Clock};
+use crate::ports::{BackendError, Clock, WorkQueue};
 use crate::rules::window::Zone;
 
 /// LINE forgets retry keys after 24 hours: a batch whose first ambiguous try is older than this
@@ -58,6 +59,8 @@ pub enum Retry {
     Died,
     #[error("the campaign is sending again: the batch goes out instead of being held")]
     Resumed,
+    #[error("the fleet's next send slot is {0} ms away: the batch comes back later")]
+    Paced(i64),
 }
 
 pub struct Sender<'a> {
@@ -72,7 +75,14 @@ pub struct Sender<'a> {
     pub attempts: u32,
     pub backoff: Duration,
     pub failpoint: &'a Mutex<Option<Failpoint>>,
+    /// The fleet's shared send schedule.
+    pub pacer: &'a dyn Pacer,
+    /// campaign-queue: the plan message that resumes a campaign after its quiet hours.
+    pub plans: &'a dyn WorkQueue,
 }
+
+/// The pause and quiet-hours checks run this long before the slot, so the call leaves on time.
+const CHECK_LEAD_MS: i64 = 25;
 
 impl Sender<'_> {
     pub async fn send(&self, message: &BatchMessage) -> Result<Sent, Retry> {
@@ -88,7 +98,7 @@ impl Sender<'_> {
             if batch.slots_to_give_back() {
                 self.release_all(
                     &batch.to.iter().map(String::as_str).collect::<Vec<_>>(),
-                    &c.cap_member(),
+                    &Classifier::of(&c, self.clock.now_ms()).demand,
                     &batch.cap_attrs,
                 )
                 .await?;
@@ -110,7 +120,7 @@ impl Sender<'_> {
         } else {
             Ok(Sent::Duplicate)
         };
-        if matches!(result, Err(Retry::Line(_)) | Err(Retry::Backend(_)) | Err(Retry::Resumed)) {
+        if matches!(result, Err(Retry::Line(_) | Retry::Backend(_) | Retry::Resumed | Retry::Paced(_))) {
             // Let the next delivery have it at once (a dead sender's lease expires instead).
             let _ = self.store.release_lease(&c, batch.number, &self.owner).await;
         }
@@ -122,14 +132,11 @@ impl Sender<'_> {
             let unfreeze = !batch.call_open;
             return self.hold(c, batch, unfreeze, format!("campaign is {}", c.state.name())).await;
         }
-        let member = c.cap_member();
+        let demand = Classifier::of(c, self.clock.now_ms()).demand;
         if batch.state == BatchState::Planned {
-            let zone = Zone::parse(&c.timezone).unwrap_or_default();
-            let at = Timestamp::from_millisecond(self.clock.now_ms()).unwrap_or(Timestamp::UNIX_EPOCH);
-            let slots = if c.transactional { BTreeMap::new() } else { cap_slots(&c.caps, at, &zone) };
-            let (mask, skips) = self.reserve(batch, &member, &slots).await?;
+            let (mask, skips) = self.reserve(batch, &demand).await?;
             let key = retry_key();
-            let attrs: Vec<String> = slots.keys().cloned().collect();
+            let attrs = demand.attributes();
             let now = self.clock.now_ms();
             if !self.store.freeze(c, batch.number, &self.owner, &mask, &skips, &attrs, &key, now).await? {
                 return Err(Retry::Leased);
@@ -163,10 +170,22 @@ impl Sender<'_> {
                 let base = self.backoff.as_millis() as u64 * (1 << attempt.min(6));
                 tokio::time::sleep(Duration::from_millis(base + fastrand::u64(0..=base))).await;
             }
+            // The fleet's next slot at the channel's rate; the checks below run just before it.
+            let slot = self.pacer.claim(c.policy.send_rate, self.clock.now_ms()).await?;
+            let wait = slot - self.clock.now_ms();
+            if wait > MAX_WAIT_MS {
+                return Err(Retry::Paced(wait));
+            }
+            self.sleep_until(slot - CHECK_LEAD_MS).await;
             // Right before the call: a pause or cancel since the batch was picked up holds it.
             let now_state = self.store.get(&c.id).await?.filter(|n| n.run == c.run).map(|n| n.state);
             if now_state.is_none_or(|s| !s.sends()) {
                 let why = format!("campaign is {}", now_state.map_or("gone", |s| s.name()));
+                return self.hold(c, batch, !maybe_taken, why).await;
+            }
+            let zone = Zone::parse(&c.timezone).unwrap_or_default();
+            if let Some(until) = c.policy.quiet_until(self.clock.now_ms(), &zone) {
+                let why = self.pause_for_quiet_hours(c, until).await?;
                 return self.hold(c, batch, !maybe_taken, why).await;
             }
             let now = self.clock.now_ms();
@@ -174,9 +193,18 @@ impl Sender<'_> {
                 return Err(Retry::Leased);
             }
             first_called.get_or_insert(now);
-            let answer = self.line.multicast(&to, &c.messages, &key).await;
+            self.sleep_until(slot).await;
+            let answer = self.line.multicast(&to, &c.messages, &key, c.aggregation_unit.as_deref()).await;
             if answer.is_ok() && self.failpoint.lock().map(|mut f| f.take()).ok().flatten().is_some() {
                 return Err(Retry::Died);
+            }
+            // LINE's words alone do not decide a monthly limit: its quota endpoints confirm it.
+            let answer = match answer {
+                Err(e @ (LineError::MonthlyLimit | LineError::RateLimited)) => Err(self.which_429(e, to.len()).await),
+                other => other,
+            };
+            if matches!(answer, Err(LineError::RateLimited)) {
+                self.pacer.rate_limited(c.policy.send_rate, self.clock.now_ms()).await?;
             }
             match &answer {
                 Err(e) if e.is_ambiguous() => maybe_taken = true,
@@ -225,7 +253,7 @@ impl Sender<'_> {
                     };
                     self.settle(c, batch, &outcome).await?;
                     if !maybe_taken {
-                        self.release_all(&to, &member, &batch.cap_attrs).await?;
+                        self.release_all(&to, &demand, &batch.cap_attrs).await?;
                         self.store.clear_cap_attrs(c, batch.number).await?;
                     }
                     return Ok(Sent::Failed(e.to_string()));
@@ -235,24 +263,49 @@ impl Sender<'_> {
         Err(Retry::Line(last_error.unwrap_or(LineError::Transport("no attempt made".into()))))
     }
 
+    async fn sleep_until(&self, at_ms: i64) {
+        let wait = at_ms - self.clock.now_ms();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+    }
+
+    /// A 429 is the monthly limit only when LINE's quota endpoints say the month is used up
+    /// (this batch would not fit); otherwise it is the rate limit. If they cannot be read, LINE's
+    /// words decide.
+    async fn which_429(&self, said: LineError, recipients: usize) -> LineError {
+        match self.line.month().await {
+            Ok(month) if month.quota.is_some_and(|q| month.used + recipients as u64 > q) => LineError::MonthlyLimit,
+            Ok(_) => LineError::RateLimited,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the month's quota: trusting the 429's message");
+                said
+            }
+        }
+    }
+
+    /// Pauses the campaign until its quiet hours end; the sender that paused it queues the plan
+    /// message that resumes it then (the planner waits in steps of at most 15 minutes).
+    async fn pause_for_quiet_hours(&self, c: &Campaign, until_ms: i64) -> Result<String, Retry> {
+        let at = Timestamp::from_millisecond(until_ms).unwrap_or(Timestamp::UNIX_EPOCH);
+        let why = format!("quiet hours: resumes by itself at {at}");
+        if self.store.pause_until(&c.id, &c.run, &why, until_ms).await? {
+            let wait = ((until_ms - self.clock.now_ms()) / 1000 + 1).clamp(1, 900) as u32;
+            self.plans.send(&super::plan::plan_body(c)?, wait).await?;
+        }
+        Ok(why)
+    }
+
     async fn pause(&self, c: &Campaign, reason: &str) -> Result<(), BackendError> {
         let sending = [State::Scheduled, State::Planning, State::Sending];
         self.store.transition(&c.id, &c.run, &sending, State::Paused, Some(reason)).await.map(|_| ())
     }
 
     /// Reserves every recipient's cap slots (one conditional update each, a few at once).
-    async fn reserve(
-        &self,
-        batch: &Batch,
-        member: &str,
-        slots: &BTreeMap<String, u32>,
-    ) -> Result<(Vec<bool>, Skips), BackendError> {
+    async fn reserve(&self, batch: &Batch, demand: &Demand) -> Result<(Vec<bool>, Skips), BackendError> {
         let now = self.clock.now_ms();
-        let results: Vec<Result<Reservation, BackendError>> = stream::iter(batch.to.iter())
-            .map(|user| self.caps.reserve(user, member, slots, now))
-            .buffered(16)
-            .collect()
-            .await;
+        let results: Vec<Result<Reservation, BackendError>> =
+            stream::iter(batch.to.iter()).map(|user| self.caps.reserve(user, demand, now)).buffered(16).collect().await;
         let mut mask = Vec::with_capacity(results.len());
         let mut skips = Skips::default();
         for r in results {
@@ -267,9 +320,9 @@ impl Sender<'_> {
         Ok((mask, skips))
     }
 
-    async fn release_all(&self, to: &[&str], member: &str, attributes: &[String]) -> Result<(), BackendError> {
+    async fn release_all(&self, to: &[&str], demand: &Demand, attributes: &[String]) -> Result<(), BackendError> {
         let results: Vec<Result<(), BackendError>> = stream::iter(to.iter())
-            .map(|user| self.caps.release(user, member, attributes))
+            .map(|user| self.caps.release(user, demand, attributes))
             .buffer_unordered(16)
             .collect()
             .await;
@@ -297,7 +350,8 @@ impl Sender<'_> {
             return Err(Retry::Resumed);
         }
         if unfreeze {
-            self.release_all(&batch.send_list(), &c.cap_member(), &batch.cap_attrs).await?;
+            let demand = Classifier::of(c, self.clock.now_ms()).demand;
+            self.release_all(&batch.send_list(), &demand, &batch.cap_attrs).await?;
             self.store.clear_cap_attrs(c, batch.number).await?;
         }
         Ok(Sent::Held(why))
@@ -324,8 +378,9 @@ mod tests {
 
     use super::*;
     use crate::campaign::file::{Cap, Period};
-    use crate::campaign::memory::{campaign, Answer, MemoryCampaigns, MemoryLine};
+    use crate::campaign::memory::{campaign, Answer, MemoryCampaigns, MemoryLine, MemoryQueue};
     use crate::campaign::model::period_attribute;
+    use crate::campaign::pace::MemoryPacer;
     use crate::campaign::store::PlannedPage;
 
     const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -342,6 +397,8 @@ mod tests {
         line: MemoryLine,
         clock: TestClock,
         failpoint: Mutex<Option<Failpoint>>,
+        pacer: MemoryPacer,
+        plans: MemoryQueue,
     }
 
     fn users(n: usize) -> Vec<String> {
@@ -358,6 +415,8 @@ mod tests {
                 line: MemoryLine::default(),
                 clock: TestClock(AtomicI64::new(1_794_700_800_000)),
                 failpoint: Mutex::new(None),
+                pacer: MemoryPacer::default(),
+                plans: MemoryQueue::default(),
             }
         }
 
@@ -372,6 +431,8 @@ mod tests {
                 attempts: 4,
                 backoff: Duration::from_millis(1),
                 failpoint: &self.failpoint,
+                pacer: &self.pacer,
+                plans: &self.plans,
             }
         }
 
@@ -442,6 +503,7 @@ mod tests {
         let friends = users(3);
         let w = World::new(&friends);
         let c = w.campaign("a", Some(1), &friends).await;
+        w.line.set_quota(Some(0));
         w.line.script([Answer::Refuse(LineError::MonthlyLimit)]);
         assert!(matches!(w.send(&c, "s1").await.unwrap(), Sent::Held(_)));
         let stored = w.store.campaign("a").unwrap();
@@ -562,6 +624,7 @@ mod tests {
         let friends = users(2);
         let w = World::new(&friends);
         let c = w.campaign("a", Some(2), &friends).await;
+        w.line.set_quota(Some(0));
         w.line.script([Answer::Refuse(LineError::MonthlyLimit)]);
         assert!(matches!(w.send(&c, "s1").await.unwrap(), Sent::Held(_)));
         let b = w.store.stored_batch(&c, 0).unwrap();
@@ -592,6 +655,7 @@ mod tests {
         let friends = users(3);
         let w = World::new(&friends);
         let c = w.campaign("a", Some(2), &friends).await;
+        w.line.set_quota(Some(0));
         w.line.script([Answer::Refuse(LineError::MonthlyLimit)]);
         w.store.fail_releases.store(1, Ordering::SeqCst);
         assert!(matches!(w.send(&c, "s1").await, Err(Retry::Backend(_))));
@@ -610,18 +674,23 @@ mod tests {
     }
     #[async_trait::async_trait]
     impl Multicaster for PausedDuringTheCall<'_> {
+        async fn month(&self) -> Result<crate::campaign::price::Month, LineError> {
+            self.world.line.month().await
+        }
+
         async fn multicast(
             &self,
             to: &[&str],
             messages: &[serde_json::Value],
             key: &str,
+            unit: Option<&str>,
         ) -> Result<crate::line::client::Accepted, LineError> {
             if self.world.line.calls().is_empty() {
                 let paused = self.world.store.transition("a", &self.run, &[State::Sending], State::Paused, None);
                 assert!(paused.await.unwrap());
                 self.world.line.script([Answer::Refuse(LineError::RateLimited)]);
             }
-            self.world.line.multicast(to, messages, key).await
+            self.world.line.multicast(to, messages, key, unit).await
         }
     }
 

@@ -26,12 +26,13 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, ReturnValu
 use aws_sdk_dynamodb::Client;
 use serde_json::Value;
 
-use super::file::{CampaignFile, Cap};
-use super::model::{Counters, Skip, Skips, State};
+use super::file::{AccountSettings, CampaignFile, Cap, MAX_BATCH};
+use super::model::{cap_slots, Counters, Policy, Skip, Skips, State};
 use super::ports::{CampaignRepo, CapStore};
 use crate::adapters::attr::{flag, int, n, s, string_set, text, uint, Item};
 use crate::adapters::describe;
 use crate::ports::BackendError;
+use crate::rules::window::Zone;
 use crate::segment::resolve::Cursor;
 
 pub const KIND_INDEX: &str = "byKind";
@@ -164,6 +165,14 @@ pub struct Campaign {
     pub counters: Counters,
     /// The last preview's JSON, to compare with what was planned and sent.
     pub preview: Option<Value>,
+    /// Recipients per multicast request (1-500).
+    pub batch_size: u32,
+    /// LINE's `customAggregationUnits` name, if any.
+    pub aggregation_unit: Option<String>,
+    /// The account's rate, quiet hours, gap and monthly budget when the campaign started.
+    pub policy: Policy,
+    /// A campaign paused for quiet hours resumes by itself at this time.
+    pub resume_at_ms: Option<i64>,
 }
 
 impl Campaign {
@@ -194,6 +203,10 @@ impl Campaign {
             last_batch: int(item, "lastBatch").map(|b| b as u32),
             counters: counters_of(item),
             preview: json("preview"),
+            batch_size: int(item, "batchSize").map_or(MAX_BATCH, |b| b.clamp(1, i64::from(MAX_BATCH)) as u32),
+            aggregation_unit: text(item, "aggregationUnit").map(str::to_string),
+            policy: json("policy").and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default(),
+            resume_at_ms: int(item, "resumeAt"),
         })
     }
 
@@ -351,20 +364,53 @@ pub struct FriendCaps {
     pub suppressed: bool,
     /// Period attribute → campaign runs in it.
     pub sets: BTreeMap<String, Vec<String>>,
+    /// The last campaign push (not transactional) reserved for them: when, and by which run.
+    pub last_push: Option<(i64, String)>,
+}
+
+/// What one campaign asks of every friend: its member in the cap sets (`<id>~<run>`), the cap
+/// slots in force (attribute → max), and the account's minimum gap since their last push.
+/// Transactional campaigns are outside both.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Demand {
+    pub member: String,
+    pub slots: BTreeMap<String, u32>,
+    pub transactional: bool,
+    pub min_gap_ms: i64,
+}
+
+impl Demand {
+    pub fn new(member: String, caps: &[Cap], zone: &Zone, transactional: bool, min_gap_ms: i64, now_ms: i64) -> Self {
+        let at = jiff::Timestamp::from_millisecond(now_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let slots = if transactional { BTreeMap::new() } else { cap_slots(caps, at, zone) };
+        Demand { member, slots, transactional, min_gap_ms: if transactional { 0 } else { min_gap_ms } }
+    }
+
+    pub fn attributes(&self) -> Vec<String> {
+        self.slots.keys().cloned().collect()
+    }
+
+    /// The latest last push that still allows one at `now_ms`.
+    pub fn gap_since(&self, now_ms: i64) -> i64 {
+        now_ms - self.min_gap_ms
+    }
 }
 
 impl FriendCaps {
-    /// Why this friend may not get `member` under `slots` (attribute → max), if so.
-    pub fn refusal(&self, member: &str, slots: &BTreeMap<String, u32>, transactional: bool) -> Option<Skip> {
+    /// Why this friend may not get the campaign at `now_ms`, if so. A cap refusal also covers
+    /// the minimum gap (a push too recent).
+    pub fn refusal(&self, demand: &Demand, now_ms: i64) -> Option<Skip> {
+        let own = |m: &str| m == demand.member;
         if self.suppressed {
             Some(Skip::Suppressed)
         } else if !self.following {
             Some(Skip::Blocked)
-        } else if !transactional
-            && slots.iter().any(|(attr, max)| {
-                let set = self.sets.get(attr).map(Vec::as_slice).unwrap_or_default();
-                !set.iter().any(|m| m == member) && set.len() >= *max as usize
-            })
+        } else if demand.transactional {
+            None
+        } else if demand.slots.iter().any(|(attr, max)| {
+            let set = self.sets.get(attr).map(Vec::as_slice).unwrap_or_default();
+            !set.iter().any(|m| own(m)) && set.len() >= *max as usize
+        }) || self.last_push.as_ref().is_some_and(|(at, by)| !own(by) && *at > demand.gap_since(now_ms))
         {
             Some(Skip::Cap)
         } else {
@@ -426,11 +472,15 @@ impl CampaignStore {
             ("source", s(source)),
             ("createdAt", n(now_ms)),
             ("planPage", n(0)),
+            ("batchSize", n(file.batch_size)),
         ] {
             item.insert(k.into(), v);
         }
         if let Some(b) = file.budget {
             item.insert("budget".into(), n(b.messages));
+        }
+        if let Some(unit) = &file.aggregation_unit {
+            item.insert("aggregationUnit".into(), s(unit));
         }
         for c in COUNTERS {
             item.insert(c.into(), n(0));
@@ -493,23 +543,26 @@ impl CampaignStore {
         Ok(out)
     }
 
-    /// Starts a draft: takes the account's caps and time zone, and goes to `to` (planning, or
-    /// scheduled). None: the campaign is not a draft (or does not exist).
+    /// Starts a draft: takes the account's caps, time zone and policy (rate, quiet hours, gap,
+    /// monthly budget), and goes to `to` (planning, or scheduled). None: the campaign is not a
+    /// draft (or does not exist).
     pub async fn start(
         &self,
         id: &str,
-        caps: &[Cap],
-        timezone: &str,
+        settings: &AccountSettings,
         to: State,
         now_ms: i64,
     ) -> Result<Option<Campaign>, BackendError> {
-        let caps = serde_json::to_string(caps).map_err(|e| err("UpdateItem", e.to_string()))?;
+        let caps = serde_json::to_string(&settings.caps).map_err(|e| err("UpdateItem", e.to_string()))?;
+        let policy = serde_json::to_string(&Policy::of(settings)).map_err(|e| err("UpdateItem", e.to_string()))?;
         let result = self
             .client
             .update_item()
             .table_name(&self.campaigns)
             .set_key(Some(meta_key(id)))
-            .update_expression("SET #state = :to, startedAt = :now, caps = :caps, #tz = :tz REMOVE reason")
+            .update_expression(
+                "SET #state = :to, startedAt = :now, caps = :caps, #tz = :tz, policy = :policy REMOVE reason",
+            )
             .condition_expression("#state = :draft")
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#tz", "timezone")
@@ -517,7 +570,8 @@ impl CampaignStore {
             .expression_attribute_values(":draft", s(State::Draft.name()))
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":caps", s(&caps))
-            .expression_attribute_values(":tz", s(timezone))
+            .expression_attribute_values(":tz", s(settings.timezone.name()))
+            .expression_attribute_values(":policy", s(&policy))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
@@ -592,75 +646,6 @@ impl CampaignStore {
             Err(e) => Err(err("TransactWriteItems", describe(&e))),
         };
         Ok(answer)
-    }
-
-    /// The run's batches that are not settled (planned, frozen or held), by number.
-    pub async fn open_batches(&self, c: &Campaign) -> Result<Vec<(u32, BatchState)>, BackendError> {
-        let mut out = vec![];
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.campaigns)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .filter_expression("#state IN (:planned, :frozen, :held)")
-                .expression_attribute_names("#state", "state")
-                .expression_attribute_values(":pk", s(&format!("c#{}", c.id)))
-                .expression_attribute_values(":prefix", s(&format!("b#{}#", c.run)))
-                .expression_attribute_values(":planned", s(BatchState::Planned.name()))
-                .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
-                .expression_attribute_values(":held", s(BatchState::Held.name()))
-                .projection_expression("sk, #state")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| err("Query", describe(&e)))?;
-            for item in page.items() {
-                let number = text(item, "sk").and_then(|k| k.rsplit('#').next()).and_then(|n| n.parse().ok());
-                let state = text(item, "state").and_then(BatchState::parse);
-                if let (Some(n), Some(st)) = (number, state) {
-                    out.push((n, st));
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Takes a held batch back to where it was held from; its recipients stop counting as held.
-    pub async fn unhold(&self, c: &Campaign, batch: &Batch) -> Result<bool, BackendError> {
-        let back = batch.held_from.unwrap_or(BatchState::Planned);
-        let batch_update = Update::builder()
-            .table_name(&self.campaigns)
-            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
-            .update_expression("SET #state = :back REMOVE heldFrom")
-            .condition_expression("#state = :held AND (heldFrom = :frozen OR attribute_not_exists(capAttrs))")
-            .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":back", s(back.name()))
-            .expression_attribute_values(":held", s(BatchState::Held.name()))
-            .build()
-            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        let meta_update = Update::builder()
-            .table_name(&self.campaigns)
-            .set_key(Some(meta_key(&c.id)))
-            .update_expression("ADD held :n")
-            .condition_expression("#run = :run")
-            .expression_attribute_names("#run", "run")
-            .expression_attribute_values(":n", n(-(batch.to.len() as i64)))
-            .expression_attribute_values(":run", s(&c.run))
-            .build()
-            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        self.transact(vec![
-            TransactWriteItem::builder().update(batch_update).build(),
-            TransactWriteItem::builder().update(meta_update).build(),
-        ])
-        .await
     }
 
     // ---- caps, on the users table -------------------------------------------------------------
@@ -776,9 +761,9 @@ impl CampaignRepo for CampaignStore {
         let update = match reason {
             Some(r) => {
                 values.insert(":reason".into(), s(r));
-                "SET #state = :to, reason = :reason"
+                "SET #state = :to, reason = :reason REMOVE resumeAt"
             }
-            None => "SET #state = :to REMOVE reason",
+            None => "SET #state = :to REMOVE reason, resumeAt",
         };
         let result = self
             .client
@@ -790,6 +775,116 @@ impl CampaignRepo for CampaignStore {
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#run", "run")
             .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    async fn resume_from_quiet(&self, id: &str, run: &str, until_ms: i64, to: State) -> Result<bool, BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(id)))
+            .update_expression("SET #state = :to REMOVE reason, resumeAt")
+            .condition_expression("#run = :run AND #state = :paused AND resumeAt = :until")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_values(":to", s(to.name()))
+            .expression_attribute_values(":paused", s(State::Paused.name()))
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":run", s(run))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    /// The run's batches that are not settled (planned, frozen or held), by number.
+    async fn open_batches(&self, c: &Campaign) -> Result<Vec<(u32, BatchState)>, BackendError> {
+        let mut out = vec![];
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.campaigns)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .filter_expression("#state IN (:planned, :frozen, :held)")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":pk", s(&format!("c#{}", c.id)))
+                .expression_attribute_values(":prefix", s(&format!("b#{}#", c.run)))
+                .expression_attribute_values(":planned", s(BatchState::Planned.name()))
+                .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
+                .expression_attribute_values(":held", s(BatchState::Held.name()))
+                .projection_expression("sk, #state")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| err("Query", describe(&e)))?;
+            for item in page.items() {
+                let number = text(item, "sk").and_then(|k| k.rsplit('#').next()).and_then(|n| n.parse().ok());
+                let state = text(item, "state").and_then(BatchState::parse);
+                if let (Some(n), Some(st)) = (number, state) {
+                    out.push((n, st));
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes a held batch back to where it was held from; its recipients stop counting as held.
+    async fn unhold(&self, c: &Campaign, batch: &Batch) -> Result<bool, BackendError> {
+        let back = batch.held_from.unwrap_or(BatchState::Planned);
+        let batch_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+            .update_expression("SET #state = :back REMOVE heldFrom")
+            .condition_expression("#state = :held AND (heldFrom = :frozen OR attribute_not_exists(capAttrs))")
+            .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":back", s(back.name()))
+            .expression_attribute_values(":held", s(BatchState::Held.name()))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let meta_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(&c.id)))
+            .update_expression("ADD held :n")
+            .condition_expression("#run = :run")
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_values(":n", n(-(batch.to.len() as i64)))
+            .expression_attribute_values(":run", s(&c.run))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        self.transact(vec![
+            TransactWriteItem::builder().update(batch_update).build(),
+            TransactWriteItem::builder().update(meta_update).build(),
+        ])
+        .await
+    }
+
+    async fn pause_until(&self, id: &str, run: &str, reason: &str, until_ms: i64) -> Result<bool, BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(id)))
+            .update_expression("SET #state = :paused, reason = :reason, resumeAt = :until")
+            .condition_expression("#run = :run AND #state IN (:scheduled, :planning, :sending)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_values(":paused", s(State::Paused.name()))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":run", s(run))
+            .expression_attribute_values(":scheduled", s(State::Scheduled.name()))
+            .expression_attribute_values(":planning", s(State::Planning.name()))
+            .expression_attribute_values(":sending", s(State::Sending.name()))
             .send()
             .await;
         conditional(result.map(|_| ()), "UpdateItem")
@@ -1236,7 +1331,7 @@ impl CapStore for CampaignStore {
     ) -> Result<HashMap<String, FriendCaps>, BackendError> {
         let mut names =
             HashMap::from([("#u".to_string(), "userId".to_string()), ("#st".to_string(), "state".to_string())]);
-        let mut projection = vec!["#u".to_string(), "#st".to_string(), "suppressed".to_string()];
+        let mut projection = ["#u", "#st", "suppressed", "lastPushAt", "lastPushBy"].map(String::from).to_vec();
         for (i, a) in attributes.iter().enumerate() {
             names.insert(format!("#c{i}"), a.clone());
             projection.push(format!("#c{i}"));
@@ -1270,6 +1365,7 @@ impl CapStore for CampaignStore {
                             following: text(&item, "state") == Some("following"),
                             suppressed: item.contains_key("suppressed"),
                             sets,
+                            last_push: int(&item, "lastPushAt").zip(text(&item, "lastPushBy").map(str::to_string)),
                         },
                     );
                 }
@@ -1286,33 +1382,41 @@ impl CapStore for CampaignStore {
         Ok(out)
     }
 
-    /// Reserves the friend's slot in every period of `slots` (attribute → max) for `member`, in
-    /// one conditional update that also requires the friend to follow and not be opted out. A
-    /// retry finds its own member and passes. With no slots (transactional), only checks them.
-    async fn reserve(
-        &self,
-        user: &str,
-        member: &str,
-        slots: &BTreeMap<String, u32>,
-        now_ms: i64,
-    ) -> Result<Reservation, BackendError> {
+    /// Reserves the friend's slot in every period of the demand for its member, in one
+    /// conditional update that also requires the friend to follow, not be opted out, and (unless
+    /// transactional) not have had a push within the minimum gap; the push is recorded
+    /// (`lastPushAt`, `lastPushBy`, and `prevPushAt` to restore on release). A retry finds its own
+    /// push and passes. A transactional demand only checks follow state and opt-out.
+    async fn reserve(&self, user: &str, demand: &Demand, now_ms: i64) -> Result<Reservation, BackendError> {
         let mut names = HashMap::from([("#st".to_string(), "state".to_string())]);
-        let mut values = HashMap::from([(":following".to_string(), s("following")), (":now".to_string(), n(now_ms))]);
+        let mut values = HashMap::from([(":following".to_string(), s("following"))]);
         let mut condition = vec!["#st = :following".to_string(), "attribute_not_exists(suppressed)".to_string()];
-        let mut adds = vec![];
-        if !slots.is_empty() {
-            values.insert(":m".into(), s(member));
-            values.insert(":ms".into(), AttributeValue::Ss(vec![member.to_string()]));
-        }
-        for (i, (attr, max)) in slots.iter().enumerate() {
-            names.insert(format!("#p{i}"), attr.clone());
-            values.insert(format!(":max{i}"), n(max));
-            condition.push(format!("(attribute_not_exists(#p{i}) OR contains(#p{i}, :m) OR size(#p{i}) < :max{i})"));
-            adds.push(format!("#p{i} :ms"));
-        }
-        let mut update = "SET lastPushAt = :now".to_string();
-        if !adds.is_empty() {
-            update.push_str(&format!(" ADD {}", adds.join(", ")));
+        let mut update = String::new();
+        if !demand.transactional {
+            values.insert(":m".into(), s(&demand.member));
+            values.insert(":now".into(), n(now_ms));
+            values.insert(":zero".into(), n(0));
+            values.insert(":since".into(), n(demand.gap_since(now_ms)));
+            condition.push("(attribute_not_exists(lastPushBy) OR lastPushBy <> :m)".into());
+            condition.push("(attribute_not_exists(lastPushAt) OR lastPushAt <= :since)".into());
+            update.push_str("SET prevPushAt = if_not_exists(lastPushAt, :zero), lastPushAt = :now, lastPushBy = :m");
+            let mut adds = vec![];
+            if !demand.slots.is_empty() {
+                values.insert(":ms".into(), AttributeValue::Ss(vec![demand.member.clone()]));
+            }
+            for (i, (attr, max)) in demand.slots.iter().enumerate() {
+                names.insert(format!("#p{i}"), attr.clone());
+                values.insert(format!(":max{i}"), n(max));
+                condition
+                    .push(format!("(attribute_not_exists(#p{i}) OR contains(#p{i}, :m) OR size(#p{i}) < :max{i})"));
+                adds.push(format!("#p{i} :ms"));
+            }
+            if !adds.is_empty() {
+                update.push_str(&format!(" ADD {}", adds.join(", ")));
+            }
+        } else {
+            update.push_str("SET lastCheckedAt = :now");
+            values.insert(":now".into(), n(now_ms));
         }
         let result = self
             .client
@@ -1328,36 +1432,56 @@ impl CapStore for CampaignStore {
         if conditional(result.map(|_| ()), "UpdateItem")? {
             return Ok(Reservation::Reserved);
         }
-        // Refused: read why (rare; one strongly consistent read).
-        let attrs: Vec<String> = slots.keys().cloned().collect();
-        let caps = self.friend_caps(&[user.to_string()], &attrs).await?;
-        let why = caps.get(user).map_or(Some(Skip::Blocked), |f| f.refusal(member, slots, false)).unwrap_or(Skip::Cap);
-        Ok(Reservation::Refused(why))
+        // Refused: read why (rare; one strongly consistent read). Our own earlier reservation
+        // (a retry) is a success: the one update did it all.
+        let caps = self.friend_caps(&[user.to_string()], &demand.attributes()).await?;
+        let Some(friend) = caps.get(user) else { return Ok(Reservation::Refused(Skip::Blocked)) };
+        if !demand.transactional
+            && friend.following
+            && !friend.suppressed
+            && friend.last_push.as_ref().is_some_and(|(_, by)| by == &demand.member)
+        {
+            return Ok(Reservation::Reserved);
+        }
+        Ok(Reservation::Refused(friend.refusal(demand, now_ms).unwrap_or(Skip::Cap)))
     }
 
-    /// Gives the friend's slots of `member` back (the send surely did not go out).
-    async fn release(&self, user: &str, member: &str, attributes: &[String]) -> Result<(), BackendError> {
-        if attributes.is_empty() {
+    /// Gives the friend's slots of the demand's member back (the send surely did not go out),
+    /// and their last push before it while the last one recorded is this member's.
+    async fn release(&self, user: &str, demand: &Demand, attributes: &[String]) -> Result<(), BackendError> {
+        if demand.transactional {
             return Ok(());
         }
         let names: HashMap<String, String> =
             attributes.iter().enumerate().map(|(i, a)| (format!("#p{i}"), a.clone())).collect();
         let deletes: Vec<String> = (0..attributes.len()).map(|i| format!("#p{i} :ms")).collect();
-        self.client
-            .update_item()
-            .table_name(&self.users)
-            .key("userId", s(user))
-            .update_expression(format!("DELETE {}", deletes.join(", ")))
-            .condition_expression("attribute_exists(userId)")
-            .set_expression_attribute_names(Some(names))
-            .expression_attribute_values(":ms", AttributeValue::Ss(vec![member.to_string()]))
+        let members = AttributeValue::Ss(vec![demand.member.clone()]);
+        let update = |expression: String, condition: &str| {
+            let r = self
+                .client
+                .update_item()
+                .table_name(&self.users)
+                .key("userId", s(user))
+                .update_expression(expression)
+                .condition_expression(condition)
+                .set_expression_attribute_names((!names.is_empty()).then(|| names.clone()));
+            if deletes.is_empty() {
+                r
+            } else {
+                r.expression_attribute_values(":ms", members.clone())
+            }
+        };
+        let delete = if deletes.is_empty() { String::new() } else { format!(" DELETE {}", deletes.join(", ")) };
+        // The usual case: the last push recorded is this one; the one before comes back.
+        let restored = update(format!("SET lastPushAt = prevPushAt REMOVE lastPushBy{delete}"), "lastPushBy = :m")
+            .expression_attribute_values(":m", s(&demand.member))
             .send()
-            .await
-            .map(|_| ())
-            .or_else(|e| match &e {
-                SdkError::ServiceError(se) if se.err().is_conditional_check_failed_exception() => Ok(()),
-                _ => Err(err("UpdateItem", describe(&e))),
-            })
+            .await;
+        if conditional(restored.map(|_| ()), "UpdateItem")? || deletes.is_empty() {
+            return Ok(());
+        }
+        let result = update(format!("DELETE {}", deletes.join(", ")), "attribute_exists(userId)").send().await;
+        conditional(result.map(|_| ()), "UpdateItem").map(|_| ())
     }
 }
 

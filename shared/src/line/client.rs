@@ -142,8 +142,17 @@ impl LineClient {
 
     /// `POST /v2/bot/message/multicast` (billed per recipient): 1-500 user IDs, 1-5 messages,
     /// with the batch's retry key. A 409 comes back as [`LineError::RetryKeyAccepted`].
-    pub async fn multicast(&self, to: &[&str], messages: &[Value], retry_key: &str) -> Result<Accepted, LineError> {
-        let body = serde_json::json!({ "to": to, "messages": messages });
+    pub async fn multicast(
+        &self,
+        to: &[&str],
+        messages: &[Value],
+        retry_key: &str,
+        unit: Option<&str>,
+    ) -> Result<Accepted, LineError> {
+        let mut body = serde_json::json!({ "to": to, "messages": messages });
+        if let Some(unit) = unit {
+            body["customAggregationUnits"] = serde_json::json!([unit]);
+        }
         self.post("/v2/bot/message/multicast", &body, Some(retry_key)).await
     }
 

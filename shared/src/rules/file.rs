@@ -271,7 +271,8 @@ pub fn format_span(d: Duration) -> String {
     }
 }
 
-mod span {
+/// `30m`, `24h`, `7d` in YAML, a [`Duration`] in code.
+pub(crate) mod span {
     use super::*;
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

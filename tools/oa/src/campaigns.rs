@@ -7,10 +7,11 @@ use serde_json::{json, Value};
 use shared::adapters::tags::DynamoTags;
 use shared::campaign::file::{AccountSettings, CampaignFile};
 use shared::campaign::model::{Counters, Skip, State};
-use shared::campaign::plan::{batch_body, count, plan_body, Classifier};
-use shared::campaign::ports::{CampaignRepo, CapStore};
+use shared::campaign::plan::{count, plan_body, Classifier};
+use shared::campaign::ports::CampaignRepo;
 use shared::campaign::price::Plan;
-use shared::campaign::store::{retry_key, BatchState, Campaign, CampaignStore, Created};
+use shared::campaign::resume::{requeue, resumes_to};
+use shared::campaign::store::{retry_key, Campaign, CampaignStore, Created, Demand};
 use shared::line::client::LineClient;
 use shared::ports::WorkQueue;
 use shared::rules::store::{Publish, RulesStore};
@@ -121,22 +122,25 @@ impl Campaigns {
     pub async fn preview(&self, file_or_id: &str, now_ms: i64) -> Result<Value, Error> {
         let settings = self.settings_or_default().await?;
         let path = Path::new(file_or_id);
-        let (id, member, segment, transactional, holdout, budget, stored) = if path.exists() {
+        let (id, member, segment, transactional, holdout, budget, batch_size, stored) = if path.exists() {
             let (_, f) = load_campaign(path)?;
             let member = format!("{}~preview", f.id);
-            (f.id.clone(), member, f.segment.clone(), f.transactional, f.holdout, f.budget.map(|b| b.messages), false)
+            let budget = f.budget.map(|b| b.messages);
+            (f.id.clone(), member, f.segment.clone(), f.transactional, f.holdout, budget, f.batch_size, false)
         } else {
             let c = self
                 .store
                 .get(file_or_id)
                 .await?
                 .ok_or_else(|| format!("no campaign {file_or_id} (and no such file)"))?;
-            (c.id.clone(), c.cap_member(), c.segment.clone(), c.transactional, c.holdout_bps, c.budget, true)
+            let member = c.cap_member();
+            (c.id.clone(), member, c.segment.clone(), c.transactional, c.holdout_bps, c.budget, c.batch_size, true)
         };
         let expr = shared::segment::Expr::parse(&segment).map_err(|e| e.to_string())?;
-        let classifier =
-            Classifier::new(&id, member, &settings.caps, &settings.timezone, transactional, holdout, budget, now_ms);
-        let counted = count(&self.store, &self.index, &expr, &classifier, now_ms).await?;
+        let gap = settings.min_gap.map_or(0, |g| g.as_millis() as i64);
+        let demand = Demand::new(member, &settings.caps, &settings.timezone, transactional, gap, now_ms);
+        let classifier = Classifier::new(&id, demand, holdout, budget, now_ms);
+        let counted = count(&self.store, &self.index, &expr, &classifier, batch_size, now_ms).await?;
         let month = self.line.month().await?;
         let plan = settings.plan.resolve()?;
         let quote = plan.quote(month, counted.recipients);
@@ -179,7 +183,7 @@ impl Campaigns {
         let to = if c.not_before_ms > now_ms { State::Scheduled } else { State::Planning };
         let started = self
             .store
-            .start(id, &settings.caps, settings.timezone.name(), to, now_ms)
+            .start(id, &settings, to, now_ms)
             .await?
             .ok_or_else(|| format!("campaign {id} is {}, not a draft", c.state.name()))?;
         self.plans.send(&plan_body(&started)?, 0).await?;
@@ -187,8 +191,10 @@ impl Campaigns {
     }
 
     pub async fn pause(&self, id: &str) -> Result<Campaign, Error> {
-        self.change(id, &[State::Scheduled, State::Planning, State::Sending], State::Paused, Some("paused by a person"))
-            .await
+        // A campaign paused for its quiet hours can be paused for good: it then no longer resumes
+        // by itself.
+        let from = [State::Scheduled, State::Planning, State::Sending, State::Paused];
+        self.change(id, &from, State::Paused, Some("paused by a person")).await
     }
 
     pub async fn cancel(&self, id: &str) -> Result<Campaign, Error> {
@@ -208,39 +214,13 @@ impl Campaigns {
     pub async fn resume(&self, id: &str, now_ms: i64) -> Result<Campaign, Error> {
         let c = self.store.get(id).await?.ok_or_else(|| format!("no campaign {id}"))?;
         let c = match c.state {
-            State::Paused => {
-                // Back to waiting for the schedule only if nothing was planned yet.
-                let to = if c.not_before_ms > now_ms && c.plan_page == 0 {
-                    State::Scheduled
-                } else if c.plan_done {
-                    State::Sending
-                } else {
-                    State::Planning
-                };
-                self.change(id, &[State::Paused], to, None).await?
-            }
+            State::Paused => self.change(id, &[State::Paused], resumes_to(&c, now_ms), None).await?,
             State::Scheduled | State::Planning | State::Sending => c,
             other => {
                 return Err(format!("campaign {id} is {}: only a paused or sending one resumes", other.name()).into())
             }
         };
-        for (number, state) in self.store.open_batches(&c).await? {
-            if state == BatchState::Held {
-                let Some(batch) = self.store.batch(&c, number).await? else { continue };
-                // Slots of a batch held unfrozen go back before it can be reserved again.
-                if batch.slots_to_give_back() {
-                    for user in &batch.to {
-                        self.store.release(user, &c.cap_member(), &batch.cap_attrs).await?;
-                    }
-                    self.store.clear_cap_attrs(&c, number).await?;
-                }
-                if !self.store.unhold(&c, &batch).await? {
-                    continue;
-                }
-            }
-            self.batches.send(&batch_body(&c, number)?, 0).await?;
-        }
-        self.plans.send(&plan_body(&c)?, 0).await?;
+        requeue(&self.store, &self.store, self.batches.as_ref(), Some(self.plans.as_ref()), &c).await?;
         Ok(c)
     }
 
@@ -262,7 +242,7 @@ impl Campaigns {
             return Err("give 1-20 friends with --to".into());
         }
         let to: Vec<&str> = to.iter().map(String::as_str).collect();
-        let accepted = self.line.multicast(&to, &c.messages, &retry_key()).await?;
+        let accepted = self.line.multicast(&to, &c.messages, &retry_key(), None).await?;
         Ok(format!("test push of {id} to {} friends (request {})", to.len(), accepted.request_id.unwrap_or_default()))
     }
 }
