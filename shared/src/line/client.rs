@@ -149,10 +149,10 @@ impl LineClient {
         retry_key: &str,
         unit: Option<&str>,
     ) -> Result<Accepted, LineError> {
-        let mut body = serde_json::json!({ "to": to, "messages": messages });
-        if let Some(unit) = unit {
-            body["customAggregationUnits"] = serde_json::json!([unit]);
-        }
+        let body = match unit {
+            Some(unit) => serde_json::json!({ "to": to, "messages": messages, "customAggregationUnits": [unit] }),
+            None => serde_json::json!({ "to": to, "messages": messages }),
+        };
         self.post("/v2/bot/message/multicast", &body, Some(retry_key)).await
     }
 
