@@ -22,6 +22,8 @@ struct Store {
     campaigns: HashMap<String, Campaign>,
     batches: HashMap<BatchKey, Batch>,
     friends: HashMap<String, FriendCaps>,
+    /// The account budget's messages taken, by month.
+    budget_used: HashMap<String, u64>,
     /// A friend's last push before the one recorded (restored on release).
     prev_push: HashMap<String, Option<(i64, String)>>,
 }
@@ -117,6 +119,10 @@ impl MemoryCampaigns {
             true
         })
         .unwrap_or(false)
+    }
+
+    pub fn budget_used(&self, month: &str) -> u64 {
+        self.with(|s| s.budget_used.get(month).copied().unwrap_or(0)).unwrap_or(0)
     }
 
     pub fn stored_batch(&self, c: &Campaign, number: u32) -> Option<Batch> {
@@ -326,6 +332,38 @@ impl CampaignRepo for MemoryCampaigns {
         })
     }
 
+    async fn take_budget(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        month: &str,
+        n: u64,
+        limit: u64,
+    ) -> Result<bool, BackendError> {
+        self.with(|s| {
+            let Some(b) = s.batches.get_mut(&key(c, batch.number)) else { return false };
+            if b.budget.is_some() {
+                return true;
+            }
+            let used = s.budget_used.entry(month.to_string()).or_default();
+            if *used + n > limit {
+                return false;
+            }
+            *used += n;
+            b.budget = Some((month.to_string(), n));
+            true
+        })
+    }
+
+    async fn return_budget(&self, c: &Campaign, batch: &Batch) -> Result<(), BackendError> {
+        self.with(|s| {
+            let Some(b) = s.batches.get_mut(&key(c, batch.number)) else { return };
+            if let Some((month, n)) = b.budget.take() {
+                *s.budget_used.entry(month).or_default() -= n;
+            }
+        })
+    }
+
     async fn clear_cap_attrs(&self, c: &Campaign, number: u32) -> Result<(), BackendError> {
         self.with(|s| {
             if let Some(b) = s.batches.get_mut(&key(c, number)) {
@@ -412,6 +450,7 @@ fn planned_batch(number: u32, to: Vec<String>) -> Batch {
         call_open: false,
         attempts: 0,
         request_id: None,
+        budget: None,
     }
 }
 

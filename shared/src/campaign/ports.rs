@@ -76,6 +76,18 @@ pub trait CampaignRepo: Send + Sync {
     async fn mark_called(&self, c: &Campaign, number: u32, owner: &str, now_ms: i64) -> Result<bool, BackendError>;
     /// After a clear refusal while no earlier call was open: the batch is surely not taken.
     async fn close_call(&self, c: &Campaign, number: u32, owner: &str) -> Result<bool, BackendError>;
+    /// Takes the batch's `n` billable messages from the account's budget of `month` (most
+    /// `limit`), once per batch: true if taken now or before, false if they do not fit.
+    async fn take_budget(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        month: &str,
+        n: u64,
+        limit: u64,
+    ) -> Result<bool, BackendError>;
+    /// Gives a batch's budget back (it surely did not go out); nothing if it took none.
+    async fn return_budget(&self, c: &Campaign, batch: &Batch) -> Result<(), BackendError>;
     /// Forgets the batch's cap attributes once its slots were given back.
     async fn clear_cap_attrs(&self, c: &Campaign, number: u32) -> Result<(), BackendError>;
     async fn settle(

@@ -7,7 +7,8 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
 
-use super::model::{BatchMessage, Skip, Skips, State};
+use super::file::Period;
+use super::model::{period_attribute, BatchMessage, Skip, Skips, State};
 use super::pace::{Pacer, MAX_WAIT_MS};
 use super::plan::Classifier;
 use super::ports::{CampaignRepo, CapStore, Multicaster};
@@ -147,12 +148,26 @@ impl Sender<'_> {
             batch.skips = skips;
             batch.cap_attrs = attrs;
         }
-        let to = batch.send_list();
-        if to.is_empty() {
+        let count = batch.send_list().len() as u64;
+        if count == 0 {
             let outcome = settlement(BatchState::Skipped, 0, None, None);
             self.settle(c, batch, &outcome).await?;
             return Ok(Sent::AllSkipped);
         }
+        if let Some(limit) = c.policy.monthly_budget {
+            let zone = Zone::parse(&c.timezone).unwrap_or_default();
+            let at = Timestamp::from_millisecond(self.clock.now_ms()).unwrap_or(Timestamp::UNIX_EPOCH);
+            let month = period_attribute(Period::Month, at, &zone).replacen("cap#", "", 1);
+            if !self.store.take_budget(c, batch, &month, count, limit).await? {
+                let reason = format!("budget: the account's monthly budget of {limit} messages is used up ({month})");
+                self.pause(c, &reason).await?;
+                return self.hold(c, batch, !batch.call_open, reason).await;
+            }
+            if batch.budget.is_none() {
+                batch.budget = Some((month, count));
+            }
+        }
+        let to = batch.send_list();
         let key = batch.retry_key.clone().unwrap_or_default();
         // LINE may have taken the batch while a call is open: one made before this invocation
         // that never got a clear answer (its sender may have died during it), or an ambiguous
@@ -255,6 +270,7 @@ impl Sender<'_> {
                     if !maybe_taken {
                         self.release_all(&to, &demand, &batch.cap_attrs).await?;
                         self.store.clear_cap_attrs(c, batch.number).await?;
+                        self.store.return_budget(c, batch).await?;
                     }
                     return Ok(Sent::Failed(e.to_string()));
                 }
@@ -353,6 +369,7 @@ impl Sender<'_> {
             let demand = Classifier::of(c, self.clock.now_ms()).demand;
             self.release_all(&batch.send_list(), &demand, &batch.cap_attrs).await?;
             self.store.clear_cap_attrs(c, batch.number).await?;
+            self.store.return_budget(c, batch).await?;
         }
         Ok(Sent::Held(why))
     }
@@ -438,8 +455,20 @@ mod tests {
 
         /// A planning campaign with one batch of `to`, fully planned.
         async fn campaign(&self, id: &str, max_per_month: Option<u32>, to: &[String]) -> Campaign {
+            self.campaign_with(id, max_per_month, to, |_| {}).await
+        }
+
+        /// The same, its policy (or more) changed first.
+        async fn campaign_with(
+            &self,
+            id: &str,
+            max_per_month: Option<u32>,
+            to: &[String],
+            change: impl FnOnce(&mut Campaign),
+        ) -> Campaign {
             let caps: Vec<Cap> = max_per_month.map(|max| Cap { per: Period::Month, max }).into_iter().collect();
-            let c = campaign(id, &caps, false);
+            let mut c = campaign(id, &caps, false);
+            change(&mut c);
             self.store.insert(c.clone());
             let page = PlannedPage { segment: to.len() as u64, to: to.to_vec(), ..PlannedPage::default() };
             assert!(self.store.commit_page(&c, &page, None, 0).await.unwrap());
@@ -719,5 +748,104 @@ mod tests {
         let outcome = Settlement { sent: 2, ..settlement(BatchState::Sent, 2, None, None) };
         assert!(!w.store.settle(&c, &stale, "s1", &outcome, 0).await.unwrap());
         assert_eq!(w.counters("a").sent, 2);
+    }
+
+    #[tokio::test]
+    async fn a_429_is_the_monthly_limit_only_when_the_quota_endpoints_say_so() {
+        let friends = users(2);
+        let w = World::new(&friends);
+        let c = w.campaign("a", Some(2), &friends).await;
+        // LINE's words say "monthly limit", its quota has room: a rate limit, retried.
+        w.line.set_quota(Some(1_000));
+        w.line.script([Answer::Refuse(LineError::MonthlyLimit)]);
+        assert_eq!(w.send(&c, "s1").await.unwrap(), Sent::Sent { recipients: 2 });
+        assert!(w.pacer.state().cut.is_some(), "the fleet slowed down");
+        // Its words say "rate limit", the month is used up: the campaign pauses on the quota.
+        let c = w.campaign("b", None, &friends).await;
+        w.line.set_quota(Some(3));
+        w.line.script([Answer::Refuse(LineError::RateLimited)]);
+        assert!(matches!(w.send(&c, "s2").await.unwrap(), Sent::Held(_)));
+        let stored = w.store.campaign("b").unwrap();
+        assert_eq!(stored.state, State::Paused);
+        assert!(stored.reason.unwrap().starts_with("quota"));
+    }
+
+    #[tokio::test]
+    async fn a_friend_pushed_within_the_minimum_gap_is_skipped_and_a_held_push_gives_the_gap_back() {
+        let friends = users(2);
+        let w = World::new(&friends);
+        let gap = |c: &mut Campaign| c.policy.min_gap_ms = 3 * DAY_MS;
+        let a = w.campaign_with("a", Some(4), &friends[..1], gap).await;
+        assert_eq!(w.send(&a, "s1").await.unwrap(), Sent::Sent { recipients: 1 });
+        // Two days later, across the month boundary the caps alone would allow: not again.
+        w.clock.0.fetch_add(2 * DAY_MS, Ordering::SeqCst);
+        let b = w.campaign_with("b", Some(4), &friends, gap).await;
+        assert_eq!(w.send(&b, "s2").await.unwrap(), Sent::Sent { recipients: 1 });
+        assert_eq!(w.counters("b").skipped.cap, 1, "within 3 days of the last push");
+        assert_eq!(w.line.received(&friends[0]), 1);
+        // A push LINE never took gives the friend's gap back.
+        w.clock.0.fetch_add(4 * DAY_MS, Ordering::SeqCst);
+        let c = w.campaign_with("c", Some(4), &friends, gap).await;
+        w.line.script([Answer::Refuse(LineError::Unauthorized)]);
+        assert!(matches!(w.send(&c, "s3").await.unwrap(), Sent::Held(_)));
+        w.clock.0.fetch_add(DAY_MS, Ordering::SeqCst);
+        let d = w.campaign_with("d", Some(4), &friends, gap).await;
+        assert_eq!(w.send(&d, "s4").await.unwrap(), Sent::Sent { recipients: 2 }, "the held push is forgotten");
+    }
+
+    #[tokio::test]
+    async fn the_account_budget_holds_across_campaigns_and_the_campaign_that_would_pass_it_pauses() {
+        let friends = users(6);
+        let w = World::new(&friends);
+        let budget = |c: &mut Campaign| c.policy.monthly_budget = Some(5);
+        let a = w.campaign_with("a", None, &friends[..3], budget).await;
+        assert_eq!(w.send(&a, "s1").await.unwrap(), Sent::Sent { recipients: 3 });
+        let b = w.campaign_with("b", None, &friends[3..], budget).await;
+        assert!(matches!(w.send(&b, "s2").await.unwrap(), Sent::Held(r) if r.starts_with("budget")));
+        assert_eq!(w.store.campaign("b").unwrap().state, State::Paused);
+        assert_eq!(w.store.budget_used("m2026-11"), 3, "the refused batch took nothing");
+        assert!(friends[3..].iter().all(|u| w.line.received(u) == 0));
+        assert!(friends[3..].iter().all(|u| w.store.cap_set(u, &w.month()).is_empty()));
+    }
+
+    #[tokio::test]
+    async fn quiet_hours_pause_the_campaign_and_the_planner_resumes_it_when_they_end() {
+        let friends = users(2);
+        let w = World::new(&friends); // 2026-11-15T00:00Z: inside 22:00-06:00 UTC
+        let quiet =
+            |c: &mut Campaign| c.policy.quiet_hours = Some(crate::rules::window::Hours::parse("22:00-06:00").unwrap());
+        let c = w.campaign_with("a", Some(2), &friends, quiet).await;
+        let sent = w.send(&c, "s1").await.unwrap();
+        assert!(matches!(&sent, Sent::Held(r) if r.starts_with("quiet hours")), "{sent:?}");
+        let paused = w.store.campaign("a").unwrap();
+        let six = 1_794_700_800_000 + 6 * 3600 * 1000;
+        assert_eq!((paused.state, paused.resume_at_ms), (State::Paused, Some(six)));
+        assert_eq!(w.plans.sent().iter().map(|(_, d)| *d).collect::<Vec<_>>(), [900], "looks again in 15 min");
+        assert!(friends.iter().all(|u| w.line.received(u) == 0 && w.store.cap_set(u, &w.month()).is_empty()));
+        let batches = MemoryQueue::default();
+        let index = crate::segment::resolve::MemoryIndex::new(std::iter::empty());
+        let planner = crate::campaign::plan::Planner {
+            store: &w.store,
+            caps: &w.store,
+            index: &index,
+            batches: &batches,
+            plans: &w.plans,
+            clock: &w.clock,
+        };
+        let message = crate::campaign::model::PlanMessage { campaign: "a".into(), run: c.run.clone() };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // Still quiet: the planner looks again later.
+        w.clock.0.fetch_add(5 * 3600 * 1000, Ordering::SeqCst);
+        planner.run(&message, deadline).await.unwrap();
+        assert_eq!(w.store.campaign("a").unwrap().state, State::Paused);
+        assert!(batches.sent().is_empty());
+        // Quiet hours over: resumed, the held batch queued again, and it goes out once.
+        w.clock.0.fetch_add(3600 * 1000, Ordering::SeqCst);
+        planner.run(&message, deadline).await.unwrap();
+        let queued: std::collections::BTreeSet<String> = batches.sent().into_iter().map(|(b, _)| b).collect();
+        assert_eq!(queued.len(), 1, "the held batch (duplicates are harmless)");
+        assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Sent { recipients: 2 });
+        assert!(friends.iter().all(|u| w.line.received(u) == 1));
+        assert_eq!(w.store.campaign("a").unwrap().state, State::Done);
     }
 }

@@ -46,6 +46,27 @@ fn meta_key(id: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([("pk".into(), s(&format!("c#{id}"))), ("sk".into(), s("meta"))])
 }
 
+/// The account's billable messages in one month (`monthlyBudget`), across campaigns.
+fn budget_key(month: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".into(), s("budget#account")), ("sk".into(), s(month))])
+}
+
+/// Messages the account's campaigns took from `month`'s budget (`m2026-11`).
+impl CampaignStore {
+    pub async fn budget_used(&self, month: &str) -> Result<u64, BackendError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(budget_key(month)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| err("GetItem", describe(&e)))?;
+        Ok(out.item.as_ref().map_or(0, |i| uint(i, "used")))
+    }
+}
+
 fn batch_key(id: &str, run: &str, number: u32) -> HashMap<String, AttributeValue> {
     HashMap::from([("pk".into(), s(&format!("c#{id}"))), ("sk".into(), s(&format!("b#{run}#{number:06}")))])
 }
@@ -295,6 +316,8 @@ pub struct Batch {
     pub call_open: bool,
     pub attempts: u64,
     pub request_id: Option<String>,
+    /// The account budget month and messages this batch took (`monthlyBudget`).
+    pub budget: Option<(String, u64)>,
 }
 
 impl Batch {
@@ -646,6 +669,98 @@ impl CampaignStore {
             Err(e) => Err(err("TransactWriteItems", describe(&e))),
         };
         Ok(answer)
+    }
+
+    /// The run's batches whose outcome is unknown, by number.
+    pub async fn unknown_batches(&self, c: &Campaign) -> Result<Vec<u32>, BackendError> {
+        let mut out = vec![];
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.campaigns)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .filter_expression("#state = :unknown")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":pk", s(&format!("c#{}", c.id)))
+                .expression_attribute_values(":prefix", s(&format!("b#{}#", c.run)))
+                .expression_attribute_values(":unknown", s(BatchState::Unknown.name()))
+                .projection_expression("sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| err("Query", describe(&e)))?;
+            out.extend(page.items().iter().filter_map(|i| text(i, "sk")?.rsplit('#').next()?.parse::<u32>().ok()));
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// A person's decision on a batch whose outcome is unknown: `delivered` (LINE's statistics
+    /// show it went out) counts its recipients sent; otherwise they count failed and the batch's
+    /// slots are to be given back. Then a campaign with no unknown outcome left is done.
+    pub async fn resolve_unknown(&self, c: &Campaign, batch: &Batch, delivered: bool) -> Result<bool, BackendError> {
+        let n_to = batch.send_list().len() as i64;
+        let to = if delivered { BatchState::Sent } else { BatchState::Failed };
+        let mut update = "SET #state = :to, resolvedAt = :now".to_string();
+        if delivered {
+            update.push_str(" REMOVE capAttrs");
+        }
+        let batch_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+            .update_expression(update)
+            .condition_expression("#state = :unknown")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":to", s(to.name()))
+            .expression_attribute_values(":unknown", s(BatchState::Unknown.name()))
+            .expression_attribute_values(":now", n(crate::ports::Clock::now_ms(&crate::ports::SystemClock)))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let meta_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(&c.id)))
+            .update_expression(format!("ADD #unknown :minus, {} :n", if delivered { "sent" } else { "failed" }))
+            .condition_expression("#run = :run")
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_names("#unknown", "unknown")
+            .expression_attribute_values(":minus", n(-n_to))
+            .expression_attribute_values(":n", n(n_to))
+            .expression_attribute_values(":run", s(&c.run))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        self.transact(vec![
+            TransactWriteItem::builder().update(batch_update).build(),
+            TransactWriteItem::builder().update(meta_update).build(),
+        ])
+        .await
+    }
+
+    /// Needs attention → done once no outcome is unknown any more.
+    pub async fn done_when_resolved(&self, c: &Campaign) -> Result<bool, BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(&c.id)))
+            .update_expression("SET #state = :done REMOVE reason")
+            .condition_expression("#run = :run AND #state = :needs AND #unknown = :zero")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_names("#unknown", "unknown")
+            .expression_attribute_values(":done", s(State::Done.name()))
+            .expression_attribute_values(":needs", s(State::NeedsAttention.name()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":run", s(&c.run))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
     }
 
     // ---- caps, on the users table -------------------------------------------------------------
@@ -1054,6 +1169,7 @@ impl CampaignRepo for CampaignStore {
             call_open: flag(&item, "callOpen"),
             attempts: uint(&item, "attempts"),
             request_id: text(&item, "requestId").map(str::to_string),
+            budget: text(&item, "budgetMonth").map(|m| (m.to_string(), uint(&item, "budgetTaken"))),
             to,
         }))
     }
@@ -1186,6 +1302,70 @@ impl CampaignRepo for CampaignStore {
     }
 
     /// Forgets the cap attributes once the batch's slots were given back.
+    async fn take_budget(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        month: &str,
+        count: u64,
+        limit: u64,
+    ) -> Result<bool, BackendError> {
+        if batch.budget.is_some() {
+            return Ok(true);
+        }
+        let batch_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+            .update_expression("SET budgetMonth = :m, budgetTaken = :n")
+            .condition_expression("attribute_not_exists(budgetMonth)")
+            .expression_attribute_values(":m", s(month))
+            .expression_attribute_values(":n", n(count))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let budget_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(budget_key(month)))
+            .update_expression("ADD used :n")
+            .condition_expression("attribute_not_exists(used) OR used <= :room")
+            .expression_attribute_values(":n", n(count))
+            .expression_attribute_values(":room", n(limit as i64 - count as i64))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        if count > limit {
+            return Ok(false);
+        }
+        self.transact(vec![
+            TransactWriteItem::builder().update(batch_update).build(),
+            TransactWriteItem::builder().update(budget_update).build(),
+        ])
+        .await
+    }
+
+    async fn return_budget(&self, c: &Campaign, batch: &Batch) -> Result<(), BackendError> {
+        let Some((month, count)) = &batch.budget else { return Ok(()) };
+        let batch_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+            .update_expression("REMOVE budgetMonth, budgetTaken")
+            .condition_expression("budgetMonth = :m")
+            .expression_attribute_values(":m", s(month))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let budget_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(budget_key(month)))
+            .update_expression("ADD used :minus")
+            .expression_attribute_values(":minus", n(-(*count as i64)))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        self.transact(vec![
+            TransactWriteItem::builder().update(batch_update).build(),
+            TransactWriteItem::builder().update(budget_update).build(),
+        ])
+        .await
+        .map(|_| ())
+    }
+
     async fn clear_cap_attrs(&self, c: &Campaign, number: u32) -> Result<(), BackendError> {
         self.client
             .update_item()
@@ -1234,7 +1414,8 @@ impl CampaignRepo for CampaignStore {
             .update_expression(format!(
                 "SET {} REMOVE leaseUntil, leaseOwner{}",
                 set.join(", "),
-                if outcome.release_slots { "" } else { ", capAttrs" }
+                // An unknown outcome keeps its cap attributes until a person resolves it.
+                if outcome.release_slots || outcome.state == BatchState::Unknown { "" } else { ", capAttrs" }
             ))
             .condition_expression("#state = :from AND leaseOwner = :owner")
             .expression_attribute_names("#state", "state")

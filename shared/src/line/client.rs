@@ -176,6 +176,25 @@ impl LineClient {
         })
     }
 
+    /// `GET /v2/bot/followers/ids`: one page of up to 1,000 following friends' IDs (LINE leaves
+    /// out friends who blocked the account) and where the next page starts. Verified and premium
+    /// accounts only: others get [`LineError::Forbidden`].
+    pub async fn followers(&self, start: Option<&str>) -> Result<(Vec<String>, Option<String>), LineError> {
+        let mut url =
+            reqwest::Url::parse("http://line/v2/bot/followers/ids").map_err(|e| LineError::Transport(e.to_string()))?;
+        url.query_pairs_mut().append_pair("limit", "1000");
+        if let Some(start) = start {
+            url.query_pairs_mut().append_pair("start", start);
+        }
+        let page = self.get(&format!("{}?{}", url.path(), url.query().unwrap_or_default())).await?;
+        let ids = page
+            .get("userIds")
+            .and_then(Value::as_array)
+            .map(|ids| ids.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
+        Ok((ids, page.get("next").and_then(Value::as_str).map(str::to_string)))
+    }
+
     async fn get(&self, path: &str) -> Result<Value, LineError> {
         const TOKEN: SecretName = SecretName::ChannelAccessToken;
         let used = self.secrets.current();

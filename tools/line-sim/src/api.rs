@@ -25,6 +25,7 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/v2/bot/message/quota", get(quota))
         .route("/v2/bot/message/quota/consumption", get(consumption))
         .route("/v2/bot/profile/{user_id}", get(profile))
+        .route("/v2/bot/followers/ids", get(followers))
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -154,4 +155,18 @@ async fn profile(AxumState(sim): AxumState<Arc<Sim>>, Path(user_id): Path<String
         _ => Err(Refusal::new(404, "Not found")),
     })
     .await
+}
+
+#[derive(serde::Deserialize)]
+struct FollowersQuery {
+    start: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn followers(
+    AxumState(sim): AxumState<Arc<Sim>>,
+    axum::extract::Query(q): axum::extract::Query<FollowersQuery>,
+    headers: HeaderMap,
+) -> Response {
+    handle(&sim, Api::Followers, &headers, &[], |st, _, _| st.followers(q.start.as_deref(), q.limit)).await
 }

@@ -18,10 +18,12 @@ pub enum Api {
     Quota,
     Profile,
     Validate,
+    Followers,
 }
 
 impl Api {
-    pub const ALL: [Api; 6] = [Api::Reply, Api::Push, Api::Multicast, Api::Quota, Api::Profile, Api::Validate];
+    pub const ALL: [Api; 7] =
+        [Api::Reply, Api::Push, Api::Multicast, Api::Quota, Api::Profile, Api::Validate, Api::Followers];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -31,6 +33,7 @@ impl Api {
             Api::Quota => "quota",
             Api::Profile => "profile",
             Api::Validate => "validate",
+            Api::Followers => "followers",
         }
     }
 
@@ -53,6 +56,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Requests kept in the request log.
     pub log_capacity: usize,
+    /// Whether the account may list its followers (LINE: verified and premium accounts only).
+    pub followers_api: bool,
 }
 
 impl Default for Settings {
@@ -65,12 +70,14 @@ impl Default for Settings {
                 (Api::Quota, 2_000.0),
                 (Api::Profile, 2_000.0),
                 (Api::Validate, 2_000.0),
+                (Api::Followers, 2_000.0),
             ]),
             monthly_quota: None,
             reply_token_ttl_secs: 60,
             hang_ms: 30_000,
             max_body_bytes: 2 * 1024 * 1024,
             log_capacity: 10_000,
+            followers_api: true,
         }
     }
 }
@@ -220,6 +227,8 @@ pub struct State {
     pub log: VecDeque<LogEntry>,
     pub counters: BTreeMap<String, u64>,
     usage: HashMap<String, u64>,
+    /// `customAggregationUnits` names used, by month (LINE allows 1,000 a month).
+    units: HashMap<String, HashSet<String>>,
     buckets: HashMap<Api, Bucket>,
     pub faults: BTreeMap<Api, Faults>,
     /// Webhook events sent, by webhookEventId, for redelivery.
@@ -256,6 +265,7 @@ impl State {
             log: VecDeque::new(),
             counters: BTreeMap::new(),
             usage: HashMap::new(),
+            units: HashMap::new(),
             buckets: HashMap::new(),
             faults: BTreeMap::new(),
             sent_events: HashMap::new(),
@@ -490,7 +500,12 @@ impl State {
             );
         }
         let messages = messages(body)?;
+        let unit = self.aggregation_unit(body)?;
         self.check_retry_key(retry_key)?;
+        if let Some(unit) = unit {
+            let month = month_of(self.now_ms());
+            self.units.entry(month).or_default().insert(unit);
+        }
         let mut seen = HashSet::new();
         let reachable: Vec<&str> = to.into_iter().filter(|u| seen.insert(*u) && self.reachable(u)).collect();
         self.bill(reachable.len() as u64)?;
@@ -499,6 +514,53 @@ impl State {
         }
         self.accept_retry_key(retry_key, request_id);
         Ok(Outcome { delivered_to: reachable.len(), billed: reachable.len() as u64, body: json!({}) })
+    }
+}
+
+impl State {
+    /// `customAggregationUnits`: at most one name, `^[a-zA-Z0-9_]{1,30}$`, and at most 1,000
+    /// names a month.
+    fn aggregation_unit(&self, body: &Value) -> Result<Option<String>, Refusal> {
+        let Some(units) = body.get("customAggregationUnits") else { return Ok(None) };
+        let bad = |m: &str| Refusal::new(400, "The request body has 1 error(s)").detail("customAggregationUnits", m);
+        let list = units.as_array().ok_or_else(|| bad("Must be an array"))?;
+        let [unit] = list.as_slice() else { return Err(bad("Size must be between 0 and 1")) };
+        let unit = unit.as_str().unwrap_or_default();
+        let ok = (1..=30).contains(&unit.len()) && unit.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok {
+            return Err(bad("Must match pattern ^[a-zA-Z0-9_]{1,30}$"));
+        }
+        let used = self.units.get(&month_of(self.now_ms()));
+        if used.is_some_and(|u| u.len() >= 1_000 && !u.contains(unit)) {
+            return Err(Refusal::new(400, "The number of custom aggregation units this month exceeds the limit"));
+        }
+        Ok(Some(unit.to_string()))
+    }
+
+    /// `GET /v2/bot/followers/ids`: following friends' IDs (not those who blocked the account),
+    /// `limit` a page (at most 1,000), in a stable order; `next` is where the next page starts.
+    pub fn followers(&self, start: Option<&str>, limit: Option<usize>) -> Result<Outcome, Refusal> {
+        if !self.settings.followers_api {
+            return Err(Refusal::new(403, "Access to this API is not available for your account"));
+        }
+        let limit = limit.unwrap_or(1_000);
+        if !(1..=1_000).contains(&limit) {
+            return Err(Refusal::new(400, "The request body has 1 error(s)").detail("limit", "Must be 1-1000"));
+        }
+        let mut ids: Vec<&str> = self.friends.values().filter(|f| !f.blocked).map(|f| f.user_id.as_str()).collect();
+        ids.sort_unstable();
+        let from = match start {
+            Some(token) => ids.partition_point(|u| *u <= token),
+            None => 0,
+        };
+        let page: Vec<&str> = ids.iter().skip(from).take(limit).copied().collect();
+        let mut body = json!({ "userIds": page });
+        if from + page.len() < ids.len() {
+            if let Some(last) = page.last() {
+                body["next"] = json!(last);
+            }
+        }
+        Ok(Outcome { delivered_to: 0, billed: 0, body })
     }
 }
 

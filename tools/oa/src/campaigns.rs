@@ -8,7 +8,7 @@ use shared::adapters::tags::DynamoTags;
 use shared::campaign::file::{AccountSettings, CampaignFile};
 use shared::campaign::model::{Counters, Skip, State};
 use shared::campaign::plan::{count, plan_body, Classifier};
-use shared::campaign::ports::CampaignRepo;
+use shared::campaign::ports::{CampaignRepo, CapStore};
 use shared::campaign::price::Plan;
 use shared::campaign::resume::{requeue, resumes_to};
 use shared::campaign::store::{retry_key, Campaign, CampaignStore, Created, Demand};
@@ -222,6 +222,33 @@ impl Campaigns {
         };
         requeue(&self.store, &self.store, self.batches.as_ref(), Some(self.plans.as_ref()), &c).await?;
         Ok(c)
+    }
+
+    /// A person's decision on the batches whose outcome is unknown (LINE may or may not have
+    /// delivered them, and forgot their retry keys): `delivered` counts them sent; otherwise they
+    /// count failed and their friends' cap slots are given back. Returns how many batches and
+    /// recipients were resolved.
+    pub async fn resolve(&self, id: &str, delivered: bool) -> Result<(usize, u64, Campaign), Error> {
+        let c = self.store.get(id).await?.ok_or_else(|| format!("no campaign {id}"))?;
+        let mut recipients = 0;
+        let numbers = self.store.unknown_batches(&c).await?;
+        for number in &numbers {
+            let Some(batch) = self.store.batch(&c, *number).await? else { continue };
+            if !self.store.resolve_unknown(&c, &batch, delivered).await? {
+                continue;
+            }
+            recipients += batch.send_list().len() as u64;
+            if !delivered {
+                let demand = Classifier::of(&c, 0).demand;
+                for user in batch.send_list() {
+                    self.store.release(user, &demand, &batch.cap_attrs).await?;
+                }
+                self.store.clear_cap_attrs(&c, *number).await?;
+                self.store.return_budget(&c, &batch).await?;
+            }
+        }
+        self.store.done_when_resolved(&c).await?;
+        Ok((numbers.len(), recipients, self.store.get(id).await?.ok_or("the campaign vanished")?))
     }
 
     async fn change(&self, id: &str, from: &[State], to: State, reason: Option<&str>) -> Result<Campaign, Error> {

@@ -4,6 +4,7 @@
 //! use them all.
 
 pub mod campaigns;
+pub mod friends;
 pub mod front;
 pub mod poller;
 pub mod rules;

@@ -51,9 +51,25 @@ enum Command {
     /// Opt-outs: friends never pushed.
     #[command(subcommand)]
     Suppress(SuppressCommand),
-    /// Campaigns: create, preview (price), start, status, pause, resume, cancel, test.
+    /// Campaigns: create, preview (price), start, status, pause, resume, cancel, resolve, test.
     #[command(subcommand)]
     Campaign(CampaignCommand),
+    /// Friends from before the backend: LINE's follower list into the users table.
+    #[command(subcommand)]
+    Friends(FriendsCommand),
+}
+
+#[derive(Subcommand)]
+enum FriendsCommand {
+    /// Record every follower LINE lists as following (friends whose state events recorded are
+    /// left alone); goes on where an unfinished import stopped. Verified and premium accounts only.
+    Import {
+        /// Start from LINE's first page, forgetting an unfinished import's place.
+        #[arg(long)]
+        restart: bool,
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
 }
 
 #[derive(Args)]
@@ -162,6 +178,18 @@ enum CampaignCommand {
     },
     Resume {
         id: String,
+        #[command(flatten)]
+        env: CampaignEnv,
+    },
+    /// Decide the batches whose outcome is unknown (LINE's answer never came and its retry keys
+    /// are forgotten after 24 h): check LINE's statistics (the campaign's aggregationUnit), then
+    /// say --delivered (counted sent) or --not-delivered (counted failed, cap slots given back).
+    Resolve {
+        id: String,
+        #[arg(long, conflicts_with = "not_delivered", required_unless_present = "not_delivered")]
+        delivered: bool,
+        #[arg(long)]
+        not_delivered: bool,
         #[command(flatten)]
         env: CampaignEnv,
     },
@@ -480,6 +508,7 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
         Command::Settings(command) => settings(command, local).await,
         Command::Suppress(command) => suppress(command, local).await,
         Command::Campaign(command) => campaign(command, local).await,
+        Command::Friends(command) => friends(command, local).await,
         Command::Webhook(WebhookCommand::Sign { file, secret }) => {
             let body = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             println!("{}", shared::line::signature::sign(&secret, &body));
@@ -760,6 +789,32 @@ async fn campaigns(env: &CampaignEnv, local: bool, change: Option<&str>) -> Resu
     })
 }
 
+async fn friends(command: FriendsCommand, local: bool) -> Result<(), AnyError> {
+    let FriendsCommand::Import { restart, env } = command;
+    let c = campaigns(&env, local, Some(&format!("import followers into table {}", env.users_table))).await?;
+    let dynamodb = c.store.client().clone();
+    let friends = shared::adapters::dynamodb::DynamoFriends::new(dynamodb.clone(), &env.users_table);
+    let import = oa::friends::Import {
+        line: &c.line,
+        friends: &friends,
+        dynamodb: &dynamodb,
+        campaigns_table: &env.campaigns_table,
+    };
+    let done = import
+        .run(restart, sample::now_ms(), |p| {
+            eprintln!("page {}: {} listed, {} new", p.pages, p.listed, p.added);
+        })
+        .await?;
+    println!(
+        "imported: {} followers listed by LINE, {} recorded as following, {} already known{}",
+        done.listed,
+        done.added,
+        done.listed - done.added,
+        if done.resumed { " (went on from an unfinished import)" } else { "" }
+    );
+    Ok(())
+}
+
 async fn settings(command: SettingsCommand, local: bool) -> Result<(), AnyError> {
     let now = sample::now_ms();
     match command {
@@ -914,6 +969,15 @@ async fn campaign(command: CampaignCommand, local: bool) -> Result<(), AnyError>
         CampaignCommand::Resume { id, env } => {
             let c = campaigns(&env, local, Some(&format!("resume campaign {id} (billed pushes)"))).await?;
             println!("campaign {id} is {}", c.resume(&id, now).await?.state.name());
+        }
+        CampaignCommand::Resolve { id, delivered, not_delivered: _, env } => {
+            let c = campaigns(&env, local, Some(&format!("resolve unknown outcomes of campaign {id}"))).await?;
+            let (batches, recipients, after) = c.resolve(&id, delivered).await?;
+            let said = if delivered { "delivered" } else { "not delivered" };
+            println!(
+                "{batches} batches ({recipients} friends) resolved as {said}; campaign {id} is {}",
+                after.state.name()
+            );
         }
         CampaignCommand::Cancel { id, env } => {
             let c = campaigns(&env, local, Some(&format!("cancel campaign {id}"))).await?;
