@@ -37,6 +37,8 @@ pub struct CampaignRig {
     pub clock: Arc<ShiftedClock>,
     pub store: CampaignStore,
     dir: std::path::PathBuf,
+    sender_config: multicast::config::Config,
+    secrets: Arc<Secrets>,
 }
 
 fn vars(env: &BTreeMap<String, String>) -> HashMap<&str, &str> {
@@ -53,10 +55,8 @@ impl CampaignRig {
         let base = sim.base_url();
         let template = oa::stack::Template::load(&repo_root().join("infra/template.yaml")).unwrap();
         let clock = Arc::new(ShiftedClock::default());
-        let secrets = || async {
-            let store = StaticStore(BTreeMap::from([(SecretName::ChannelAccessToken, Secret::new(ACCESS_TOKEN))]));
-            Arc::new(Secrets::load(Arc::new(store), &[SecretName::ChannelAccessToken]).await.unwrap())
-        };
+        let store = StaticStore(BTreeMap::from([(SecretName::ChannelAccessToken, Secret::new(ACCESS_TOKEN))]));
+        let secrets = Arc::new(Secrets::load(Arc::new(store), &[SecretName::ChannelAccessToken]).await.unwrap());
 
         let env = stack.stack.function_env(&template, "CampaignFunction").unwrap();
         let config = campaign::config::Config::from_env(&vars(&env)).expect("the template configures the planner");
@@ -70,9 +70,10 @@ impl CampaignRig {
         v.insert("LINE_API_BASE", &base);
         v.insert("LINE_HTTP_TIMEOUT_MS", "1000");
         v.insert("SEND_BACKOFF_MS", "20");
-        let config = multicast::config::Config::from_env(&v).expect("the template configures the sender");
+        let sender_config = multicast::config::Config::from_env(&v).expect("the template configures the sender");
         let mut sender =
-            multicast::Deps::from_parts(&config, secrets().await, stack.dynamodb.clone(), stack.sqs.clone()).unwrap();
+            multicast::Deps::from_parts(&sender_config, secrets.clone(), stack.dynamodb.clone(), stack.sqs.clone())
+                .unwrap();
         sender.clock = clock.clone();
 
         let store =
@@ -81,13 +82,13 @@ impl CampaignRig {
             store: store.clone(),
             settings: RulesStore::settings(stack.dynamodb.clone(), stack.table("RulesTable")),
             index: DynamoTags::reader(stack.dynamodb.clone(), stack.table("TagsTable"), stack.table("UsersTable")),
-            line: LineClient::new(&base, secrets().await, Duration::from_secs(2)).unwrap(),
+            line: LineClient::new(&base, secrets.clone(), Duration::from_secs(2)).unwrap(),
             plans: Box::new(SqsWorkQueue::new(stack.sqs.clone(), stack.queue_url("CampaignQueue"))),
             batches: Box::new(SqsWorkQueue::new(stack.sqs.clone(), stack.queue_url("MulticastQueue"))),
         };
         let dir = std::env::temp_dir().join(format!("campaign-rig-{}", ulid::Ulid::new()));
         std::fs::create_dir_all(&dir).unwrap();
-        let rig = CampaignRig { stack, sim, oa, planner, sender, clock, store, dir };
+        let rig = CampaignRig { stack, sim, oa, planner, sender, clock, store, dir, sender_config, secrets };
         let path = rig.write("account.yaml", account);
         rig.oa.apply_settings(&path, rig.clock.now_ms()).await.expect("settings apply");
         rig
@@ -165,6 +166,59 @@ impl CampaignRig {
         }
     }
 
+    /// Sends multicast-queue with `n` senders at once, each its own invocation (its own
+    /// connections and view of the send schedule; only DynamoDB is shared), taking up to 4
+    /// records a receive as the event source does, until the queue is empty and nobody is busy.
+    /// Returns the failures seen.
+    pub async fn send_with_fleet(&self, n: usize, within: Duration) -> usize {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let busy = AtomicUsize::new(0);
+        let failures = AtomicUsize::new(0);
+        let start = Instant::now();
+        let fleet: Vec<multicast::Deps> = (0..n)
+            .map(|_| {
+                let mut d = multicast::Deps::from_parts(
+                    &self.sender_config,
+                    self.secrets.clone(),
+                    self.stack.dynamodb.clone(),
+                    self.stack.sqs.clone(),
+                )
+                .unwrap();
+                d.clock = self.clock.clone();
+                d
+            })
+            .collect();
+        let members = fleet.iter().map(|deps| self.fleet_member(deps, &busy, &failures, start, within));
+        futures::future::join_all(members).await;
+        failures.load(Ordering::SeqCst)
+    }
+
+    async fn fleet_member(
+        &self,
+        deps: &multicast::Deps,
+        busy: &std::sync::atomic::AtomicUsize,
+        failures: &std::sync::atomic::AtomicUsize,
+        start: Instant,
+        within: Duration,
+    ) {
+        use std::sync::atomic::Ordering;
+        loop {
+            busy.fetch_add(1, Ordering::SeqCst);
+            let records = self.receive_up_to("MulticastQueue", 4).await;
+            if !records.is_empty() {
+                let response = multicast::handler::handle_batch(deps, &records).await;
+                failures.fetch_add(self.settle("MulticastQueue", &records, &response).await, Ordering::SeqCst);
+            }
+            let others = busy.fetch_sub(1, Ordering::SeqCst) - 1;
+            if (records.is_empty() && others == 0) || start.elapsed() > within {
+                return;
+            }
+            if records.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
     /// Plans only: campaign-queue until it is empty; multicast-queue is left alone.
     pub async fn plan_only(&self) {
         loop {
@@ -180,9 +234,14 @@ impl CampaignRig {
 
     /// The campaign runs in a friend's cap set of this month.
     pub async fn cap_set(&self, user: &str) -> Vec<String> {
+        self.cap_set_at(user, self.clock.now_ms()).await
+    }
+
+    /// The campaign runs in a friend's cap set of the month of `at_ms`.
+    pub async fn cap_set_at(&self, user: &str, at_ms: i64) -> Vec<String> {
         let item = crate::get_item(&self.stack.dynamodb, self.stack.table("UsersTable"), "userId", user).await;
         let zone = shared::rules::window::Zone::parse("Asia/Taipei").unwrap();
-        let now = jiff::Timestamp::from_millisecond(self.clock.now_ms()).unwrap();
+        let now = jiff::Timestamp::from_millisecond(at_ms).unwrap();
         let attr = shared::campaign::model::period_attribute(shared::campaign::file::Period::Month, now, &zone);
         item.and_then(|i| i.get(&attr).and_then(|v| v.as_ss().ok()).cloned()).unwrap_or_default()
     }
@@ -205,12 +264,16 @@ impl CampaignRig {
     }
 
     async fn receive(&self, queue: &str) -> Vec<SqsMessage> {
+        self.receive_up_to(queue, 10).await
+    }
+
+    async fn receive_up_to(&self, queue: &str, most: i32) -> Vec<SqsMessage> {
         let out = self
             .stack
             .sqs
             .receive_message()
             .queue_url(self.stack.queue_url(queue))
-            .max_number_of_messages(10)
+            .max_number_of_messages(most)
             .wait_time_seconds(0)
             .send()
             .await
@@ -254,6 +317,21 @@ impl CampaignRig {
         failed.len()
     }
 
+    /// Every sum of the counters holds, and what line-sim delivered per friend is what they say.
+    pub async fn assert_adds_up(&self, id: &str, friends: &[String]) {
+        let c = self.campaign(id).await;
+        assert!(c.counters.problems(c.plan_done).is_empty(), "{:?}", c.counters.problems(c.plan_done));
+        let k = c.counters;
+        assert_eq!(k.planned, k.sent + k.skipped.total() + k.failed + k.held + k.unknown, "{k:?}");
+        let mut received = 0;
+        for f in friends {
+            let n = self.received(f).await;
+            assert!(n <= 1, "{f} received {n} multicasts of one campaign");
+            received += n as u64;
+        }
+        assert_eq!(received, k.sent, "line-sim delivered {received}, the counters say {}", k.sent);
+    }
+
     /// Multicast requests each friend received (test pushes and replies are not multicasts).
     pub async fn received(&self, user: &str) -> usize {
         self.sim.client().deliveries(user).await.unwrap().iter().filter(|d| d["api"] == "multicast").count()
@@ -271,6 +349,24 @@ impl CampaignRig {
             .map(|r| (r["status"].as_u64().unwrap_or(0), r["retryKey"].as_str().unwrap_or_default().to_string()))
             .collect()
     }
+}
+
+/// The most requests in any 100 ms window of line-sim's request log (arrival times, ms), and
+/// the achieved rate (requests a second from the first to the last).
+pub fn windows(log: &[Value]) -> (usize, f64) {
+    let mut at: Vec<i64> = log.iter().filter_map(|r| r["at"].as_i64()).collect();
+    at.sort_unstable();
+    let mut most = 0;
+    let mut j = 0;
+    for i in 0..at.len() {
+        while at[i] - at[j] >= 100 {
+            j += 1;
+        }
+        most = most.max(i - j + 1);
+    }
+    let span = at.last().zip(at.first()).map_or(0, |(l, f)| l - f) as f64 / 1000.0;
+    let rate = if span > 0.0 { (at.len() - 1) as f64 / span } else { 0.0 };
+    (most, rate)
 }
 
 /// `n` fresh user IDs.

@@ -19,21 +19,6 @@ fn cap_one() -> String {
     ACCOUNT.replace("max: 2", "max: 1")
 }
 
-/// Every sum of the counters holds, and what line-sim delivered per friend is what they say.
-async fn assert_adds_up(rig: &CampaignRig, id: &str, friends: &[String]) {
-    let c = rig.campaign(id).await;
-    assert!(c.counters.problems(c.plan_done).is_empty(), "{:?}", c.counters.problems(c.plan_done));
-    let k = c.counters;
-    assert_eq!(k.planned, k.sent + k.skipped.total() + k.failed + k.held + k.unknown, "{k:?}");
-    let mut received = 0;
-    for f in friends {
-        let n = rig.received(f).await;
-        assert!(n <= 1, "{f} received {n} multicasts of one campaign");
-        received += n as u64;
-    }
-    assert_eq!(received, k.sent, "line-sim delivered {received}, the counters say {}", k.sent);
-}
-
 #[tokio::test]
 async fn preview_equals_billed_with_blocked_suppressed_capped_held_out_and_budgeted_friends() {
     let rig = CampaignRig::new(&cap_one()).await;
@@ -96,7 +81,7 @@ async fn preview_equals_billed_with_blocked_suppressed_capped_held_out_and_budge
     for u in held {
         assert_eq!(rig.received(u).await, 0, "{u} is in the holdout");
     }
-    assert_adds_up(&rig, "cart", &all).await;
+    rig.assert_adds_up("cart", &all).await;
 }
 
 #[tokio::test]
@@ -147,7 +132,7 @@ async fn line_delivers_but_never_answers_then_the_retry_gets_409_and_friends_get
     assert_eq!(rig.billed().await - before, 5, "billed once");
     let c = rig.campaign("vip-news").await;
     assert_eq!((c.state, c.counters.sent), (State::Done, 5));
-    assert_adds_up(&rig, "vip-news", &all).await;
+    rig.assert_adds_up("vip-news", &all).await;
 }
 
 #[tokio::test]
@@ -166,7 +151,7 @@ async fn server_errors_are_retried_with_the_same_key_and_a_sender_dying_after_20
     assert_eq!(log.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![500, 500, 200], "{log:?}");
     assert!(log.iter().all(|(_, k)| *k == log[0].1), "one key for every try");
     assert_eq!(rig.campaign("thanks").await.counters.sent, 6);
-    assert_adds_up(&rig, "thanks", &all).await;
+    rig.assert_adds_up("thanks", &all).await;
 
     // A second campaign; the sender dies between LINE's 200 and recording it.
     let file = rig.campaign_file("thanks-2", "buyer", "");
@@ -212,7 +197,7 @@ async fn a_message_lines_validator_refuses_is_refused_at_create_and_a_401_pauses
     assert_eq!(c.state, State::Paused);
     assert!(c.reason.as_deref().unwrap_or_default().contains("401"), "{:?}", c.reason);
     assert_eq!((c.counters.held, c.counters.sent), (4, 0));
-    assert_adds_up(&rig, "desserts", &all).await;
+    rig.assert_adds_up("desserts", &all).await;
 
     // The token is fixed: resume sends the held batch, once.
     rig.sim.client().set_access_token(integration_tests::pipeline::ACCESS_TOKEN).await.unwrap();
@@ -220,7 +205,7 @@ async fn a_message_lines_validator_refuses_is_refused_at_create_and_a_401_pauses
     assert_eq!(rig.pump(WAIT).await, 0);
     let c = rig.campaign("desserts").await;
     assert_eq!((c.state, c.counters.sent, c.counters.held), (State::Done, 4, 0));
-    assert_adds_up(&rig, "desserts", &all).await;
+    rig.assert_adds_up("desserts", &all).await;
 }
 
 #[tokio::test]
@@ -286,12 +271,12 @@ async fn a_pause_holds_the_queued_batches_and_resume_sends_each_once() {
     let c = rig.campaign("held").await;
     assert_eq!((c.state, c.counters.held, c.counters.sent), (State::Paused, 6, 0), "held, not sent, not lost");
     assert!(rig.multicast_log().await.is_empty(), "nothing reached LINE");
-    assert_adds_up(&rig, "held", &all).await;
+    rig.assert_adds_up("held", &all).await;
     rig.oa.resume("held", rig.clock.now_ms()).await.unwrap();
     assert_eq!(rig.pump(WAIT).await, 0);
     let c = rig.campaign("held").await;
     assert_eq!((c.state, c.counters.held, c.counters.sent), (State::Done, 0, 6));
-    assert_adds_up(&rig, "held", &all).await;
+    rig.assert_adds_up("held", &all).await;
 }
 
 #[tokio::test]
@@ -317,7 +302,7 @@ async fn the_monthly_limit_pauses_the_campaign_gives_the_slots_back_and_resume_s
     for u in &all {
         assert!(rig.cap_set(u).await.is_empty(), "{u}: the slot of a send LINE refused was given back");
     }
-    assert_adds_up(&rig, "quota", &all).await;
+    rig.assert_adds_up("quota", &all).await;
     rig.sim.client().configure(json!({ "monthlyQuota": 100 })).await.unwrap();
     rig.oa.resume("quota", rig.clock.now_ms()).await.unwrap();
     assert_eq!(rig.pump(WAIT).await, 0);
@@ -326,7 +311,7 @@ async fn the_monthly_limit_pauses_the_campaign_gives_the_slots_back_and_resume_s
     for u in &all {
         assert_eq!(rig.cap_set(u).await.len(), 1, "{u}: the slot is taken once it was sent");
     }
-    assert_adds_up(&rig, "quota", &all).await;
+    rig.assert_adds_up("quota", &all).await;
 }
 
 #[tokio::test]
@@ -358,7 +343,7 @@ async fn a_batch_whose_sender_died_during_the_call_is_held_frozen_and_resumed_wi
     assert_eq!(log[0].1, log[1].1, "resumed with the key it was frozen with");
     let c = rig.campaign("died").await;
     assert_eq!((c.state, c.counters.sent, c.counters.held), (State::Done, 4, 0));
-    assert_adds_up(&rig, "died", &all).await;
+    rig.assert_adds_up("died", &all).await;
     // The dead sender's late settle (what it saw: frozen, its lease) is refused: counted once.
     let mut stale = rig.store.batch(&c, 0).await.unwrap().unwrap();
     stale.state = shared::campaign::store::BatchState::Frozen;
@@ -406,7 +391,7 @@ async fn two_planners_on_one_campaign_at_once_plan_every_friend_exactly_once() {
     assert_eq!(rig.pump(WAIT).await, 0);
     let c = rig.campaign("twice").await;
     assert_eq!((c.state, c.counters.sent), (State::Done, 1_100));
-    assert_adds_up(&rig, "twice", &all).await;
+    rig.assert_adds_up("twice", &all).await;
 }
 
 #[tokio::test]
@@ -423,4 +408,191 @@ async fn unreadable_queue_messages_go_to_the_dead_letter_queue_not_away() {
         let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         assert_eq!(failed, ["m1"], "reported failed: after maxReceiveCount it reaches the DLQ and its alarm");
     }
+}
+
+/// Settings with the fleet's rate (and more) added.
+fn account_with(extra: &str) -> String {
+    format!("{ACCOUNT}{extra}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_429_storm_slows_the_whole_fleet_and_every_friend_still_gets_one_push() {
+    // The account believes in 40 requests a second; the channel allows 8 (another tool uses
+    // the rest).
+    let rig = CampaignRig::new(&account_with("sendRate: 40\n")).await;
+    rig.sim.client().configure(json!({ "rateLimits": { "multicast": 8 } })).await.unwrap();
+    let all = users(40);
+    for u in &all {
+        rig.friend(u, &["storm"]).await;
+    }
+    let file = rig.campaign_file("storm", "storm", "batchSize: 1\n");
+    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.start("storm", rig.clock.now_ms()).await.unwrap();
+    rig.plan_only().await;
+    rig.send_with_fleet(3, WAIT).await;
+    let log = rig.sim.client().requests("multicast").await.unwrap();
+    let refused = log.iter().filter(|r| r["status"] == 429).count();
+    assert!(refused > 0, "the storm happened");
+    assert!(refused < 40, "{refused} 429s for 40 requests: the fleet slowed down instead of hammering");
+    let c = rig.campaign("storm").await;
+    assert_eq!((c.state, c.counters.sent), (State::Done, 40), "{:?}", c.counters);
+    assert_eq!(rig.billed().await, 40);
+    for u in &all {
+        assert_eq!(rig.cap_set(u).await.len(), 1);
+    }
+    rig.assert_adds_up("storm", &all).await;
+}
+
+#[tokio::test]
+async fn a_scheduled_campaign_waits_and_one_running_into_quiet_hours_pauses_and_resumes_after_them() {
+    use shared::campaign::plan::plan_body;
+    // Quiet from the last hour to the next one, UTC: now is inside them.
+    let hour = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).hour();
+    let quiet = format!("{:02}:00-{:02}:00", (hour + 23) % 24, (hour + 1) % 24);
+    let rig =
+        CampaignRig::new(&account_with(&format!("quietHours: \"{quiet}\"\n")).replace("Asia/Taipei", "UTC")).await;
+    let all = users(3);
+    for u in &all {
+        rig.friend(u, &["late"]).await;
+    }
+    let at = jiff::Timestamp::from_millisecond(rig.clock.now_ms() + 120_000).unwrap();
+    let file = rig.campaign_file("late", "late", &format!("schedule: {at}\n"));
+    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    assert_eq!(rig.oa.start("late", rig.clock.now_ms()).await.unwrap().state, State::Scheduled);
+    rig.pump(WAIT).await;
+    assert_eq!(rig.campaign("late").await.state, State::Scheduled, "it waits (a delayed message to itself)");
+    // Two minutes on, the delayed message arrives: it plans, and the sender finds quiet hours.
+    rig.clock.advance(Duration::from_secs(121));
+    let c = rig.campaign("late").await;
+    rig.oa.plans.send(&plan_body(&c).unwrap(), 0).await.unwrap();
+    rig.pump(WAIT).await;
+    let c = rig.campaign("late").await;
+    assert_eq!(c.state, State::Paused, "{:?}", c.reason);
+    assert!(c.reason.as_deref().unwrap_or_default().starts_with("quiet hours"), "{:?}", c.reason);
+    let end = c.resume_at_ms.expect("it resumes by itself");
+    assert_eq!(end % 3_600_000, 0, "at the top of the hour the quiet hours end");
+    for u in &all {
+        assert_eq!(rig.received(u).await, 0, "nothing in quiet hours");
+        assert!(rig.cap_set(u).await.is_empty(), "no slot kept by a held batch");
+    }
+    // Still quiet: the planner looks again later and changes nothing.
+    rig.oa.plans.send(&plan_body(&c).unwrap(), 0).await.unwrap();
+    rig.pump(WAIT).await;
+    assert_eq!(rig.campaign("late").await.state, State::Paused);
+    // The quiet hours end; the planner's delayed message arrives: it resumes and sends once.
+    rig.clock.advance(Duration::from_millis((end - rig.clock.now_ms() + 1_000) as u64));
+    rig.oa.plans.send(&plan_body(&c).unwrap(), 0).await.unwrap();
+    rig.pump(WAIT).await;
+    let c = rig.campaign("late").await;
+    assert_eq!((c.state, c.counters.sent), (State::Done, 3), "{:?}", c.counters);
+    rig.assert_adds_up("late", &all).await;
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_waits_for_a_person_and_not_delivered_gives_the_slots_back() {
+    let rig = CampaignRig::new(ACCOUNT).await;
+    let all = users(3);
+    for u in &all {
+        rig.friend(u, &["maybe"]).await;
+    }
+    let file = rig.campaign_file("maybe", "maybe", "");
+    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.start("maybe", rig.clock.now_ms()).await.unwrap();
+    // LINE answers 500 to every try of this invocation: it may have taken the batch.
+    rig.sim.client().set_faults("multicast", json!({ "error500": 1.0 })).await.unwrap();
+    let frozen_at = rig.clock.now_ms();
+    rig.pump_once().await;
+    rig.pump_once().await;
+    rig.sim.client().clear_faults().await.unwrap();
+    // A day later its retry key is forgotten: the batch is never sent again automatically.
+    rig.clock.advance(Duration::from_secs(24 * 3600));
+    rig.pump(WAIT).await;
+    let c = rig.campaign("maybe").await;
+    assert_eq!((c.state, c.counters.unknown), (State::NeedsAttention, 3));
+    for u in &all {
+        assert_eq!(rig.received(u).await, 0);
+        assert_eq!(rig.cap_set_at(u, frozen_at).await.len(), 1, "the slot stays while the outcome is unknown");
+    }
+    let (batches, friends, after) = rig.oa.resolve("maybe", false).await.unwrap();
+    assert_eq!((batches, friends, after.state), (1, 3, State::Done));
+    assert_eq!((after.counters.unknown, after.counters.failed), (0, 3));
+    for u in &all {
+        assert!(rig.cap_set_at(u, frozen_at).await.is_empty(), "not delivered: the slot is given back");
+    }
+    rig.assert_adds_up("maybe", &all).await;
+}
+
+#[tokio::test]
+async fn friends_import_pages_lines_followers_resumes_where_it_stopped_and_keeps_what_events_recorded() {
+    use shared::adapters::dynamodb::DynamoFriends;
+    use shared::ports::{FriendChange, FriendStore};
+    let rig = CampaignRig::new(ACCOUNT).await;
+    let followers = users(2_300);
+    let sim = rig.sim.client();
+    let list: Vec<serde_json::Value> = followers.iter().map(|u| json!({ "userId": u, "displayName": "f" })).collect();
+    sim.add_friends(json!(list)).await.unwrap();
+    // One friend blocked the account (LINE leaves them out); one blocked it by our own records.
+    let gone = users(1).remove(0);
+    sim.add_friends(json!([{ "userId": gone, "displayName": "g", "blocked": true }])).await.unwrap();
+    let friends = DynamoFriends::new(rig.stack.dynamodb.clone(), rig.stack.table("UsersTable"));
+    friends.record(&followers[7], FriendChange::Unfollowed, 1, 1).await.unwrap();
+    let dynamodb = rig.stack.dynamodb.clone();
+    let import = oa::friends::Import {
+        line: &rig.oa.line,
+        friends: &friends,
+        dynamodb: &dynamodb,
+        campaigns_table: &rig.stack.table("CampaignsTable"),
+    };
+    // LINE fails the second page.
+    sim.set_faults("followers", json!({ "error500": 1.0, "after": 1, "times": 1 })).await.unwrap();
+    let e = import.run(false, rig.clock.now_ms(), |_| {}).await.unwrap_err();
+    assert!(e.to_string().contains("500"), "{e}");
+    let done = import.run(false, rig.clock.now_ms(), |_| {}).await.unwrap();
+    assert!(done.resumed);
+    assert_eq!((done.pages, done.listed, done.added), (3, 2_300, 2_299));
+    let requests = sim.requests("followers").await.unwrap();
+    assert_eq!(requests.iter().filter(|r| r["status"] == 200).count(), 3, "page 1 was not read twice");
+    assert_eq!(requests.len(), 4);
+    let state = |u: &str| {
+        let (d, t, u) = (rig.stack.dynamodb.clone(), rig.stack.table("UsersTable"), u.to_string());
+        async move {
+            let item = integration_tests::get_item(&d, t, "userId", &u).await;
+            item.and_then(|i| i.get("state").and_then(|v| v.as_s().ok()).cloned())
+        }
+    };
+    assert_eq!(state(&followers[0]).await.as_deref(), Some("following"));
+    assert_eq!(state(&followers[2_299]).await.as_deref(), Some("following"));
+    assert_eq!(state(&followers[7]).await.as_deref(), Some("blocked"), "what events recorded stands");
+    assert_eq!(state(&gone).await, None, "LINE does not list friends who blocked the account");
+    // An account LINE does not let list followers gets told so in words.
+    sim.configure(json!({ "followersApi": false })).await.unwrap();
+    let e = import.run(true, rig.clock.now_ms(), |_| {}).await.unwrap_err();
+    assert!(e.to_string().contains("only verified and premium accounts"), "{e}");
+}
+
+#[tokio::test]
+async fn the_account_monthly_budget_pauses_a_campaign_at_the_exact_count() {
+    let rig = CampaignRig::new(&account_with("monthlyBudget: { messages: 5 }\n")).await;
+    let all = users(8);
+    for u in &all {
+        rig.friend(u, &["budget"]).await;
+    }
+    let first = rig.campaign_file("first", "budget", "batchSize: 1\n");
+    rig.oa.create(&first, rig.clock.now_ms()).await.unwrap();
+    rig.oa.start("first", rig.clock.now_ms()).await.unwrap();
+    assert_eq!(rig.pump(WAIT).await, 0);
+    let c = rig.campaign("first").await;
+    assert_eq!(c.state, State::Paused, "{:?}", c.counters);
+    assert!(c.reason.as_deref().unwrap_or_default().starts_with("budget"), "{:?}", c.reason);
+    // Batches in flight when it paused are held too (and give their share back): never past it.
+    let month = shared::campaign::model::period_attribute(
+        shared::campaign::file::Period::Month,
+        jiff::Timestamp::from_millisecond(rig.clock.now_ms()).unwrap(),
+        &shared::rules::window::Zone::parse("Asia/Taipei").unwrap(),
+    );
+    let used = rig.store.budget_used(month.trim_start_matches("cap#")).await.unwrap();
+    assert!(c.counters.sent <= 5 && c.counters.sent >= 1, "{:?}", c.counters);
+    assert_eq!((used, c.counters.held), (c.counters.sent, 8 - c.counters.sent), "the budget holds what was sent");
+    assert_eq!(rig.billed().await, c.counters.sent);
+    rig.assert_adds_up("first", &all).await;
 }

@@ -70,8 +70,9 @@ pub fn pause_after_429_ms() -> i64 {
 
 #[async_trait]
 pub trait Pacer: Send + Sync {
-    /// Claims the fleet's next slot at `rate` requests a second: the time (ms) to send at.
-    async fn claim(&self, rate: u32, now_ms: i64) -> Result<i64, BackendError>;
+    /// Claims the fleet's next slot at `rate` requests a second, `earliest_ms` or later: the
+    /// time (ms) to send at.
+    async fn claim(&self, rate: u32, earliest_ms: i64) -> Result<i64, BackendError>;
     /// LINE answered a rate-limit 429: the whole fleet slows down.
     async fn rate_limited(&self, rate: u32, now_ms: i64) -> Result<(), BackendError>;
 }

@@ -60,7 +60,7 @@ pub enum Retry {
     Died,
     #[error("the campaign is sending again: the batch goes out instead of being held")]
     Resumed,
-    #[error("the fleet's next send slot is {0} ms away: the batch comes back later")]
+    #[error("the fleet's next send slot is {0} ms away (or slots kept being missed): the batch comes back later")]
     Paced(i64),
 }
 
@@ -83,7 +83,11 @@ pub struct Sender<'a> {
 }
 
 /// The pause and quiet-hours checks run this long before the slot, so the call leaves on time.
-const CHECK_LEAD_MS: i64 = 25;
+const CHECK_LEAD_MS: i64 = 100;
+/// A call this late for its slot waits for another one instead...
+const LATE_MS: i64 = 2;
+/// ... at most this many times (storage too slow to keep the schedule): then the batch comes back.
+const MAX_MISSED_SLOTS: u32 = 50;
 
 impl Sender<'_> {
     pub async fn send(&self, message: &BatchMessage) -> Result<Sent, Retry> {
@@ -185,30 +189,40 @@ impl Sender<'_> {
                 let base = self.backoff.as_millis() as u64 * (1 << attempt.min(6));
                 tokio::time::sleep(Duration::from_millis(base + fastrand::u64(0..=base))).await;
             }
-            // The fleet's next slot at the channel's rate; the checks below run just before it.
-            let slot = self.pacer.claim(c.policy.send_rate, self.clock.now_ms()).await?;
-            let wait = slot - self.clock.now_ms();
-            if wait > MAX_WAIT_MS {
-                return Err(Retry::Paced(wait));
+            // The fleet's next slot at the channel's rate. The checks run just before it; a slot
+            // missed by more than a few milliseconds (slow storage) is given up for the next one,
+            // so requests never leave closer together than the schedule spaced them.
+            for missed in 0.. {
+                // No earlier than the checks below can be done by.
+                let earliest = self.clock.now_ms() + CHECK_LEAD_MS;
+                let slot = self.pacer.claim(c.policy.send_rate, earliest).await?;
+                let wait = slot - self.clock.now_ms();
+                if wait > MAX_WAIT_MS || missed == MAX_MISSED_SLOTS {
+                    return Err(Retry::Paced(wait));
+                }
+                self.sleep_until(slot - CHECK_LEAD_MS).await;
+                // Right before the call: a pause or cancel since the batch was picked up holds it.
+                let now_state = self.store.get(&c.id).await?.filter(|n| n.run == c.run).map(|n| n.state);
+                if now_state.is_none_or(|s| !s.sends()) {
+                    let why = format!("campaign is {}", now_state.map_or("gone", |s| s.name()));
+                    return self.hold(c, batch, !maybe_taken, why).await;
+                }
+                let zone = Zone::parse(&c.timezone).unwrap_or_default();
+                if let Some(until) = c.policy.quiet_until(self.clock.now_ms(), &zone) {
+                    let why = self.pause_for_quiet_hours(c, until).await?;
+                    return self.hold(c, batch, !maybe_taken, why).await;
+                }
+                let now = self.clock.now_ms();
+                if !self.store.mark_called(c, batch.number, &self.owner, now).await? {
+                    return Err(Retry::Leased);
+                }
+                first_called.get_or_insert(now);
+                self.sleep_until(slot).await;
+                if self.clock.now_ms() <= slot + LATE_MS {
+                    break;
+                }
+                tracing::debug!(campaign = %c.id, batch = batch.number, "send slot missed: taking the next");
             }
-            self.sleep_until(slot - CHECK_LEAD_MS).await;
-            // Right before the call: a pause or cancel since the batch was picked up holds it.
-            let now_state = self.store.get(&c.id).await?.filter(|n| n.run == c.run).map(|n| n.state);
-            if now_state.is_none_or(|s| !s.sends()) {
-                let why = format!("campaign is {}", now_state.map_or("gone", |s| s.name()));
-                return self.hold(c, batch, !maybe_taken, why).await;
-            }
-            let zone = Zone::parse(&c.timezone).unwrap_or_default();
-            if let Some(until) = c.policy.quiet_until(self.clock.now_ms(), &zone) {
-                let why = self.pause_for_quiet_hours(c, until).await?;
-                return self.hold(c, batch, !maybe_taken, why).await;
-            }
-            let now = self.clock.now_ms();
-            if !self.store.mark_called(c, batch.number, &self.owner, now).await? {
-                return Err(Retry::Leased);
-            }
-            first_called.get_or_insert(now);
-            self.sleep_until(slot).await;
             let answer = self.line.multicast(&to, &c.messages, &key, c.aggregation_unit.as_deref()).await;
             if answer.is_ok() && self.failpoint.lock().map(|mut f| f.take()).ok().flatten().is_some() {
                 return Err(Retry::Died);

@@ -42,6 +42,8 @@ async fn handle(
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let retry_key = header(headers, "x-line-retry-key");
+    // When the request arrived (what a rate limit counts), not when its work was done.
+    let arrived = std::time::Instant::now();
     let (result, fault, hang_ms) = {
         let mut st = sim.state.lock().expect("sim state");
         let mut fault = None;
@@ -63,7 +65,7 @@ async fn handle(
             Ok(o) => (200, o.delivered_to, o.billed, None),
             Err(r) => (r.status, 0, 0, Some(r.message.clone())),
         };
-        let at = st.now_ms();
+        let at = st.now_ms() - arrived.elapsed().as_millis() as i64;
         st.record(LogEntry {
             request_id: request_id.clone(),
             api,

@@ -102,6 +102,9 @@ pub struct Faults {
     pub body_contains: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub times: Option<u32>,
+    /// Let this many matching requests through first (a fault in the middle of a run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,6 +345,10 @@ impl State {
                 return None;
             }
         }
+        if let Some(after) = faults.after.as_mut().filter(|a| **a > 0) {
+            *after -= 1;
+            return None;
+        }
         if let Some(t) = faults.times.as_mut() {
             *t -= 1;
         }
@@ -504,7 +511,9 @@ impl State {
         self.check_retry_key(retry_key)?;
         if let Some(unit) = unit {
             let month = month_of(self.now_ms());
-            self.units.entry(month).or_default().insert(unit);
+            if self.units.entry(month).or_default().insert(unit) {
+                self.bump("aggregationUnitsUsed", 1);
+            }
         }
         let mut seen = HashSet::new();
         let reachable: Vec<&str> = to.into_iter().filter(|u| seen.insert(*u) && self.reachable(u)).collect();
