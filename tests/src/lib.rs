@@ -22,6 +22,7 @@ use shared::ports::{BatchOutcome, Clock, MessageQueue, OutgoingMessage};
 
 pub mod campaigns;
 pub mod pipeline;
+pub mod seed;
 
 pub use oa::sample;
 

@@ -113,6 +113,32 @@ async fn two_campaigns_at_once_to_the_same_friends_at_cap_one_send_each_friend_o
 }
 
 #[tokio::test]
+async fn the_minimum_gap_holds_between_two_campaigns_planned_at_once_where_the_month_cap_would_not() {
+    let rig = CampaignRig::new(&format!("{ACCOUNT}minGap: 3d\n")).await;
+    let all = users(12);
+    for u in &all {
+        rig.friend(u, &["dessert"]).await;
+    }
+    for id in ["gap-a", "gap-b"] {
+        let file = rig.campaign_file(id, "dessert", "");
+        rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+        rig.oa.start(id, rig.clock.now_ms()).await.unwrap();
+    }
+    // Both plan every friend (the month's cap of 2 allows both); the gap is decided when sending.
+    rig.plan_only().await;
+    assert_eq!(rig.campaign("gap-a").await.counters.planned + rig.campaign("gap-b").await.counters.planned, 24);
+    assert_eq!(rig.pump(WAIT).await, 0);
+    for u in &all {
+        assert_eq!(rig.received(u).await, 1, "{u}: two pushes within 3 days");
+        assert_eq!(rig.cap_set(u).await.len(), 1, "{u}: the refused push took no cap slot");
+    }
+    let (a, b) = (rig.campaign("gap-a").await, rig.campaign("gap-b").await);
+    assert_eq!((a.counters.sent + b.counters.sent, a.counters.skipped.cap + b.counters.skipped.cap), (12, 12));
+    assert!(a.counters.problems(true).is_empty() && b.counters.problems(true).is_empty());
+    assert_eq!((a.state, b.state), (State::Done, State::Done));
+}
+
+#[tokio::test]
 async fn line_delivers_but_never_answers_then_the_retry_gets_409_and_friends_get_one_push() {
     let rig = CampaignRig::new(ACCOUNT).await;
     let all = users(5);
@@ -440,6 +466,12 @@ async fn a_429_storm_slows_the_whole_fleet_and_every_friend_still_gets_one_push(
     for u in &all {
         assert_eq!(rig.cap_set(u).await.len(), 1);
     }
+    // Two 429s within a second: the second cuts nothing more, and is no error either.
+    use shared::campaign::pace::Pacer;
+    let pacer = shared::campaign::pace::DynamoPacer::new(rig.stack.dynamodb.clone(), rig.stack.table("CampaignsTable"));
+    let now = rig.clock.now_ms() + 60_000;
+    pacer.rate_limited(40, now).await.unwrap();
+    pacer.rate_limited(40, now + 10).await.unwrap();
     rig.assert_adds_up("storm", &all).await;
 }
 
@@ -479,9 +511,14 @@ async fn a_scheduled_campaign_waits_and_one_running_into_quiet_hours_pauses_and_
     rig.oa.plans.send(&plan_body(&c).unwrap(), 0).await.unwrap();
     rig.pump(WAIT).await;
     assert_eq!(rig.campaign("late").await.state, State::Paused);
-    // The quiet hours end; the planner's delayed message arrives: it resumes and sends once.
+    // A person pauses it for good meanwhile: the end of the quiet hours does not undo that.
+    rig.oa.pause("late").await.unwrap();
     rig.clock.advance(Duration::from_millis((end - rig.clock.now_ms() + 1_000) as u64));
     rig.oa.plans.send(&plan_body(&c).unwrap(), 0).await.unwrap();
+    rig.pump(WAIT).await;
+    assert_eq!(rig.campaign("late").await.state, State::Paused, "paused by a person stays paused");
+    // Resumed by the person after the quiet hours: it sends once.
+    rig.oa.resume("late", rig.clock.now_ms()).await.unwrap();
     rig.pump(WAIT).await;
     let c = rig.campaign("late").await;
     assert_eq!((c.state, c.counters.sent), (State::Done, 3), "{:?}", c.counters);
@@ -541,7 +578,7 @@ async fn friends_import_pages_lines_followers_resumes_where_it_stopped_and_keeps
         line: &rig.oa.line,
         friends: &friends,
         dynamodb: &dynamodb,
-        campaigns_table: &rig.stack.table("CampaignsTable"),
+        campaigns_table: rig.stack.table("CampaignsTable"),
     };
     // LINE fails the second page.
     sim.set_faults("followers", json!({ "error500": 1.0, "after": 1, "times": 1 })).await.unwrap();

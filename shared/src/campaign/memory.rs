@@ -481,7 +481,7 @@ impl CapStore for MemoryCampaigns {
             if let Some(why) = f.refusal(demand, now_ms) {
                 return Reservation::Refused(why);
             }
-            if demand.transactional || f.last_push.as_ref().is_some_and(|(_, by)| by == &demand.member) {
+            if demand.transactional {
                 return Reservation::Reserved;
             }
             for attr in demand.slots.keys() {
@@ -489,6 +489,9 @@ impl CapStore for MemoryCampaigns {
                 if !set.iter().any(|m| m == &demand.member) {
                     set.push(demand.member.clone());
                 }
+            }
+            if f.last_push.as_ref().is_some_and(|(_, by)| by == &demand.member) {
+                return Reservation::Reserved;
             }
             let before = f.last_push.replace((now_ms, demand.member.clone()));
             s.prev_push.insert(user.to_string(), before);

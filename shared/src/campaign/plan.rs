@@ -154,11 +154,13 @@ impl Planner<'_> {
                 self.plans.send(&plan_body(&c)?, wait).await?;
                 return Ok(Planned::Stopped(format!("quiet hours: looking again in {wait} s")));
             }
-            if self.store.resume_from_quiet(&c.id, &c.run, until, resumes_to(&c, now)).await? {
-                c = self.reload(&c.id).await?;
-                requeue(self.store, self.caps, self.batches, None, &c).await?;
-            }
+            self.store.resume_from_quiet(&c.id, &c.run, until, resumes_to(&c, now)).await?;
             c = self.reload(&c.id).await?;
+        }
+        // Resumed, but held batches are left (a resume cut short by a crash or a timeout): take
+        // them back and queue them again; a redelivery of this message goes on with the rest.
+        if c.state.sends() && c.counters.held > 0 {
+            requeue(self.store, self.caps, self.batches, None, &c).await?;
         }
         if c.state == State::Scheduled {
             if c.not_before_ms > now {
@@ -338,9 +340,9 @@ mod planner_tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_planner_failing_at_a_page_resumes_from_its_checkpoint_and_plans_every_friend_once() {
-        let users: Vec<String> = (0..2_300).map(|i| format!("U{:032x}", i * 7919)).collect();
+    /// `n` following friends tagged `dessert`, and a planning campaign `c` over `dessert`.
+    fn dessert_friends(n: usize) -> (Vec<String>, MemoryIndex, MemoryCampaigns, Campaign) {
+        let users: Vec<String> = (0..n).map(|i| format!("U{:032x}", i * 7919)).collect();
         let facts = FriendFacts {
             blocked: false,
             followed_at_ms: Some(0),
@@ -352,6 +354,12 @@ mod planner_tests {
         let mut c = campaign("c", &[], false);
         c.segment = "dessert".into();
         store.insert(c.clone());
+        (users, index, store, c)
+    }
+
+    #[tokio::test]
+    async fn a_planner_failing_at_a_page_resumes_from_its_checkpoint_and_plans_every_friend_once() {
+        let (users, index, store, c) = dessert_friends(2_300);
         let (batches, plans) = (MemoryQueue::default(), MemoryQueue::default());
         let flaky = Flaky { inner: &store, reads: AtomicUsize::new(0), fail_at: 2 };
         let planner = Planner {
@@ -379,5 +387,34 @@ mod planner_tests {
         // Every batch was queued; the last committed one again when planning resumed.
         let queued: std::collections::BTreeSet<String> = batches.sent().into_iter().map(|(b, _)| b).collect();
         assert_eq!(queued.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_stops_planning_and_its_continuation_chain() {
+        let (_, index, store, c) = dessert_friends(2_300);
+        let (batches, plans) = (MemoryQueue::default(), MemoryQueue::default());
+        let planner = Planner {
+            store: &store,
+            caps: &store,
+            index: &index,
+            batches: &batches,
+            plans: &plans,
+            clock: &SystemClock,
+        };
+        let message = PlanMessage { campaign: "c".into(), run: c.run.clone() };
+        // Four seconds left: one page, then a continuation (queued 5 s before the deadline).
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(4);
+        assert_eq!(planner.run(&message, deadline).await.unwrap(), Planned::Continued { pages: 1 });
+        assert_eq!(plans.sent().len(), 1);
+        assert!(store
+            .transition("c", &c.run, &[State::Planning, State::Sending], State::Cancelled, None)
+            .await
+            .unwrap());
+        // The continuation arrives: nothing more is planned, nothing more is queued.
+        let later = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        assert!(matches!(planner.run(&message, later).await.unwrap(), Planned::Stopped(_)));
+        let c = store.campaign("c").unwrap();
+        assert_eq!((c.plan_page, c.counters.planned), (1, 500));
+        assert_eq!((plans.sent().len(), batches.sent().len()), (1, 1));
     }
 }

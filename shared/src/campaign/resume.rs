@@ -40,6 +40,7 @@ pub async fn requeue(
                 for user in &batch.to {
                     caps.release(user, &demand, &batch.cap_attrs).await?;
                 }
+                store.return_budget(c, &batch).await?;
                 store.clear_cap_attrs(c, number).await?;
             }
             if !store.unhold(c, &batch).await? {

@@ -107,6 +107,7 @@ impl Sender<'_> {
                     &batch.cap_attrs,
                 )
                 .await?;
+                self.store.return_budget(&c, &batch).await?;
                 self.store.clear_cap_attrs(&c, batch.number).await?;
             }
             return Ok(Sent::Duplicate);
@@ -162,6 +163,11 @@ impl Sender<'_> {
             let zone = Zone::parse(&c.timezone).unwrap_or_default();
             let at = Timestamp::from_millisecond(self.clock.now_ms()).unwrap_or(Timestamp::UNIX_EPOCH);
             let month = period_attribute(Period::Month, at, &zone).replacen("cap#", "", 1);
+            // Taken in another month (held across its end) or for another count: taken again.
+            if batch.budget.as_ref().is_some_and(|(m, n)| *m != month || *n != count) {
+                self.store.return_budget(c, batch).await?;
+                batch.budget = None;
+            }
             if !self.store.take_budget(c, batch, &month, count, limit).await? {
                 let reason = format!("budget: the account's monthly budget of {limit} messages is used up ({month})");
                 self.pause(c, &reason).await?;
@@ -195,10 +201,11 @@ impl Sender<'_> {
             for missed in 0.. {
                 // No earlier than the checks below can be done by.
                 let earliest = self.clock.now_ms() + CHECK_LEAD_MS;
-                let slot = self.pacer.claim(c.policy.send_rate, earliest).await?;
-                let wait = slot - self.clock.now_ms();
-                if wait > MAX_WAIT_MS || missed == MAX_MISSED_SLOTS {
-                    return Err(Retry::Paced(wait));
+                let Some(slot) = self.pacer.claim(c.policy.send_rate, earliest).await? else {
+                    return Err(Retry::Paced(MAX_WAIT_MS));
+                };
+                if missed == MAX_MISSED_SLOTS {
+                    return Err(Retry::Paced(slot - self.clock.now_ms()));
                 }
                 self.sleep_until(slot - CHECK_LEAD_MS).await;
                 // Right before the call: a pause or cancel since the batch was picked up holds it.
@@ -221,6 +228,13 @@ impl Sender<'_> {
                 if self.clock.now_ms() <= slot + LATE_MS {
                     break;
                 }
+                // No call was made: while no earlier one is open, LINE surely has nothing.
+                if !maybe_taken {
+                    if !self.store.close_call(c, batch.number, &self.owner).await? {
+                        return Err(Retry::Leased);
+                    }
+                    first_called = None;
+                }
                 tracing::debug!(campaign = %c.id, batch = batch.number, "send slot missed: taking the next");
             }
             let answer = self.line.multicast(&to, &c.messages, &key, c.aggregation_unit.as_deref()).await;
@@ -232,9 +246,6 @@ impl Sender<'_> {
                 Err(e @ (LineError::MonthlyLimit | LineError::RateLimited)) => Err(self.which_429(e, to.len()).await),
                 other => other,
             };
-            if matches!(answer, Err(LineError::RateLimited)) {
-                self.pacer.rate_limited(c.policy.send_rate, self.clock.now_ms()).await?;
-            }
             match &answer {
                 Err(e) if e.is_ambiguous() => maybe_taken = true,
                 Err(LineError::RetryKeyAccepted { .. }) | Ok(_) => {}
@@ -269,6 +280,12 @@ impl Sender<'_> {
                     return self.hold(c, batch, !maybe_taken, reason).await;
                 }
                 Err(e) if e.is_retryable() => {
+                    if matches!(e, LineError::RateLimited) {
+                        // The whole fleet slows down; best effort (the refusal is recorded above).
+                        if let Err(slow) = self.pacer.rate_limited(c.policy.send_rate, self.clock.now_ms()).await {
+                            tracing::warn!(error = %slow, "could not slow the fleet down");
+                        }
+                    }
                     tracing::warn!(campaign = %c.id, batch = batch.number, attempt, error = %e, "multicast not taken yet");
                     last_error = Some(e);
                 }
@@ -283,8 +300,8 @@ impl Sender<'_> {
                     self.settle(c, batch, &outcome).await?;
                     if !maybe_taken {
                         self.release_all(&to, &demand, &batch.cap_attrs).await?;
-                        self.store.clear_cap_attrs(c, batch.number).await?;
                         self.store.return_budget(c, batch).await?;
+                        self.store.clear_cap_attrs(c, batch.number).await?;
                     }
                     return Ok(Sent::Failed(e.to_string()));
                 }
@@ -314,15 +331,16 @@ impl Sender<'_> {
         }
     }
 
-    /// Pauses the campaign until its quiet hours end; the sender that paused it queues the plan
-    /// message that resumes it then (the planner waits in steps of at most 15 minutes).
+    /// Pauses the campaign until its quiet hours end, and queues the plan message that resumes it
+    /// then (the planner waits in steps of at most 15 minutes).
     async fn pause_for_quiet_hours(&self, c: &Campaign, until_ms: i64) -> Result<String, Retry> {
         let at = Timestamp::from_millisecond(until_ms).unwrap_or(Timestamp::UNIX_EPOCH);
         let why = format!("quiet hours: resumes by itself at {at}");
-        if self.store.pause_until(&c.id, &c.run, &why, until_ms).await? {
-            let wait = ((until_ms - self.clock.now_ms()) / 1000 + 1).clamp(1, 900) as u32;
-            self.plans.send(&super::plan::plan_body(c)?, wait).await?;
-        }
+        // The wake-up first: a campaign paused without one would stay paused. A wake-up that
+        // finds the campaign sending (another sender paused it first, or nobody did) does nothing.
+        let wait = ((until_ms - self.clock.now_ms()) / 1000 + 1).clamp(1, 900) as u32;
+        self.plans.send(&super::plan::plan_body(c)?, wait).await?;
+        self.store.pause_until(&c.id, &c.run, &why, until_ms).await?;
         Ok(why)
     }
 
@@ -382,8 +400,8 @@ impl Sender<'_> {
         if unfreeze {
             let demand = Classifier::of(c, self.clock.now_ms()).demand;
             self.release_all(&batch.send_list(), &demand, &batch.cap_attrs).await?;
-            self.store.clear_cap_attrs(c, batch.number).await?;
             self.store.return_budget(c, batch).await?;
+            self.store.clear_cap_attrs(c, batch.number).await?;
         }
         Ok(Sent::Held(why))
     }

@@ -22,7 +22,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, Put, ReturnConsumedCapacity, ReturnValue, TransactWriteItem, Update,
+};
 use aws_sdk_dynamodb::Client;
 use serde_json::Value;
 
@@ -454,6 +456,42 @@ pub struct CampaignStore {
     client: Client,
     campaigns: String,
     users: String,
+    /// Capacity the planner's and the sender's main calls consumed (for benchmarks and logs).
+    meter: std::sync::Arc<Meter>,
+}
+
+/// Read and write units consumed, as DynamoDB reports them (`ReturnConsumedCapacity`), in
+/// thousandths: the page reads of friends (BatchGetItem), the reservations (UpdateItem on users)
+/// and the transactions (page commits, settlements).
+#[derive(Debug, Default)]
+pub struct Meter {
+    reads: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
+}
+
+/// Capacity units consumed so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Units {
+    pub reads: f64,
+    pub writes: f64,
+}
+
+impl Meter {
+    fn add(counter: &std::sync::atomic::AtomicU64, units: f64) {
+        counter.fetch_add((units * 1000.0).round() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn read(&self, units: f64) {
+        Self::add(&self.reads, units);
+    }
+
+    fn write(&self, units: f64) {
+        Self::add(&self.writes, units);
+    }
+}
+
+fn consumed(list: &[aws_sdk_dynamodb::types::ConsumedCapacity]) -> f64 {
+    list.iter().filter_map(|c| c.capacity_units).sum()
 }
 
 /// A transaction that lost to another one on the same item, or was throttled: worth a retry.
@@ -468,11 +506,22 @@ pub enum Created {
 
 impl CampaignStore {
     pub fn new(client: Client, campaigns_table: impl Into<String>, users_table: impl Into<String>) -> Self {
-        CampaignStore { client, campaigns: campaigns_table.into(), users: users_table.into() }
+        CampaignStore {
+            client,
+            campaigns: campaigns_table.into(),
+            users: users_table.into(),
+            meter: Default::default(),
+        }
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Capacity units this store's planning and sending calls consumed so far.
+    pub fn units(&self) -> Units {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0;
+        Units { reads: load(&self.meter.reads), writes: load(&self.meter.writes) }
     }
 
     /// Creates the campaign as a draft, or replaces a draft, cancelled or done one of the same id
@@ -643,8 +692,16 @@ impl CampaignStore {
     async fn transact_once(&self, actions: Vec<TransactWriteItem>) -> Result<Result<bool, BackendError>, Contended> {
         use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
         use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-        let answer = match self.client.transact_write_items().set_transact_items(Some(actions)).send().await {
-            Ok(_) => Ok(true),
+        let request = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(actions))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        let answer = match request.send().await {
+            Ok(out) => {
+                self.meter.write(consumed(out.consumed_capacity()));
+                Ok(true)
+            }
             Err(SdkError::ServiceError(se)) => match se.err() {
                 E::TransactionCanceledException(t) => {
                     let codes: Vec<&str> =
@@ -761,6 +818,42 @@ impl CampaignStore {
             .send()
             .await;
         conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    /// Adds the demand's member to its current periods only (a retry of a reservation made in
+    /// earlier ones), under the same cap conditions.
+    async fn reserve_periods(&self, user: &str, demand: &Demand) -> Result<Reservation, BackendError> {
+        if demand.slots.is_empty() {
+            return Ok(Reservation::Reserved);
+        }
+        let mut names = HashMap::new();
+        let mut values = HashMap::from([
+            (":m".to_string(), s(&demand.member)),
+            (":ms".to_string(), AttributeValue::Ss(vec![demand.member.clone()])),
+        ]);
+        let (mut condition, mut adds) = (vec![], vec![]);
+        for (i, (attr, max)) in demand.slots.iter().enumerate() {
+            names.insert(format!("#p{i}"), attr.clone());
+            values.insert(format!(":max{i}"), n(max));
+            condition.push(format!("(attribute_not_exists(#p{i}) OR contains(#p{i}, :m) OR size(#p{i}) < :max{i})"));
+            adds.push(format!("#p{i} :ms"));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.users)
+            .key("userId", s(user))
+            .update_expression(format!("ADD {}", adds.join(", ")))
+            .condition_expression(condition.join(" AND "))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        Ok(if conditional(result.map(|_| ()), "UpdateItem")? {
+            Reservation::Reserved
+        } else {
+            Reservation::Refused(Skip::Cap)
+        })
     }
 
     // ---- caps, on the users table -------------------------------------------------------------
@@ -1534,9 +1627,11 @@ impl CapStore for CampaignStore {
                     .client
                     .batch_get_item()
                     .request_items(&self.users, request)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await
                     .map_err(|e| err("BatchGetItem", describe(&e)))?;
+                self.meter.read(consumed(result.consumed_capacity()));
                 for item in result.responses.and_then(|mut r| r.remove(&self.users)).unwrap_or_default() {
                     let Some(user) = text(&item, "userId") else { continue };
                     let sets = attributes.iter().map(|a| (a.clone(), string_set(&item, a))).collect();
@@ -1577,9 +1672,11 @@ impl CapStore for CampaignStore {
             values.insert(":m".into(), s(&demand.member));
             values.insert(":now".into(), n(now_ms));
             values.insert(":zero".into(), n(0));
-            values.insert(":since".into(), n(demand.gap_since(now_ms)));
             condition.push("(attribute_not_exists(lastPushBy) OR lastPushBy <> :m)".into());
-            condition.push("(attribute_not_exists(lastPushAt) OR lastPushAt <= :since)".into());
+            if demand.min_gap_ms > 0 {
+                values.insert(":since".into(), n(demand.gap_since(now_ms)));
+                condition.push("(attribute_not_exists(lastPushAt) OR lastPushAt <= :since)".into());
+            }
             update.push_str("SET prevPushAt = if_not_exists(lastPushAt, :zero), lastPushAt = :now, lastPushBy = :m");
             let mut adds = vec![];
             if !demand.slots.is_empty() {
@@ -1608,8 +1705,12 @@ impl CapStore for CampaignStore {
             .condition_expression(condition.join(" AND "))
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
+        if let Ok(out) = &result {
+            self.meter.write(out.consumed_capacity().and_then(|c| c.capacity_units).unwrap_or(0.0));
+        }
         if conditional(result.map(|_| ()), "UpdateItem")? {
             return Ok(Reservation::Reserved);
         }
@@ -1622,7 +1723,9 @@ impl CapStore for CampaignStore {
             && !friend.suppressed
             && friend.last_push.as_ref().is_some_and(|(_, by)| by == &demand.member)
         {
-            return Ok(Reservation::Reserved);
+            // Our own earlier reservation: its periods may have ended since (a retry across a
+            // day, week or month): the current ones are reserved too, under their caps.
+            return self.reserve_periods(user, demand).await;
         }
         Ok(Reservation::Refused(friend.refusal(demand, now_ms).unwrap_or(Skip::Cap)))
     }

@@ -15,13 +15,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use futures::stream::{self, StreamExt};
+use integration_tests::seed::{bulk_friends, user_id};
 use integration_tests::TestStack;
-use shared::adapters::tags::{tag_attributes, DynamoTags};
+use shared::adapters::tags::DynamoTags;
 use shared::segment::resolve::{MemoryIndex, ReadStats, Resolver, SegmentIndex};
 use shared::segment::{Expr, FriendFacts, TagFacts};
-use shared::tagging::{friend_index_key, shard_of, TagItem};
 
 const DAY: i64 = 86_400_000;
 const EXPRESSIONS: [&str; 5] = [
@@ -51,10 +49,6 @@ fn facts(i: u64, now: i64) -> FriendFacts {
     FriendFacts { blocked: pick(6, 3), followed_at_ms: Some(now - ((h >> 16) % 400) as i64 * DAY), tags }
 }
 
-fn user_id(i: u64) -> String {
-    format!("U{:032x}", i.wrapping_mul(0x2545_F491_4F6C_DD1D))
-}
-
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|p| args.get(p + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -65,52 +59,8 @@ fn ms(d: Duration) -> String {
 }
 
 async fn seed(stack: &TestStack, friends: u64, now: i64) {
-    let (tags_table, users_table) = (stack.table("TagsTable").to_string(), stack.table("UsersTable").to_string());
     let started = Instant::now();
-    let mut requests: Vec<(String, HashMap<String, AttributeValue>)> = vec![];
-    for i in 0..friends {
-        let (user, f) = (user_id(i), facts(i, now));
-        let mut row = HashMap::from([
-            ("userId".to_string(), AttributeValue::S(user.clone())),
-            ("state".to_string(), AttributeValue::S(if f.blocked { "blocked" } else { "following" }.into())),
-            ("firstFollowedAt".to_string(), AttributeValue::N(f.followed_at_ms.unwrap().to_string())),
-        ]);
-        if !f.blocked {
-            row.insert("fshard".into(), AttributeValue::S(friend_index_key(shard_of(&user))));
-        }
-        requests.push((users_table.clone(), row));
-        for (tag, t) in &f.tags {
-            let item = TagItem {
-                tag: tag.clone(),
-                active: true,
-                tagged_at_ms: t.tagged_at_ms,
-                expires_at_ms: t.expires_at_ms,
-                source: "bench".into(),
-                changed_at_ms: t.tagged_at_ms,
-                indexed: !f.blocked,
-                followed_at_ms: f.followed_at_ms,
-                version: 0,
-            };
-            requests.push((tags_table.clone(), tag_attributes(&user, &item)));
-        }
-    }
-    let items = requests.len();
-    let batches: Vec<Vec<(String, HashMap<String, AttributeValue>)>> =
-        requests.chunks(25).map(|c| c.to_vec()).collect();
-    stream::iter(batches)
-        .for_each_concurrent(8, |batch| async move {
-            let mut by_table: HashMap<String, Vec<WriteRequest>> = HashMap::new();
-            for (table, item) in batch {
-                let put = PutRequest::builder().set_item(Some(item)).build().unwrap();
-                by_table.entry(table).or_default().push(WriteRequest::builder().put_request(put).build());
-            }
-            let mut pending = Some(by_table);
-            while let Some(p) = pending.take().filter(|p| !p.is_empty()) {
-                let out = stack.dynamodb.batch_write_item().set_request_items(Some(p)).send().await.unwrap();
-                pending = out.unprocessed_items;
-            }
-        })
-        .await;
+    let items = bulk_friends(stack, (0..friends).map(|i| (user_id(i), facts(i, now)))).await;
     eprintln!("seeded {friends} friends ({items} items) in {}", ms(started.elapsed()));
 }
 

@@ -1,0 +1,205 @@
+//! Campaigns at scale, measured.
+//!
+//!   cargo run --release -p integration-tests --bin campaign-bench -- [--friends 100000]
+//!       [--invocation-secs 20] [--requests 200] [--rate 20]
+//!
+//! Needs DynamoDB Local and the SQS emulator (`make local-up`); line-sim runs in this process.
+//!
+//! 1. Planning: seeds `--friends` following friends tagged `dessert` in bulk (users rows and tag
+//!    items, not through the pipeline), starts a campaign over `dessert`, and runs the planner as
+//!    campaign-queue would, each invocation given `--invocation-secs` so that planning goes on
+//!    across invocations. Time, invocations, pages, items and units read and written.
+//! 2. The fleet's rate: line-sim's multicast limit and the account's `sendRate` both `--rate`; a
+//!    transactional campaign of one friend a batch makes `--requests` requests, sent by three
+//!    senders at once. Achieved rate (first to last request on line-sim's log), 429s, the most
+//!    requests in any 100 ms window.
+//! 3. The cap reservation's cost: write units per 1,000 recipients with 1, 2 and 3 caps.
+//!
+//! Prints Markdown tables (the README's).
+
+use std::time::{Duration, Instant};
+
+use integration_tests::campaigns::{users, windows, CampaignRig, ACCOUNT};
+use integration_tests::seed::{bulk_friends, user_id};
+use integration_tests::TestStack;
+use serde_json::json;
+use shared::adapters::tags::DynamoTags;
+use shared::campaign::file::{AccountSettings, CampaignFile, Cap, Period};
+use shared::campaign::memory::MemoryQueue;
+use shared::campaign::model::{PlanMessage, State};
+use shared::campaign::plan::{Planned, Planner};
+use shared::campaign::ports::{CampaignRepo, CapStore};
+use shared::campaign::store::{CampaignStore, Demand};
+use shared::ports::{Clock, SystemClock};
+use shared::segment::resolve::{ReadStats, Resolver};
+use shared::segment::{Expr, FriendFacts, TagFacts};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|p| args.get(p + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn planning(friends: u64, invocation: Duration) {
+    let stack = TestStack::new().await;
+    let now = SystemClock.now_ms();
+    let facts = FriendFacts {
+        blocked: false,
+        followed_at_ms: Some(now - 86_400_000),
+        tags: [("dessert".to_string(), TagFacts { tagged_at_ms: now - 3_600_000, expires_at_ms: None })].into(),
+    };
+    let seeded = Instant::now();
+    bulk_friends(&stack, (0..friends).map(|i| (user_id(i), facts.clone()))).await;
+    eprintln!("seeded {friends} friends in {:.1} s", seeded.elapsed().as_secs_f64());
+
+    let store = CampaignStore::new(stack.dynamodb.clone(), stack.table("CampaignsTable"), stack.table("UsersTable"));
+    let settings = AccountSettings::parse(ACCOUNT).unwrap();
+    let file = CampaignFile::parse("id: bench\nname: bench\nsegment: dessert\nmessages: [\"hi\"]\n").unwrap();
+    store.create(&file, "", now).await.unwrap();
+    let c = store.start("bench", &settings, State::Planning, now).await.unwrap().unwrap();
+    let index = DynamoTags::reader(stack.dynamodb.clone(), stack.table("TagsTable"), stack.table("UsersTable"));
+    let (batches, plans) = (MemoryQueue::default(), MemoryQueue::default());
+    let planner =
+        Planner { store: &store, caps: &store, index: &index, batches: &batches, plans: &plans, clock: &SystemClock };
+    let message = PlanMessage { campaign: "bench".into(), run: c.run.clone() };
+    let started = Instant::now();
+    let mut invocations = 0;
+    loop {
+        invocations += 1;
+        let deadline = tokio::time::Instant::now() + invocation;
+        match planner.run(&message, deadline).await.unwrap() {
+            Planned::Finished { .. } => break,
+            Planned::Continued { .. } => continue,
+            other => panic!("planning stopped: {other:?}"),
+        }
+    }
+    let took = started.elapsed();
+    let c = store.get("bench").await.unwrap().unwrap();
+    assert_eq!((c.counters.segment, c.counters.planned), (friends, friends), "{:?}", c.counters);
+    let units = store.units();
+    // The index reads, as the planner's reader made them (the same resolver, the same pages).
+    let resolver = Resolver::new(&index);
+    let expr = Expr::parse("dessert").unwrap();
+    let mut reader = resolver.reader(&expr, now, None);
+    let mut index_read = ReadStats::default();
+    loop {
+        let page = reader.next_page(500).await.unwrap();
+        index_read.add(page.read);
+        if page.next.is_none() {
+            break;
+        }
+    }
+    let per_5m = 5_000_000.0 / friends as f64;
+    println!("\nPlanning {friends} friends (DynamoDB Local, invocations of {} s):\n", invocation.as_secs());
+    println!("| friends | time | invocations | pages | index items read | index read units | friends read (read units) | write units | batches queued |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {friends} | {:.1} s | {invocations} | {} | {} | {:.0} | {:.0} | {:.0} | {} |",
+        took.as_secs_f64(),
+        c.plan_page,
+        index_read.items,
+        index_read.capacity_units,
+        units.reads,
+        units.writes,
+        batches.sent().len()
+    );
+    println!(
+        "| 5,000,000 (projected, linear) | {:.0} min | {:.0} of 295 s | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | |",
+        took.as_secs_f64() * per_5m / 60.0,
+        took.as_secs_f64() * per_5m / 295.0,
+        f64::from(c.plan_page) * per_5m,
+        index_read.items as f64 * per_5m,
+        index_read.capacity_units * per_5m,
+        units.reads * per_5m,
+        units.writes * per_5m,
+    );
+}
+
+async fn rate(requests: usize, rate: u32) {
+    let rig = CampaignRig::new(&format!("{ACCOUNT}sendRate: {rate}\n")).await;
+    rig.sim.client().configure(json!({ "rateLimits": { "multicast": rate }, "logCapacity": 100000 })).await.unwrap();
+    let all = users(requests);
+    for chunk in all.chunks(50) {
+        futures::future::join_all(chunk.iter().map(|u| rig.friend(u, &["rate"]))).await;
+    }
+    let file = rig.campaign_file("rate", "rate", "batchSize: 1\ntransactional: true\n");
+    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.start("rate", rig.clock.now_ms()).await.unwrap();
+    rig.plan_only().await;
+    let started = Instant::now();
+    let failures = rig.send_with_fleet(3, Duration::from_secs(600)).await;
+    let took = started.elapsed();
+    let log = rig.sim.client().requests("multicast").await.unwrap();
+    let refused = log.iter().filter(|r| r["status"] == 429).count();
+    let (most, achieved) = windows(&log);
+    let c = rig.campaign("rate").await;
+    assert_eq!(c.counters.sent, requests as u64, "{:?}", c.counters);
+    println!("\nThe fleet's rate (3 senders, {requests} requests of one friend, line-sim's limit = sendRate):\n");
+    println!("| sendRate | achieved | of sendRate | 429s | most in 100 ms | allowed in 100 ms | records back to the queue | wall time |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {rate}/s | {achieved:.2}/s | {:.3} | {refused} | {most} | {} | {failures} | {:.1} s |",
+        achieved / f64::from(rate),
+        (f64::from(rate) / 10.0).ceil(),
+        took.as_secs_f64()
+    );
+}
+
+async fn reservation_cost() {
+    let stack = TestStack::new().await;
+    let now = SystemClock.now_ms();
+    let facts = FriendFacts { blocked: false, followed_at_ms: Some(now - 86_400_000), tags: Default::default() };
+    bulk_friends(&stack, (0..1_000).map(|i| (user_id(i), facts.clone()))).await;
+    let store = CampaignStore::new(stack.dynamodb.clone(), stack.table("CampaignsTable"), stack.table("UsersTable"));
+    let zone = shared::rules::window::Zone::parse("Asia/Taipei").unwrap();
+    println!("\nThe cap reservation (one conditional UpdateItem a recipient), 1,000 recipients:\n");
+    println!("| caps | write units | per recipient | friend item after |");
+    println!("|---|---|---|---|");
+    let all = [Cap { per: Period::Month, max: 4 }, Cap { per: Period::Week, max: 2 }, Cap { per: Period::Day, max: 1 }];
+    for n in 1..=3 {
+        let demand = Demand::new(format!("campaign-{n}~0123456789ab"), &all[..n], &zone, false, 0, now);
+        let before = store.units();
+        for i in 0..1_000 {
+            store.reserve(&user_id(i), &demand, now).await.unwrap();
+        }
+        let writes = store.units().writes - before.writes;
+        let item = integration_tests::get_item(&stack.dynamodb, stack.table("UsersTable"), "userId", &user_id(0)).await;
+        let size = item.as_ref().map_or(0, item_size);
+        println!(
+            "| {} | {writes:.0} | {:.2} | about {size} bytes |",
+            all[..n].iter().map(|c| format!("{:?}", c.per).to_lowercase()).collect::<Vec<_>>().join(" + "),
+            writes / 1_000.0
+        );
+    }
+}
+
+/// An item's size as DynamoDB bills it: attribute names plus values (strings as UTF-8, numbers
+/// about one byte per two digits plus one, sets as their members).
+fn item_size(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    item.iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    V::S(s) => s.len(),
+                    V::N(n) => n.len().div_ceil(2) + 1,
+                    V::Ss(set) => set.iter().map(String::len).sum(),
+                    V::Bool(_) | V::Null(_) => 1,
+                    _ => 0,
+                }
+        })
+        .sum()
+}
+
+#[tokio::main]
+async fn main() {
+    let friends = arg("--friends", 100_000);
+    let requests = arg("--requests", 200) as usize;
+    let send_rate = arg("--rate", 20) as u32;
+    if friends > 0 {
+        planning(friends, Duration::from_secs(arg("--invocation-secs", 20))).await;
+    }
+    if requests > 0 {
+        rate(requests, send_rate).await;
+    }
+    reservation_cost().await;
+}
