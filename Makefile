@@ -23,6 +23,7 @@ bench:           ## Benchmarks (the handler benchmark needs `make local-up`)
 	cargo run -q -p oa -- --local rules apply examples/bakery-rules.yaml
 	cargo run --release -p integration-tests --bin reply-bench
 	cargo run --release -p integration-tests --bin segment-bench
+	cargo run --release -p integration-tests --bin campaign-bench
 
 ARCH ?= arm64
 build:           ## Release artifacts for AWS (target/lambda/<function>/bootstrap); ARCH=arm64|x86-64

@@ -10,8 +10,8 @@
 //!    campaign-queue would, each invocation given `--invocation-secs` so that planning goes on
 //!    across invocations. Time, invocations, pages, items and units read and written.
 //! 2. The fleet's rate: line-sim's multicast limit and the account's `sendRate` both `--rate`; a
-//!    transactional campaign of one friend a batch makes `--requests` requests, sent by three
-//!    senders at once. Achieved rate (first to last request on line-sim's log), 429s, the most
+//!    transactional campaign of one friend a batch makes `--requests` requests, sent by
+//!    `--senders` (default 5) senders at once. Achieved rate (first to last request on line-sim's log), 429s, the most
 //!    requests in any 100 ms window.
 //! 3. The cap reservation's cost: write units per 1,000 recipients with 1, 2 and 3 caps.
 //!
@@ -114,7 +114,7 @@ async fn planning(friends: u64, invocation: Duration) {
     );
 }
 
-async fn rate(requests: usize, rate: u32) {
+async fn rate(requests: usize, rate: u32, senders: usize) {
     let rig = CampaignRig::new(&format!("{ACCOUNT}sendRate: {rate}\n")).await;
     rig.sim.client().configure(json!({ "rateLimits": { "multicast": rate }, "logCapacity": 100000 })).await.unwrap();
     let all = users(requests);
@@ -126,14 +126,14 @@ async fn rate(requests: usize, rate: u32) {
     rig.oa.start("rate", rig.clock.now_ms()).await.unwrap();
     rig.plan_only().await;
     let started = Instant::now();
-    let failures = rig.send_with_fleet(3, Duration::from_secs(600)).await;
+    let failures = rig.send_with_fleet(senders, Duration::from_secs(600)).await;
     let took = started.elapsed();
     let log = rig.sim.client().requests("multicast").await.unwrap();
     let refused = log.iter().filter(|r| r["status"] == 429).count();
     let (most, achieved) = windows(&log);
     let c = rig.campaign("rate").await;
     assert_eq!(c.counters.sent, requests as u64, "{:?}", c.counters);
-    println!("\nThe fleet's rate (3 senders, {requests} requests of one friend, line-sim's limit = sendRate):\n");
+    println!("\nThe fleet's rate ({senders} senders, {requests} requests of one friend, line-sim's limit = sendRate):\n");
     println!("| sendRate | achieved | of sendRate | 429s | most in 100 ms | allowed in 100 ms | records back to the queue | wall time |");
     println!("|---|---|---|---|---|---|---|---|");
     println!(
@@ -199,7 +199,7 @@ async fn main() {
         planning(friends, Duration::from_secs(arg("--invocation-secs", 20))).await;
     }
     if requests > 0 {
-        rate(requests, send_rate).await;
+        rate(requests, send_rate, arg("--senders", 5) as usize).await;
     }
     reservation_cost().await;
 }
