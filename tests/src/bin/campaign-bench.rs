@@ -133,7 +133,9 @@ async fn rate(requests: usize, rate: u32, senders: usize) {
     let (most, achieved) = windows(&log);
     let c = rig.campaign("rate").await;
     assert_eq!(c.counters.sent, requests as u64, "{:?}", c.counters);
-    println!("\nThe fleet's rate ({senders} senders, {requests} requests of one friend, line-sim's limit = sendRate):\n");
+    println!(
+        "\nThe fleet's rate ({senders} senders, {requests} requests of one friend, line-sim's limit = sendRate):\n"
+    );
     println!("| sendRate | achieved | of sendRate | 429s | most in 100 ms | allowed in 100 ms | records back to the queue | wall time |");
     println!("|---|---|---|---|---|---|---|---|");
     println!(
