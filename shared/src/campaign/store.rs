@@ -728,8 +728,17 @@ impl CampaignStore {
         Ok(answer)
     }
 
-    /// The run's batches whose outcome is unknown, by number.
-    pub async fn unknown_batches(&self, c: &Campaign) -> Result<Vec<u32>, BackendError> {
+    /// The run's batches in one of `states`, by number, with their state.
+    pub async fn batches_in(
+        &self,
+        c: &Campaign,
+        states: &[BatchState],
+    ) -> Result<Vec<(u32, BatchState)>, BackendError> {
+        let mut values: HashMap<String, AttributeValue> =
+            states.iter().enumerate().map(|(i, st)| (format!(":s{i}"), s(st.name()))).collect();
+        values.insert(":pk".into(), s(&format!("c#{}", c.id)));
+        values.insert(":prefix".into(), s(&format!("b#{}#", c.run)));
+        let list: Vec<String> = (0..states.len()).map(|i| format!(":s{i}")).collect();
         let mut out = vec![];
         let mut start = None;
         loop {
@@ -738,24 +747,28 @@ impl CampaignStore {
                 .query()
                 .table_name(&self.campaigns)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .filter_expression("#state = :unknown")
+                .filter_expression(format!("#state IN ({})", list.join(", ")))
                 .expression_attribute_names("#state", "state")
-                .expression_attribute_values(":pk", s(&format!("c#{}", c.id)))
-                .expression_attribute_values(":prefix", s(&format!("b#{}#", c.run)))
-                .expression_attribute_values(":unknown", s(BatchState::Unknown.name()))
-                .projection_expression("sk")
+                .set_expression_attribute_values(Some(values.clone()))
+                .projection_expression("sk, #state")
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| err("Query", describe(&e)))?;
-            out.extend(page.items().iter().filter_map(|i| text(i, "sk")?.rsplit('#').next()?.parse::<u32>().ok()));
+            for item in page.items() {
+                let number = text(item, "sk").and_then(|k| k.rsplit('#').next()).and_then(|n| n.parse().ok());
+                let state = text(item, "state").and_then(BatchState::parse);
+                if let (Some(n), Some(st)) = (number, state) {
+                    out.push((n, st));
+                }
+            }
             start = page.last_evaluated_key;
             if start.is_none() {
                 break;
             }
         }
-        out.sort_unstable();
+        out.sort_unstable_by_key(|(n, _)| *n);
         Ok(out)
     }
 
@@ -1009,40 +1022,7 @@ impl CampaignRepo for CampaignStore {
 
     /// The run's batches that are not settled (planned, frozen or held), by number.
     async fn open_batches(&self, c: &Campaign) -> Result<Vec<(u32, BatchState)>, BackendError> {
-        let mut out = vec![];
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.campaigns)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .filter_expression("#state IN (:planned, :frozen, :held)")
-                .expression_attribute_names("#state", "state")
-                .expression_attribute_values(":pk", s(&format!("c#{}", c.id)))
-                .expression_attribute_values(":prefix", s(&format!("b#{}#", c.run)))
-                .expression_attribute_values(":planned", s(BatchState::Planned.name()))
-                .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
-                .expression_attribute_values(":held", s(BatchState::Held.name()))
-                .projection_expression("sk, #state")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| err("Query", describe(&e)))?;
-            for item in page.items() {
-                let number = text(item, "sk").and_then(|k| k.rsplit('#').next()).and_then(|n| n.parse().ok());
-                let state = text(item, "state").and_then(BatchState::parse);
-                if let (Some(n), Some(st)) = (number, state) {
-                    out.push((n, st));
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(out)
+        self.batches_in(c, &[BatchState::Planned, BatchState::Frozen, BatchState::Held]).await
     }
 
     /// Takes a held batch back to where it was held from; its recipients stop counting as held.
