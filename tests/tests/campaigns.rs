@@ -550,8 +550,13 @@ async fn an_unknown_outcome_waits_for_a_person_and_not_delivered_gives_the_slots
         assert_eq!(rig.received(u).await, 0);
         assert_eq!(rig.cap_set_at(u, frozen_at).await.len(), 1, "the slot stays while the outcome is unknown");
     }
+    // A first resolve dies right after recording its decision: the slots are still taken, and
+    // the next resolve gives them back.
+    let batch = rig.store.batch(&c, 0).await.unwrap().unwrap();
+    assert!(rig.store.resolve_unknown(&c, &batch, false).await.unwrap());
+    assert_eq!(rig.cap_set_at(&all[0], frozen_at).await.len(), 1);
     let (batches, friends, after) = rig.oa.resolve("maybe", false).await.unwrap();
-    assert_eq!((batches, friends, after.state), (1, 3, State::Done));
+    assert_eq!((batches, friends, after.state), (0, 0, State::Done));
     assert_eq!((after.counters.unknown, after.counters.failed), (0, 3));
     for u in &all {
         assert!(rig.cap_set_at(u, frozen_at).await.is_empty(), "not delivered: the slot is given back");

@@ -11,7 +11,7 @@ use shared::campaign::plan::{count, plan_body, Classifier};
 use shared::campaign::ports::{CampaignRepo, CapStore};
 use shared::campaign::price::Plan;
 use shared::campaign::resume::{requeue, resumes_to};
-use shared::campaign::store::{retry_key, Campaign, CampaignStore, Created, Demand};
+use shared::campaign::store::{retry_key, BatchState, Campaign, CampaignStore, Created, Demand};
 use shared::line::client::LineClient;
 use shared::ports::WorkQueue;
 use shared::rules::store::{Publish, RulesStore};
@@ -231,24 +231,29 @@ impl Campaigns {
     pub async fn resolve(&self, id: &str, delivered: bool) -> Result<(usize, u64, Campaign), Error> {
         let c = self.store.get(id).await?.ok_or_else(|| format!("no campaign {id}"))?;
         let mut recipients = 0;
-        let numbers = self.store.unknown_batches(&c).await?;
-        for number in &numbers {
+        let unknown = self.store.batches_in(&c, &[BatchState::Unknown]).await?;
+        for (number, _) in &unknown {
             let Some(batch) = self.store.batch(&c, *number).await? else { continue };
-            if !self.store.resolve_unknown(&c, &batch, delivered).await? {
-                continue;
-            }
-            recipients += batch.send_list().len() as u64;
-            if !delivered {
-                let demand = Classifier::of(&c, 0).demand;
-                for user in batch.send_list() {
-                    self.store.release(user, &demand, &batch.cap_attrs).await?;
-                }
-                self.store.clear_cap_attrs(&c, *number).await?;
-                self.store.return_budget(&c, &batch).await?;
+            if self.store.resolve_unknown(&c, &batch, delivered).await? {
+                recipients += batch.send_list().len() as u64;
             }
         }
+        // Failed batches whose slots and budget are still taken: the ones just resolved as not
+        // delivered, and any a resolve cut short left behind (nothing else comes back to them).
+        let demand = Classifier::of(&c, 0).demand;
+        for (number, _) in self.store.batches_in(&c, &[BatchState::Failed]).await? {
+            let Some(batch) = self.store.batch(&c, number).await? else { continue };
+            if !batch.slots_to_give_back() {
+                continue;
+            }
+            for user in batch.send_list() {
+                self.store.release(user, &demand, &batch.cap_attrs).await?;
+            }
+            self.store.return_budget(&c, &batch).await?;
+            self.store.clear_cap_attrs(&c, number).await?;
+        }
         self.store.done_when_resolved(&c).await?;
-        Ok((numbers.len(), recipients, self.store.get(id).await?.ok_or("the campaign vanished")?))
+        Ok((unknown.len(), recipients, self.store.get(id).await?.ok_or("the campaign vanished")?))
     }
 
     async fn change(&self, id: &str, from: &[State], to: State, reason: Option<&str>) -> Result<Campaign, Error> {
