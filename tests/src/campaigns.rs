@@ -369,6 +369,13 @@ pub fn windows(log: &[Value]) -> (usize, f64) {
     (most, rate)
 }
 
+/// When each logged request reached line-sim, µs since the epoch, in order.
+pub fn arrivals_us(log: &[Value]) -> Vec<i64> {
+    let mut at: Vec<i64> = log.iter().filter_map(|r| r["atUs"].as_i64()).collect();
+    at.sort_unstable();
+    at
+}
+
 /// `n` fresh user IDs.
 pub fn users(n: usize) -> Vec<String> {
     (0..n).map(|_| crate::pipeline::user()).collect()

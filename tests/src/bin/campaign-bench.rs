@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::campaigns::{users, windows, CampaignRig, ACCOUNT};
+use integration_tests::campaigns::{arrivals_us, users, windows, CampaignRig, ACCOUNT};
 use integration_tests::seed::{bulk_friends, user_id};
 use integration_tests::TestStack;
 use serde_json::json;
@@ -143,6 +143,23 @@ async fn rate(requests: usize, rate: u32, senders: usize) {
         achieved / f64::from(rate),
         (f64::from(rate) / 10.0).ceil(),
         took.as_secs_f64()
+    );
+    // Where the missing share went: gaps between consecutive requests longer than the schedule's
+    // interval are slots nobody was ready for.
+    let at = arrivals_us(&log);
+    let interval = 1000.0 / (f64::from(rate) * shared::campaign::pace::MARGIN);
+    let idle: Vec<f64> = at.windows(2).map(|w| (w[1] - w[0]) as f64 / 1000.0).filter(|&g| g > interval * 1.5).collect();
+    println!(
+        "\nSchedule interval {interval:.1} ms; {} gaps over 1.5 intervals (slots nobody was ready for), {:.0} ms \
+         idle in all",
+        idle.len(),
+        idle.iter().map(|&g| g - interval).sum::<f64>()
+    );
+    let mut spans: Vec<i64> = at.windows(3).map(|w| w[2] - w[0]).collect();
+    spans.sort_unstable();
+    println!(
+        "Shortest spans of 3 requests in a row (µs; under 100,000 is a window over): {:?}",
+        &spans[..spans.len().min(5)]
     );
 }
 

@@ -65,12 +65,13 @@ async fn handle(
             Ok(o) => (200, o.delivered_to, o.billed, None),
             Err(r) => (r.status, 0, 0, Some(r.message.clone())),
         };
-        let at = st.now_ms() - arrived.elapsed().as_millis() as i64;
+        let at_us = st.now_us() - arrived.elapsed().as_micros() as i64;
         st.record(LogEntry {
             request_id: request_id.clone(),
             api,
             status,
-            at,
+            at: at_us.div_euclid(1000),
+            at_us,
             retry_key: retry_key.map(str::to_string),
             fault: fault.map(|f| match f {
                 Fault::Error500 => "error500",

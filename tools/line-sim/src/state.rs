@@ -155,7 +155,9 @@ pub struct LogEntry {
     pub request_id: String,
     pub api: Api,
     pub status: u16,
+    /// Arrival, simulated time: ms since the epoch, and µs (for spacing finer than a millisecond).
     pub at: i64,
+    pub at_us: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -287,6 +289,12 @@ impl State {
     pub fn now_ms(&self) -> i64 {
         let real = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
         real + self.clock_offset_ms
+    }
+
+    /// Simulated time in µs.
+    pub fn now_us(&self) -> i64 {
+        let real = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or_default();
+        real + self.clock_offset_ms * 1000
     }
 
     pub fn advance(&mut self, ms: i64) {
