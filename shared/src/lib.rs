@@ -25,6 +25,7 @@ pub mod envelope;
 pub mod ingest;
 pub mod line;
 pub mod logging;
+pub mod names;
 pub mod ports;
 pub mod rules;
 pub mod secrets;

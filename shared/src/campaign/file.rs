@@ -228,7 +228,7 @@ pub struct AccountSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<Hours>,
     /// Least time between two campaign pushes to one friend (`3d`), across period boundaries.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_span")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::names::span_opt")]
     pub min_gap: Option<std::time::Duration>,
     /// Most billable messages a calendar month across every campaign: the sender pauses a
     /// campaign that would go past it.
@@ -249,22 +249,6 @@ fn send_rate<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         Ok(n)
     } else {
         Err(de::Error::custom(format!("sendRate {n}: from 1 to 2000 requests a second (LINE's default limit: 200)")))
-    }
-}
-
-mod opt_span {
-    use super::*;
-    use crate::rules::file::span;
-
-    pub fn serialize<S: serde::Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => span::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
-        span::deserialize(d).map(Some)
     }
 }
 

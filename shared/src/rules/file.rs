@@ -6,12 +6,13 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::normalize;
 use super::tags::TagsSection;
 use super::window::{Window, Zone};
+use crate::names::span;
 
 /// Most messages one reply may carry (LINE's limit).
 pub const MAX_MESSAGES: usize = 5;
@@ -243,47 +244,6 @@ fn patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Ok(list)
 }
 
-/// Durations written as `<number><unit>` with unit s, m, h or d (`90s`, `30m`, `24h`, `7d`).
-pub fn parse_span(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 30m, 24h or 7d"))?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => return Err(format!("{s:?} is not a duration like 30m, 24h or 7d (units: s, m, h, d)")),
-    };
-    Ok(Duration::from_secs(n * secs))
-}
-
-/// Writes a duration back in the largest unit that divides it.
-pub fn format_span(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0 => "0s".into(),
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
-/// `30m`, `24h`, `7d` in YAML, a [`Duration`] in code.
-pub(crate) mod span {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_span(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        parse_span(&String::deserialize(d)?).map_err(de::Error::custom)
-    }
-}
-
 /// A rules file that could not be used, with where in the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{message}", location.map(|(l, c)| format!("line {l}, column {c}: ")).unwrap_or_default())]
@@ -452,14 +412,5 @@ fallback:
         assert!(err(blank).message.contains("empty once normalised"));
         assert!(err("timezone: Mars/Olympus\n").message.contains("Mars/Olympus"));
         assert!(err("fallback: { cooldown: soon, messages: [x] }\n").message.contains("duration"));
-    }
-
-    #[test]
-    fn spans_read_and_write_back() {
-        assert_eq!(parse_span("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_span("7d").unwrap(), Duration::from_secs(7 * 86_400));
-        assert!(parse_span("7w").is_err());
-        assert_eq!(format_span(Duration::from_secs(7200)), "2h");
-        assert_eq!(format_span(Duration::from_secs(90)), "90s");
     }
 }

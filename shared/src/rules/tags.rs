@@ -35,7 +35,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::file::{Match, RuleId};
 use super::matcher::Matcher;
-use crate::segment::is_tag;
+use crate::names::is_tag;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -126,23 +126,16 @@ fn default_shop() -> BTreeMap<String, TagAction> {
     ])
 }
 
+/// An optional expiry: a span longer than zero.
 mod opt_span {
     use super::*;
-    use crate::rules::file::{format_span, parse_span};
-
-    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&format_span(*d)),
-            None => s.serialize_none(),
-        }
-    }
+    pub use crate::names::span_opt::serialize;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let span = parse_span(&String::deserialize(d)?).map_err(de::Error::custom)?;
-        if span.is_zero() {
-            return Err(de::Error::custom("expires must be longer than 0s"));
+        match crate::names::span_opt::deserialize(d)? {
+            Some(span) if span.is_zero() => Err(de::Error::custom("expires must be longer than 0s")),
+            span => Ok(span),
         }
-        Ok(Some(span))
     }
 }
 

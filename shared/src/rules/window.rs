@@ -49,7 +49,7 @@ fn fixed_offset(s: &str) -> Option<jiff::tz::Offset> {
     };
     let (h, m) = s[1..].split_once(':')?;
     let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
-    if h > 14 || m > 59 {
+    if !(0..=14).contains(&h) || !(0..=59).contains(&m) {
         return None;
     }
     jiff::tz::Offset::from_seconds(sign * (h * 3600 + m * 60)).ok()
@@ -208,5 +208,8 @@ mod tests {
         assert!(Hours::parse("09:00-09:00").is_err());
         assert!(Zone::parse("Nowhere/City").is_err());
         assert!(Zone::parse("+08:00").is_ok());
+        for bad in ["+-2000000000:00", "+00:-999999999", "-08:60"] {
+            assert!(Zone::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -186,7 +186,7 @@ pub fn list(book: &RuleBook) -> String {
         );
     }
     if let Some(f) = &book.file.fallback {
-        let cooldown = shared::rules::file::format_span(f.cooldown);
+        let cooldown = shared::names::format_span(f.cooldown);
         let _ = writeln!(
             out,
             "{:<24} {:<9} {:>8}  {:<36} {:>8}",

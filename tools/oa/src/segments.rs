@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
-use shared::rules::file::format_span;
+use shared::names::format_span;
 use shared::segment::resolve::ReadStats;
 use shared::segment::Expr;
 use shared::tagging::TagItem;
