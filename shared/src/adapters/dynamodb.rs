@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 
+use super::attr::{n, s};
 use crate::ports::{BackendError, Claim, FriendChange, FriendStore, FriendUpdate, IdempotencyStore, Queues};
 use crate::tagging::{friend_index_key, shard_of};
 
@@ -18,12 +19,6 @@ const STATUS_IN_PROGRESS: &str = "INPROGRESS";
 const STATUS_PARTIAL: &str = "PARTIAL";
 const STATUS_COMPLETED: &str = "COMPLETED";
 
-fn n(v: i64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_string())
-}
 fn store_err<E, R>(operation: &'static str, e: SdkError<E, R>) -> BackendError
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,

@@ -22,6 +22,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use futures::future::BoxFuture;
 
+use super::attr::{int as num, n, s, text};
 use super::describe;
 use super::dynamodb::KnownFriend;
 use crate::ports::BackendError;
@@ -40,18 +41,6 @@ pub const FRIEND_INDEX: &str = "following";
 const MAX_TRANSACTION: usize = 100;
 const COUNTS_PREFIX: &str = "#counts#";
 
-fn n(v: i64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_string())
-}
-fn num(item: &HashMap<String, AttributeValue>, key: &str) -> Option<i64> {
-    item.get(key).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
-}
-fn text<'i>(item: &'i HashMap<String, AttributeValue>, key: &str) -> Option<&'i str> {
-    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
-}
 fn err(operation: &'static str, message: String) -> BackendError {
     BackendError::Store { operation, message }
 }

@@ -16,6 +16,7 @@ use aws_sdk_dynamodb::Client;
 use sha2::{Digest, Sha256};
 
 use super::RuleBook;
+use crate::adapters::attr::int;
 use crate::adapters::describe;
 use crate::ports::BackendError;
 
@@ -78,7 +79,7 @@ impl RulesStore {
             .send()
             .await
             .map_err(|e| store_err("GetItem", describe(&e)))?;
-        Ok(out.item.as_ref().and_then(|i| number(i.get("version"))))
+        Ok(out.item.as_ref().and_then(|i| int(i, "version")).map(|v| v.max(0) as u64))
     }
 
     pub async fn load(&self, version: u64) -> Result<Published, BackendError> {
@@ -97,7 +98,7 @@ impl RulesStore {
             version,
             sha256: text("sha256"),
             source: text("source"),
-            applied_at_ms: number(item.get("appliedAt")).unwrap_or_default() as i64,
+            applied_at_ms: int(&item, "appliedAt").unwrap_or_default(),
         })
     }
 
@@ -154,10 +155,6 @@ impl RulesStore {
             Err(e) => Err(store_err("TransactWriteItems", describe(&e))),
         }
     }
-}
-
-fn number(v: Option<&AttributeValue>) -> Option<u64> {
-    v.and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
 }
 
 /// The compiled rules of the live version, re-read only when the version changes.
