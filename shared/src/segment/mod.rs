@@ -16,6 +16,7 @@
 //! ```
 //!
 //! Keywords (`AND`, `OR`, `NOT`, `all`, function names) are case-insensitive; tags are lower case.
+//! Parentheses and NOTs nest at most [`MAX_DEPTH`] deep.
 //! A friend who blocked the account never matches, whatever the expression. Expired tags do not
 //! count. Errors carry the character position; [`SegmentError::render`] points at it with a caret.
 
@@ -23,7 +24,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::rules::file::{format_span, parse_span};
+use crate::names::{format_span, is_tag, parse_span};
 
 pub mod resolve;
 
@@ -53,6 +54,12 @@ pub enum Before {
     /// Before this date (ms since the epoch, midnight UTC).
     Date { ms: i64, y: i32, m: u8, d: u8 },
 }
+
+/// How deep parentheses and NOTs may nest, counted together: `NOT (a OR NOT b)` is 3 deep. Far
+/// more than anyone writes, and far less than what would exhaust a thread's stack: the parser
+/// recurses once per level, and a parsed expression is at most `2 * MAX_DEPTH + 2` levels deep, so
+/// evaluating, printing and resolving it recurse a bounded amount too.
+pub const MAX_DEPTH: usize = 64;
 
 /// A parse error at character `position` (0-based) of the expression.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +122,8 @@ struct Parser {
     tokens: Vec<(usize, Token)>,
     next: usize,
     end: usize,
+    /// Parentheses and NOTs open around the next token.
+    depth: usize,
 }
 
 fn is_keyword(w: &str, k: &str) -> bool {
@@ -143,6 +152,16 @@ impl Parser {
         }
     }
 
+    /// Opens one more level of nesting for the parenthesis or NOT at the next token, or refuses it
+    /// there if that would go deeper than [`MAX_DEPTH`].
+    fn enter(&mut self) -> Result<(), SegmentError> {
+        if self.depth >= MAX_DEPTH {
+            return self.error(format!("nested too deep: at most {MAX_DEPTH} levels of parentheses and NOT"));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
     fn expect(&mut self, t: Token, what: &str) -> Result<(), SegmentError> {
         if self.peek() == Some(&t) {
             self.next += 1;
@@ -169,8 +188,12 @@ impl Parser {
     }
 
     fn not(&mut self) -> Result<Expr, SegmentError> {
-        if self.keyword("not") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+        if matches!(self.peek(), Some(Token::Word(w)) if is_keyword(w, "not")) {
+            self.enter()?;
+            self.next += 1;
+            let e = self.not()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(e)));
         }
         self.atom()
     }
@@ -201,9 +224,11 @@ impl Parser {
         let Some(token) = self.peek().cloned() else { return self.error("expected a tag, all, NOT or (") };
         match token {
             Token::LParen => {
+                self.enter()?;
                 self.next += 1;
                 let e = self.or()?;
                 self.expect(Token::RParen, "')'")?;
+                self.depth -= 1;
                 Ok(e)
             }
             Token::Word(w) if is_keyword(&w, "all") => {
@@ -257,19 +282,6 @@ impl Parser {
     }
 }
 
-/// Whether `w` is a tag name: letters of any script (lower case where the script has case), digits,
-/// `_`, and after the first character also `:` `.` `-`; at most [`MAX_TAG_LEN`] bytes.
-pub fn is_tag(w: &str) -> bool {
-    let letter = |c: char| (c.is_alphanumeric() && !c.is_uppercase()) || c == '_';
-    let mut chars = w.chars();
-    w.len() <= MAX_TAG_LEN
-        && chars.next().is_some_and(letter)
-        && chars.all(|c| letter(c) || matches!(c, ':' | '.' | '-'))
-}
-
-/// Longest tag name, in bytes (it is part of DynamoDB keys).
-pub const MAX_TAG_LEN: usize = 100;
-
 fn date(s: &str) -> Result<Before, String> {
     let bad = || format!("{s:?} is not a date like 2026-11-01");
     let d = jiff::civil::Date::strptime("%Y-%m-%d", s).map_err(|_| bad())?;
@@ -279,7 +291,7 @@ fn date(s: &str) -> Result<Before, String> {
 
 impl Expr {
     pub fn parse(input: &str) -> Result<Expr, SegmentError> {
-        let mut p = Parser { tokens: tokenize(input)?, next: 0, end: input.chars().count() };
+        let mut p = Parser { tokens: tokenize(input)?, next: 0, end: input.chars().count(), depth: 0 };
         if p.tokens.is_empty() {
             return p.error("empty expression: give a tag, or all");
         }
@@ -467,6 +479,34 @@ mod tests {
         assert_eq!(Expr::parse("bought:スイーツ").unwrap(), Expr::Tag("bought:スイーツ".into()), "tags of any script");
         let rendered = Expr::parse("dessert AND AND vip").unwrap_err().render("dessert AND AND vip");
         assert_eq!(rendered, "dessert AND AND vip\n            ^ AND needs something before it");
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused_where_it_goes_too_deep() {
+        let parens = |n: usize| format!("{}dessert{}", "(".repeat(n), ")".repeat(n));
+        let nots = |n: usize| format!("{}dessert", "NOT ".repeat(n));
+        assert_eq!(Expr::parse(&parens(MAX_DEPTH)).unwrap(), Expr::Tag("dessert".into()));
+        let deepest = Expr::parse(&nots(MAX_DEPTH)).unwrap();
+        assert_eq!(Expr::parse(&deepest.to_string()).unwrap(), deepest, "prints and parses back");
+        assert!(deepest.matches(&friend(&[("dessert", 1, None)], 10), NOW), "an even number of NOTs");
+        let mixed = format!("{}vip{}", "NOT (".repeat(MAX_DEPTH / 2), ")".repeat(MAX_DEPTH / 2));
+        assert!(Expr::parse(&mixed).is_ok(), "NOT and parentheses count together, up to the limit");
+        let siblings = format!("{} AND {}", parens(MAX_DEPTH), nots(MAX_DEPTH));
+        assert!(Expr::parse(&siblings).is_ok(), "depth is counted along one path, not added up");
+
+        // (input, position of the parenthesis or NOT one level too deep)
+        let cases = [
+            (parens(5_000), MAX_DEPTH),
+            (nots(5_000), 4 * MAX_DEPTH),
+            (parens(MAX_DEPTH + 1), MAX_DEPTH),
+            (format!("NOT {}", parens(MAX_DEPTH)), 4 + MAX_DEPTH - 1),
+            (format!("vip AND {}", nots(MAX_DEPTH + 1)), "vip AND ".len() + 4 * MAX_DEPTH),
+        ];
+        for (input, position) in cases {
+            let e = Expr::parse(&input).expect_err("too deep");
+            assert_eq!(e.position, position, "{e}");
+            assert!(e.message.contains("nested too deep"), "{e}");
+        }
     }
 
     #[test]
