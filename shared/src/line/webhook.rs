@@ -16,8 +16,12 @@
 //!
 //! Serialising an [`Event`] writes back exactly the JSON it was parsed from.
 
+use std::fmt;
+
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Why a request body is not a LINE webhook envelope.
@@ -39,21 +43,452 @@ pub struct WebhookBody {
 
 impl WebhookBody {
     /// Parses a raw body. Only the envelope is strict: an object with an `events` array.
+    ///
+    /// One pass over the body finds each event's text without building anything for it; each
+    /// event is then read once from its own text (see [`Event::from_raw`]) and keeps that text.
     pub fn parse(body: &[u8]) -> Result<Self, ParseError> {
-        let value: Value = serde_json::from_slice(body).map_err(ParseError::NotJson)?;
-        let Value::Object(mut envelope) = value else {
-            return Err(ParseError::NotEnvelope("the top level is not an object"));
-        };
-        let Some(Value::Array(raw_events)) = envelope.remove("events") else {
-            return Err(ParseError::NotEnvelope("`events` is missing or not an array"));
-        };
-        let destination = match envelope.remove("destination") {
-            Some(Value::String(s)) => Some(s),
-            _ => None,
-        };
-        Ok(Self { destination, events: raw_events.into_iter().map(Event::from_value).collect() })
+        let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(ParseError::NotJson)?;
+        match envelope {
+            Envelope::NotObject => Err(ParseError::NotEnvelope("the top level is not an object")),
+            Envelope::Object { events: None, .. } => {
+                Err(ParseError::NotEnvelope("`events` is missing or not an array"))
+            }
+            Envelope::Object { destination, events: Some(events) } => Ok(Self {
+                destination,
+                events: events.into_iter().map(|raw| Event::from_raw(raw.to_owned())).collect(),
+            }),
+        }
     }
 }
+
+/// The envelope as one pass over the body sees it: each event's text is borrowed, not parsed.
+/// Keys repeat as JSON objects allow: the last one counts.
+enum Envelope<'a> {
+    NotObject,
+    Object { destination: Option<String>, events: Option<Vec<&'a RawValue>> },
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EnvelopeVisitor;
+        impl<'de> Visitor<'de> for EnvelopeVisitor {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut destination, mut events) = (None, None);
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Known("destination") => destination = map.next_value::<Lenient<String>>()?.ok(),
+                        Key::Known("events") => events = map.next_value::<Events<'de>>()?.0,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Envelope::Object { destination, events })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                drain_seq(seq).map(|_| Envelope::NotObject)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Envelope::NotObject)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Envelope::NotObject)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Envelope::NotObject)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Envelope::NotObject)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Envelope::NotObject)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Envelope::NotObject)
+            }
+        }
+        d.deserialize_any(EnvelopeVisitor)
+    }
+}
+
+/// `events`: each element's text, or None when it is not an array.
+struct Events<'a>(Option<Vec<&'a RawValue>>);
+
+impl<'de> Deserialize<'de> for Events<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EventsVisitor;
+        impl<'de> Visitor<'de> for EventsVisitor {
+            type Value = Events<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of events")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut events = Vec::with_capacity(32);
+                while let Some(event) = seq.next_element::<&'de RawValue>()? {
+                    events.push(event);
+                }
+                Ok(Events(Some(events)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                drain_map(map).map(|_| Events(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Events(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Events(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Events(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Events(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Events(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Events(None))
+            }
+        }
+        d.deserialize_any(EventsVisitor)
+    }
+}
+
+fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// An object key, matched against the names a reader knows without allocating.
+enum Key {
+    Known(&'static str),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+                // Every key the envelope and the event readers look at.
+                Ok(Key::Known(match v {
+                    "destination" => "destination",
+                    "events" => "events",
+                    "type" => "type",
+                    "mode" => "mode",
+                    "timestamp" => "timestamp",
+                    "source" => "source",
+                    "webhookEventId" => "webhookEventId",
+                    "deliveryContext" => "deliveryContext",
+                    "replyToken" => "replyToken",
+                    "message" => "message",
+                    "unsend" => "unsend",
+                    "follow" => "follow",
+                    "joined" => "joined",
+                    "left" => "left",
+                    "postback" => "postback",
+                    "videoPlayComplete" => "videoPlayComplete",
+                    "beacon" => "beacon",
+                    "link" => "link",
+                    "membership" => "membership",
+                    "module" => "module",
+                    "chatControl" => "chatControl",
+                    "delivery" => "delivery",
+                    "userId" => "userId",
+                    "groupId" => "groupId",
+                    "roomId" => "roomId",
+                    "isRedelivery" => "isRedelivery",
+                    "id" => "id",
+                    "quoteToken" => "quoteToken",
+                    "text" => "text",
+                    "emojis" => "emojis",
+                    "mention" => "mention",
+                    "quotedMessageId" => "quotedMessageId",
+                    "contentProvider" => "contentProvider",
+                    "imageSet" => "imageSet",
+                    "duration" => "duration",
+                    "fileName" => "fileName",
+                    "fileSize" => "fileSize",
+                    "title" => "title",
+                    "address" => "address",
+                    "latitude" => "latitude",
+                    "longitude" => "longitude",
+                    "packageId" => "packageId",
+                    "stickerId" => "stickerId",
+                    "stickerResourceType" => "stickerResourceType",
+                    "keywords" => "keywords",
+                    _ => return Ok(Key::Other),
+                }))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A value read for its documented type; any other JSON is consumed and remembered as wrong
+/// (the event is then [`EventKind::Malformed`]), so one bad field never stops the reading.
+enum Lenient<T> {
+    Null,
+    Ok(T),
+    Wrong,
+}
+
+impl<T> Lenient<T> {
+    fn ok(self) -> Option<T> {
+        match self {
+            Lenient::Ok(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! lenient_visitor_rest {
+    ($t:ty) => {
+        fn visit_unit<E>(self) -> Result<Lenient<$t>, E> {
+            Ok(Lenient::Null)
+        }
+        fn visit_none<E>(self) -> Result<Lenient<$t>, E> {
+            Ok(Lenient::Null)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Lenient<$t>, E> {
+            Ok(Lenient::Wrong)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Lenient<$t>, E> {
+            Ok(Lenient::Wrong)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Lenient<$t>, A::Error> {
+            drain_seq(seq).map(|_| Lenient::Wrong)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Lenient<$t>, A::Error> {
+            drain_map(map).map(|_| Lenient::Wrong)
+        }
+    };
+}
+
+impl<'de> Deserialize<'de> for Lenient<String> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Lenient<String>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Lenient::Ok(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Lenient::Ok(v))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Lenient::Wrong)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Lenient::Wrong)
+            }
+            lenient_visitor_rest!(String);
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lenient<Mode> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Lenient<Mode>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mode")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Lenient::Ok(Mode::parse(v)))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Lenient::Wrong)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Lenient::Wrong)
+            }
+            lenient_visitor_rest!(Mode);
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lenient<bool> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Lenient<bool>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a boolean")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Lenient::Ok(v))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Lenient::Wrong)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Lenient::Wrong)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Lenient::Wrong)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Lenient::Null)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Lenient::Null)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Lenient::Wrong)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                drain_seq(seq).map(|_| Lenient::Wrong)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                drain_map(map).map(|_| Lenient::Wrong)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lenient<i64> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Lenient<i64>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Lenient::Ok(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(i64::try_from(v).map_or(Lenient::Wrong, Lenient::Ok))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Lenient::Wrong)
+            }
+            lenient_visitor_rest!(i64);
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One pass over an event's text: the common fields read leniently, the payload objects
+/// borrowed to be read by their own types.
+#[derive(Default)]
+struct Fields<'a> {
+    type_name: Option<Lenient<String>>,
+    mode: Option<Lenient<Mode>>,
+    timestamp: Option<Lenient<i64>>,
+    source: Option<Lenient<Source>>,
+    webhook_event_id: Option<Lenient<String>>,
+    delivery_context: Option<Lenient<DeliveryContext>>,
+    reply_token: Option<Lenient<String>>,
+    /// `message`, read as it goes by (it is most events' payload).
+    message: Option<Lenient<Message>>,
+    /// Payload fields by name (`message`, `postback`, ...).
+    payloads: [Option<&'a RawValue>; PAYLOADS.len()],
+    not_object: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn payload(&self, name: &str) -> Option<&'a RawValue> {
+        PAYLOADS.iter().position(|p| *p == name).and_then(|i| self.payloads.get(i).copied().flatten())
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut f = Fields::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Known("type") => f.type_name = Some(map.next_value()?),
+                        Key::Known("mode") => f.mode = Some(map.next_value()?),
+                        Key::Known("timestamp") => f.timestamp = Some(map.next_value()?),
+                        Key::Known("source") => f.source = Some(map.next_value()?),
+                        Key::Known("webhookEventId") => f.webhook_event_id = Some(map.next_value()?),
+                        Key::Known("deliveryContext") => f.delivery_context = Some(map.next_value()?),
+                        Key::Known("replyToken") => f.reply_token = Some(map.next_value()?),
+                        Key::Known("message") => f.message = Some(map.next_value()?),
+                        Key::Known(name) if PAYLOADS.contains(&name) => {
+                            let i = PAYLOADS.iter().position(|p| *p == name).unwrap_or_default();
+                            if let Some(slot) = f.payloads.get_mut(i) {
+                                *slot = Some(map.next_value()?);
+                            }
+                        }
+                        Key::Known(_) | Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(f)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                drain_seq(seq).map(|_| Fields { not_object: true, ..Fields::default() })
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Fields { not_object: true, ..Fields::default() })
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Fields { not_object: true, ..Fields::default() })
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Fields { not_object: true, ..Fields::default() })
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Fields { not_object: true, ..Fields::default() })
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Fields { not_object: true, ..Fields::default() })
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Fields { not_object: true, ..Fields::default() })
+            }
+        }
+        d.deserialize_any(FieldsVisitor)
+    }
+}
+
+/// The payload fields of the types other than `message` (which is read as it goes by).
+const PAYLOADS: [&str; 12] = [
+    "unsend",
+    "follow",
+    "joined",
+    "left",
+    "postback",
+    "videoPlayComplete",
+    "beacon",
+    "link",
+    "membership",
+    "module",
+    "chatControl",
+    "delivery",
+];
 
 /// Whether `s` is a LINE ID of the given kind: the letter and 32 lower-case hex digits.
 fn is_line_id(s: &str, kind: u8) -> bool {
@@ -74,12 +509,19 @@ pub fn is_chat_id(s: &str) -> bool {
 }
 
 /// One webhook event: the common fields, the typed payload, and the JSON it came from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Event {
     pub common: EventCommon,
     pub kind: EventKind,
-    /// The event exactly as received (unknown fields included).
-    pub raw: Value,
+    /// The event's text exactly as received (unknown fields, key order and number formatting
+    /// included): what is forwarded to the queues.
+    raw: Box<RawValue>,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.common == other.common && self.kind == other.kind && self.raw.get() == other.raw.get()
+    }
 }
 
 /// Fields every event type shares. All optional or defaulted: older payloads lack several, and a
@@ -97,53 +539,50 @@ pub struct EventCommon {
 }
 
 impl EventCommon {
-    /// Reads each field on its own; returns the fields that had their documented type, and the
-    /// first problem found (naming the field), if any.
-    fn read(map: &Map<String, Value>) -> (EventCommon, Option<String>) {
+    /// Takes each field that had its documented type; returns the first problem found (naming
+    /// the field), if any.
+    fn read(f: &mut Fields<'_>) -> (EventCommon, Option<String>) {
         let mut problem: Option<String> = None;
         let mut note = |p: String| {
             problem.get_or_insert(p);
         };
         let mut common = EventCommon::default();
-        match map.get("type") {
-            Some(Value::String(t)) => common.type_name = t.clone(),
+        match f.type_name.take() {
+            Some(Lenient::Ok(t)) => common.type_name = t,
             _ => note("`type` is missing or not a string".into()),
         }
-        match map.get("mode") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(m)) => common.mode = Mode::parse(m),
-            Some(_) => note("`mode` is not a string".into()),
+        match f.mode.take() {
+            None | Some(Lenient::Null) => {}
+            Some(Lenient::Ok(m)) => common.mode = m,
+            Some(Lenient::Wrong) => note("`mode` is not a string".into()),
         }
-        match map.get("timestamp") {
-            None | Some(Value::Null) => {}
-            Some(v) => match v.as_i64() {
-                Some(t) => common.timestamp = t,
-                None => note("`timestamp` is not an integer (milliseconds)".into()),
-            },
+        match f.timestamp.take() {
+            None | Some(Lenient::Null) => {}
+            Some(Lenient::Ok(t)) => common.timestamp = t,
+            Some(Lenient::Wrong) => note("`timestamp` is not an integer (milliseconds)".into()),
         }
-        match map.get("source") {
-            None | Some(Value::Null) => {}
-            Some(v) => match Source::read(v) {
-                Ok(source) => common.source = Some(source),
+        match f.source.take() {
+            None | Some(Lenient::Null) => {}
+            Some(Lenient::Ok(source)) => match source.check() {
+                Ok(()) => common.source = Some(source),
                 Err(p) => note(p),
             },
+            Some(Lenient::Wrong) => note("`source` is not an object with a string `type` and string IDs".into()),
         }
-        match map.get("webhookEventId") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(id)) => common.webhook_event_id = Some(id.clone()),
-            Some(_) => note("`webhookEventId` is not a string".into()),
+        match f.webhook_event_id.take() {
+            None | Some(Lenient::Null) => {}
+            Some(Lenient::Ok(id)) => common.webhook_event_id = Some(id),
+            Some(Lenient::Wrong) => note("`webhookEventId` is not a string".into()),
         }
-        match map.get("deliveryContext") {
-            None | Some(Value::Null) => {}
-            Some(v) => match DeliveryContext::deserialize(v) {
-                Ok(d) => common.delivery_context = Some(d),
-                Err(_) => note("`deliveryContext` is not {\"isRedelivery\": bool}".into()),
-            },
+        match f.delivery_context.take() {
+            None | Some(Lenient::Null) => {}
+            Some(Lenient::Ok(d)) => common.delivery_context = Some(d),
+            Some(Lenient::Wrong) => note("`deliveryContext` is not {\"isRedelivery\": bool}".into()),
         }
-        match map.get("replyToken") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(t)) => common.reply_token = Some(t.clone()),
-            Some(_) => note("`replyToken` is not a string".into()),
+        match f.reply_token.take() {
+            None | Some(Lenient::Null) => {}
+            Some(Lenient::Ok(t)) => common.reply_token = Some(t),
+            Some(Lenient::Wrong) => note("`replyToken` is not a string".into()),
         }
         (common, problem)
     }
@@ -189,12 +628,9 @@ pub struct Source {
 }
 
 impl Source {
-    /// A `source` object: a string `type` and, when present, LINE IDs of the right kind.
-    fn read(v: &Value) -> Result<Source, String> {
-        let source = Source::deserialize(v)
-            .map_err(|_| "`source` is not an object with a string `type` and string IDs".to_string())?;
-        let ids =
-            [("userId", &source.user_id, b'U'), ("groupId", &source.group_id, b'C'), ("roomId", &source.room_id, b'R')];
+    /// Its IDs, when present, are LINE IDs of the right kind.
+    fn check(&self) -> Result<(), String> {
+        let ids = [("userId", &self.user_id, b'U'), ("groupId", &self.group_id, b'C'), ("roomId", &self.room_id, b'R')];
         for (field, id, kind) in ids {
             if let Some(id) = id {
                 if !is_line_id(id, kind) {
@@ -202,7 +638,7 @@ impl Source {
                 }
             }
         }
-        Ok(source)
+        Ok(())
     }
 }
 
@@ -216,9 +652,19 @@ pub enum SourceKind {
     Unknown,
 }
 
+impl SourceKind {
+    fn parse(s: &str) -> SourceKind {
+        match s {
+            "user" => SourceKind::User,
+            "group" => SourceKind::Group,
+            "room" => SourceKind::Room,
+            _ => SourceKind::Unknown,
+        }
+    }
+}
+
 /// The typed payload of each documented event type.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
     Message {
         message: Message,
@@ -244,7 +690,6 @@ pub enum EventKind {
     Postback {
         postback: Postback,
     },
-    #[serde(rename_all = "camelCase")]
     VideoPlayComplete {
         video_play_complete: VideoPlayComplete,
     },
@@ -260,7 +705,6 @@ pub enum EventKind {
     Module {
         module: Module,
     },
-    #[serde(rename_all = "camelCase")]
     Activated {
         chat_control: ChatControl,
     },
@@ -271,68 +715,55 @@ pub enum EventKind {
         delivery: Delivery,
     },
     /// A type this model does not know (LINE added it); see [`Event::raw`] for what was sent.
-    #[serde(skip)]
     Other {
         type_name: String,
     },
     /// An event whose shape is not LINE's: `reason` names the field (never its content).
     /// Kept and forwarded raw; consumers skip it.
-    #[serde(skip)]
     Malformed {
         type_name: String,
         reason: String,
     },
 }
 
-const KNOWN_TYPES: &[&str] = &[
-    "message",
-    "messageEdited",
-    "unsend",
-    "follow",
-    "unfollow",
-    "join",
-    "leave",
-    "memberJoined",
-    "memberLeft",
-    "postback",
-    "videoPlayComplete",
-    "beacon",
-    "accountLink",
-    "membership",
-    "module",
-    "activated",
-    "deactivated",
-    "botSuspended",
-    "botResumed",
-    "delivery",
-];
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     pub id: Option<String>,
-    #[serde(flatten)]
     pub content: MessageContent,
     pub quote_token: Option<String>,
 }
 
 /// Message payloads. Unknown message types become `Unknown` (the raw event still has them).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MessageContent {
-    #[serde(rename_all = "camelCase")]
-    Text { text: String, emojis: Option<Vec<Value>>, mention: Option<Value>, quoted_message_id: Option<String> },
-    #[serde(rename_all = "camelCase")]
-    Image { content_provider: Option<ContentProvider>, image_set: Option<Value> },
-    #[serde(rename_all = "camelCase")]
-    Video { duration: Option<u64>, content_provider: Option<ContentProvider> },
-    #[serde(rename_all = "camelCase")]
-    Audio { duration: Option<u64>, content_provider: Option<ContentProvider> },
-    #[serde(rename_all = "camelCase")]
-    File { file_name: Option<String>, file_size: Option<u64> },
-    #[serde(rename_all = "camelCase")]
-    Location { title: Option<String>, address: Option<String>, latitude: f64, longitude: f64 },
-    #[serde(rename_all = "camelCase")]
+    Text {
+        text: String,
+        emojis: Option<Vec<Value>>,
+        mention: Option<Value>,
+        quoted_message_id: Option<String>,
+    },
+    Image {
+        content_provider: Option<ContentProvider>,
+        image_set: Option<Value>,
+    },
+    Video {
+        duration: Option<u64>,
+        content_provider: Option<ContentProvider>,
+    },
+    Audio {
+        duration: Option<u64>,
+        content_provider: Option<ContentProvider>,
+    },
+    File {
+        file_name: Option<String>,
+        file_size: Option<u64>,
+    },
+    Location {
+        title: Option<String>,
+        address: Option<String>,
+        latitude: f64,
+        longitude: f64,
+    },
     Sticker {
         package_id: String,
         sticker_id: String,
@@ -340,9 +771,208 @@ pub enum MessageContent {
         keywords: Option<Vec<String>>,
         text: Option<String>,
     },
-    #[serde(other)]
     Unknown,
 }
+
+/// A `message` object in one pass: `id`, `type`, `quoteToken` and `text` read as they go by, the
+/// fields of the other message types kept as text and read by their types only for the message
+/// type that has them (as LINE's types do, each ignores the others' fields).
+#[derive(Default)]
+struct MessageFields<'a> {
+    id: Option<Lenient<String>>,
+    kind: Option<Lenient<String>>,
+    quote_token: Option<Lenient<String>>,
+    text: Option<Lenient<String>>,
+    others: Vec<(&'static str, &'a RawValue)>,
+}
+
+/// An optional field of a message type: absent or null is None; another type is `Err`.
+fn opt<T: serde::de::DeserializeOwned>(f: &MessageFields<'_>, name: &str) -> Result<Option<T>, ()> {
+    match f.others.iter().rev().find(|(n, _)| *n == name) {
+        None => Ok(None),
+        Some((_, raw)) => serde_json::from_str(raw.get()).map_err(|_| ()),
+    }
+}
+
+/// A string field: absent or null is None; another type is `Err`.
+fn string(v: Option<Lenient<String>>) -> Result<Option<String>, ()> {
+    match v {
+        None | Some(Lenient::Null) => Ok(None),
+        Some(Lenient::Ok(s)) => Ok(Some(s)),
+        Some(Lenient::Wrong) => Err(()),
+    }
+}
+
+fn required<T>(v: Option<T>) -> Result<T, ()> {
+    v.ok_or(())
+}
+
+impl Message {
+    fn from_fields(mut f: MessageFields<'_>) -> Result<Message, ()> {
+        let id = string(f.id.take())?;
+        let quote_token = string(f.quote_token.take())?;
+        let kind = string(f.kind.take())?.ok_or(())?;
+        let content = match kind.as_str() {
+            "text" => MessageContent::Text {
+                text: required(string(f.text.take())?)?,
+                emojis: opt(&f, "emojis")?,
+                mention: opt(&f, "mention")?,
+                quoted_message_id: opt(&f, "quotedMessageId")?,
+            },
+            "image" => {
+                MessageContent::Image { content_provider: opt(&f, "contentProvider")?, image_set: opt(&f, "imageSet")? }
+            }
+            "video" => {
+                MessageContent::Video { duration: opt(&f, "duration")?, content_provider: opt(&f, "contentProvider")? }
+            }
+            "audio" => {
+                MessageContent::Audio { duration: opt(&f, "duration")?, content_provider: opt(&f, "contentProvider")? }
+            }
+            "file" => MessageContent::File { file_name: opt(&f, "fileName")?, file_size: opt(&f, "fileSize")? },
+            "location" => MessageContent::Location {
+                title: opt(&f, "title")?,
+                address: opt(&f, "address")?,
+                latitude: required(opt(&f, "latitude")?)?,
+                longitude: required(opt(&f, "longitude")?)?,
+            },
+            "sticker" => MessageContent::Sticker {
+                package_id: required(opt(&f, "packageId")?)?,
+                sticker_id: required(opt(&f, "stickerId")?)?,
+                sticker_resource_type: opt(&f, "stickerResourceType")?,
+                keywords: opt(&f, "keywords")?,
+                text: string(f.text.take())?,
+            },
+            _ => MessageContent::Unknown,
+        };
+        Ok(Message { id, content, quote_token })
+    }
+}
+
+/// Object readers that never fail on content: `Wrong` when the value is not the object LINE
+/// documents (the event is then malformed), `Null` for null.
+macro_rules! lenient_object {
+    ($t:ty, $expecting:literal, |$map:ident| $body:block) => {
+        impl<'de> Deserialize<'de> for Lenient<$t> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Lenient<$t>;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut $map: A) -> Result<Self::Value, A::Error> {
+                        $body
+                    }
+                    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                        Ok(Lenient::Wrong)
+                    }
+                    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                        Ok(Lenient::Wrong)
+                    }
+                    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                        Ok(Lenient::Wrong)
+                    }
+                    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                        Ok(Lenient::Null)
+                    }
+                    fn visit_none<E>(self) -> Result<Self::Value, E> {
+                        Ok(Lenient::Null)
+                    }
+                    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                        Ok(Lenient::Wrong)
+                    }
+                    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                        Ok(Lenient::Wrong)
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                        drain_seq(seq).map(|_| Lenient::Wrong)
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+    };
+}
+
+lenient_object!(Message, "a message object", |map| {
+    let mut f = MessageFields::default();
+    while let Some(key) = map.next_key::<Key>()? {
+        match key {
+            Key::Known("id") => f.id = Some(map.next_value()?),
+            Key::Known("type") => f.kind = Some(map.next_value()?),
+            Key::Known("quoteToken") => f.quote_token = Some(map.next_value()?),
+            Key::Known("text") => f.text = Some(map.next_value()?),
+            Key::Known(
+                name @ ("emojis"
+                | "mention"
+                | "quotedMessageId"
+                | "contentProvider"
+                | "imageSet"
+                | "duration"
+                | "fileName"
+                | "fileSize"
+                | "title"
+                | "address"
+                | "latitude"
+                | "longitude"
+                | "packageId"
+                | "stickerId"
+                | "stickerResourceType"
+                | "keywords"),
+            ) => f.others.push((name, map.next_value()?)),
+            Key::Known(_) | Key::Other => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+    }
+    Ok(Message::from_fields(f).map_or(Lenient::Wrong, Lenient::Ok))
+});
+
+lenient_object!(Source, "a source object", |map| {
+    let (mut kind, mut user_id, mut group_id, mut room_id, mut ok) = (None, None, None, None, true);
+    while let Some(key) = map.next_key::<Key>()? {
+        let id = match key {
+            Key::Known("type") => {
+                match map.next_value::<Lenient<String>>()? {
+                    Lenient::Ok(t) => kind = Some(SourceKind::parse(&t)),
+                    _ => ok = false,
+                }
+                continue;
+            }
+            Key::Known("userId") => &mut user_id,
+            Key::Known("groupId") => &mut group_id,
+            Key::Known("roomId") => &mut room_id,
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+        };
+        match string(Some(map.next_value()?)) {
+            Ok(v) => *id = v,
+            Err(()) => ok = false,
+        }
+    }
+    Ok(match kind {
+        Some(kind) if ok => Lenient::Ok(Source { kind, user_id, group_id, room_id }),
+        _ => Lenient::Wrong,
+    })
+});
+
+lenient_object!(DeliveryContext, "a delivery context", |map| {
+    let (mut is_redelivery, mut ok) = (false, true);
+    while let Some(key) = map.next_key::<Key>()? {
+        match key {
+            Key::Known("isRedelivery") => match map.next_value::<Lenient<bool>>()? {
+                Lenient::Ok(v) => is_redelivery = v,
+                Lenient::Null | Lenient::Wrong => ok = false,
+            },
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+    }
+    Ok(if ok { Lenient::Ok(DeliveryContext { is_redelivery }) } else { Lenient::Wrong })
+});
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -463,25 +1093,84 @@ fn payload_field(type_name: &str) -> Option<&'static str> {
     })
 }
 
+/// A payload read by its own type: `Err` when it is missing (or null) or not in LINE's shape.
+fn payload<T: serde::de::DeserializeOwned>(raw: Option<&RawValue>) -> Result<T, ()> {
+    serde_json::from_str(raw.ok_or(())?.get()).map_err(|_| ())
+}
+
+fn message(f: &mut Fields<'_>) -> Result<Message, ()> {
+    match f.message.take() {
+        Some(Lenient::Ok(message)) => Ok(message),
+        other => {
+            f.message = other;
+            Err(())
+        }
+    }
+}
+
+impl EventKind {
+    /// The typed payload of a known type (None: a type this model does not know); `Err` when the
+    /// payload is not in LINE's shape.
+    fn read(type_name: &str, f: &mut Fields<'_>) -> Option<Result<EventKind, ()>> {
+        let payloads = &*f;
+        let p = |name: &str| payloads.payload(name);
+        let kind = match type_name {
+            "message" => message(f).map(|message| EventKind::Message { message }),
+            "messageEdited" => message(f).map(|message| EventKind::MessageEdited { message }),
+            "unsend" => payload(p("unsend")).map(|unsend| EventKind::Unsend { unsend }),
+            "follow" => match p("follow") {
+                None => Ok(EventKind::Follow { follow: None }),
+                some => payload(some).map(|follow| EventKind::Follow { follow }),
+            },
+            "unfollow" => Ok(EventKind::Unfollow),
+            "join" => Ok(EventKind::Join),
+            "leave" => Ok(EventKind::Leave),
+            "memberJoined" => payload(p("joined")).map(|joined| EventKind::MemberJoined { joined }),
+            "memberLeft" => payload(p("left")).map(|left| EventKind::MemberLeft { left }),
+            "postback" => payload(p("postback")).map(|postback| EventKind::Postback { postback }),
+            "videoPlayComplete" => payload(p("videoPlayComplete"))
+                .map(|video_play_complete| EventKind::VideoPlayComplete { video_play_complete }),
+            "beacon" => payload(p("beacon")).map(|beacon| EventKind::Beacon { beacon }),
+            "accountLink" => payload(p("link")).map(|link| EventKind::AccountLink { link }),
+            "membership" => payload(p("membership")).map(|membership| EventKind::Membership { membership }),
+            "module" => payload(p("module")).map(|module| EventKind::Module { module }),
+            "activated" => payload(p("chatControl")).map(|chat_control| EventKind::Activated { chat_control }),
+            "deactivated" => Ok(EventKind::Deactivated),
+            "botSuspended" => Ok(EventKind::BotSuspended),
+            "botResumed" => Ok(EventKind::BotResumed),
+            "delivery" => payload(p("delivery")).map(|delivery| EventKind::Delivery { delivery }),
+            _ => return None,
+        };
+        Some(kind)
+    }
+}
+
 /// What is wrong with a known type's payload, naming the field and never its value (serde's own
 /// message quotes the value: message text, say).
-fn payload_problem(type_name: &str, map: &Map<String, Value>) -> String {
+fn payload_problem(type_name: &str, f: &Fields<'_>) -> String {
     match payload_field(type_name) {
-        Some(field) if map.get(field).is_none_or(Value::is_null) => format!("`{field}` is missing"),
+        Some("message") if matches!(f.message, None | Some(Lenient::Null)) => "`message` is missing".to_string(),
+        Some("message") => "`message` is not in LINE's shape".to_string(),
+        Some(field) if f.payload(field).is_none_or(|raw| raw.get() == "null") => format!("`{field}` is missing"),
         Some(field) => format!("`{field}` is not in LINE's shape"),
         None => format!("the `{type_name}` event is not in LINE's shape"),
     }
 }
 
 impl Event {
-    /// Builds an event from its JSON. Never fails: what is not LINE's shape is kept as
-    /// [`EventKind::Malformed`].
-    pub fn from_value(raw: Value) -> Self {
-        let Value::Object(map) = &raw else {
-            let kind = EventKind::Malformed { type_name: String::new(), reason: "the event is not an object".into() };
-            return Self { common: EventCommon::default(), kind, raw };
+    /// Reads an event from its text, in one pass. Never fails: what is not LINE's shape is kept
+    /// as [`EventKind::Malformed`], with its text.
+    pub fn from_raw(raw: Box<RawValue>) -> Self {
+        let mut fields = match serde_json::from_str::<Fields<'_>>(raw.get()) {
+            Ok(fields) if !fields.not_object => fields,
+            // A RawValue is valid JSON: only a value that is not an object gets here.
+            _ => {
+                let kind =
+                    EventKind::Malformed { type_name: String::new(), reason: "the event is not an object".into() };
+                return Self { common: EventCommon::default(), kind, raw };
+            }
         };
-        let (mut common, problem) = EventCommon::read(map);
+        let (mut common, problem) = EventCommon::read(&mut fields);
         let kind = match problem {
             Some(reason) => {
                 // Nothing may be answered on an event whose common fields are not LINE's (a source
@@ -489,15 +1178,29 @@ impl Event {
                 common.reply_token = None;
                 EventKind::Malformed { type_name: common.type_name.clone(), reason }
             }
-            None if KNOWN_TYPES.contains(&common.type_name.as_str()) => {
-                EventKind::deserialize(&raw).unwrap_or_else(|_| EventKind::Malformed {
+            None => match EventKind::read(&common.type_name, &mut fields) {
+                Some(Ok(kind)) => kind,
+                Some(Err(())) => EventKind::Malformed {
                     type_name: common.type_name.clone(),
-                    reason: payload_problem(&common.type_name, map),
-                })
-            }
-            None => EventKind::Other { type_name: common.type_name.clone() },
+                    reason: payload_problem(&common.type_name, &fields),
+                },
+                None => EventKind::Other { type_name: common.type_name.clone() },
+            },
         };
+        drop(fields);
         Self { common, kind, raw }
+    }
+
+    /// An event from a JSON value (its text is the value written out).
+    pub fn from_value(value: Value) -> Self {
+        // Writing a Value out gives valid JSON, which is all RawValue checks.
+        let raw = RawValue::from_string(value.to_string()).unwrap_or_default();
+        Self::from_raw(raw)
+    }
+
+    /// The event's text exactly as received.
+    pub fn raw(&self) -> &str {
+        self.raw.get()
     }
 
     /// Why the event is malformed, when it is.
@@ -538,7 +1241,8 @@ impl Event {
             Some(id) if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric()) => id.to_string(),
             _ => {
                 let mut canonical = Vec::with_capacity(256);
-                write_canonical(&self.raw, &mut canonical);
+                let value: Value = serde_json::from_str(self.raw.get()).unwrap_or(Value::Null);
+                write_canonical(&value, &mut canonical);
                 format!("sha256:{}", hex::encode(Sha256::digest(&canonical)))
             }
         }
@@ -576,15 +1280,17 @@ fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// Writes the event's text as received, byte for byte.
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.raw.serialize(s)
     }
 }
 
+/// Reads the event's text as it is (serde_json deserializers only: the text is taken verbatim).
 impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Event::from_value(Value::deserialize(d)?))
+        Ok(Event::from_raw(Box::<RawValue>::deserialize(d)?))
     }
 }
 
@@ -625,7 +1331,7 @@ mod tests {
             {"type": "message", "source": {"type": "weird"}, "message": {"id": "1", "type": "hologram"}},
             {"type": "UNKNOWN", "great": "new-field"}]}));
         assert!(matches!(&body.events[0].kind, EventKind::Other { type_name, .. } if type_name == "greatNewFeature"));
-        assert_eq!(body.events[0].raw["x"], 1);
+        assert_eq!(serde_json::from_str::<Value>(body.events[0].raw()).unwrap()["x"], 1);
         assert!(matches!(&body.events[1].kind,
             EventKind::Message { message } if message.content == MessageContent::Unknown));
         assert_eq!(body.events[1].common.source.as_ref().unwrap().kind, SourceKind::Unknown);
@@ -668,7 +1374,7 @@ mod tests {
             assert!(matches!(body.events[0].kind, EventKind::Message { .. }), "{field}: the neighbour is intact");
             let reason = body.events[1].malformed().unwrap_or_else(|| panic!("{field}: not malformed"));
             assert!(reason.contains(named), "{field}: {reason}");
-            assert_eq!(body.events[1].raw, bad, "kept exactly as sent");
+            assert_eq!(body.events[1].raw(), bad.to_string(), "kept exactly as sent");
             assert_eq!(body.events[1].common.reply_token, None, "never answered");
             assert!(body.events[1].user_id().is_none() || field != "source");
             assert!(body.events[2..].iter().all(|e| e.malformed() == Some("the event is not an object")));
@@ -774,7 +1480,7 @@ mod tests {
         let raw = json!({"type": "join", "timestamp": 1, "newField": {"a": [1, 2]}});
         let e = Event::from_value(raw.clone());
         assert_eq!(serde_json::to_value(&e).unwrap(), raw);
-        let back: Event = serde_json::from_value(raw.clone()).unwrap();
+        let back: Event = serde_json::from_str(&raw.to_string()).unwrap();
         assert_eq!(back, e);
     }
 }
