@@ -1,5 +1,5 @@
 # The front door. `make local-up` runs everything locally; `make test` runs every test.
-.PHONY: local-up local-down local-status test unit bench build lint fmt
+.PHONY: local-up local-down local-status test unit fuzz bench build lint fmt
 
 local-up:        ## Install (first time), start and provision the local stack; serve the functions
 	@tools/local/stack.sh up
@@ -15,6 +15,12 @@ test:            ## All tests against the real local services (started and stopp
 
 unit:            ## Unit tests only: no services needed
 	cargo test --workspace --lib --bins
+
+# No nightly toolchain here (cargo-fuzz needs one): the same property tests `make test` runs with
+# 256 cases each, run with many more. Cases a property: FUZZ_CASES (default 50000).
+FUZZ_CASES ?= 50000
+fuzz:            ## Every parser's property tests with FUZZ_CASES cases each (no services needed)
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test -p shared --test parsers --test webhook_properties
 
 bench:           ## Benchmarks (the handler benchmark needs `make local-up`)
 	cargo bench -p shared --bench verify_parse --bench matcher
