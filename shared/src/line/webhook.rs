@@ -929,14 +929,12 @@ lenient_object!(Message, "a message object", |map| {
 });
 
 lenient_object!(Source, "a source object", |map| {
-    let (mut kind, mut user_id, mut group_id, mut room_id, mut ok) = (None, None, None, None, true);
+    // Each field as last written (a key given twice counts once, its last value).
+    let (mut kind, mut user_id, mut group_id, mut room_id) = (None, Ok(None), Ok(None), Ok(None));
     while let Some(key) = map.next_key::<Key>()? {
         let id = match key {
             Key::Known("type") => {
-                match map.next_value::<Lenient<String>>()? {
-                    Lenient::Ok(t) => kind = Some(SourceKind::parse(&t)),
-                    _ => ok = false,
-                }
+                kind = Some(map.next_value::<Lenient<String>>()?.ok().map(|t| SourceKind::parse(&t)));
                 continue;
             }
             Key::Known("userId") => &mut user_id,
@@ -947,13 +945,12 @@ lenient_object!(Source, "a source object", |map| {
                 continue;
             }
         };
-        match string(Some(map.next_value()?)) {
-            Ok(v) => *id = v,
-            Err(()) => ok = false,
-        }
+        *id = string(Some(map.next_value()?));
     }
-    Ok(match kind {
-        Some(kind) if ok => Lenient::Ok(Source { kind, user_id, group_id, room_id }),
+    Ok(match (kind, user_id, group_id, room_id) {
+        (Some(Some(kind)), Ok(user_id), Ok(group_id), Ok(room_id)) => {
+            Lenient::Ok(Source { kind, user_id, group_id, room_id })
+        }
         _ => Lenient::Wrong,
     })
 });
@@ -962,8 +959,9 @@ lenient_object!(DeliveryContext, "a delivery context", |map| {
     let (mut is_redelivery, mut ok) = (false, true);
     while let Some(key) = map.next_key::<Key>()? {
         match key {
+            // The last value counts.
             Key::Known("isRedelivery") => match map.next_value::<Lenient<bool>>()? {
-                Lenient::Ok(v) => is_redelivery = v,
+                Lenient::Ok(v) => (is_redelivery, ok) = (v, true),
                 Lenient::Null | Lenient::Wrong => ok = false,
             },
             _ => {
@@ -1161,12 +1159,17 @@ impl Event {
     /// Reads an event from its text, in one pass. Never fails: what is not LINE's shape is kept
     /// as [`EventKind::Malformed`], with its text.
     pub fn from_raw(raw: Box<RawValue>) -> Self {
-        let mut fields = match serde_json::from_str::<Fields<'_>>(raw.get()) {
-            Ok(fields) if !fields.not_object => fields,
-            // A RawValue is valid JSON: only a value that is not an object gets here.
-            _ => {
-                let kind =
-                    EventKind::Malformed { type_name: String::new(), reason: "the event is not an object".into() };
+        let reason = match serde_json::from_str::<Fields<'_>>(raw.get()) {
+            Ok(fields) if !fields.not_object => Ok(fields),
+            Ok(_) => Err("the event is not an object".to_string()),
+            // Valid JSON that this reader refuses where it reads: a number out of range or a lone
+            // surrogate in a field it looks at (serde_json's message names neither's content).
+            Err(e) => Err(format!("the event cannot be read: {e}")),
+        };
+        let mut fields = match reason {
+            Ok(fields) => fields,
+            Err(reason) => {
+                let kind = EventKind::Malformed { type_name: String::new(), reason };
                 return Self { common: EventCommon::default(), kind, raw };
             }
         };
@@ -1241,8 +1244,15 @@ impl Event {
             Some(id) if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric()) => id.to_string(),
             _ => {
                 let mut canonical = Vec::with_capacity(256);
-                let value: Value = serde_json::from_str(self.raw.get()).unwrap_or(Value::Null);
-                write_canonical(&value, &mut canonical);
+                match serde_json::from_str::<Value>(self.raw.get()) {
+                    Ok(value) => write_canonical(&value, &mut canonical),
+                    // JSON a tree cannot hold (nested past serde_json's limit, a number out of
+                    // range): its own bytes, marked so they never equal a canonical form.
+                    Err(_) => {
+                        canonical.extend_from_slice(b"raw:");
+                        canonical.extend_from_slice(self.raw.get().as_bytes());
+                    }
+                }
                 format!("sha256:{}", hex::encode(Sha256::digest(&canonical)))
             }
         }
