@@ -256,138 +256,98 @@ impl<T> Lenient<T> {
     }
 }
 
-macro_rules! lenient_visitor_rest {
-    ($t:ty) => {
-        fn visit_unit<E>(self) -> Result<Lenient<$t>, E> {
-            Ok(Lenient::Null)
-        }
-        fn visit_none<E>(self) -> Result<Lenient<$t>, E> {
-            Ok(Lenient::Null)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Lenient<$t>, E> {
-            Ok(Lenient::Wrong)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Lenient<$t>, E> {
-            Ok(Lenient::Wrong)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Lenient<$t>, A::Error> {
-            drain_seq(seq).map(|_| Lenient::Wrong)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Lenient<$t>, A::Error> {
-            drain_map(map).map(|_| Lenient::Wrong)
-        }
-    };
-}
-
-impl<'de> Deserialize<'de> for Lenient<String> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Lenient<String>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Lenient::Ok(v.to_string()))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Lenient::Ok(v))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Lenient::Wrong)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Lenient::Wrong)
-            }
-            lenient_visitor_rest!(String);
-        }
-        d.deserialize_any(V)
+/// A JSON scalar read as a documented type: each conversion says which JSON values are that
+/// type; the rest are [`Lenient::Wrong`].
+trait Scalar: Sized {
+    const EXPECTING: &'static str;
+    fn from_str(_: &str) -> Option<Self> {
+        None
+    }
+    fn from_i64(_: i64) -> Option<Self> {
+        None
+    }
+    fn from_u64(_: u64) -> Option<Self> {
+        None
+    }
+    fn from_bool(_: bool) -> Option<Self> {
+        None
     }
 }
 
-impl<'de> Deserialize<'de> for Lenient<Mode> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Lenient<Mode>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a mode")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Lenient::Ok(Mode::parse(v)))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Lenient::Wrong)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Lenient::Wrong)
-            }
-            lenient_visitor_rest!(Mode);
-        }
-        d.deserialize_any(V)
+impl Scalar for String {
+    const EXPECTING: &'static str = "a string";
+    fn from_str(v: &str) -> Option<Self> {
+        Some(v.to_string())
     }
 }
 
-impl<'de> Deserialize<'de> for Lenient<bool> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Lenient<bool>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a boolean")
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(Lenient::Ok(v))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Lenient::Wrong)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Lenient::Wrong)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Lenient::Wrong)
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Lenient::Null)
-            }
-            fn visit_none<E>(self) -> Result<Self::Value, E> {
-                Ok(Lenient::Null)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Lenient::Wrong)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                drain_seq(seq).map(|_| Lenient::Wrong)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                drain_map(map).map(|_| Lenient::Wrong)
-            }
-        }
-        d.deserialize_any(V)
+impl Scalar for Mode {
+    const EXPECTING: &'static str = "a mode";
+    fn from_str(v: &str) -> Option<Self> {
+        Some(Mode::parse(v))
     }
 }
 
-impl<'de> Deserialize<'de> for Lenient<i64> {
+impl Scalar for i64 {
+    const EXPECTING: &'static str = "an integer";
+    fn from_i64(v: i64) -> Option<Self> {
+        Some(v)
+    }
+    fn from_u64(v: u64) -> Option<Self> {
+        i64::try_from(v).ok()
+    }
+}
+
+impl Scalar for bool {
+    const EXPECTING: &'static str = "a boolean";
+    fn from_bool(v: bool) -> Option<Self> {
+        Some(v)
+    }
+}
+
+struct ScalarVisitor<T>(std::marker::PhantomData<T>);
+
+fn lenient<T>(v: Option<T>) -> Lenient<T> {
+    v.map_or(Lenient::Wrong, Lenient::Ok)
+}
+
+impl<'de, T: Scalar> Visitor<'de> for ScalarVisitor<T> {
+    type Value = Lenient<T>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(T::EXPECTING)
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(lenient(T::from_str(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(lenient(T::from_i64(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(lenient(T::from_u64(v)))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(lenient(T::from_bool(v)))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Lenient::Wrong)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Lenient::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Lenient::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        drain_seq(seq).map(|_| Lenient::Wrong)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        drain_map(map).map(|_| Lenient::Wrong)
+    }
+}
+
+impl<'de, T: Scalar> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Lenient<i64>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an integer")
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Lenient::Ok(v))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(i64::try_from(v).map_or(Lenient::Wrong, Lenient::Ok))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Lenient::Wrong)
-            }
-            lenient_visitor_rest!(i64);
-        }
-        d.deserialize_any(V)
+        d.deserialize_any(ScalarVisitor(std::marker::PhantomData))
     }
 }
 
