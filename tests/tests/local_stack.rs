@@ -276,6 +276,11 @@ async fn bakery_rules_applied_with_the_cli_answer_within_a_second_and_tag_friend
 
     let (ok, out) = oa(&["segment", "count", "dessert AND (vip"]);
     assert!(!ok && out.contains("position 16") && out.contains("                ^ expected ')'"), "{out}");
+    // 5,000 parentheses deep overflowed the stack and aborted the process; now it is refused.
+    let deep = format!("{}dessert{}", "(".repeat(5_000), ")".repeat(5_000));
+    let (ok, out) = oa(&["segment", "count", &deep]);
+    let shown: String = out.chars().filter(|c| !matches!(c, '(' | ')')).take(400).collect();
+    assert!(!ok && out.contains("position 64") && out.contains("nested too deep"), "{shown}");
 }
 
 /// `oa` without `--local` goes to AWS: it reads nothing from local.env or .local/run.env, and says
