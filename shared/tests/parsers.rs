@@ -563,13 +563,10 @@ fn check_zone(text: &str) -> Result<(), TestCaseError> {
 }
 
 fn check_window(text: &str) -> Result<(), TestCaseError> {
-    match timed(text, || serde_yaml::from_str::<Window>(text))? {
-        Ok(w) => {
-            let at: jiff::Timestamp = "2026-11-27T14:00:00Z".parse().expect("a timestamp");
-            let _ = w.contains(at, &Zone::default());
-        }
-        // serde_yaml's own errors: only that it answers, in time, is checked here.
-        Err(_) => {}
+    // A refusal is serde_yaml's own error: only that it answers, in time, is checked for it.
+    if let Ok(w) = timed(text, || serde_yaml::from_str::<Window>(text))? {
+        let at: jiff::Timestamp = "2026-11-27T14:00:00Z".parse().expect("a timestamp");
+        let _ = w.contains(at, &Zone::default());
     }
     Ok(())
 }
