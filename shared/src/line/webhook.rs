@@ -61,6 +61,30 @@ impl WebhookBody {
     }
 }
 
+/// A visitor's answer to every JSON scalar (a string, number, bool or null): `$value`.
+macro_rules! scalars_are {
+    ($value:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
 /// The envelope as one pass over the body sees it: each event's text is borrowed, not parsed.
 /// Keys repeat as JSON objects allow: the last one counts.
 enum Envelope<'a> {
@@ -92,24 +116,7 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
                 drain_seq(seq).map(|_| Envelope::NotObject)
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Envelope::NotObject)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Envelope::NotObject)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Envelope::NotObject)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Envelope::NotObject)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Envelope::NotObject)
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Envelope::NotObject)
-            }
+            scalars_are!(Envelope::NotObject);
         }
         d.deserialize_any(EnvelopeVisitor)
     }
@@ -136,24 +143,7 @@ impl<'de> Deserialize<'de> for Events<'de> {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
                 drain_map(map).map(|_| Events(None))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Events(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Events(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Events(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Events(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Events(None))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Events(None))
-            }
+            scalars_are!(Events(None));
         }
         d.deserialize_any(EventsVisitor)
     }
@@ -395,13 +385,15 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                         Key::Known("deliveryContext") => f.delivery_context = Some(map.next_value()?),
                         Key::Known("replyToken") => f.reply_token = Some(map.next_value()?),
                         Key::Known("message") => f.message = Some(map.next_value()?),
-                        Key::Known(name) if PAYLOADS.contains(&name) => {
-                            let i = PAYLOADS.iter().position(|p| *p == name).unwrap_or_default();
-                            if let Some(slot) = f.payloads.get_mut(i) {
-                                *slot = Some(map.next_value()?);
+                        Key::Known(name) => {
+                            match PAYLOADS.iter().position(|p| *p == name).and_then(|i| f.payloads.get_mut(i)) {
+                                Some(slot) => *slot = Some(map.next_value()?),
+                                None => {
+                                    map.next_value::<IgnoredAny>()?;
+                                }
                             }
                         }
-                        Key::Known(_) | Key::Other => {
+                        Key::Other => {
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
@@ -411,24 +403,7 @@ impl<'de> Deserialize<'de> for Fields<'de> {
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
                 drain_seq(seq).map(|_| Fields { not_object: true, ..Fields::default() })
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Fields { not_object: true, ..Fields::default() })
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Fields { not_object: true, ..Fields::default() })
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Fields { not_object: true, ..Fields::default() })
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Fields { not_object: true, ..Fields::default() })
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Fields { not_object: true, ..Fields::default() })
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Fields { not_object: true, ..Fields::default() })
-            }
+            scalars_are!(Fields { not_object: true, ..Fields::default() });
         }
         d.deserialize_any(FieldsVisitor)
     }
