@@ -167,12 +167,20 @@ pub trait WorkQueue: Send + Sync {
 /// Wall-clock time, injectable for tests.
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> i64;
+    /// Microseconds, for what is timed finer than a millisecond (the send schedule).
+    fn now_us(&self) -> i64 {
+        self.now_ms() * 1000
+    }
 }
 
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+        self.now_us().div_euclid(1000)
+    }
+
+    fn now_us(&self) -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
     }
 }

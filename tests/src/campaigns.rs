@@ -171,6 +171,17 @@ impl CampaignRig {
     /// records a receive as the event source does, until the queue is empty and nobody is busy.
     /// Returns the failures seen.
     pub async fn send_with_fleet(&self, n: usize, within: Duration) -> usize {
+        self.send_with_fleet_faulty(n, within, None).await
+    }
+
+    /// [`Self::send_with_fleet`], `fault` injected into the first sender once it has handled its
+    /// first records (so that it hits a request in mid-run).
+    pub async fn send_with_fleet_faulty(
+        &self,
+        n: usize,
+        within: Duration,
+        fault: Option<shared::campaign::send::Failpoint>,
+    ) -> usize {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let busy = AtomicUsize::new(0);
         let failures = AtomicUsize::new(0);
@@ -188,7 +199,10 @@ impl CampaignRig {
                 d
             })
             .collect();
-        let members = fleet.iter().map(|deps| self.fleet_member(deps, &busy, &failures, start, within));
+        let members = fleet.iter().enumerate().map(|(i, deps)| {
+            let fault = if i == 0 { fault } else { None };
+            self.fleet_member(deps, &busy, &failures, start, within, fault)
+        });
         futures::future::join_all(members).await;
         failures.load(Ordering::SeqCst)
     }
@@ -200,6 +214,7 @@ impl CampaignRig {
         failures: &std::sync::atomic::AtomicUsize,
         start: Instant,
         within: Duration,
+        mut fault: Option<shared::campaign::send::Failpoint>,
     ) {
         use std::sync::atomic::Ordering;
         loop {
@@ -208,6 +223,9 @@ impl CampaignRig {
             if !records.is_empty() {
                 let response = multicast::handler::handle_batch(deps, &records).await;
                 failures.fetch_add(self.settle("MulticastQueue", &records, &response).await, Ordering::SeqCst);
+                if let Some(f) = fault.take() {
+                    *deps.failpoint.lock().unwrap() = Some(f);
+                }
             }
             let others = busy.fetch_sub(1, Ordering::SeqCst) - 1;
             if (records.is_empty() && others == 0) || start.elapsed() > within {

@@ -39,7 +39,11 @@ impl ShiftedClock {
 
 impl Clock for ShiftedClock {
     fn now_ms(&self) -> i64 {
-        shared::ports::SystemClock.now_ms() + self.0.load(Ordering::SeqCst)
+        self.now_us().div_euclid(1000)
+    }
+
+    fn now_us(&self) -> i64 {
+        shared::ports::SystemClock.now_us() + self.0.load(Ordering::SeqCst) * 1000
     }
 }
 

@@ -6,6 +6,14 @@
 //! least one interval apart, so no 100 ms window holds more than its share of `sendRate`. An idle
 //! schedule (its `next` in the past) starts again at now.
 //!
+//! A slot is a time to send at, and a sender can wake a few milliseconds late for it (its machine
+//! was busy). A late request would leave less than the schedule's spacing to the ones after it;
+//! so a sender late by more than [`LATE_RECORD_US`] records when it really sent (`late#<slot>`,
+//! kept a few seconds), and every sender reads those records shortly before its own slot: no
+//! request leaves earlier than [`FLOOR`] of the schedule's spacing after a recorded one
+//! ([`floor_after`]). A late wake-up then costs the few requests after it a little delay instead
+//! of costing the schedule a slot.
+//!
 //! A rate-limit 429 (another tool on the channel, or LINE's limit below `sendRate`) cuts the
 //! shared rate in half and pushes every sender's next slot back by a jittered pause; the rate then
 //! climbs back by [`RAISE_PER_SEC`] of `sendRate` a second (additive increase, multiplicative
@@ -24,6 +32,27 @@ use crate::ports::BackendError;
 pub const MARGIN: f64 = 0.96;
 /// After a cut, the rate climbs back by this share of `sendRate` each second.
 pub const RAISE_PER_SEC: f64 = 0.02;
+/// A request leaves no earlier than this share of the schedule's spacing after one that left
+/// late (and recorded it): at 0.96 of 20 a second, two slots are at least 103.1 ms apart, so
+/// 3.1 ms of jitter on the way to LINE still never puts three in 100 ms.
+pub const FLOOR: f64 = 0.995;
+/// The lateness the spacing absorbs by itself: two slots at [`FLOOR`] are 103.6 ms apart at 0.96
+/// of 20 a second, so a request up to 2.5 ms late still reaches LINE over 100 ms before the second
+/// after it. A request later than that is recorded as leaving this much less late than it did.
+pub const ABSORBED_US: i64 = 2_500;
+/// A request that may have reached LINE this much after its slot (or floor) is recorded.
+pub const LATE_RECORD_US: i64 = 3_000;
+/// A slow answer holds the requests after it back by at most this much.
+pub const MAX_EXCESS_US: i64 = 50_000;
+/// ... and the first answer of a process (nothing says yet what is usual) by at most this much.
+pub const FIRST_EXCESS_US: i64 = 20_000;
+/// A record holds the requests after it back by at most this much past its slot.
+pub const MAX_RECORDED_US: i64 = 60_000;
+/// The usual answer time is the fastest of this many recent ones.
+const RTT_WINDOW: usize = 64;
+/// Late records older than this are removed: a record at [`MAX_RECORDED_US`] stops holding anyone
+/// back 12 s after its slot (each slot after it takes back 0.5% of a spacing).
+pub const LATE_KEPT_US: i64 = 15_000_000;
 /// A slot further ahead than this is given up: the batch comes back later instead of holding
 /// its lease while it waits.
 pub const MAX_WAIT_MS: i64 = 20_000;
@@ -58,9 +87,10 @@ impl PaceState {
     }
 }
 
-/// The millisecond a slot (µs) starts in, rounded up.
-fn ms_after(us: i64) -> i64 {
-    (us + 999).div_euclid(1000)
+/// The earliest time the request of `slot` may leave, given the recorded late requests
+/// `(slot, sent at)` (µs): its slot, or later where a request before it left late.
+pub fn floor_after(slot: i64, late: &[(i64, i64)]) -> i64 {
+    late.iter().filter(|(s, _)| *s < slot).map(|(s, at)| at + ((slot - s) as f64 * FLOOR) as i64).fold(slot, i64::max)
 }
 
 /// How long every sender stays quiet after a rate-limit 429 (LINE sends no Retry-After).
@@ -68,20 +98,75 @@ pub fn pause_after_429_ms() -> i64 {
     500 + fastrand::i64(0..=500)
 }
 
+/// The answer times (µs) of a process's recent requests: how much slower than usual one was.
+#[derive(Default)]
+pub struct AnswerTimes(std::sync::Mutex<std::collections::VecDeque<i64>>);
+
+impl AnswerTimes {
+    /// Notes `rtt` and returns how much slower it was than the fastest recent one, at most
+    /// [`MAX_EXCESS_US`]; all of it for the first (nothing says yet what is usual), at most
+    /// [`FIRST_EXCESS_US`].
+    pub fn excess(&self, rtt: i64) -> i64 {
+        let Ok(mut recent) = self.0.lock() else { return 0 };
+        let excess = match recent.iter().copied().min() {
+            Some(fastest) => (rtt - fastest).clamp(0, MAX_EXCESS_US),
+            None => rtt.clamp(0, FIRST_EXCESS_US),
+        };
+        if recent.len() == RTT_WINDOW {
+            recent.pop_front();
+        }
+        recent.push_back(rtt);
+        excess
+    }
+}
+
 #[async_trait]
 pub trait Pacer: Send + Sync {
-    /// Claims the fleet's next slot at `rate` requests a second, `earliest_ms` or later: the
-    /// time (ms) to send at. None: the schedule is full up to `earliest_ms + MAX_WAIT_MS`, and
-    /// nothing was claimed (a claim that is given up would push every later sender back).
-    async fn claim(&self, rate: u32, earliest_ms: i64) -> Result<Option<i64>, BackendError>;
+    /// Claims the fleet's next slot at `rate` requests a second, `earliest_us` or later: the
+    /// time to send at, µs since the epoch. None: the schedule is full up to `earliest_us +
+    /// MAX_WAIT_MS`, and nothing was claimed (a claim that is given up would push every later
+    /// sender back).
+    async fn claim(&self, rate: u32, earliest_us: i64) -> Result<Option<i64>, BackendError>;
     /// LINE answered a rate-limit 429: the whole fleet slows down.
     async fn rate_limited(&self, rate: u32, now_ms: i64) -> Result<(), BackendError>;
+    /// The earliest time (µs) the request of `slot` may leave: see [`floor_after`].
+    async fn floor(&self, slot: i64) -> Result<i64, BackendError>;
+    /// The request of `slot` left late, at `at` (µs): the ones after it keep their distance.
+    async fn sent_late(&self, slot: i64, at: i64) -> Result<(), BackendError>;
+    /// This process's recent answer times.
+    fn answer_times(&self) -> &AnswerTimes;
+
+    /// The request of `slot`, due at `due` (its slot or floor), left at `sent`: recorded if late
+    /// beyond what the spacing absorbs. Called as it leaves (the record is there for the requests
+    /// after it in time even when LINE is far away).
+    async fn left(&self, slot: i64, due: i64, sent: i64) -> Result<(), BackendError> {
+        let late = sent - due;
+        if late > LATE_RECORD_US {
+            self.sent_late(slot, (due + late - ABSORBED_US).min(slot + MAX_RECORDED_US)).await?;
+        }
+        Ok(())
+    }
+
+    /// LINE answered that request at `answered` (µs). An answer slower than the process's usual
+    /// may mean the request reached LINE that much later (an answer bounds when it arrived): if
+    /// that makes it late beyond what the spacing absorbs, it is recorded that late.
+    async fn answered(&self, slot: i64, due: i64, sent: i64, answered: i64) -> Result<(), BackendError> {
+        let excess = self.answer_times().excess(answered - sent);
+        let late = sent - due + excess;
+        // (Late by the sending alone: recorded as it left.)
+        if excess > 250 && late > LATE_RECORD_US {
+            self.sent_late(slot, (due + late - ABSORBED_US).min(slot + MAX_RECORDED_US)).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The schedule in memory (one process): the same algorithm, for the logic's tests.
 #[derive(Default)]
 pub struct MemoryPacer {
     state: std::sync::Mutex<PaceState>,
+    late: std::sync::Mutex<Vec<(i64, i64)>>,
+    answers: AnswerTimes,
 }
 
 impl MemoryPacer {
@@ -92,17 +177,17 @@ impl MemoryPacer {
 
 #[async_trait]
 impl Pacer for MemoryPacer {
-    async fn claim(&self, rate: u32, now_ms: i64) -> Result<Option<i64>, BackendError> {
+    async fn claim(&self, rate: u32, now_us: i64) -> Result<Option<i64>, BackendError> {
         let mut s = self
             .state
             .lock()
             .map_err(|_| BackendError::Store { operation: "pace", message: "memory pacer poisoned".into() })?;
-        let slot = s.next_us.max(now_ms * 1000);
-        if slot > (now_ms + MAX_WAIT_MS) * 1000 {
+        let slot = s.next_us.max(now_us);
+        if slot > now_us + MAX_WAIT_MS * 1000 {
             return Ok(None);
         }
-        s.next_us = slot + s.interval_us(rate, now_ms);
-        Ok(Some(ms_after(slot)))
+        s.next_us = slot + s.interval_us(rate, now_us.div_euclid(1000));
+        Ok(Some(slot))
     }
 
     async fn rate_limited(&self, rate: u32, now_ms: i64) -> Result<(), BackendError> {
@@ -117,6 +202,22 @@ impl Pacer for MemoryPacer {
         s.next_us = s.next_us.max((now_ms + pause_after_429_ms()) * 1000);
         Ok(())
     }
+
+    async fn floor(&self, slot: i64) -> Result<i64, BackendError> {
+        Ok(floor_after(slot, &self.late.lock().map(|l| l.clone()).unwrap_or_default()))
+    }
+
+    async fn sent_late(&self, slot: i64, at: i64) -> Result<(), BackendError> {
+        if let Ok(mut late) = self.late.lock() {
+            late.retain(|(s, _)| *s > slot - LATE_KEPT_US);
+            late.push((slot, at));
+        }
+        Ok(())
+    }
+
+    fn answer_times(&self) -> &AnswerTimes {
+        &self.answers
+    }
 }
 
 /// The schedule in the campaigns table (item `pace#multicast`), shared by every sender.
@@ -126,11 +227,20 @@ pub struct DynamoPacer {
     table: String,
     /// The schedule as this process last saw it (its cut, for the interval of the next claim).
     seen: std::sync::Arc<std::sync::Mutex<PaceState>>,
+    /// The late records as this process last read them (to remove the old ones).
+    late_seen: std::sync::Arc<std::sync::Mutex<Vec<(i64, i64)>>>,
+    answers: std::sync::Arc<AnswerTimes>,
 }
 
 impl DynamoPacer {
     pub fn new(client: aws_sdk_dynamodb::Client, campaigns_table: impl Into<String>) -> Self {
-        DynamoPacer { client, table: campaigns_table.into(), seen: Default::default() }
+        DynamoPacer {
+            client,
+            table: campaigns_table.into(),
+            seen: Default::default(),
+            late_seen: Default::default(),
+            answers: Default::default(),
+        }
     }
 
     fn key() -> Item {
@@ -150,6 +260,13 @@ impl DynamoPacer {
         if let Ok(mut s) = self.seen.lock() {
             *s = PaceState { next_us: int(item, "next").unwrap_or(0), cut };
         }
+    }
+
+    /// The late records of an item, `(slot, sent at)`.
+    fn late_records(item: &Item) -> Vec<(i64, i64)> {
+        item.iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("late#")?.parse().ok()?, v.as_n().ok()?.parse().ok()?)))
+            .collect()
     }
 
     /// One conditional update; `Ok(None)`: its condition did not hold.
@@ -183,9 +300,9 @@ impl DynamoPacer {
 
 #[async_trait]
 impl Pacer for DynamoPacer {
-    async fn claim(&self, rate: u32, now_ms: i64) -> Result<Option<i64>, BackendError> {
-        let now_us = now_ms * 1000;
-        let horizon_us = (now_ms + MAX_WAIT_MS) * 1000;
+    async fn claim(&self, rate: u32, now_us: i64) -> Result<Option<i64>, BackendError> {
+        let now_ms = now_us.div_euclid(1000);
+        let horizon_us = now_us + MAX_WAIT_MS * 1000;
         for _ in 0..8 {
             let interval = self.seen().interval_us(rate, now_ms);
             // A busy schedule: take its next slot, unless it is beyond the horizon.
@@ -198,7 +315,7 @@ impl Pacer for DynamoPacer {
                 .await?;
             if let Some(old) = busy {
                 self.remember(Some(&old));
-                return Ok(Some(ms_after(int(&old, "next").unwrap_or(now_us))));
+                return Ok(Some(int(&old, "next").unwrap_or(now_us)));
             }
             // An idle one: start it again at now.
             let idle = self
@@ -210,7 +327,7 @@ impl Pacer for DynamoPacer {
                 .await?;
             if let Some(old) = idle {
                 self.remember(Some(&old));
-                return Ok(Some(now_ms));
+                return Ok(Some(now_us));
             }
             // Neither busy within the horizon nor idle: full beyond it (or just moved; look again).
             let item = self
@@ -256,6 +373,57 @@ impl Pacer for DynamoPacer {
         tracing::warn!(rate = cut, "LINE rate-limited a multicast: the fleet slows down");
         Ok(())
     }
+
+    async fn floor(&self, slot: i64) -> Result<i64, BackendError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| BackendError::Store { operation: "GetItem", message: describe(&e) })?
+            .item;
+        let late = item.as_ref().map(Self::late_records).unwrap_or_default();
+        if let Ok(mut seen) = self.late_seen.lock() {
+            seen.clone_from(&late);
+        }
+        self.remember(item.as_ref());
+        Ok(floor_after(slot, &late))
+    }
+
+    async fn sent_late(&self, slot: i64, at: i64) -> Result<(), BackendError> {
+        // Records this process saw that no longer hold anyone back go in the same update.
+        let old: Vec<i64> = self
+            .late_seen
+            .lock()
+            .map(|l| l.iter().map(|(s, _)| *s).filter(|s| *s <= slot - LATE_KEPT_US).take(20).collect())
+            .unwrap_or_default();
+        let mut expression = "SET #late = :at".to_string();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key()))
+            .expression_attribute_names("#late", format!("late#{slot}"))
+            .expression_attribute_values(":at", n(at));
+        for (i, s) in old.iter().enumerate() {
+            expression.push_str(if i == 0 { " REMOVE " } else { ", " });
+            expression.push_str(&format!("#old{i}"));
+            request = request.expression_attribute_names(format!("#old{i}"), format!("late#{s}"));
+        }
+        request
+            .update_expression(expression)
+            .send()
+            .await
+            .map_err(|e| BackendError::Store { operation: "UpdateItem", message: describe(&e) })?;
+        Ok(())
+    }
+
+    fn answer_times(&self) -> &AnswerTimes {
+        &self.answers
+    }
 }
 
 #[cfg(test)]
@@ -267,13 +435,13 @@ mod tests {
         let pacer = MemoryPacer::default();
         let mut slots = vec![];
         for _ in 0..40 {
-            slots.push(pacer.claim(20, 1_000).await.unwrap().unwrap());
+            slots.push(pacer.claim(20, 1_000_000).await.unwrap().unwrap());
         }
         // 20 a second at 96%: 52.1 ms apart, so 3 slots never fit in 100 ms.
-        assert!(slots.windows(2).all(|w| w[1] - w[0] >= 52), "{slots:?}");
-        assert!(slots.windows(3).all(|w| w[2] - w[0] > 100));
+        assert!(slots.windows(2).all(|w| w[1] - w[0] >= 52_083), "{slots:?}");
+        assert!(slots.windows(3).all(|w| w[2] - w[0] > 100_000));
         // An idle schedule starts again at now, not in the past.
-        assert_eq!(pacer.claim(20, 1_000_000).await.unwrap(), Some(1_000_000));
+        assert_eq!(pacer.claim(20, 1_000_000_000).await.unwrap(), Some(1_000_000_000));
     }
 
     #[tokio::test]
@@ -289,6 +457,68 @@ mod tests {
         let next = pacer.state().next_us;
         assert_eq!(pacer.claim(1, 0).await.unwrap(), None);
         assert_eq!(pacer.state().next_us, next, "a refused claim takes nothing");
+    }
+
+    #[tokio::test]
+    async fn a_late_request_holds_back_the_ones_after_it_until_the_slack_absorbs_it() {
+        let pacer = MemoryPacer::default();
+        let interval = PaceState::default().interval_us(20, 0);
+        let slots: Vec<i64> = (0..4).map(|i| 1_000_000 + i * interval).collect();
+        assert_eq!(pacer.floor(slots[2]).await.unwrap(), slots[2], "nobody late: the slot itself");
+        // The first left 8 ms late: two slots later is held to 99.5% of two intervals after it.
+        pacer.sent_late(slots[0], slots[0] + 8_000).await.unwrap();
+        let held = pacer.floor(slots[2]).await.unwrap();
+        assert_eq!(held, slots[0] + 8_000 + (2.0 * interval as f64 * FLOOR) as i64);
+        assert!(held - (slots[0] + 8_000) > 103_000, "three requests stay over 100 ms apart");
+        // The slack absorbs it: 8 ms take 1,600 ms of slots (0.5% each).
+        let far = slots[0] + 1_700_000;
+        assert_eq!(pacer.floor(far).await.unwrap(), far);
+        // A record never holds back the slots before it.
+        assert_eq!(pacer.floor(slots[0] - interval).await.unwrap(), slots[0] - interval);
+        // Old records go when a new one comes.
+        pacer.sent_late(slots[0] + LATE_KEPT_US + 1, slots[0] + LATE_KEPT_US + 2_000).await.unwrap();
+        assert_eq!(pacer.late.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn only_lateness_the_spacing_cannot_absorb_is_recorded() {
+        let pacer = MemoryPacer::default();
+        // Sent 1 ms after its slot: the spacing absorbs it.
+        pacer.left(1_000_000, 1_000_000, 1_001_000).await.unwrap();
+        assert!(pacer.late.lock().unwrap().is_empty());
+        // Sent 10 ms after its floor: recorded as 7.5 ms late.
+        pacer.left(2_000_000, 2_004_000, 2_014_000).await.unwrap();
+        assert_eq!(pacer.late.lock().unwrap().clone(), vec![(2_000_000, 2_011_500)]);
+        // Never more than MAX_RECORDED_US past the slot.
+        pacer.left(3_000_000, 3_000_000, 3_500_000).await.unwrap();
+        assert_eq!(pacer.late.lock().unwrap().last(), Some(&(3_000_000, 3_000_000 + MAX_RECORDED_US)));
+    }
+
+    #[tokio::test]
+    async fn an_answer_slower_than_usual_is_recorded_as_a_late_arrival() {
+        let pacer = MemoryPacer::default();
+        // The first answer, 1 ms: nothing to compare with, all of it counts; absorbed.
+        pacer.answered(1_000_000, 1_000_000, 1_000_000, 1_001_000).await.unwrap();
+        // Usual answers: nothing recorded.
+        for i in 1..5 {
+            let t = 1_000_000 + i * 52_000;
+            pacer.answered(t, t, t, t + 1_200).await.unwrap();
+        }
+        assert!(pacer.late.lock().unwrap().is_empty());
+        // 9 ms slower than the fastest: it may have reached LINE 9 ms late; 6.5 ms recorded.
+        pacer.answered(2_000_000, 2_000_000, 2_000_000, 2_010_000).await.unwrap();
+        assert_eq!(pacer.late.lock().unwrap().clone(), vec![(2_000_000, 2_006_500)]);
+        // A first answer of 5 s counts as at most FIRST_EXCESS_US, a later one as MAX_EXCESS_US.
+        assert_eq!(AnswerTimes::default().excess(5_000_000), FIRST_EXCESS_US);
+        assert_eq!(pacer.answer_times().excess(5_000_000), MAX_EXCESS_US);
+    }
+
+    #[test]
+    fn the_latest_constraint_wins() {
+        // Two late records: the later one holds a slot after both further.
+        let late = [(0, 5_000), (50_000, 60_000)];
+        assert_eq!(floor_after(110_000, &late), 60_000 + (60_000.0 * FLOOR) as i64);
+        assert_eq!(floor_after(40_000, &late), 40_000.max(5_000 + (40_000.0 * FLOOR) as i64));
     }
 
     #[tokio::test]

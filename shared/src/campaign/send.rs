@@ -9,7 +9,7 @@ use jiff::Timestamp;
 
 use super::file::Period;
 use super::model::{period_attribute, BatchMessage, Skip, Skips, State};
-use super::pace::{Pacer, MAX_WAIT_MS};
+use super::pace::{Pacer, LATE_RECORD_US, MAX_WAIT_MS};
 use super::plan::Classifier;
 use super::ports::{CampaignRepo, CapStore, Multicaster};
 use super::store::{retry_key, Batch, BatchState, Campaign, Demand, Reservation, Settlement};
@@ -26,6 +26,8 @@ pub const AMBIGUOUS_LIMIT_MS: i64 = 23 * 3600 * 1000;
 pub enum Failpoint {
     /// The process dies after LINE answered 2xx, before anything is recorded.
     DieAfterLineAccepted,
+    /// The machine is busy: the sender wakes this many ms late for its next slot.
+    WakeLate(u64),
 }
 
 /// How a batch message was handled.
@@ -83,9 +85,20 @@ pub struct Sender<'a> {
 }
 
 /// The pause and quiet-hours checks run this long before the slot, so the call leaves on time.
-const CHECK_LEAD_MS: i64 = 100;
-/// A call this late for its slot waits for another one instead...
-const LATE_MS: i64 = 2;
+const CHECK_LEAD_US: i64 = 100_000;
+/// The late requests before a slot are read this long before it (late records are written
+/// while their request is on its way: this leaves them time to land).
+const FLOOR_READ_US: i64 = 40_000;
+/// A call this late for its slot (or floor) waits for another one instead (its late record could
+/// land after the ones it holds back have read theirs)...
+const LATE_US: i64 = 20_000;
+/// A late record is written this long after its call has left.
+const RECORD_AFTER: Duration = Duration::from_millis(2);
+/// A floor further than this past the slot is not believed.
+const MAX_HELD_US: i64 = 1_000_000;
+/// The runtime's timer ticks in milliseconds and wakes up to one late: it wakes a sender this
+/// long before its slot, and a high-resolution sleep does the rest.
+const FINE_US: i64 = 2_000;
 /// ... at most this many times (storage too slow to keep the schedule): then the batch comes back.
 const MAX_MISSED_SLOTS: u32 = 50;
 
@@ -196,18 +209,20 @@ impl Sender<'_> {
                 tokio::time::sleep(Duration::from_millis(base + fastrand::u64(0..=base))).await;
             }
             // The fleet's next slot at the channel's rate. The checks run just before it; a slot
-            // missed by more than a few milliseconds (slow storage) is given up for the next one,
-            // so requests never leave closer together than the schedule spaced them.
+            // missed by far (slow storage) is given up for the next one. A request that leaves a
+            // little late records it, and the ones after it keep their distance (`pace`).
+            // (slot, due at, sent at)
+            let mut sent = (0, 0, 0);
             for missed in 0.. {
                 // No earlier than the checks below can be done by.
-                let earliest = self.clock.now_ms() + CHECK_LEAD_MS;
+                let earliest = self.clock.now_us() + CHECK_LEAD_US;
                 let Some(slot) = self.pacer.claim(c.policy.send_rate, earliest).await? else {
                     return Err(Retry::Paced(MAX_WAIT_MS));
                 };
                 if missed == MAX_MISSED_SLOTS {
-                    return Err(Retry::Paced(slot - self.clock.now_ms()));
+                    return Err(Retry::Paced((slot - self.clock.now_us()).div_euclid(1000)));
                 }
-                self.sleep_until(slot - CHECK_LEAD_MS).await;
+                self.sleep_until(slot - CHECK_LEAD_US).await;
                 // Right before the call: a pause or cancel since the batch was picked up holds it.
                 let now_state = self.store.get(&c.id).await?.filter(|n| n.run == c.run).map(|n| n.state);
                 if now_state.is_none_or(|s| !s.sends()) {
@@ -224,8 +239,21 @@ impl Sender<'_> {
                     return Err(Retry::Leased);
                 }
                 first_called.get_or_insert(now);
-                self.sleep_until(slot).await;
-                if self.clock.now_ms() <= slot + LATE_MS {
+                self.sleep_until(slot - FLOOR_READ_US).await;
+                let at = match self.pacer.floor(slot).await {
+                    Ok(floor) => floor.min(slot + MAX_HELD_US),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the late requests before this slot: sending at it");
+                        slot
+                    }
+                };
+                self.sleep_until(at).await;
+                if let Some(Failpoint::WakeLate(ms)) = self.fail(|f| matches!(f, Failpoint::WakeLate(_))) {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                let now = self.clock.now_us();
+                if now <= at + LATE_US {
+                    sent = (slot, at, now);
                     break;
                 }
                 // No call was made: while no earlier one is open, LINE surely has nothing.
@@ -237,8 +265,29 @@ impl Sender<'_> {
                 }
                 tracing::debug!(campaign = %c.id, batch = batch.number, "send slot missed: taking the next");
             }
-            let answer = self.line.multicast(&to, &c.messages, &key, c.aggregation_unit.as_deref()).await;
-            if answer.is_ok() && self.failpoint.lock().map(|mut f| f.take()).ok().flatten().is_some() {
+            // Once the call is on its way: signing and sending the record first would delay it.
+            let (slot, due, sent_at) = sent;
+            let record = async {
+                if sent_at - due > LATE_RECORD_US {
+                    tokio::time::sleep(RECORD_AFTER).await;
+                }
+                self.pacer.left(slot, due, sent_at).await
+            };
+            let call = async {
+                let answer = self.line.multicast(&to, &c.messages, &key, c.aggregation_unit.as_deref()).await;
+                (answer, self.clock.now_us())
+            };
+            let ((answer, answered_at), recorded) = tokio::join!(call, record);
+            // An answer bounds when the request reached LINE; none (a timeout, no connection) does not.
+            let recorded = match (recorded, &answer) {
+                (Ok(()), Err(LineError::Transport(_) | LineError::Timeout(_))) => Ok(()),
+                (Ok(()), _) => self.pacer.answered(slot, due, sent_at, answered_at).await,
+                (e, _) => e,
+            };
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "could not record a late request: the next ones may follow it closely");
+            }
+            if answer.is_ok() && self.fail(|f| *f == Failpoint::DieAfterLineAccepted).is_some() {
                 return Err(Retry::Died);
             }
             // LINE's words alone do not decide a monthly limit: its quota endpoints confirm it.
@@ -310,10 +359,25 @@ impl Sender<'_> {
         Err(Retry::Line(last_error.unwrap_or(LineError::Transport("no attempt made".into()))))
     }
 
-    async fn sleep_until(&self, at_ms: i64) {
-        let wait = at_ms - self.clock.now_ms();
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    /// The injected fault, taken, if it is one `which` picks.
+    fn fail(&self, which: impl Fn(&Failpoint) -> bool) -> Option<Failpoint> {
+        self.failpoint.lock().ok()?.take_if(|f| which(f))
+    }
+
+    /// Waits until the clock reads `at_us`: the runtime's timer to within [`FINE_US`], then a
+    /// high-resolution sleep on a blocking thread (microseconds late, where the timer's
+    /// millisecond ticks would cost the schedule's slack).
+    async fn sleep_until(&self, at_us: i64) {
+        let coarse = at_us - FINE_US - self.clock.now_us();
+        if coarse > 0 {
+            tokio::time::sleep(Duration::from_micros(coarse as u64)).await;
+        }
+        let fine = at_us - self.clock.now_us();
+        if fine > 0 {
+            let wait = Duration::from_micros(fine as u64);
+            if tokio::task::spawn_blocking(move || std::thread::sleep(wait)).await.is_err() {
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 

@@ -153,8 +153,21 @@ async fn rate(requests: usize, rate: u32, senders: usize) {
         "\nSchedule interval {interval:.1} ms; {} gaps over 1.5 intervals (slots nobody was ready for), {:.0} ms \
          idle in all",
         idle.len(),
-        idle.iter().map(|&g| g - interval).sum::<f64>()
+        idle.iter().map(|&g| g - interval).sum::<f64>() + 0.0
     );
+    // The late records the senders left in the schedule's item (kept 15 s: all of this run's).
+    let pace = rig
+        .stack
+        .dynamodb
+        .get_item()
+        .table_name(rig.stack.table("CampaignsTable"))
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("pace#multicast".into()))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("pace".into()))
+        .send()
+        .await
+        .unwrap();
+    let records = pace.item().map_or(0, |i| i.keys().filter(|k| k.starts_with("late#")).count());
+    println!("{records} requests recorded late (sent or answered late beyond what the spacing absorbs)");
     let mut spans: Vec<i64> = at.windows(3).map(|w| w[2] - w[0]).collect();
     spans.sort_unstable();
     println!(
