@@ -478,9 +478,10 @@ async fn a_429_storm_slows_the_whole_fleet_and_every_friend_still_gets_one_push(
 #[tokio::test]
 async fn a_scheduled_campaign_waits_and_one_running_into_quiet_hours_pauses_and_resumes_after_them() {
     use shared::campaign::plan::plan_body;
-    // Quiet from the last hour to the next one, UTC: now is inside them.
+    // Quiet from the last hour to the one after next, UTC: now is inside them, and so is two
+    // minutes from now (at 19:58, quiet hours ending at 20:00 would be over by then).
     let hour = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).hour();
-    let quiet = format!("{:02}:00-{:02}:00", (hour + 23) % 24, (hour + 1) % 24);
+    let quiet = format!("{:02}:00-{:02}:00", (hour + 23) % 24, (hour + 2) % 24);
     let rig =
         CampaignRig::new(&account_with(&format!("quietHours: \"{quiet}\"\n")).replace("Asia/Taipei", "UTC")).await;
     let all = users(3);

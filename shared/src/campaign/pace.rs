@@ -8,11 +8,12 @@
 //!
 //! A slot is a time to send at, and a sender can wake a few milliseconds late for it (its machine
 //! was busy). A late request would leave less than the schedule's spacing to the ones after it;
-//! so a sender late by more than [`LATE_RECORD_US`] records when it really sent (`late#<slot>`,
-//! kept a few seconds), and every sender reads those records shortly before its own slot: no
+//! so a request that may have reached LINE later than the spacing absorbs (it left late, or its
+//! answer was slow) is recorded, and every sender reads the record shortly before its own slot: no
 //! request leaves earlier than [`FLOOR`] of the schedule's spacing after a recorded one
-//! ([`floor_after`]). A late wake-up then costs the few requests after it a little delay instead
-//! of costing the schedule a slot.
+//! ([`floor_after`]). A late request then costs the requests after it a little delay instead of
+//! costing the schedule a slot. Every record holds the slots after it back the same way, so the
+//! item keeps one number for all of them (`lateAnchor`, see [`anchor`]), not a list.
 //!
 //! A rate-limit 429 (another tool on the channel, or LINE's limit below `sendRate`) cuts the
 //! shared rate in half and pushes every sender's next slot back by a jittered pause; the rate then
@@ -33,8 +34,7 @@ pub const MARGIN: f64 = 0.96;
 /// After a cut, the rate climbs back by this share of `sendRate` each second.
 pub const RAISE_PER_SEC: f64 = 0.02;
 /// A request leaves no earlier than this share of the schedule's spacing after one that left
-/// late (and recorded it): at 0.96 of 20 a second, two slots are at least 103.1 ms apart, so
-/// 3.1 ms of jitter on the way to LINE still never puts three in 100 ms.
+/// late (and recorded it): at 0.96 of 20 a second, two slots are at least 103.6 ms apart.
 pub const FLOOR: f64 = 0.995;
 /// The lateness the spacing absorbs by itself: two slots at [`FLOOR`] are 103.6 ms apart at 0.96
 /// of 20 a second, so a request up to 2.5 ms late still reaches LINE over 100 ms before the second
@@ -46,13 +46,15 @@ pub const LATE_RECORD_US: i64 = 3_000;
 pub const MAX_EXCESS_US: i64 = 50_000;
 /// ... and the first answer of a process (nothing says yet what is usual) by at most this much.
 pub const FIRST_EXCESS_US: i64 = 20_000;
-/// A record holds the requests after it back by at most this much past its slot.
+/// A record holds the requests after it back by at most this much past the time its request was
+/// due.
 pub const MAX_RECORDED_US: i64 = 60_000;
 /// The usual answer time is the fastest of this many recent ones.
 const RTT_WINDOW: usize = 64;
-/// Late records older than this are removed: a record at [`MAX_RECORDED_US`] stops holding anyone
-/// back 12 s after its slot (each slot after it takes back 0.5% of a spacing).
-pub const LATE_KEPT_US: i64 = 15_000_000;
+/// An answer later than this after its request left is not recorded: the requests it could
+/// protect have read the record before it would land (LINE is far away; the record made as the
+/// request left is what holds them).
+pub const ANSWER_USEFUL_US: i64 = 50_000;
 /// A slot further ahead than this is given up: the batch comes back later instead of holding
 /// its lease while it waits.
 pub const MAX_WAIT_MS: i64 = 20_000;
@@ -87,10 +89,18 @@ impl PaceState {
     }
 }
 
-/// The earliest time the request of `slot` may leave, given the recorded late requests
-/// `(slot, sent at)` (µs): its slot, or later where a request before it left late.
-pub fn floor_after(slot: i64, late: &[(i64, i64)]) -> i64 {
-    late.iter().filter(|(s, _)| *s < slot).map(|(s, at)| at + ((slot - s) as f64 * FLOOR) as i64).fold(slot, i64::max)
+/// A request of `slot` that may have reached LINE at `at` (µs) holds every slot `x` after it to
+/// `at + FLOOR × (x − slot)`, which is `anchor + FLOOR × x`: one number per record, and the
+/// largest one binds. (A slot before the record would be held too, but its request reads the
+/// schedule before the record's own slot, so before the record exists.)
+pub fn anchor(slot: i64, at: i64) -> i64 {
+    at.saturating_sub((slot as f64 * FLOOR) as i64)
+}
+
+/// The earliest time the request of `slot` may leave, given the largest recorded anchor: its
+/// slot, or later where a request before it was late.
+pub fn floor_after(slot: i64, anchor: Option<i64>) -> i64 {
+    anchor.map_or(slot, |a| slot.max(a.saturating_add((slot as f64 * FLOOR) as i64)))
 }
 
 /// How long every sender stays quiet after a rate-limit 429 (LINE sends no Retry-After).
@@ -131,7 +141,8 @@ pub trait Pacer: Send + Sync {
     async fn rate_limited(&self, rate: u32, now_ms: i64) -> Result<(), BackendError>;
     /// The earliest time (µs) the request of `slot` may leave: see [`floor_after`].
     async fn floor(&self, slot: i64) -> Result<i64, BackendError>;
-    /// The request of `slot` left late, at `at` (µs): the ones after it keep their distance.
+    /// The request of `slot` may have reached LINE as late as `at` (µs): the ones after it keep
+    /// their distance.
     async fn sent_late(&self, slot: i64, at: i64) -> Result<(), BackendError>;
     /// This process's recent answer times.
     fn answer_times(&self) -> &AnswerTimes;
@@ -142,20 +153,21 @@ pub trait Pacer: Send + Sync {
     async fn left(&self, slot: i64, due: i64, sent: i64) -> Result<(), BackendError> {
         let late = sent - due;
         if late > LATE_RECORD_US {
-            self.sent_late(slot, (due + late - ABSORBED_US).min(slot + MAX_RECORDED_US)).await?;
+            self.sent_late(slot, (due + late - ABSORBED_US).min(due + MAX_RECORDED_US)).await?;
         }
         Ok(())
     }
 
-    /// LINE answered that request at `answered` (µs). An answer slower than the process's usual
-    /// may mean the request reached LINE that much later (an answer bounds when it arrived): if
-    /// that makes it late beyond what the spacing absorbs, it is recorded that late.
+    /// LINE took that request (2xx) and answered at `answered` (µs). An answer slower than the
+    /// process's usual may mean the request reached LINE that much later (an answer bounds when it
+    /// arrived): if that makes it late beyond what the spacing absorbs, it is recorded that late.
+    /// Only 2xx answers count: a refusal is answered faster than work is done.
     async fn answered(&self, slot: i64, due: i64, sent: i64, answered: i64) -> Result<(), BackendError> {
         let excess = self.answer_times().excess(answered - sent);
         let late = sent - due + excess;
         // (Late by the sending alone: recorded as it left.)
-        if excess > 250 && late > LATE_RECORD_US {
-            self.sent_late(slot, (due + late - ABSORBED_US).min(slot + MAX_RECORDED_US)).await?;
+        if excess > 250 && late > LATE_RECORD_US && answered - sent <= ANSWER_USEFUL_US {
+            self.sent_late(slot, (due + late - ABSORBED_US).min(due + MAX_RECORDED_US)).await?;
         }
         Ok(())
     }
@@ -165,7 +177,7 @@ pub trait Pacer: Send + Sync {
 #[derive(Default)]
 pub struct MemoryPacer {
     state: std::sync::Mutex<PaceState>,
-    late: std::sync::Mutex<Vec<(i64, i64)>>,
+    anchor: std::sync::Mutex<Option<i64>>,
     answers: AnswerTimes,
 }
 
@@ -204,13 +216,12 @@ impl Pacer for MemoryPacer {
     }
 
     async fn floor(&self, slot: i64) -> Result<i64, BackendError> {
-        Ok(floor_after(slot, &self.late.lock().map(|l| l.clone()).unwrap_or_default()))
+        Ok(floor_after(slot, self.anchor.lock().ok().and_then(|a| *a)))
     }
 
     async fn sent_late(&self, slot: i64, at: i64) -> Result<(), BackendError> {
-        if let Ok(mut late) = self.late.lock() {
-            late.retain(|(s, _)| *s > slot - LATE_KEPT_US);
-            late.push((slot, at));
+        if let Ok(mut a) = self.anchor.lock() {
+            *a = Some(a.map_or(anchor(slot, at), |a| a.max(anchor(slot, at))));
         }
         Ok(())
     }
@@ -227,20 +238,12 @@ pub struct DynamoPacer {
     table: String,
     /// The schedule as this process last saw it (its cut, for the interval of the next claim).
     seen: std::sync::Arc<std::sync::Mutex<PaceState>>,
-    /// The late records as this process last read them (to remove the old ones).
-    late_seen: std::sync::Arc<std::sync::Mutex<Vec<(i64, i64)>>>,
     answers: std::sync::Arc<AnswerTimes>,
 }
 
 impl DynamoPacer {
     pub fn new(client: aws_sdk_dynamodb::Client, campaigns_table: impl Into<String>) -> Self {
-        DynamoPacer {
-            client,
-            table: campaigns_table.into(),
-            seen: Default::default(),
-            late_seen: Default::default(),
-            answers: Default::default(),
-        }
+        DynamoPacer { client, table: campaigns_table.into(), seen: Default::default(), answers: Default::default() }
     }
 
     fn key() -> Item {
@@ -260,13 +263,6 @@ impl DynamoPacer {
         if let Ok(mut s) = self.seen.lock() {
             *s = PaceState { next_us: int(item, "next").unwrap_or(0), cut };
         }
-    }
-
-    /// The late records of an item, `(slot, sent at)`.
-    fn late_records(item: &Item) -> Vec<(i64, i64)> {
-        item.iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("late#")?.parse().ok()?, v.as_n().ok()?.parse().ok()?)))
-            .collect()
     }
 
     /// One conditional update; `Ok(None)`: its condition did not hold.
@@ -380,44 +376,27 @@ impl Pacer for DynamoPacer {
             .get_item()
             .table_name(&self.table)
             .set_key(Some(Self::key()))
+            .projection_expression("lateAnchor")
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| BackendError::Store { operation: "GetItem", message: describe(&e) })?
             .item;
-        let late = item.as_ref().map(Self::late_records).unwrap_or_default();
-        if let Ok(mut seen) = self.late_seen.lock() {
-            seen.clone_from(&late);
-        }
-        self.remember(item.as_ref());
-        Ok(floor_after(slot, &late))
+        Ok(floor_after(slot, item.as_ref().and_then(|i| int(i, "lateAnchor"))))
     }
 
     async fn sent_late(&self, slot: i64, at: i64) -> Result<(), BackendError> {
-        // Records this process saw that no longer hold anyone back go in the same update.
-        let old: Vec<i64> = self
-            .late_seen
-            .lock()
-            .map(|l| l.iter().map(|(s, _)| *s).filter(|s| *s <= slot - LATE_KEPT_US).take(20).collect())
-            .unwrap_or_default();
-        let mut expression = "SET #late = :at".to_string();
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key()))
-            .expression_attribute_names("#late", format!("late#{slot}"))
-            .expression_attribute_values(":at", n(at));
-        for (i, s) in old.iter().enumerate() {
-            expression.push_str(if i == 0 { " REMOVE " } else { ", " });
-            expression.push_str(&format!("#old{i}"));
-            request = request.expression_attribute_names(format!("#old{i}"), format!("late#{s}"));
+        // Only ever raised: a smaller anchor binds nothing the larger one does not.
+        let raised = self
+            .update(
+                "SET lateAnchor = :a",
+                "attribute_not_exists(lateAnchor) OR lateAnchor < :a",
+                vec![(":a", n(anchor(slot, at)))],
+            )
+            .await?;
+        if raised.is_some() {
+            tracing::debug!(slot, at, "a late request holds the next ones back");
         }
-        request
-            .update_expression(expression)
-            .send()
-            .await
-            .map_err(|e| BackendError::Store { operation: "UpdateItem", message: describe(&e) })?;
         Ok(())
     }
 
@@ -463,35 +442,38 @@ mod tests {
     async fn a_late_request_holds_back_the_ones_after_it_until_the_slack_absorbs_it() {
         let pacer = MemoryPacer::default();
         let interval = PaceState::default().interval_us(20, 0);
-        let slots: Vec<i64> = (0..4).map(|i| 1_000_000 + i * interval).collect();
+        let slots: Vec<i64> = (0..4).map(|i| 1_794_700_800_000_000 + i * interval).collect();
         assert_eq!(pacer.floor(slots[2]).await.unwrap(), slots[2], "nobody late: the slot itself");
-        // The first left 8 ms late: two slots later is held to 99.5% of two intervals after it.
+        // The first may have reached LINE 8 ms late: two slots later is held to 99.5% of two
+        // intervals after that.
         pacer.sent_late(slots[0], slots[0] + 8_000).await.unwrap();
         let held = pacer.floor(slots[2]).await.unwrap();
-        assert_eq!(held, slots[0] + 8_000 + (2.0 * interval as f64 * FLOOR) as i64);
+        assert!((held - (slots[0] + 8_000 + (2.0 * interval as f64 * FLOOR) as i64)).abs() <= 1, "{held}");
         assert!(held - (slots[0] + 8_000) > 103_000, "three requests stay over 100 ms apart");
         // The slack absorbs it: 8 ms take 1,600 ms of slots (0.5% each).
         let far = slots[0] + 1_700_000;
         assert_eq!(pacer.floor(far).await.unwrap(), far);
-        // A record never holds back the slots before it.
-        assert_eq!(pacer.floor(slots[0] - interval).await.unwrap(), slots[0] - interval);
-        // Old records go when a new one comes.
-        pacer.sent_late(slots[0] + LATE_KEPT_US + 1, slots[0] + LATE_KEPT_US + 2_000).await.unwrap();
-        assert_eq!(pacer.late.lock().unwrap().len(), 1);
+        // A record that binds less changes nothing; one that binds more wins.
+        pacer.sent_late(slots[1], slots[1] + 1_000).await.unwrap();
+        assert_eq!(pacer.floor(slots[2]).await.unwrap(), held);
+        pacer.sent_late(slots[1], slots[1] + 20_000).await.unwrap();
+        assert!(pacer.floor(slots[2]).await.unwrap() > slots[1] + 20_000 + 51_000);
     }
 
     #[tokio::test]
     async fn only_lateness_the_spacing_cannot_absorb_is_recorded() {
+        let slot = 1_794_700_800_000_000;
         let pacer = MemoryPacer::default();
         // Sent 1 ms after its slot: the spacing absorbs it.
-        pacer.left(1_000_000, 1_000_000, 1_001_000).await.unwrap();
-        assert!(pacer.late.lock().unwrap().is_empty());
+        pacer.left(slot, slot, slot + 1_000).await.unwrap();
+        assert_eq!(*pacer.anchor.lock().unwrap(), None);
         // Sent 10 ms after its floor: recorded as 7.5 ms late.
-        pacer.left(2_000_000, 2_004_000, 2_014_000).await.unwrap();
-        assert_eq!(pacer.late.lock().unwrap().clone(), vec![(2_000_000, 2_011_500)]);
-        // Never more than MAX_RECORDED_US past the slot.
-        pacer.left(3_000_000, 3_000_000, 3_500_000).await.unwrap();
-        assert_eq!(pacer.late.lock().unwrap().last(), Some(&(3_000_000, 3_000_000 + MAX_RECORDED_US)));
+        pacer.left(slot, slot + 4_000, slot + 14_000).await.unwrap();
+        assert_eq!(*pacer.anchor.lock().unwrap(), Some(anchor(slot, slot + 11_500)));
+        // Never more than MAX_RECORDED_US past the time it was due.
+        let pacer = MemoryPacer::default();
+        pacer.left(slot, slot + 5_000, slot + 500_000).await.unwrap();
+        assert_eq!(*pacer.anchor.lock().unwrap(), Some(anchor(slot, slot + 5_000 + MAX_RECORDED_US)));
     }
 
     #[tokio::test]
@@ -504,21 +486,25 @@ mod tests {
             let t = 1_000_000 + i * 52_000;
             pacer.answered(t, t, t, t + 1_200).await.unwrap();
         }
-        assert!(pacer.late.lock().unwrap().is_empty());
+        assert_eq!(*pacer.anchor.lock().unwrap(), None);
         // 9 ms slower than the fastest: it may have reached LINE 9 ms late; 6.5 ms recorded.
         pacer.answered(2_000_000, 2_000_000, 2_000_000, 2_010_000).await.unwrap();
-        assert_eq!(pacer.late.lock().unwrap().clone(), vec![(2_000_000, 2_006_500)]);
+        assert_eq!(*pacer.anchor.lock().unwrap(), Some(anchor(2_000_000, 2_006_500)));
+        // An answer over ANSWER_USEFUL_US after its request left lands too late to protect anyone.
+        let pacer = MemoryPacer::default();
+        pacer.answered(1_000_000, 1_000_000, 1_000_000, 1_001_000).await.unwrap();
+        pacer.answered(2_000_000, 2_000_000, 2_000_000, 2_000_000 + ANSWER_USEFUL_US + 1).await.unwrap();
+        assert_eq!(*pacer.anchor.lock().unwrap(), None);
         // A first answer of 5 s counts as at most FIRST_EXCESS_US, a later one as MAX_EXCESS_US.
         assert_eq!(AnswerTimes::default().excess(5_000_000), FIRST_EXCESS_US);
         assert_eq!(pacer.answer_times().excess(5_000_000), MAX_EXCESS_US);
     }
 
     #[test]
-    fn the_latest_constraint_wins() {
-        // Two late records: the later one holds a slot after both further.
-        let late = [(0, 5_000), (50_000, 60_000)];
-        assert_eq!(floor_after(110_000, &late), 60_000 + (60_000.0 * FLOOR) as i64);
-        assert_eq!(floor_after(40_000, &late), 40_000.max(5_000 + (40_000.0 * FLOOR) as i64));
+    fn floors_never_overflow_on_any_anchor() {
+        assert_eq!(floor_after(5, Some(i64::MAX)), i64::MAX);
+        assert_eq!(floor_after(5, Some(i64::MIN)), 5);
+        assert_eq!(anchor(i64::MAX, i64::MIN), i64::MIN);
     }
 
     #[tokio::test]

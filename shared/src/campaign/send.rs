@@ -88,10 +88,15 @@ pub struct Sender<'a> {
 const CHECK_LEAD_US: i64 = 100_000;
 /// The late requests before a slot are read this long before it (late records are written
 /// while their request is on its way: this leaves them time to land).
-const FLOOR_READ_US: i64 = 40_000;
+const FLOOR_READ_US: i64 = 60_000;
 /// A call this late for its slot (or floor) waits for another one instead (its late record could
 /// land after the ones it holds back have read theirs)...
 const LATE_US: i64 = 20_000;
+/// The read of the late requests before a slot waits this long at most (the slot is given up).
+const FLOOR_READ_TIMEOUT: Duration = Duration::from_millis(50);
+/// A late record is written within this much or not at all (it would land too late to hold anyone
+/// back, and the batch's own record waits for it).
+const RECORD_TIMEOUT: Duration = Duration::from_millis(50);
 /// A late record is written this long after its call has left.
 const RECORD_AFTER: Duration = Duration::from_millis(2);
 /// A floor further than this past the slot is not believed.
@@ -101,6 +106,13 @@ const MAX_HELD_US: i64 = 1_000_000;
 const FINE_US: i64 = 2_000;
 /// ... at most this many times (storage too slow to keep the schedule): then the batch comes back.
 const MAX_MISSED_SLOTS: u32 = 50;
+
+/// `write` within [`RECORD_TIMEOUT`].
+async fn bounded(write: impl std::future::Future<Output = Result<(), BackendError>>) -> Result<(), BackendError> {
+    tokio::time::timeout(RECORD_TIMEOUT, write).await.unwrap_or_else(|_| {
+        Err(BackendError::Store { operation: "UpdateItem", message: "late record not written in 50 ms".into() })
+    })
+}
 
 impl Sender<'_> {
     pub async fn send(&self, message: &BatchMessage) -> Result<Sent, Retry> {
@@ -239,22 +251,25 @@ impl Sender<'_> {
                     return Err(Retry::Leased);
                 }
                 first_called.get_or_insert(now);
+                // How far late requests before it hold this one back; read again closer to a long
+                // hold (a late request's record lands after it left). Unknown, or implausibly
+                // long: the slot is given up, not guessed at.
                 self.sleep_until(slot - FLOOR_READ_US).await;
-                let at = match self.pacer.floor(slot).await {
-                    Ok(floor) => floor.min(slot + MAX_HELD_US),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not read the late requests before this slot: sending at it");
-                        slot
-                    }
-                };
-                self.sleep_until(at).await;
-                if let Some(Failpoint::WakeLate(ms)) = self.fail(|f| matches!(f, Failpoint::WakeLate(_))) {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                let mut due = self.floor(slot).await;
+                if let Some(held) = due.filter(|d| d - slot > FLOOR_READ_US / 2 && d - slot <= MAX_HELD_US) {
+                    self.sleep_until(held - FLOOR_READ_US).await;
+                    due = self.floor(slot).await.map(|d| d.max(held));
                 }
-                let now = self.clock.now_us();
-                if now <= at + LATE_US {
-                    sent = (slot, at, now);
-                    break;
+                if let Some(due) = due.filter(|d| d - slot <= MAX_HELD_US) {
+                    self.sleep_until(due).await;
+                    if let Some(Failpoint::WakeLate(ms)) = self.fail(|f| matches!(f, Failpoint::WakeLate(_))) {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    let now = self.clock.now_us();
+                    if now <= due + LATE_US {
+                        sent = (slot, due, now);
+                        break;
+                    }
                 }
                 // No call was made: while no earlier one is open, LINE surely has nothing.
                 if !maybe_taken {
@@ -271,20 +286,20 @@ impl Sender<'_> {
                 if sent_at - due > LATE_RECORD_US {
                     tokio::time::sleep(RECORD_AFTER).await;
                 }
-                self.pacer.left(slot, due, sent_at).await
+                bounded(self.pacer.left(slot, due, sent_at)).await
             };
             let call = async {
                 let answer = self.line.multicast(&to, &c.messages, &key, c.aggregation_unit.as_deref()).await;
                 (answer, self.clock.now_us())
             };
             let ((answer, answered_at), recorded) = tokio::join!(call, record);
-            // An answer bounds when the request reached LINE; none (a timeout, no connection) does not.
-            let recorded = match (recorded, &answer) {
-                (Ok(()), Err(LineError::Transport(_) | LineError::Timeout(_))) => Ok(()),
-                (Ok(()), _) => self.pacer.answered(slot, due, sent_at, answered_at).await,
-                (e, _) => e,
+            // An answer bounds when the request reached LINE; only a 2xx is timed (a refusal is
+            // answered before any work, a timeout bounds nothing).
+            let answered = match &answer {
+                Ok(_) => bounded(self.pacer.answered(slot, due, sent_at, answered_at)).await,
+                Err(_) => Ok(()),
             };
-            if let Err(e) = recorded {
+            for e in [recorded, answered].into_iter().filter_map(Result::err) {
                 tracing::warn!(error = %e, "could not record a late request: the next ones may follow it closely");
             }
             if answer.is_ok() && self.fail(|f| *f == Failpoint::DieAfterLineAccepted).is_some() {
@@ -359,6 +374,21 @@ impl Sender<'_> {
         Err(Retry::Line(last_error.unwrap_or(LineError::Transport("no attempt made".into()))))
     }
 
+    /// When the request of `slot` may leave (see `pace::floor_after`); None: not known in time.
+    async fn floor(&self, slot: i64) -> Option<i64> {
+        match tokio::time::timeout(FLOOR_READ_TIMEOUT, self.pacer.floor(slot)).await {
+            Ok(Ok(due)) => Some(due),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not read the late requests before a slot: it is given up");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("the late requests before a slot were not read in time: it is given up");
+                None
+            }
+        }
+    }
+
     /// The injected fault, taken, if it is one `which` picks.
     fn fail(&self, which: impl Fn(&Failpoint) -> bool) -> Option<Failpoint> {
         self.failpoint.lock().ok()?.take_if(|f| which(f))
@@ -372,7 +402,8 @@ impl Sender<'_> {
         if coarse > 0 {
             tokio::time::sleep(Duration::from_micros(coarse as u64)).await;
         }
-        let fine = at_us - self.clock.now_us();
+        // (At most the timer's step: a clock that jumped back does not hold a thread.)
+        let fine = (at_us - self.clock.now_us()).min(FINE_US + 1_000);
         if fine > 0 {
             let wait = Duration::from_micros(fine as u64);
             if tokio::task::spawn_blocking(move || std::thread::sleep(wait)).await.is_err() {
