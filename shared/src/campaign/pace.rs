@@ -151,11 +151,7 @@ pub trait Pacer: Send + Sync {
     /// beyond what the spacing absorbs. Called as it leaves (the record is there for the requests
     /// after it in time even when LINE is far away).
     async fn left(&self, slot: i64, due: i64, sent: i64) -> Result<(), BackendError> {
-        let late = sent - due;
-        if late > LATE_RECORD_US {
-            self.sent_late(slot, (due + late - ABSORBED_US).min(due + MAX_RECORDED_US)).await?;
-        }
-        Ok(())
+        self.record_if_late(slot, due, sent - due).await
     }
 
     /// LINE took that request (2xx) and answered at `answered` (µs). An answer slower than the
@@ -166,8 +162,18 @@ pub trait Pacer: Send + Sync {
         let excess = self.answer_times().excess(answered - sent);
         let late = sent - due + excess;
         // (Late by the sending alone: recorded as it left.)
-        if excess > 250 && late > LATE_RECORD_US && answered - sent <= ANSWER_USEFUL_US {
-            self.sent_late(slot, (due + late - ABSORBED_US).min(due + MAX_RECORDED_US)).await?;
+        if excess > 250 && answered - sent <= ANSWER_USEFUL_US {
+            self.record_if_late(slot, due, late).await?;
+        }
+        Ok(())
+    }
+
+    /// The request of `slot`, due at `due`, may have reached LINE `late` µs after it: recorded
+    /// when that is more than the spacing absorbs, as that much less late, at most
+    /// [`MAX_RECORDED_US`].
+    async fn record_if_late(&self, slot: i64, due: i64, late: i64) -> Result<(), BackendError> {
+        if late > LATE_RECORD_US {
+            self.sent_late(slot, due + (late - ABSORBED_US).min(MAX_RECORDED_US)).await?;
         }
         Ok(())
     }

@@ -260,8 +260,11 @@ impl Sender<'_> {
                     self.sleep_until(held - FLOOR_READ_US).await;
                     due = self.floor(slot).await.map(|d| d.max(held));
                 }
+                if due.is_some_and(|d| d - slot > MAX_HELD_US) {
+                    tracing::warn!(slot, ?due, "late requests hold this slot back over 1 s: it is given up");
+                }
                 if let Some(due) = due.filter(|d| d - slot <= MAX_HELD_US) {
-                    self.sleep_until(due).await;
+                    self.wake_at(due).await;
                     if let Some(Failpoint::WakeLate(ms)) = self.fail(|f| matches!(f, Failpoint::WakeLate(_))) {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                     }
@@ -394,14 +397,19 @@ impl Sender<'_> {
         self.failpoint.lock().ok()?.take_if(|f| which(f))
     }
 
-    /// Waits until the clock reads `at_us`: the runtime's timer to within [`FINE_US`], then a
-    /// high-resolution sleep on a blocking thread (microseconds late, where the timer's
-    /// millisecond ticks would cost the schedule's slack).
+    /// Waits until the clock reads `at_us`, give or take the runtime timer's millisecond.
     async fn sleep_until(&self, at_us: i64) {
-        let coarse = at_us - FINE_US - self.clock.now_us();
-        if coarse > 0 {
-            tokio::time::sleep(Duration::from_micros(coarse as u64)).await;
+        let wait = at_us - self.clock.now_us();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_micros(wait as u64)).await;
         }
+    }
+
+    /// Waits until the clock reads `at_us`, precisely (the call's own time): the runtime's timer
+    /// to within [`FINE_US`], then a high-resolution sleep on a blocking thread (microseconds
+    /// late, where the timer's millisecond ticks would cost the schedule's slack).
+    async fn wake_at(&self, at_us: i64) {
+        self.sleep_until(at_us - FINE_US).await;
         // (At most the timer's step: a clock that jumped back does not hold a thread.)
         let fine = (at_us - self.clock.now_us()).min(FINE_US + 1_000);
         if fine > 0 {
