@@ -1,16 +1,16 @@
 //! The message put on the reply and tag queues: the event plus what ingestion learned about it.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::line::webhook::Event;
 use crate::shop::ShopEvent;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
+/// Written by [`QueuedEvent::to_json`] as one object: `kind` (`line` or `shop`), `dedupeKey`,
+/// `destination` (LINE only, when known), `receivedAt` and `event`.
+#[derive(Debug, Clone, PartialEq)]
 pub enum QueuedEvent {
     /// A LINE webhook event, exactly as LINE sent it (unknown fields included).
-    #[serde(rename_all = "camelCase")]
     Line {
         dedupe_key: String,
         /// The bot user ID the webhook was addressed to, when the payload said.
@@ -20,7 +20,6 @@ pub enum QueuedEvent {
         event: Box<Event>,
     },
     /// A first-party shop event from `POST /events`.
-    #[serde(rename_all = "camelCase")]
     Shop { dedupe_key: String, received_at: i64, event: ShopEvent },
 }
 
@@ -29,6 +28,42 @@ impl QueuedEvent {
         match self {
             QueuedEvent::Line { dedupe_key, .. } | QueuedEvent::Shop { dedupe_key, .. } => dedupe_key,
         }
+    }
+
+    /// The message as written to a queue: compact JSON, with a LINE event's text spliced in
+    /// byte for byte (never re-read or re-written).
+    pub fn to_json(&self) -> String {
+        let (kind, dedupe_key, destination, received_at) = match self {
+            QueuedEvent::Line { dedupe_key, destination, received_at, .. } => {
+                ("line", dedupe_key, destination.as_deref(), received_at)
+            }
+            QueuedEvent::Shop { dedupe_key, received_at, .. } => ("shop", dedupe_key, None, received_at),
+        };
+        let shop;
+        let event = match self {
+            QueuedEvent::Line { event, .. } => event.raw(),
+            QueuedEvent::Shop { event, .. } => {
+                // A shop event is plain data (string keys, JSON values): writing it cannot fail.
+                shop = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+                &shop
+            }
+        };
+        let string = |s: &str| serde_json::Value::from(s).to_string();
+        let mut out = String::with_capacity(event.len() + 160);
+        out.push_str("{\"kind\":\"");
+        out.push_str(kind);
+        out.push_str("\",\"dedupeKey\":");
+        out.push_str(&string(dedupe_key));
+        if let Some(destination) = destination {
+            out.push_str(",\"destination\":");
+            out.push_str(&string(destination));
+        }
+        out.push_str(",\"receivedAt\":");
+        out.push_str(&received_at.to_string());
+        out.push_str(",\"event\":");
+        out.push_str(event);
+        out.push('}');
+        out
     }
 }
 
@@ -54,7 +89,7 @@ impl<'de> Deserialize<'de> for QueuedEvent {
                 dedupe_key: w.dedupe_key,
                 destination: w.destination,
                 received_at: w.received_at,
-                event: Box::new(Event::from_raw(w.event)),
+                event: Box::new(Event::from_raw(w.event.get())),
             }),
             "shop" => Ok(QueuedEvent::Shop {
                 dedupe_key: w.dedupe_key,

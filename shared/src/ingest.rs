@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use serde::Serialize;
 use tokio::time::{timeout_at, Instant};
 
 use crate::adapters::sqs::sqs_safe_json;
@@ -67,10 +66,8 @@ pub struct Item {
 }
 
 /// Serialised for a queue: JSON that SQS takes.
-fn queue_body<T: Serialize>(value: &T) -> String {
-    // Serialising these types cannot fail (string keys, JSON values); an empty object would be
-    // refused as unreadable by the consumers, never silently dropped.
-    sqs_safe_json(serde_json::to_string(value).unwrap_or_else(|_| "{}".into()))
+fn queue_body(queued: &QueuedEvent) -> String {
+    sqs_safe_json(queued.to_json())
 }
 
 /// Items for a parsed LINE webhook body, in the order LINE sent them.

@@ -14,21 +14,24 @@
 //! IDs are used as keys (DynamoDB items, SQS message groups) only when they are LINE IDs:
 //! [`Event::user_id`] and [`Event::chat_id`] return nothing else.
 //!
-//! Serialising an [`Event`] writes back exactly the JSON it was parsed from.
+//! An [`Event`] keeps the exact text it was read from ([`Event::raw`]): what the queues carry.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
-use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
+
+use super::json;
 use sha2::{Digest, Sha256};
 
 /// Why a request body is not a LINE webhook envelope.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
     #[error("body is not JSON: {0}")]
-    NotJson(serde_json::Error),
+    NotJson(json::Error),
     #[error("body is not a LINE webhook envelope: {0}")]
     NotEnvelope(&'static str),
 }
@@ -44,192 +47,57 @@ pub struct WebhookBody {
 impl WebhookBody {
     /// Parses a raw body. Only the envelope is strict: an object with an `events` array.
     ///
-    /// One pass over the body finds each event's text without building anything for it; each
-    /// event is then read once from its own text (see [`Event::from_raw`]) and keeps that text.
+    /// One pass over the body: each event is read by its type as the reader crosses it, and
+    /// keeps the stretch of text it was read from. Keys repeat as JSON objects allow: the last
+    /// one counts.
     pub fn parse(body: &[u8]) -> Result<Self, ParseError> {
-        let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(ParseError::NotJson)?;
-        match envelope {
-            Envelope::NotObject => Err(ParseError::NotEnvelope("the top level is not an object")),
-            Envelope::Object { events: None, .. } => {
-                Err(ParseError::NotEnvelope("`events` is missing or not an array"))
-            }
-            Envelope::Object { destination, events: Some(events) } => Ok(Self {
-                destination,
-                events: events.into_iter().map(|raw| Event::from_raw(raw.to_owned())).collect(),
-            }),
+        let text = std::str::from_utf8(body).map_err(|e| {
+            // Placed where the valid text ends.
+            let valid = body.get(..e.valid_up_to()).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or_default();
+            let mut r = json::Reader::new(valid);
+            r.rewind(valid.len());
+            ParseError::NotJson(r.error("invalid UTF-8"))
+        })?;
+        // One copy of the body, which the events keep their text in.
+        let body: Arc<str> = Arc::from(text);
+        let mut r = json::Reader::new(&body);
+        let not_json = ParseError::NotJson;
+        if r.peek_past_ws() != Some(b'{') {
+            r.skip().map_err(not_json)?;
+            r.end().map_err(not_json)?;
+            return Err(ParseError::NotEnvelope("the top level is not an object"));
         }
-    }
-}
-
-/// A visitor's answer to every JSON scalar (a string, number, bool or null): `$value`.
-macro_rules! scalars_are {
-    ($value:expr) => {
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-    };
-}
-
-/// The envelope as one pass over the body sees it: each event's text is borrowed, not parsed.
-/// Keys repeat as JSON objects allow: the last one counts.
-enum Envelope<'a> {
-    NotObject,
-    Object { destination: Option<String>, events: Option<Vec<&'a RawValue>> },
-}
-
-impl<'de> Deserialize<'de> for Envelope<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct EnvelopeVisitor;
-        impl<'de> Visitor<'de> for EnvelopeVisitor {
-            type Value = Envelope<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let (mut destination, mut events) = (None, None);
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::Known("destination") => destination = map.next_value::<Lenient<String>>()?.ok(),
-                        Key::Known("events") => events = map.next_value::<Events<'de>>()?.0,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
+        let (mut destination, mut events) = (None, None);
+        r.object(|r, key| {
+            match key {
+                "destination" => destination = string(r)?.ok(),
+                "events" if r.peek_past_ws() == Some(b'[') => {
+                    let mut list = Vec::with_capacity(4);
+                    r.array(|r| {
+                        list.push(Event::read(r, &body)?);
+                        Ok(())
+                    })?;
+                    events = Some(list);
+                }
+                _ => {
+                    r.skip()?;
+                    if key == "events" {
+                        events = None;
                     }
                 }
-                Ok(Envelope::Object { destination, events })
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                drain_seq(seq).map(|_| Envelope::NotObject)
-            }
-            scalars_are!(Envelope::NotObject);
+            Ok(())
+        })
+        .and_then(|()| r.end())
+        .map_err(not_json)?;
+        match events {
+            None => Err(ParseError::NotEnvelope("`events` is missing or not an array")),
+            Some(events) => Ok(Self { destination, events }),
         }
-        d.deserialize_any(EnvelopeVisitor)
     }
 }
 
-/// `events`: each element's text, or None when it is not an array.
-struct Events<'a>(Option<Vec<&'a RawValue>>);
-
-impl<'de> Deserialize<'de> for Events<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct EventsVisitor;
-        impl<'de> Visitor<'de> for EventsVisitor {
-            type Value = Events<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an array of events")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut events = Vec::with_capacity(32);
-                while let Some(event) = seq.next_element::<&'de RawValue>()? {
-                    events.push(event);
-                }
-                Ok(Events(Some(events)))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                drain_map(map).map(|_| Events(None))
-            }
-            scalars_are!(Events(None));
-        }
-        d.deserialize_any(EventsVisitor)
-    }
-}
-
-fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
-    while seq.next_element::<IgnoredAny>()?.is_some() {}
-    Ok(())
-}
-
-fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
-    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-    Ok(())
-}
-
-/// An object key, matched against the names a reader knows without allocating.
-enum Key {
-    Known(&'static str),
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
-                // Every key the envelope and the event readers look at.
-                Ok(Key::Known(match v {
-                    "destination" => "destination",
-                    "events" => "events",
-                    "type" => "type",
-                    "mode" => "mode",
-                    "timestamp" => "timestamp",
-                    "source" => "source",
-                    "webhookEventId" => "webhookEventId",
-                    "deliveryContext" => "deliveryContext",
-                    "replyToken" => "replyToken",
-                    "message" => "message",
-                    "unsend" => "unsend",
-                    "follow" => "follow",
-                    "joined" => "joined",
-                    "left" => "left",
-                    "postback" => "postback",
-                    "videoPlayComplete" => "videoPlayComplete",
-                    "beacon" => "beacon",
-                    "link" => "link",
-                    "membership" => "membership",
-                    "module" => "module",
-                    "chatControl" => "chatControl",
-                    "delivery" => "delivery",
-                    "userId" => "userId",
-                    "groupId" => "groupId",
-                    "roomId" => "roomId",
-                    "isRedelivery" => "isRedelivery",
-                    "id" => "id",
-                    "quoteToken" => "quoteToken",
-                    "text" => "text",
-                    "emojis" => "emojis",
-                    "mention" => "mention",
-                    "quotedMessageId" => "quotedMessageId",
-                    "contentProvider" => "contentProvider",
-                    "imageSet" => "imageSet",
-                    "duration" => "duration",
-                    "fileName" => "fileName",
-                    "fileSize" => "fileSize",
-                    "title" => "title",
-                    "address" => "address",
-                    "latitude" => "latitude",
-                    "longitude" => "longitude",
-                    "packageId" => "packageId",
-                    "stickerId" => "stickerId",
-                    "stickerResourceType" => "stickerResourceType",
-                    "keywords" => "keywords",
-                    _ => return Ok(Key::Other),
-                }))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
-/// A value read for its documented type; any other JSON is consumed and remembered as wrong
+/// A value read for its documented type; any other JSON is crossed and remembered as wrong
 /// (the event is then [`EventKind::Malformed`]), so one bad field never stops the reading.
 enum Lenient<T> {
     Null,
@@ -244,107 +112,64 @@ impl<T> Lenient<T> {
             _ => None,
         }
     }
-}
 
-/// A JSON scalar read as a documented type: each conversion says which JSON values are that
-/// type; the rest are [`Lenient::Wrong`].
-trait Scalar: Sized {
-    const EXPECTING: &'static str;
-    fn from_str(_: &str) -> Option<Self> {
-        None
-    }
-    fn from_i64(_: i64) -> Option<Self> {
-        None
-    }
-    fn from_u64(_: u64) -> Option<Self> {
-        None
-    }
-    fn from_bool(_: bool) -> Option<Self> {
-        None
+    /// An optional field: absent or null is None; another type is `Err`.
+    fn optional(v: Option<Self>) -> Result<Option<T>, ()> {
+        match v {
+            None | Some(Lenient::Null) => Ok(None),
+            Some(Lenient::Ok(v)) => Ok(Some(v)),
+            Some(Lenient::Wrong) => Err(()),
+        }
     }
 }
 
-impl Scalar for String {
-    const EXPECTING: &'static str = "a string";
-    fn from_str(v: &str) -> Option<Self> {
-        Some(v.to_string())
+type Read<T> = Result<T, json::Error>;
+
+/// The value at `r`, read by `read` when it starts as the JSON type `T` is written (`starts`);
+/// null is `Null`; any other value is crossed and is `Wrong`.
+fn lenient<'a, T>(
+    r: &mut json::Reader<'a>,
+    starts: fn(u8) -> bool,
+    read: impl FnOnce(&mut json::Reader<'a>) -> Read<Lenient<T>>,
+) -> Read<Lenient<T>> {
+    match r.peek_past_ws() {
+        Some(b) if starts(b) => read(r),
+        Some(b'n') => r.skip().map(|()| Lenient::Null),
+        _ => r.skip().map(|()| Lenient::Wrong),
     }
 }
 
-impl Scalar for Mode {
-    const EXPECTING: &'static str = "a mode";
-    fn from_str(v: &str) -> Option<Self> {
-        Some(Mode::parse(v))
-    }
+/// A string's text, borrowed when it has no escapes.
+fn text<'a>(r: &mut json::Reader<'a>) -> Read<Lenient<Cow<'a, str>>> {
+    lenient(r, |b| b == b'"', |r| r.string_value().map(Lenient::Ok))
 }
 
-impl Scalar for i64 {
-    const EXPECTING: &'static str = "an integer";
-    fn from_i64(v: i64) -> Option<Self> {
-        Some(v)
-    }
-    fn from_u64(v: u64) -> Option<Self> {
-        i64::try_from(v).ok()
-    }
+fn string(r: &mut json::Reader<'_>) -> Read<Lenient<String>> {
+    lenient(r, |b| b == b'"', |r| r.string_value().map(|s| Lenient::Ok(s.into_owned())))
 }
 
-impl Scalar for bool {
-    const EXPECTING: &'static str = "a boolean";
-    fn from_bool(v: bool) -> Option<Self> {
-        Some(v)
-    }
+/// An integer that fits an `i64` (a fraction, or a number out of range, is `Wrong`).
+fn integer(r: &mut json::Reader<'_>) -> Read<Lenient<i64>> {
+    lenient(r, |b| b == b'-' || b.is_ascii_digit(), |r| Ok(r.integer()?.map_or(Lenient::Wrong, Lenient::Ok)))
 }
 
-struct ScalarVisitor<T>(std::marker::PhantomData<T>);
-
-fn lenient<T>(v: Option<T>) -> Lenient<T> {
-    v.map_or(Lenient::Wrong, Lenient::Ok)
+fn boolean(r: &mut json::Reader<'_>) -> Read<Lenient<bool>> {
+    lenient(r, |b| b == b't' || b == b'f', |r| r.boolean().map(Lenient::Ok))
 }
 
-impl<'de, T: Scalar> Visitor<'de> for ScalarVisitor<T> {
-    type Value = Lenient<T>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(T::EXPECTING)
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(lenient(T::from_str(v)))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(lenient(T::from_i64(v)))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(lenient(T::from_u64(v)))
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(lenient(T::from_bool(v)))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Lenient::Wrong)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Lenient::Null)
-    }
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(Lenient::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        drain_seq(seq).map(|_| Lenient::Wrong)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        drain_map(map).map(|_| Lenient::Wrong)
-    }
+fn object<'a, T>(
+    r: &mut json::Reader<'a>,
+    read: impl FnOnce(&mut json::Reader<'a>) -> Read<Lenient<T>>,
+) -> Read<Lenient<T>> {
+    lenient(r, |b| b == b'{', read)
 }
 
-impl<'de, T: Scalar> Deserialize<'de> for Lenient<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ScalarVisitor(std::marker::PhantomData))
-    }
-}
-
-/// One pass over an event's text: the common fields read leniently, the payload objects
-/// borrowed to be read by their own types.
+/// One pass over an event's text: the common fields and `message` read leniently as they go
+/// by, the other payload objects kept as text to be read by their own types.
 #[derive(Default)]
 struct Fields<'a> {
+    /// Whether the event was an object (the rest is empty when not).
+    object: bool,
     type_name: Option<Lenient<String>>,
     mode: Option<Lenient<Mode>>,
     timestamp: Option<Lenient<i64>>,
@@ -352,60 +177,50 @@ struct Fields<'a> {
     webhook_event_id: Option<Lenient<String>>,
     delivery_context: Option<Lenient<DeliveryContext>>,
     reply_token: Option<Lenient<String>>,
-    /// `message`, read as it goes by (it is most events' payload).
     message: Option<Lenient<Message>>,
-    /// Payload fields by name (`message`, `postback`, ...).
-    payloads: [Option<&'a RawValue>; PAYLOADS.len()],
-    not_object: bool,
+    /// Payload fields by name (`unsend`, `postback`, ...).
+    payloads: [Option<&'a str>; PAYLOADS.len()],
 }
 
 impl<'a> Fields<'a> {
-    fn payload(&self, name: &str) -> Option<&'a RawValue> {
+    fn payload(&self, name: &str) -> Option<&'a str> {
         PAYLOADS.iter().position(|p| *p == name).and_then(|i| self.payloads.get(i).copied().flatten())
+    }
+
+    /// Reads an event's fields as the reader crosses it (anything but an object leaves them
+    /// empty). Keys repeat as JSON objects allow: the last one counts.
+    fn read(&mut self, r: &mut json::Reader<'a>) -> Read<()> {
+        if r.peek_past_ws() != Some(b'{') {
+            return r.skip();
+        }
+        self.object = true;
+        r.object(|r, key| {
+            match key {
+                "type" => self.type_name = Some(string(r)?),
+                "mode" => self.mode = Some(text(r)?.map(|m| Mode::parse(&m))),
+                "timestamp" => self.timestamp = Some(integer(r)?),
+                "source" => self.source = Some(object(r, Source::read)?),
+                "webhookEventId" => self.webhook_event_id = Some(string(r)?),
+                "deliveryContext" => self.delivery_context = Some(object(r, DeliveryContext::read)?),
+                "replyToken" => self.reply_token = Some(string(r)?),
+                "message" => self.message = Some(object(r, Message::read)?),
+                name => match PAYLOADS.iter().position(|p| *p == name).and_then(|i| self.payloads.get_mut(i)) {
+                    Some(slot) => *slot = Some(r.raw()?),
+                    None => r.skip()?,
+                },
+            }
+            Ok(())
+        })
     }
 }
 
-impl<'de> Deserialize<'de> for Fields<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct FieldsVisitor;
-        impl<'de> Visitor<'de> for FieldsVisitor {
-            type Value = Fields<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an event object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut f = Fields::default();
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::Known("type") => f.type_name = Some(map.next_value()?),
-                        Key::Known("mode") => f.mode = Some(map.next_value()?),
-                        Key::Known("timestamp") => f.timestamp = Some(map.next_value()?),
-                        Key::Known("source") => f.source = Some(map.next_value()?),
-                        Key::Known("webhookEventId") => f.webhook_event_id = Some(map.next_value()?),
-                        Key::Known("deliveryContext") => f.delivery_context = Some(map.next_value()?),
-                        Key::Known("replyToken") => f.reply_token = Some(map.next_value()?),
-                        Key::Known("message") => f.message = Some(map.next_value()?),
-                        Key::Known(name) => {
-                            match PAYLOADS.iter().position(|p| *p == name).and_then(|i| f.payloads.get_mut(i)) {
-                                Some(slot) => *slot = Some(map.next_value()?),
-                                None => {
-                                    map.next_value::<IgnoredAny>()?;
-                                }
-                            }
-                        }
-                        Key::Other => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(f)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                drain_seq(seq).map(|_| Fields { not_object: true, ..Fields::default() })
-            }
-            scalars_are!(Fields { not_object: true, ..Fields::default() });
+impl<T> Lenient<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Lenient<U> {
+        match self {
+            Lenient::Ok(v) => Lenient::Ok(f(v)),
+            Lenient::Null => Lenient::Null,
+            Lenient::Wrong => Lenient::Wrong,
         }
-        d.deserialize_any(FieldsVisitor)
     }
 }
 
@@ -450,12 +265,33 @@ pub struct Event {
     pub kind: EventKind,
     /// The event's text exactly as received (unknown fields, key order and number formatting
     /// included): what is forwarded to the queues.
-    raw: Box<RawValue>,
+    raw: Text,
 }
 
 impl PartialEq for Event {
     fn eq(&self, other: &Self) -> bool {
         self.common == other.common && self.kind == other.kind && self.raw.get() == other.raw.get()
+    }
+}
+
+/// An event's text: its stretch of the body it came in, which the events of one body share
+/// (one copy of the body, not one per event).
+#[derive(Clone)]
+struct Text {
+    body: Arc<str>,
+    start: usize,
+    end: usize,
+}
+
+impl Text {
+    fn get(&self) -> &str {
+        self.body.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.get(), f)
     }
 }
 
@@ -709,73 +545,107 @@ pub enum MessageContent {
     Unknown,
 }
 
+/// The fields of the message types other than `id`, `type`, `quoteToken` and `text`.
+const MESSAGE_FIELDS: [&str; 16] = [
+    "emojis",
+    "mention",
+    "quotedMessageId",
+    "contentProvider",
+    "imageSet",
+    "duration",
+    "fileName",
+    "fileSize",
+    "title",
+    "address",
+    "latitude",
+    "longitude",
+    "packageId",
+    "stickerId",
+    "stickerResourceType",
+    "keywords",
+];
+
 /// A `message` object in one pass: `id`, `type`, `quoteToken` and `text` read as they go by, the
 /// fields of the other message types kept as text and read by their types only for the message
 /// type that has them (as LINE's types do, each ignores the others' fields).
 #[derive(Default)]
 struct MessageFields<'a> {
     id: Option<Lenient<String>>,
-    kind: Option<Lenient<String>>,
+    kind: Option<Lenient<Cow<'a, str>>>,
     quote_token: Option<Lenient<String>>,
     text: Option<Lenient<String>>,
-    others: Vec<(&'static str, &'a RawValue)>,
+    /// By [`MESSAGE_FIELDS`] position.
+    others: [Option<&'a str>; MESSAGE_FIELDS.len()],
 }
 
-/// An optional field of a message type: absent or null is None; another type is `Err`.
-fn opt<T: serde::de::DeserializeOwned>(f: &MessageFields<'_>, name: &str) -> Result<Option<T>, ()> {
-    match f.others.iter().rev().find(|(n, _)| *n == name) {
-        None => Ok(None),
-        Some((_, raw)) => serde_json::from_str(raw.get()).map_err(|_| ()),
+impl MessageFields<'_> {
+    /// An optional field of a message type: absent or null is None; another type is `Err`.
+    fn opt<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ()> {
+        let i = MESSAGE_FIELDS.iter().position(|n| *n == name);
+        match i.and_then(|i| self.others.get(i).copied().flatten()) {
+            None => Ok(None),
+            Some(raw) => json::from_str(raw).map_err(|_| ()),
+        }
     }
-}
 
-/// A string field: absent or null is None; another type is `Err`.
-fn string(v: Option<Lenient<String>>) -> Result<Option<String>, ()> {
-    match v {
-        None | Some(Lenient::Null) => Ok(None),
-        Some(Lenient::Ok(s)) => Ok(Some(s)),
-        Some(Lenient::Wrong) => Err(()),
+    /// A required field of a message type.
+    fn required<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, ()> {
+        self.opt(name)?.ok_or(())
     }
-}
-
-fn required<T>(v: Option<T>) -> Result<T, ()> {
-    v.ok_or(())
 }
 
 impl Message {
+    fn read<'a>(r: &mut json::Reader<'a>) -> Read<Lenient<Message>> {
+        let mut f = MessageFields::default();
+        r.object(|r, key| {
+            match key {
+                "id" => f.id = Some(string(r)?),
+                "type" => f.kind = Some(text(r)?),
+                "quoteToken" => f.quote_token = Some(string(r)?),
+                "text" => f.text = Some(string(r)?),
+                name => match MESSAGE_FIELDS.iter().position(|n| *n == name).and_then(|i| f.others.get_mut(i)) {
+                    Some(slot) => *slot = Some(r.raw()?),
+                    None => r.skip()?,
+                },
+            }
+            Ok(())
+        })?;
+        Ok(Message::from_fields(f).map_or(Lenient::Wrong, Lenient::Ok))
+    }
+
     fn from_fields(mut f: MessageFields<'_>) -> Result<Message, ()> {
-        let id = string(f.id.take())?;
-        let quote_token = string(f.quote_token.take())?;
-        let kind = string(f.kind.take())?.ok_or(())?;
-        let content = match kind.as_str() {
+        let id = Lenient::optional(f.id.take())?;
+        let quote_token = Lenient::optional(f.quote_token.take())?;
+        let kind = Lenient::optional(f.kind.take())?.ok_or(())?;
+        let content = match kind.as_ref() {
             "text" => MessageContent::Text {
-                text: required(string(f.text.take())?)?,
-                emojis: opt(&f, "emojis")?,
-                mention: opt(&f, "mention")?,
-                quoted_message_id: opt(&f, "quotedMessageId")?,
+                text: Lenient::optional(f.text.take())?.ok_or(())?,
+                emojis: f.opt("emojis")?,
+                mention: f.opt("mention")?,
+                quoted_message_id: f.opt("quotedMessageId")?,
             },
             "image" => {
-                MessageContent::Image { content_provider: opt(&f, "contentProvider")?, image_set: opt(&f, "imageSet")? }
+                MessageContent::Image { content_provider: f.opt("contentProvider")?, image_set: f.opt("imageSet")? }
             }
             "video" => {
-                MessageContent::Video { duration: opt(&f, "duration")?, content_provider: opt(&f, "contentProvider")? }
+                MessageContent::Video { duration: f.opt("duration")?, content_provider: f.opt("contentProvider")? }
             }
             "audio" => {
-                MessageContent::Audio { duration: opt(&f, "duration")?, content_provider: opt(&f, "contentProvider")? }
+                MessageContent::Audio { duration: f.opt("duration")?, content_provider: f.opt("contentProvider")? }
             }
-            "file" => MessageContent::File { file_name: opt(&f, "fileName")?, file_size: opt(&f, "fileSize")? },
+            "file" => MessageContent::File { file_name: f.opt("fileName")?, file_size: f.opt("fileSize")? },
             "location" => MessageContent::Location {
-                title: opt(&f, "title")?,
-                address: opt(&f, "address")?,
-                latitude: required(opt(&f, "latitude")?)?,
-                longitude: required(opt(&f, "longitude")?)?,
+                title: f.opt("title")?,
+                address: f.opt("address")?,
+                latitude: f.required("latitude")?,
+                longitude: f.required("longitude")?,
             },
             "sticker" => MessageContent::Sticker {
-                package_id: required(opt(&f, "packageId")?)?,
-                sticker_id: required(opt(&f, "stickerId")?)?,
-                sticker_resource_type: opt(&f, "stickerResourceType")?,
-                keywords: opt(&f, "keywords")?,
-                text: string(f.text.take())?,
+                package_id: f.required("packageId")?,
+                sticker_id: f.required("stickerId")?,
+                sticker_resource_type: f.opt("stickerResourceType")?,
+                keywords: f.opt("keywords")?,
+                text: Lenient::optional(f.text.take())?,
             },
             _ => MessageContent::Unknown,
         };
@@ -783,129 +653,44 @@ impl Message {
     }
 }
 
-/// Object readers that never fail on content: `Wrong` when the value is not the object LINE
-/// documents (the event is then malformed), `Null` for null.
-macro_rules! lenient_object {
-    ($t:ty, $expecting:literal, |$map:ident| $body:block) => {
-        impl<'de> Deserialize<'de> for Lenient<$t> {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = Lenient<$t>;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str($expecting)
-                    }
-                    fn visit_map<A: MapAccess<'de>>(self, mut $map: A) -> Result<Self::Value, A::Error> {
-                        $body
-                    }
-                    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                        Ok(Lenient::Wrong)
-                    }
-                    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                        Ok(Lenient::Wrong)
-                    }
-                    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                        Ok(Lenient::Wrong)
-                    }
-                    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                        Ok(Lenient::Null)
-                    }
-                    fn visit_none<E>(self) -> Result<Self::Value, E> {
-                        Ok(Lenient::Null)
-                    }
-                    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                        Ok(Lenient::Wrong)
-                    }
-                    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                        Ok(Lenient::Wrong)
-                    }
-                    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                        drain_seq(seq).map(|_| Lenient::Wrong)
-                    }
-                }
-                d.deserialize_any(V)
+impl Source {
+    /// Each field as last written (a key given twice counts once, its last value).
+    fn read(r: &mut json::Reader<'_>) -> Read<Lenient<Source>> {
+        let (mut kind, mut user_id, mut group_id, mut room_id) = (None, None, None, None);
+        r.object(|r, key| {
+            match key {
+                "type" => kind = Some(text(r)?.map(|t| SourceKind::parse(&t))),
+                "userId" => user_id = Some(string(r)?),
+                "groupId" => group_id = Some(string(r)?),
+                "roomId" => room_id = Some(string(r)?),
+                _ => r.skip()?,
             }
-        }
-    };
+            Ok(())
+        })?;
+        let ids = (Lenient::optional(user_id), Lenient::optional(group_id), Lenient::optional(room_id));
+        Ok(match (kind, ids) {
+            (Some(Lenient::Ok(kind)), (Ok(user_id), Ok(group_id), Ok(room_id))) => {
+                Lenient::Ok(Source { kind, user_id, group_id, room_id })
+            }
+            _ => Lenient::Wrong,
+        })
+    }
 }
 
-lenient_object!(Message, "a message object", |map| {
-    let mut f = MessageFields::default();
-    while let Some(key) = map.next_key::<Key>()? {
-        match key {
-            Key::Known("id") => f.id = Some(map.next_value()?),
-            Key::Known("type") => f.kind = Some(map.next_value()?),
-            Key::Known("quoteToken") => f.quote_token = Some(map.next_value()?),
-            Key::Known("text") => f.text = Some(map.next_value()?),
-            Key::Known(
-                name @ ("emojis"
-                | "mention"
-                | "quotedMessageId"
-                | "contentProvider"
-                | "imageSet"
-                | "duration"
-                | "fileName"
-                | "fileSize"
-                | "title"
-                | "address"
-                | "latitude"
-                | "longitude"
-                | "packageId"
-                | "stickerId"
-                | "stickerResourceType"
-                | "keywords"),
-            ) => f.others.push((name, map.next_value()?)),
-            Key::Known(_) | Key::Other => {
-                map.next_value::<IgnoredAny>()?;
+impl DeliveryContext {
+    /// `isRedelivery` must be a boolean when given; the last value counts.
+    fn read(r: &mut json::Reader<'_>) -> Read<Lenient<DeliveryContext>> {
+        let mut is_redelivery = Lenient::Ok(false);
+        r.object(|r, key| {
+            match key {
+                "isRedelivery" => is_redelivery = boolean(r)?,
+                _ => r.skip()?,
             }
-        }
+            Ok(())
+        })?;
+        Ok(is_redelivery.ok().map_or(Lenient::Wrong, |is_redelivery| Lenient::Ok(DeliveryContext { is_redelivery })))
     }
-    Ok(Message::from_fields(f).map_or(Lenient::Wrong, Lenient::Ok))
-});
-
-lenient_object!(Source, "a source object", |map| {
-    // Each field as last written (a key given twice counts once, its last value).
-    let (mut kind, mut user_id, mut group_id, mut room_id) = (None, Ok(None), Ok(None), Ok(None));
-    while let Some(key) = map.next_key::<Key>()? {
-        let id = match key {
-            Key::Known("type") => {
-                kind = Some(map.next_value::<Lenient<String>>()?.ok().map(|t| SourceKind::parse(&t)));
-                continue;
-            }
-            Key::Known("userId") => &mut user_id,
-            Key::Known("groupId") => &mut group_id,
-            Key::Known("roomId") => &mut room_id,
-            _ => {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            }
-        };
-        *id = string(Some(map.next_value()?));
-    }
-    Ok(match (kind, user_id, group_id, room_id) {
-        (Some(Some(kind)), Ok(user_id), Ok(group_id), Ok(room_id)) => {
-            Lenient::Ok(Source { kind, user_id, group_id, room_id })
-        }
-        _ => Lenient::Wrong,
-    })
-});
-
-lenient_object!(DeliveryContext, "a delivery context", |map| {
-    let (mut is_redelivery, mut ok) = (false, true);
-    while let Some(key) = map.next_key::<Key>()? {
-        match key {
-            // The last value counts.
-            Key::Known("isRedelivery") => match map.next_value::<Lenient<bool>>()? {
-                Lenient::Ok(v) => (is_redelivery, ok) = (v, true),
-                Lenient::Null | Lenient::Wrong => ok = false,
-            },
-            _ => {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-    }
-    Ok(if ok { Lenient::Ok(DeliveryContext { is_redelivery }) } else { Lenient::Wrong })
-});
+}
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -1027,8 +812,8 @@ fn payload_field(type_name: &str) -> Option<&'static str> {
 }
 
 /// A payload read by its own type: `Err` when it is missing (or null) or not in LINE's shape.
-fn payload<T: serde::de::DeserializeOwned>(raw: Option<&RawValue>) -> Result<T, ()> {
-    serde_json::from_str(raw.ok_or(())?.get()).map_err(|_| ())
+fn payload<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<T, ()> {
+    json::from_str(raw.ok_or(())?).map_err(|_| ())
 }
 
 fn message(f: &mut Fields<'_>) -> Result<Message, ()> {
@@ -1084,31 +869,59 @@ fn payload_problem(type_name: &str, f: &Fields<'_>) -> String {
     match payload_field(type_name) {
         Some("message") if matches!(f.message, None | Some(Lenient::Null)) => "`message` is missing".to_string(),
         Some("message") => "`message` is not in LINE's shape".to_string(),
-        Some(field) if f.payload(field).is_none_or(|raw| raw.get() == "null") => format!("`{field}` is missing"),
+        Some(field) if f.payload(field).is_none_or(|raw| raw == "null") => format!("`{field}` is missing"),
         Some(field) => format!("`{field}` is not in LINE's shape"),
         None => format!("the `{type_name}` event is not in LINE's shape"),
     }
 }
 
 impl Event {
-    /// Reads an event from its text, in one pass. Never fails: what is not LINE's shape is kept
-    /// as [`EventKind::Malformed`], with its text.
-    pub fn from_raw(raw: Box<RawValue>) -> Self {
-        let reason = match serde_json::from_str::<Fields<'_>>(raw.get()) {
-            Ok(fields) if !fields.not_object => Ok(fields),
+    /// Reads an event from its text (one JSON value), in one pass. Never fails: what is not
+    /// LINE's shape is kept as [`EventKind::Malformed`], with its text.
+    pub fn from_raw(text: &str) -> Self {
+        let body: Arc<str> = Arc::from(text);
+        let mut r = json::Reader::new(&body);
+        let mut fields = Fields::default();
+        let read = fields.read(&mut r).and_then(|()| r.end());
+        let raw = Text { body: body.clone(), start: 0, end: body.len() };
+        Self::from_fields(raw, read.map(|()| &mut fields))
+    }
+
+    /// The event at the reader's position (over `body`), read as it is crossed; its text is the
+    /// stretch crossed. Fails only when the text is not JSON.
+    fn read(r: &mut json::Reader<'_>, body: &Arc<str>) -> Result<Self, json::Error> {
+        r.peek_past_ws();
+        let start = r.pos();
+        let mut fields = Fields::default();
+        let read = match fields.read(r) {
+            Ok(()) => Ok(&mut fields),
+            Err(e) => {
+                // Refused where it was read (a lone surrogate in a field it reads): crossed
+                // again as plain JSON, which it must still be.
+                r.rewind(start);
+                r.skip()?;
+                Err(e)
+            }
+        };
+        Ok(Self::from_fields(Text { body: body.clone(), start, end: r.pos() }, read))
+    }
+
+    fn from_fields(raw: Text, fields: Result<&mut Fields<'_>, json::Error>) -> Self {
+        let reason = match fields {
+            Ok(fields) if fields.object => Ok(fields),
             Ok(_) => Err("the event is not an object".to_string()),
-            // Valid JSON that this reader refuses where it reads: a number out of range or a lone
-            // surrogate in a field it looks at (serde_json's message names neither's content).
+            // Valid JSON that this reader refuses where it reads: a number out of range, a lone
+            // surrogate or deep nesting in a field it looks at (the message names no content).
             Err(e) => Err(format!("the event cannot be read: {e}")),
         };
-        let mut fields = match reason {
+        let fields = match reason {
             Ok(fields) => fields,
             Err(reason) => {
                 let kind = EventKind::Malformed { type_name: String::new(), reason };
                 return Self { common: EventCommon::default(), kind, raw };
             }
         };
-        let (mut common, problem) = EventCommon::read(&mut fields);
+        let (mut common, problem) = EventCommon::read(fields);
         let kind = match problem {
             Some(reason) => {
                 // Nothing may be answered on an event whose common fields are not LINE's (a source
@@ -1116,24 +929,21 @@ impl Event {
                 common.reply_token = None;
                 EventKind::Malformed { type_name: common.type_name.clone(), reason }
             }
-            None => match EventKind::read(&common.type_name, &mut fields) {
+            None => match EventKind::read(&common.type_name, fields) {
                 Some(Ok(kind)) => kind,
                 Some(Err(())) => EventKind::Malformed {
                     type_name: common.type_name.clone(),
-                    reason: payload_problem(&common.type_name, &fields),
+                    reason: payload_problem(&common.type_name, fields),
                 },
                 None => EventKind::Other { type_name: common.type_name.clone() },
             },
         };
-        drop(fields);
         Self { common, kind, raw }
     }
 
     /// An event from a JSON value (its text is the value written out).
     pub fn from_value(value: Value) -> Self {
-        // Writing a Value out gives valid JSON, which is all RawValue checks.
-        let raw = RawValue::from_string(value.to_string()).unwrap_or_default();
-        Self::from_raw(raw)
+        Self::from_raw(&value.to_string())
     }
 
     /// The event's text exactly as received.
@@ -1225,17 +1035,10 @@ fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// Writes the event's text as received, byte for byte.
-impl Serialize for Event {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.raw.serialize(s)
-    }
-}
-
 /// Reads the event's text as it is (serde_json deserializers only: the text is taken verbatim).
 impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Event::from_raw(Box::<RawValue>::deserialize(d)?))
+        Ok(Event::from_raw(Box::<RawValue>::deserialize(d)?.get()))
     }
 }
 
@@ -1421,10 +1224,17 @@ mod tests {
     }
 
     #[test]
-    fn serialising_gives_back_the_raw_event() {
+    fn the_queue_message_carries_the_raw_event() {
         let raw = json!({"type": "join", "timestamp": 1, "newField": {"a": [1, 2]}});
         let e = Event::from_value(raw.clone());
-        assert_eq!(serde_json::to_value(&e).unwrap(), raw);
+        let queued = crate::envelope::QueuedEvent::Line {
+            dedupe_key: "k\"1".into(),
+            destination: None,
+            received_at: 5,
+            event: Box::new(e.clone()),
+        };
+        let written: Value = serde_json::from_str(&queued.to_json()).unwrap();
+        assert_eq!(written, json!({"kind": "line", "dedupeKey": "k\"1", "receivedAt": 5, "event": raw}));
         let back: Event = serde_json::from_str(&raw.to_string()).unwrap();
         assert_eq!(back, e);
     }

@@ -1,0 +1,848 @@
+//! A JSON reader over borrowed text that knows where it is: the webhook body is read in one pass,
+//! each event typed as it goes by, and each event's exact bytes are the stretch the reader crossed.
+//!
+//! It is a [`serde::Deserializer`], so the event model's visitors (and derived payload types)
+//! read from it as they would from serde_json, with the same grammar (RFC 8259, UTF-8 only) and
+//! the same answers: integers as `u64`/`i64`, larger ones and fractions as `f64`, a number out of
+//! `f64` range or a lone surrogate refused where a value is read; nesting past 128 refused where a
+//! value is read, never where it is only crossed ([`Reader::skip`] has no depth limit).
+//!
+//! Speed comes from doing each thing once: strings without escapes are borrowed, eight bytes are
+//! examined at a time for the end of a string or a run of spaces, and skipping builds nothing.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+
+/// Deepest nesting a value may have where it is read into a type (as serde_json).
+const MAX_DEPTH: u32 = 128;
+
+/// Why text is not JSON (or not what a reader expected), and where: line and column, 1-based.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    message: Box<str>,
+    line: usize,
+    column: usize,
+}
+
+impl Error {
+    /// The line of the problem (1-based), or 0 when it came from a type's own check.
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    pub fn column(&self) -> usize {
+        self.column
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{} at line {} column {}", self.message, self.line, self.column)
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl de::Error for Error {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        Error { message: msg.to_string().into_boxed_str(), line: 0, column: 0 }
+    }
+}
+
+/// Reads a whole text as `T`: one value, then only whitespace.
+pub fn from_str<'a, T: de::Deserialize<'a>>(text: &'a str) -> Result<T, Error> {
+    let mut r = Reader::new(text);
+    let value = r.read::<T>()?;
+    r.end()?;
+    Ok(value)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+const SPACES: u64 = ONES * b' ' as u64;
+
+/// High bit set in each byte of `word` that ends a plain run of string text: `"`, `\` or a
+/// control character. Only the lowest flagged byte is exact (a match can flag bytes above it).
+fn string_specials(word: u64) -> u64 {
+    let quote = word ^ (ONES * b'"' as u64);
+    let backslash = word ^ (ONES * b'\\' as u64);
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    (zero(quote) | zero(backslash) | control) & HIGH
+}
+
+/// A cursor over JSON text.
+pub struct Reader<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    depth: u32,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(text: &'a str) -> Self {
+        Reader { text, bytes: text.as_bytes(), pos: 0, depth: 0 }
+    }
+
+    /// The byte offset reached.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Moves back to an offset seen before (to cross a value again after a type refused it).
+    pub fn rewind(&mut self, pos: usize) {
+        self.pos = pos;
+    }
+
+    /// The text between two offsets this reader has been at.
+    pub fn slice(&self, from: usize, to: usize) -> &'a str {
+        self.text.get(from..to).unwrap_or_default()
+    }
+
+    /// The next value read as `T`, with the position filled into any error.
+    pub fn read<T: de::Deserialize<'a>>(&mut self) -> Result<T, Error> {
+        T::deserialize(&mut *self).map_err(|e| self.place(e))
+    }
+
+    /// Only whitespace is left.
+    pub fn end(&mut self) -> Result<(), Error> {
+        match self.peek_past_ws() {
+            None => Ok(()),
+            Some(_) => Err(self.error("trailing characters")),
+        }
+    }
+
+    /// Gives an error without a place this reader's position.
+    pub fn place(&self, mut e: Error) -> Error {
+        if e.line == 0 {
+            let (line, column) = self.line_column();
+            (e.line, e.column) = (line, column);
+        }
+        e
+    }
+
+    fn line_column(&self) -> (usize, usize) {
+        let before = self.bytes.get(..self.pos).unwrap_or(self.bytes);
+        let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+        let column = before.iter().rev().take_while(|&&b| b != b'\n').count();
+        (line, column)
+    }
+
+    pub fn error(&self, message: &str) -> Error {
+        let (line, column) = self.line_column();
+        Error { message: message.into(), line, column }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn word(&self, at: usize) -> Option<u64> {
+        let chunk = self.bytes.get(at..at.checked_add(8)?)?;
+        Some(u64::from_le_bytes(chunk.try_into().ok()?))
+    }
+
+    /// Skips whitespace (runs of spaces eight at a time) and returns the next byte.
+    pub fn peek_past_ws(&mut self) -> Option<u8> {
+        loop {
+            if let Some(word) = self.word(self.pos) {
+                let spaces = ((word ^ SPACES).trailing_zeros() / 8) as usize;
+                self.pos += spaces;
+                if spaces == 8 {
+                    continue;
+                }
+            }
+            match self.peek() {
+                Some(b' ' | b'\n' | b'\r' | b'\t') => self.pos += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Consumes `byte` after whitespace, or says what was expected.
+    pub fn expect(&mut self, byte: u8, expected: &str) -> Result<(), Error> {
+        match self.peek_past_ws() {
+            Some(b) if b == byte => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(_) => Err(self.error(expected)),
+            None => Err(self.error("EOF while parsing a value")),
+        }
+    }
+
+    /// Moves past plain string text to the next `"`, `\` or control character and returns it.
+    fn plain_run(&mut self) -> Option<u8> {
+        loop {
+            if let Some(word) = self.word(self.pos) {
+                let specials = string_specials(word);
+                if specials == 0 {
+                    self.pos += 8;
+                    continue;
+                }
+                self.pos += (specials.trailing_zeros() / 8) as usize;
+                return self.peek();
+            }
+            match self.peek() {
+                Some(b'"' | b'\\' | 0..0x20) | None => return self.peek(),
+                Some(_) => self.pos += 1,
+            }
+        }
+    }
+
+    /// A string's contents; the reader is just past its opening quote. Borrowed when it has no
+    /// escapes.
+    pub fn string(&mut self) -> Result<Cow<'a, str>, Error> {
+        let start = self.pos;
+        let mut owned: Option<String> = None;
+        let mut run = start;
+        loop {
+            match self.plain_run() {
+                Some(b'"') => {
+                    let text = self.slice(run, self.pos);
+                    self.pos += 1;
+                    return Ok(match owned {
+                        None => Cow::Borrowed(text),
+                        Some(mut s) => {
+                            s.push_str(text);
+                            Cow::Owned(s)
+                        }
+                    });
+                }
+                Some(b'\\') => {
+                    let s = owned.get_or_insert_with(String::new);
+                    s.push_str(self.slice(run, self.pos));
+                    self.pos += 1;
+                    let c = self.escape(true)?;
+                    s.push(c.unwrap_or(char::REPLACEMENT_CHARACTER));
+                    run = self.pos;
+                }
+                Some(_) => return Err(self.error("control character (\\u0000-\\u001F) found while parsing a string")),
+                None => return Err(self.error("EOF while parsing a string")),
+            }
+        }
+    }
+
+    /// Crosses a string; the reader is just past its opening quote. Escapes are checked for form
+    /// only (as a reader that keeps no text can).
+    fn skip_string(&mut self) -> Result<(), Error> {
+        loop {
+            match self.plain_run() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    self.escape(false)?;
+                }
+                Some(_) => return Err(self.error("control character (\\u0000-\\u001F) found while parsing a string")),
+                None => return Err(self.error("EOF while parsing a string")),
+            }
+        }
+    }
+
+    /// One escape after its backslash; the character when `decode` (surrogates must pair).
+    fn escape(&mut self, decode: bool) -> Result<Option<char>, Error> {
+        let Some(b) = self.peek() else { return Err(self.error("EOF while parsing a string")) };
+        self.pos += 1;
+        let c = match b {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = self.hex4()?;
+                if !decode {
+                    return Ok(None);
+                }
+                return self.code_point(unit).map(Some);
+            }
+            _ => {
+                self.pos -= 1;
+                return Err(self.error("invalid escape"));
+            }
+        };
+        Ok(Some(c))
+    }
+
+    fn code_point(&mut self, unit: u16) -> Result<char, Error> {
+        let code = match unit {
+            0xD800..=0xDBFF => {
+                if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                    return Err(self.error("lone leading surrogate in hex escape"));
+                }
+                self.pos += 2;
+                let low = self.hex4()?;
+                if !(0xDC00..=0xDFFF).contains(&low) {
+                    return Err(self.error("lone leading surrogate in hex escape"));
+                }
+                0x10000 + ((u32::from(unit) - 0xD800) << 10) + (u32::from(low) - 0xDC00)
+            }
+            0xDC00..=0xDFFF => return Err(self.error("lone trailing surrogate in hex escape")),
+            _ => u32::from(unit),
+        };
+        char::from_u32(code).ok_or_else(|| self.error("invalid unicode code point"))
+    }
+
+    fn hex4(&mut self) -> Result<u16, Error> {
+        let mut unit = 0u16;
+        for _ in 0..4 {
+            let digit = match self.peek() {
+                Some(b @ b'0'..=b'9') => b - b'0',
+                Some(b @ b'a'..=b'f') => b - b'a' + 10,
+                Some(b @ b'A'..=b'F') => b - b'A' + 10,
+                Some(_) => return Err(self.error("invalid escape")),
+                None => return Err(self.error("EOF while parsing a string")),
+            };
+            unit = (unit << 4) | u16::from(digit);
+            self.pos += 1;
+        }
+        Ok(unit)
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    /// Crosses a number in JSON's grammar; says whether it is an integer.
+    fn scan_number(&mut self) -> Result<bool, Error> {
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => {
+                self.pos += 1;
+                if matches!(self.peek(), Some(b'0'..=b'9')) {
+                    return Err(self.error("invalid number"));
+                }
+            }
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            Some(_) => return Err(self.error("invalid number")),
+            None => return Err(self.error("EOF while parsing a value")),
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            integer = false;
+            if self.digits() == 0 {
+                return Err(self.error("invalid number"));
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.pos += 1;
+            integer = false;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.error("invalid number"));
+            }
+        }
+        Ok(integer)
+    }
+
+    fn number<V: Visitor<'a>>(&mut self, visitor: V) -> Result<V::Value, Error> {
+        let start = self.pos;
+        let integer = self.scan_number()?;
+        let text = self.slice(start, self.pos);
+        if integer {
+            let (negative, digits) = match text.strip_prefix('-') {
+                Some(digits) => (true, digits),
+                None => (false, text),
+            };
+            // As serde_json: `-0` is the float -0.0; integers past u64 or i64 are floats.
+            match digits.parse::<u64>() {
+                Ok(magnitude) if !negative => return visitor.visit_u64(magnitude),
+                Ok(magnitude) if magnitude > 0 => {
+                    if let Ok(value) = i64::try_from(-i128::from(magnitude)) {
+                        return visitor.visit_i64(value);
+                    }
+                }
+                _ => {}
+            }
+        }
+        match text.parse::<f64>() {
+            Ok(value) if value.is_finite() => visitor.visit_f64(value),
+            _ => {
+                self.pos = start;
+                Err(self.error("number out of range"))
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), Error> {
+        match self.bytes.get(self.pos..self.pos + word.len()) {
+            Some(found) if found == word => {
+                self.pos += word.len();
+                Ok(())
+            }
+            _ => Err(self.error("expected value")),
+        }
+    }
+
+    /// Crosses one value of any depth, checking its grammar and building nothing.
+    pub fn skip(&mut self) -> Result<(), Error> {
+        // Open containers, innermost last: true for an object.
+        let mut open: Vec<bool> = Vec::new();
+        loop {
+            // A value.
+            match self.peek_past_ws() {
+                Some(b'{') | Some(b'[') => {
+                    let object = self.peek() == Some(b'{');
+                    self.pos += 1;
+                    let close = if object { b'}' } else { b']' };
+                    if self.peek_past_ws() == Some(close) {
+                        self.pos += 1;
+                    } else {
+                        open.push(object);
+                        if object {
+                            self.key()?;
+                        }
+                        continue;
+                    }
+                }
+                Some(b'"') => {
+                    self.pos += 1;
+                    self.skip_string()?;
+                }
+                Some(b'-' | b'0'..=b'9') => {
+                    self.scan_number()?;
+                }
+                Some(b't') => self.literal(b"true")?,
+                Some(b'f') => self.literal(b"false")?,
+                Some(b'n') => self.literal(b"null")?,
+                Some(_) => return Err(self.error("expected value")),
+                None => return Err(self.error("EOF while parsing a value")),
+            }
+            // After a value: the next one in its container, or the container's end.
+            loop {
+                let Some(&object) = open.last() else { return Ok(()) };
+                match self.peek_past_ws() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        if object {
+                            self.key()?;
+                        }
+                        break;
+                    }
+                    Some(b'}') if object => {
+                        self.pos += 1;
+                        open.pop();
+                    }
+                    Some(b']') if !object => {
+                        self.pos += 1;
+                        open.pop();
+                    }
+                    Some(_) if object => return Err(self.error("expected `,` or `}`")),
+                    Some(_) => return Err(self.error("expected `,` or `]`")),
+                    None => return Err(self.error("EOF while parsing a value")),
+                }
+            }
+        }
+    }
+
+    /// An object's key and its colon, crossed.
+    fn key(&mut self) -> Result<(), Error> {
+        match self.peek_past_ws() {
+            Some(b'"') => {
+                self.pos += 1;
+                self.skip_string()?;
+                self.expect(b':', "expected `:`")
+            }
+            Some(_) => Err(self.error("key must be a string")),
+            None => Err(self.error("EOF while parsing an object")),
+        }
+    }
+
+    /// Walks an object at the reader: `entry` is called at each value with its key, and must
+    /// cross the value (read it, or [`Reader::skip`] it).
+    pub fn object(&mut self, mut entry: impl FnMut(&mut Self, &str) -> Result<(), Error>) -> Result<(), Error> {
+        self.expect(b'{', "expected `{`")?;
+        if self.peek_past_ws() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            match self.peek_past_ws() {
+                Some(b'"') => self.pos += 1,
+                Some(_) => return Err(self.error("key must be a string")),
+                None => return Err(self.error("EOF while parsing an object")),
+            }
+            let key = self.string()?;
+            self.expect(b':', "expected `:`")?;
+            entry(self, &key)?;
+            match self.peek_past_ws() {
+                Some(b',') => {
+                    self.pos += 1;
+                    if self.peek_past_ws() == Some(b'}') {
+                        return Err(self.error("trailing comma"));
+                    }
+                }
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(_) => return Err(self.error("expected `,` or `}`")),
+                None => return Err(self.error("EOF while parsing an object")),
+            }
+        }
+    }
+
+    /// Walks an array at the reader: `element` is called at each element, and must cross it.
+    pub fn array(&mut self, mut element: impl FnMut(&mut Self) -> Result<(), Error>) -> Result<(), Error> {
+        self.expect(b'[', "expected `[`")?;
+        if self.peek_past_ws() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            element(self)?;
+            match self.peek_past_ws() {
+                Some(b',') => {
+                    self.pos += 1;
+                    if self.peek_past_ws() == Some(b']') {
+                        return Err(self.error("trailing comma"));
+                    }
+                }
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(_) => return Err(self.error("expected `,` or `]`")),
+                None => return Err(self.error("EOF while parsing a list")),
+            }
+        }
+    }
+
+    /// The string at the reader.
+    pub fn string_value(&mut self) -> Result<Cow<'a, str>, Error> {
+        self.expect(b'"', "expected a string")?;
+        self.string()
+    }
+
+    /// The number at the reader, as an `i64` when it is an integer that fits (None for any
+    /// other number).
+    pub fn integer(&mut self) -> Result<Option<i64>, Error> {
+        self.peek_past_ws();
+        let start = self.pos;
+        let integer = self.scan_number()?;
+        Ok(if integer { self.slice(start, self.pos).parse::<i64>().ok() } else { None })
+    }
+
+    /// The `true` or `false` at the reader.
+    pub fn boolean(&mut self) -> Result<bool, Error> {
+        match self.peek_past_ws() {
+            Some(b't') => self.literal(b"true").map(|()| true),
+            Some(b'f') => self.literal(b"false").map(|()| false),
+            _ => Err(self.error("expected a boolean")),
+        }
+    }
+
+    /// The value at the reader, crossed: its own text.
+    pub fn raw(&mut self) -> Result<&'a str, Error> {
+        self.peek_past_ws();
+        let start = self.pos;
+        self.skip()?;
+        Ok(self.slice(start, self.pos))
+    }
+
+    /// Opens a container for a reader: one level deeper, within the limit.
+    fn descend(&mut self) -> Result<(), Error> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.error("recursion limit exceeded"));
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    fn close(&mut self, byte: u8) -> Result<(), Error> {
+        self.depth -= 1;
+        match self.peek_past_ws() {
+            Some(b) if b == byte => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(b',') => Err(self.error("trailing comma")),
+            Some(_) => Err(self.error("trailing characters")),
+            None => Err(self.error("EOF while parsing a value")),
+        }
+    }
+}
+
+impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.peek_past_ws() {
+            Some(b'"') => {
+                self.pos += 1;
+                match self.string()? {
+                    Cow::Borrowed(s) => visitor.visit_borrowed_str(s),
+                    Cow::Owned(s) => visitor.visit_string(s),
+                }
+            }
+            Some(b'-' | b'0'..=b'9') => self.number(visitor),
+            Some(b'{') => {
+                self.descend()?;
+                let value = visitor.visit_map(Entries { r: &mut *self, first: true })?;
+                self.close(b'}')?;
+                Ok(value)
+            }
+            Some(b'[') => {
+                self.descend()?;
+                let value = visitor.visit_seq(Elements { r: &mut *self, first: true })?;
+                self.close(b']')?;
+                Ok(value)
+            }
+            Some(b't') => {
+                self.literal(b"true")?;
+                visitor.visit_bool(true)
+            }
+            Some(b'f') => {
+                self.literal(b"false")?;
+                visitor.visit_bool(false)
+            }
+            Some(b'n') => {
+                self.literal(b"null")?;
+                visitor.visit_unit()
+            }
+            Some(_) => Err(self.error("expected value")),
+            None => Err(self.error("EOF while parsing a value")),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        if self.peek_past_ws() == Some(b'n') {
+            self.literal(b"null")?;
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.skip()?;
+        visitor.visit_unit()
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        // Unit variants, written as strings (the only enums the event model reads).
+        match self.peek_past_ws() {
+            Some(b'"') => {
+                self.pos += 1;
+                let name = self.string()?;
+                visitor.visit_enum(name.as_ref().into_deserializer())
+            }
+            _ => Err(self.error("expected a string")),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct identifier
+    }
+}
+
+/// An object's entries, for a visitor.
+struct Entries<'r, 'de> {
+    r: &'r mut Reader<'de>,
+    first: bool,
+}
+
+impl<'de> MapAccess<'de> for Entries<'_, 'de> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+        let r = &mut *self.r;
+        match r.peek_past_ws() {
+            Some(b'}') => return Ok(None),
+            Some(b',') if !self.first => {
+                r.pos += 1;
+                match r.peek_past_ws() {
+                    Some(b'"') => {}
+                    Some(b'}') => return Err(r.error("trailing comma")),
+                    Some(_) => return Err(r.error("key must be a string")),
+                    None => return Err(r.error("EOF while parsing an object")),
+                }
+            }
+            Some(b'"') if self.first => {}
+            Some(_) if self.first => return Err(r.error("key must be a string")),
+            Some(_) => return Err(r.error("expected `,` or `}`")),
+            None => return Err(r.error("EOF while parsing an object")),
+        }
+        self.first = false;
+        seed.deserialize(&mut *self.r).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        self.r.expect(b':', "expected `:`")?;
+        seed.deserialize(&mut *self.r)
+    }
+}
+
+/// An array's elements, for a visitor.
+struct Elements<'r, 'de> {
+    r: &'r mut Reader<'de>,
+    first: bool,
+}
+
+impl<'de> SeqAccess<'de> for Elements<'_, 'de> {
+    type Error = Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {
+        let r = &mut *self.r;
+        match r.peek_past_ws() {
+            Some(b']') => return Ok(None),
+            Some(b',') if !self.first => {
+                r.pos += 1;
+                if r.peek_past_ws() == Some(b']') {
+                    return Err(r.error("trailing comma"));
+                }
+            }
+            Some(_) if self.first => {}
+            Some(_) => return Err(r.error("expected `,` or `]`")),
+            None => return Err(r.error("EOF while parsing a list")),
+        }
+        self.first = false;
+        seed.deserialize(&mut *self.r).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::IgnoredAny;
+    use serde_json::Value;
+
+    fn same_as_serde_json(text: &str) {
+        let ours = from_str::<Value>(text);
+        let theirs = serde_json::from_str::<Value>(text);
+        match (&ours, &theirs) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
+            (Err(_), Err(_)) => {}
+            _ => panic!("{text}: ours {ours:?}, serde_json {theirs:?}"),
+        }
+        let skipped = from_str::<IgnoredAny>(text).is_ok();
+        assert_eq!(skipped, serde_json::from_str::<IgnoredAny>(text).is_ok(), "skipping {text}");
+    }
+
+    #[test]
+    fn reads_what_serde_json_reads_and_refuses_what_it_refuses() {
+        for text in [
+            "{}",
+            " [ ] ",
+            r#"{"a": [1, -2, 3.5, 1e3, -0, 0.1e-2, true, false, null, "x\"y\\z\u00e9\ud83c\udf70\n"]}"#,
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "1e400",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "[1,]",
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            "{1:2}",
+            "[1 2]",
+            "\"\u{1}\"",
+            r#""\x""#,
+            r#""\u12""#,
+            r#""\ud800""#,
+            r#""\udc00""#,
+            r#""\ud800\u0041""#,
+            "tru",
+            "nul",
+            "[}",
+            "{]",
+            "[1] 2",
+            "\"abcdefghijklmnopqrstuvwxyz\\\"abcdefgh\"",
+            "        \n\t\r  {  \"k\"  :  \"v\"  }         ",
+            "",
+        ] {
+            same_as_serde_json(text);
+        }
+    }
+
+    #[test]
+    fn skipping_has_no_depth_limit_but_reading_does() {
+        let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+        assert!(from_str::<IgnoredAny>(&deep).is_ok());
+        let err = from_str::<Value>(&deep).unwrap_err();
+        assert!(err.to_string().contains("recursion limit"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let err = from_str::<Value>("{\n  \"a\": tru\n}").unwrap_err();
+        assert_eq!((err.line(), err.column()), (2, 7), "{err}");
+    }
+
+    #[test]
+    fn objects_and_arrays_are_walked_with_their_values_own_text() {
+        let mut r = Reader::new(r#" { "a" :  { "b" : [1, 2.50] }, "c\u0041": [ true , 7 ] , "d": [] } "#);
+        let mut seen = Vec::new();
+        r.object(|r, key| {
+            match key {
+                "a" => seen.push(format!("a={}", r.raw()?)),
+                "cA" => r.array(|r| {
+                    seen.push(format!("{:?}", r.raw()?));
+                    Ok(())
+                })?,
+                _ => r.skip()?,
+            }
+            Ok(())
+        })
+        .unwrap();
+        r.end().unwrap();
+        assert_eq!(seen, [r#"a={ "b" : [1, 2.50] }"#, r#""true""#, r#""7""#]);
+        for bad in [r#"{"a":1,}"#, r#"{"a" 1}"#, "{1:2}", r#"{"a":1 "b":2}"#, "[1,]", "[1 2]", "{", "["] {
+            let mut r = Reader::new(bad);
+            let walked = if bad.starts_with('{') { r.object(|r, _| r.skip()) } else { r.array(|r| r.skip()) };
+            assert!(walked.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn integers_are_i64_or_nothing() {
+        for (text, want) in [
+            ("12", Some(12)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("1.5", None),
+            ("1e3", None),
+        ] {
+            assert_eq!(Reader::new(text).integer().unwrap(), want, "{text}");
+        }
+        assert!(Reader::new("01").integer().is_err());
+    }
+}
