@@ -7,7 +7,9 @@
 //!   each with its own bytes exactly as sent; the events that were not changed come out exactly as
 //!   they do from the unchanged body (a bad event never costs its neighbours);
 //! - refused bodies say why (not JSON, with serde_json's line and column; or not the envelope);
-//! - parse, then the queue message, then the consumer's parse gives back the same event.
+//! - parse, then the queue message, then the consumer's parse gives back the same event;
+//! - the JSON reader under it reads what serde_json reads (the same values) and refuses what it
+//!   refuses, on JSON written out compact or pretty, then cut, or with a byte changed or added.
 //!
 //! `make fuzz` runs the same properties with many more cases (`PROPTEST_CASES`).
 
@@ -100,6 +102,59 @@ fn body_with(i: usize, text: &str) -> String {
     format!(r#"{{"destination":"Ud000000000000000000000000000bot0","events":[{}]}}"#, events.join(", "))
 }
 
+/// Text that is JSON or nearly: a JSON value written out (compact or pretty), then maybe cut
+/// short, or with one byte changed or added.
+fn json_like() -> BoxedStrategy<String> {
+    let leaf = prop_oneof![
+        any::<String>().prop_map(Value::String),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        // Short decimals, which every correct reader turns into the same f64.
+        (any::<i32>(), 0i32..8).prop_map(|(m, e)| Value::from(f64::from(m) / 10f64.powi(e))),
+        any::<bool>().prop_map(Value::from),
+        Just(Value::Null),
+    ];
+    let value = leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(any::<String>(), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    });
+    (value, any::<bool>(), any::<prop::sample::Index>(), any::<u8>(), 0u8..4)
+        .prop_map(|(v, pretty, at, byte, how)| {
+            let text = if pretty { serde_json::to_string_pretty(&v).unwrap() } else { v.to_string() };
+            let mut bytes = text.into_bytes();
+            match how {
+                0 => {}
+                1 => bytes.truncate(at.index(bytes.len() + 1)),
+                2 if !bytes.is_empty() => {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                _ => bytes.insert(at.index(bytes.len() + 1), byte),
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+        .boxed()
+}
+
+/// Equal values; floats within one unit in the last place (serde_json, built without its
+/// `float_roundtrip` feature, may round a long number the other way; the reader rounds correctly).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            x == y || (x - y).abs() <= x.abs().max(y.abs()) * f64::EPSILON
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 fn timed<T>(f: impl FnOnce() -> T) -> Result<T, TestCaseError> {
     let start = Instant::now();
     let out = f();
@@ -108,6 +163,21 @@ fn timed<T>(f: impl FnOnce() -> T) -> Result<T, TestCaseError> {
 }
 
 proptest! {
+    #[test]
+    fn the_reader_reads_what_serde_json_reads_and_refuses_the_rest(text in json_like()) {
+        use serde::de::IgnoredAny;
+        use shared::line::json;
+        let ours = timed(|| json::from_str::<Value>(&text))?;
+        match (&ours, &serde_json::from_str::<Value>(&text)) {
+            (Ok(a), Ok(b)) => prop_assert!(same(a, b), "{:?}: ours {:?}, serde_json {:?}", text, a, b),
+            (Err(e), Err(_)) => prop_assert!(e.line() >= 1, "placed: {}", e),
+            (ours, theirs) => prop_assert!(false, "{:?}: ours {:?}, serde_json {:?}", text, ours, theirs),
+        }
+        // Crossing without reading (no depth limit, escapes checked for form only) agrees too.
+        let crossed = json::from_str::<IgnoredAny>(&text).is_ok();
+        prop_assert_eq!(crossed, serde_json::from_str::<IgnoredAny>(&text).is_ok(), "{:?}", text);
+    }
+
     #[test]
     fn any_bytes_are_parsed_or_refused_with_a_reason(bytes in prop::collection::vec(any::<u8>(), 0..2_000)) {
         match timed(|| WebhookBody::parse(&bytes))? {

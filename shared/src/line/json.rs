@@ -18,31 +18,49 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, V
 /// Deepest nesting a value may have where it is read into a type (as serde_json).
 const MAX_DEPTH: u32 = 128;
 
-/// Why text is not JSON (or not what a reader expected), and where: line and column, 1-based.
+/// Why text is not JSON (or not what a reader expected), and where: a byte offset, and the line
+/// and column (1-based) once [`Reader::locate`] has placed it (counting lines costs a pass over
+/// the text before it, so only an error that is reported is placed).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error {
+pub struct Error(Box<Place>);
+
+/// Boxed: errors are rare, and a small error keeps every reader's `Result` small.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Place {
     message: Box<str>,
+    /// Byte offset; None for a type's own complaint (placed where the reader stands).
+    offset: Option<usize>,
     line: usize,
     column: usize,
 }
 
 impl Error {
-    /// The line of the problem (1-based), or 0 when it came from a type's own check.
+    fn new(message: Box<str>, offset: Option<usize>) -> Self {
+        Error(Box::new(Place { message, offset, line: 0, column: 0 }))
+    }
+
+    /// What is wrong, without the place (and never with the text's content).
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    /// The line of the problem (1-based), or 0 when not placed.
     pub fn line(&self) -> usize {
-        self.line
+        self.0.line
     }
 
     pub fn column(&self) -> usize {
-        self.column
+        self.0.column
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            f.write_str(&self.message)
+        let p = &self.0;
+        if p.line == 0 {
+            f.write_str(&p.message)
         } else {
-            write!(f, "{} at line {} column {}", self.message, self.line, self.column)
+            write!(f, "{} at line {} column {}", p.message, p.line, p.column)
         }
     }
 }
@@ -51,7 +69,7 @@ impl std::error::Error for Error {}
 
 impl de::Error for Error {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        Error { message: msg.to_string().into_boxed_str(), line: 0, column: 0 }
+        Error::new(msg.to_string().into_boxed_str(), None)
     }
 }
 
@@ -59,7 +77,7 @@ impl de::Error for Error {
 pub fn from_str<'a, T: de::Deserialize<'a>>(text: &'a str) -> Result<T, Error> {
     let mut r = Reader::new(text);
     let value = r.read::<T>()?;
-    r.end()?;
+    r.end().map_err(|e| r.locate(e))?;
     Ok(value)
 }
 
@@ -105,9 +123,9 @@ impl<'a> Reader<'a> {
         self.text.get(from..to).unwrap_or_default()
     }
 
-    /// The next value read as `T`, with the position filled into any error.
+    /// The next value read as `T`, with any error placed.
     pub fn read<T: de::Deserialize<'a>>(&mut self) -> Result<T, Error> {
-        T::deserialize(&mut *self).map_err(|e| self.place(e))
+        T::deserialize(&mut *self).map_err(|e| self.locate(e))
     }
 
     /// Only whitespace is left.
@@ -118,38 +136,46 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Gives an error without a place this reader's position.
-    pub fn place(&self, mut e: Error) -> Error {
-        if e.line == 0 {
-            let (line, column) = self.line_column();
-            (e.line, e.column) = (line, column);
-        }
+    /// Places an error: line and column of its offset (or of where the reader stands).
+    pub fn locate(&self, mut e: Error) -> Error {
+        let p = &mut *e.0;
+        let at = p.offset.unwrap_or(self.pos).min(self.bytes.len());
+        let before = self.bytes.get(..at).unwrap_or(self.bytes);
+        p.line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+        p.column = before.iter().rev().take_while(|&&b| b != b'\n').count();
+        p.offset = Some(at);
         e
     }
 
-    fn line_column(&self) -> (usize, usize) {
-        let before = self.bytes.get(..self.pos).unwrap_or(self.bytes);
-        let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
-        let column = before.iter().rev().take_while(|&&b| b != b'\n').count();
-        (line, column)
-    }
-
+    /// An error at the reader's position (not yet placed: see [`Reader::locate`]).
+    #[cold]
+    #[inline(never)]
     pub fn error(&self, message: &str) -> Error {
-        let (line, column) = self.line_column();
-        Error { message: message.into(), line, column }
+        Error::new(message.into(), Some(self.pos))
     }
 
+    #[inline]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
+    #[inline]
     fn word(&self, at: usize) -> Option<u64> {
         let chunk = self.bytes.get(at..at.checked_add(8)?)?;
         Some(u64::from_le_bytes(chunk.try_into().ok()?))
     }
 
-    /// Skips whitespace (runs of spaces eight at a time) and returns the next byte.
+    /// Skips whitespace and returns the next byte.
+    #[inline(always)]
     pub fn peek_past_ws(&mut self) -> Option<u8> {
+        match self.peek() {
+            Some(b) if b > b' ' => Some(b),
+            _ => self.past_ws(),
+        }
+    }
+
+    /// Skips whitespace, runs of spaces eight at a time.
+    fn past_ws(&mut self) -> Option<u8> {
         loop {
             if let Some(word) = self.word(self.pos) {
                 let spaces = ((word ^ SPACES).trailing_zeros() / 8) as usize;
@@ -166,6 +192,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Consumes `byte` after whitespace, or says what was expected.
+    #[inline(always)]
     pub fn expect(&mut self, byte: u8, expected: &str) -> Result<(), Error> {
         match self.peek_past_ws() {
             Some(b) if b == byte => {
@@ -404,19 +431,15 @@ impl<'a> Reader<'a> {
         loop {
             // A value.
             match self.peek_past_ws() {
-                Some(b'{') | Some(b'[') => {
-                    let object = self.peek() == Some(b'{');
+                Some(b @ (b'{' | b'[')) => {
                     self.pos += 1;
-                    let close = if object { b'}' } else { b']' };
-                    if self.peek_past_ws() == Some(close) {
-                        self.pos += 1;
-                    } else {
+                    let object = b == b'{';
+                    if self.next_in(object, true)? {
                         open.push(object);
-                        if object {
-                            self.key()?;
-                        }
+                        self.key_if(object)?;
                         continue;
                     }
+                    self.pos += 1;
                 }
                 Some(b'"') => {
                     self.pos += 1;
@@ -434,100 +457,81 @@ impl<'a> Reader<'a> {
             // After a value: the next one in its container, or the container's end.
             loop {
                 let Some(&object) = open.last() else { return Ok(()) };
-                match self.peek_past_ws() {
-                    Some(b',') => {
-                        self.pos += 1;
-                        if object {
-                            self.key()?;
-                        }
-                        break;
-                    }
-                    Some(b'}') if object => {
-                        self.pos += 1;
-                        open.pop();
-                    }
-                    Some(b']') if !object => {
-                        self.pos += 1;
-                        open.pop();
-                    }
-                    Some(_) if object => return Err(self.error("expected `,` or `}`")),
-                    Some(_) => return Err(self.error("expected `,` or `]`")),
-                    None => return Err(self.error("EOF while parsing a value")),
+                if self.next_in(object, false)? {
+                    self.key_if(object)?;
+                    break;
                 }
+                self.pos += 1;
+                open.pop();
             }
         }
     }
 
-    /// An object's key and its colon, crossed.
-    fn key(&mut self) -> Result<(), Error> {
-        match self.peek_past_ws() {
-            Some(b'"') => {
-                self.pos += 1;
-                self.skip_string()?;
-                self.expect(b':', "expected `:`")
-            }
-            Some(_) => Err(self.error("key must be a string")),
-            None => Err(self.error("EOF while parsing an object")),
+    /// In an object, crosses a member's key and its colon.
+    fn key_if(&mut self, object: bool) -> Result<(), Error> {
+        if !object {
+            return Ok(());
         }
+        self.expect(b'"', "key must be a string")?;
+        self.skip_string()?;
+        self.expect(b':', "expected `:`")
     }
 
     /// Walks an object at the reader: `entry` is called at each value with its key, and must
     /// cross the value (read it, or [`Reader::skip`] it).
     pub fn object(&mut self, mut entry: impl FnMut(&mut Self, &str) -> Result<(), Error>) -> Result<(), Error> {
         self.expect(b'{', "expected `{`")?;
-        if self.peek_past_ws() == Some(b'}') {
-            self.pos += 1;
-            return Ok(());
-        }
-        loop {
-            match self.peek_past_ws() {
-                Some(b'"') => self.pos += 1,
-                Some(_) => return Err(self.error("key must be a string")),
-                None => return Err(self.error("EOF while parsing an object")),
-            }
+        let mut first = true;
+        while self.next_member::<b'}'>(first)? {
+            first = false;
+            self.expect(b'"', "key must be a string")?;
             let key = self.string()?;
             self.expect(b':', "expected `:`")?;
             entry(self, &key)?;
-            match self.peek_past_ws() {
-                Some(b',') => {
-                    self.pos += 1;
-                    if self.peek_past_ws() == Some(b'}') {
-                        return Err(self.error("trailing comma"));
-                    }
-                }
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                Some(_) => return Err(self.error("expected `,` or `}`")),
-                None => return Err(self.error("EOF while parsing an object")),
-            }
         }
+        self.pos += 1;
+        Ok(())
     }
 
     /// Walks an array at the reader: `element` is called at each element, and must cross it.
     pub fn array(&mut self, mut element: impl FnMut(&mut Self) -> Result<(), Error>) -> Result<(), Error> {
         self.expect(b'[', "expected `[`")?;
-        if self.peek_past_ws() == Some(b']') {
-            self.pos += 1;
-            return Ok(());
-        }
-        loop {
+        let mut first = true;
+        while self.next_member::<b']'>(first)? {
+            first = false;
             element(self)?;
-            match self.peek_past_ws() {
-                Some(b',') => {
-                    self.pos += 1;
-                    if self.peek_past_ws() == Some(b']') {
-                        return Err(self.error("trailing comma"));
-                    }
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// Before the next member of an object (`CLOSE` is `}`) or array (`]`), `first` when none
+    /// has been read: crosses the comma and says whether one follows; at the end, leaves the
+    /// reader on `CLOSE`.
+    #[inline(always)]
+    fn next_member<const CLOSE: u8>(&mut self, first: bool) -> Result<bool, Error> {
+        match self.peek_past_ws() {
+            Some(b) if b == CLOSE => Ok(false),
+            Some(b',') if !first => {
+                self.pos += 1;
+                match self.peek_past_ws() {
+                    Some(b) if b == CLOSE => Err(self.error("trailing comma")),
+                    _ => Ok(true),
                 }
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                Some(_) => return Err(self.error("expected `,` or `]`")),
-                None => return Err(self.error("EOF while parsing a list")),
             }
+            Some(_) if first => Ok(true),
+            Some(_) if CLOSE == b'}' => Err(self.error("expected `,` or `}`")),
+            Some(_) => Err(self.error("expected `,` or `]`")),
+            None => Err(self.error("EOF while parsing a value")),
+        }
+    }
+
+    /// [`Reader::next_member`] in an object (true) or array.
+    fn next_in(&mut self, object: bool, first: bool) -> Result<bool, Error> {
+        if object {
+            self.next_member::<b'}'>(first)
+        } else {
+            self.next_member::<b']'>(first)
         }
     }
 
@@ -680,22 +684,11 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
     type Error = Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
-        let r = &mut *self.r;
-        match r.peek_past_ws() {
-            Some(b'}') => return Ok(None),
-            Some(b',') if !self.first => {
-                r.pos += 1;
-                match r.peek_past_ws() {
-                    Some(b'"') => {}
-                    Some(b'}') => return Err(r.error("trailing comma")),
-                    Some(_) => return Err(r.error("key must be a string")),
-                    None => return Err(r.error("EOF while parsing an object")),
-                }
-            }
-            Some(b'"') if self.first => {}
-            Some(_) if self.first => return Err(r.error("key must be a string")),
-            Some(_) => return Err(r.error("expected `,` or `}`")),
-            None => return Err(r.error("EOF while parsing an object")),
+        if !self.r.next_member::<b'}'>(self.first)? {
+            return Ok(None);
+        }
+        if self.r.peek() != Some(b'"') {
+            return Err(self.r.error("key must be a string"));
         }
         self.first = false;
         seed.deserialize(&mut *self.r).map(Some)
@@ -717,18 +710,8 @@ impl<'de> SeqAccess<'de> for Elements<'_, 'de> {
     type Error = Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {
-        let r = &mut *self.r;
-        match r.peek_past_ws() {
-            Some(b']') => return Ok(None),
-            Some(b',') if !self.first => {
-                r.pos += 1;
-                if r.peek_past_ws() == Some(b']') {
-                    return Err(r.error("trailing comma"));
-                }
-            }
-            Some(_) if self.first => {}
-            Some(_) => return Err(r.error("expected `,` or `]`")),
-            None => return Err(r.error("EOF while parsing a list")),
+        if !self.r.next_member::<b']'>(self.first)? {
+            return Ok(None);
         }
         self.first = false;
         seed.deserialize(&mut *self.r).map(Some)

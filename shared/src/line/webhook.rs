@@ -56,16 +56,20 @@ impl WebhookBody {
             let valid = body.get(..e.valid_up_to()).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or_default();
             let mut r = json::Reader::new(valid);
             r.rewind(valid.len());
-            ParseError::NotJson(r.error("invalid UTF-8"))
+            ParseError::NotJson(r.locate(r.error("invalid UTF-8")))
         })?;
         // One copy of the body, which the events keep their text in.
         let body: Arc<str> = Arc::from(text);
         let mut r = json::Reader::new(&body);
-        let not_json = ParseError::NotJson;
+        Self::read(&mut r, &body).map_err(|e| ParseError::NotJson(r.locate(e)))?
+    }
+
+    /// The envelope at the reader: the body (Err) or the reason it is not an envelope (Ok(Err)).
+    fn read(r: &mut json::Reader<'_>, body: &Arc<str>) -> Result<Result<Self, ParseError>, json::Error> {
         if r.peek_past_ws() != Some(b'{') {
-            r.skip().map_err(not_json)?;
-            r.end().map_err(not_json)?;
-            return Err(ParseError::NotEnvelope("the top level is not an object"));
+            r.skip()?;
+            r.end()?;
+            return Ok(Err(ParseError::NotEnvelope("the top level is not an object")));
         }
         let (mut destination, mut events) = (None, None);
         r.object(|r, key| {
@@ -74,7 +78,7 @@ impl WebhookBody {
                 "events" if r.peek_past_ws() == Some(b'[') => {
                     let mut list = Vec::with_capacity(4);
                     r.array(|r| {
-                        list.push(Event::read(r, &body)?);
+                        list.push(Event::read(r, body)?);
                         Ok(())
                     })?;
                     events = Some(list);
@@ -87,13 +91,12 @@ impl WebhookBody {
                 }
             }
             Ok(())
-        })
-        .and_then(|()| r.end())
-        .map_err(not_json)?;
-        match events {
+        })?;
+        r.end()?;
+        Ok(match events {
             None => Err(ParseError::NotEnvelope("`events` is missing or not an array")),
             Some(events) => Ok(Self { destination, events }),
-        }
+        })
     }
 }
 
@@ -912,7 +915,7 @@ impl Event {
             Ok(_) => Err("the event is not an object".to_string()),
             // Valid JSON that this reader refuses where it reads: a number out of range, a lone
             // surrogate or deep nesting in a field it looks at (the message names no content).
-            Err(e) => Err(format!("the event cannot be read: {e}")),
+            Err(e) => Err(format!("the event cannot be read: {}", e.message())),
         };
         let fields = match reason {
             Ok(fields) => fields,
