@@ -89,7 +89,7 @@ impl<'de> Deserialize<'de> for QueuedEvent {
                 dedupe_key: w.dedupe_key,
                 destination: w.destination,
                 received_at: w.received_at,
-                event: Box::new(Event::from_raw(w.event.get())),
+                event: Box::new(Event::from_raw(&w.event)),
             }),
             "shop" => Ok(QueuedEvent::Shop {
                 dedupe_key: w.dedupe_key,

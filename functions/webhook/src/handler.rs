@@ -187,12 +187,13 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
     let (items, destination) = match route {
         Route::Line => match WebhookBody::parse(body) {
             Ok(parsed) => {
-                // Kept and forwarded all the same; named in the request's log line.
+                // Kept and forwarded all the same; named in the request's log line (a type name
+                // is a short identifier: a longer one is cut, so a log line stays a line).
                 unknown_types = parsed
                     .events
                     .iter()
                     .filter_map(|e| match &e.kind {
-                        EventKind::Other { type_name } => Some(type_name.clone()),
+                        EventKind::Other { type_name } => Some(type_name.chars().take(64).collect()),
                         _ => None,
                     })
                     .collect();

@@ -19,8 +19,11 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, V
 const MAX_DEPTH: u32 = 128;
 
 /// Why text is not JSON (or not what a reader expected), and where: a byte offset, and the line
-/// and column (1-based) once [`Reader::locate`] has placed it (counting lines costs a pass over
-/// the text before it, so only an error that is reported is placed).
+/// and column (1-based; the column in bytes) once [`Reader::locate`] has placed it (counting lines
+/// costs a pass over the text before it, so only an error that is reported is placed).
+///
+/// The reader's own messages never quote the text. A type's own complaint (serde's `custom`, from
+/// a derived type) can: `invalid type: string "...", expected ...`. Never log those at info.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error(Box<Place>);
 
@@ -39,7 +42,7 @@ impl Error {
         Error(Box::new(Place { message, offset, line: 0, column: 0 }))
     }
 
-    /// What is wrong, without the place (and never with the text's content).
+    /// What is wrong, without the place (see [`Error`] for when it can quote the text).
     pub fn message(&self) -> &str {
         &self.0.message
     }
@@ -142,7 +145,7 @@ impl<'a> Reader<'a> {
         let at = p.offset.unwrap_or(self.pos).min(self.bytes.len());
         let before = self.bytes.get(..at).unwrap_or(self.bytes);
         p.line = 1 + before.iter().filter(|&&b| b == b'\n').count();
-        p.column = before.iter().rev().take_while(|&&b| b != b'\n').count();
+        p.column = 1 + before.iter().rev().take_while(|&&b| b != b'\n').count();
         p.offset = Some(at);
         e
     }
@@ -568,17 +571,20 @@ impl<'a> Reader<'a> {
     }
 
     /// Opens a container for a reader: one level deeper, within the limit.
-    fn descend(&mut self) -> Result<(), Error> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
+    /// Reads the container at the reader with `read`, one level deeper (the level is given
+    /// back whatever `read` answers, so a reader that refused something stays usable).
+    fn nested<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T, Error>) -> Result<T, Error> {
+        if self.depth >= MAX_DEPTH {
             return Err(self.error("recursion limit exceeded"));
         }
+        self.depth += 1;
         self.pos += 1;
-        Ok(())
+        let value = read(self);
+        self.depth -= 1;
+        value
     }
 
     fn close(&mut self, byte: u8) -> Result<(), Error> {
-        self.depth -= 1;
         match self.peek_past_ws() {
             Some(b) if b == byte => {
                 self.pos += 1;
@@ -604,18 +610,16 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
                 }
             }
             Some(b'-' | b'0'..=b'9') => self.number(visitor),
-            Some(b'{') => {
-                self.descend()?;
-                let value = visitor.visit_map(Entries { r: &mut *self, first: true })?;
-                self.close(b'}')?;
+            Some(b'{') => self.nested(|r| {
+                let value = visitor.visit_map(Entries { r: &mut *r, first: true })?;
+                r.close(b'}')?;
                 Ok(value)
-            }
-            Some(b'[') => {
-                self.descend()?;
-                let value = visitor.visit_seq(Elements { r: &mut *self, first: true })?;
-                self.close(b']')?;
+            }),
+            Some(b'[') => self.nested(|r| {
+                let value = visitor.visit_seq(Elements { r: &mut *r, first: true })?;
+                r.close(b']')?;
                 Ok(value)
-            }
+            }),
             Some(b't') => {
                 self.literal(b"true")?;
                 visitor.visit_bool(true)
@@ -785,9 +789,22 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_that_refused_something_too_deep_still_reads_what_follows() {
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        let text = format!("{deep} [[1]]");
+        let mut r = Reader::new(&text);
+        for _ in 0..3 {
+            r.rewind(0);
+            assert!(r.read::<Value>().unwrap_err().to_string().contains("recursion limit"));
+        }
+        r.rewind(deep.len());
+        assert_eq!(r.read::<Value>().unwrap(), serde_json::json!([[1]]));
+    }
+
+    #[test]
     fn errors_name_line_and_column() {
         let err = from_str::<Value>("{\n  \"a\": tru\n}").unwrap_err();
-        assert_eq!((err.line(), err.column()), (2, 7), "{err}");
+        assert_eq!((err.line(), err.column()), (2, 8), "{err}");
     }
 
     #[test]

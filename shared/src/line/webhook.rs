@@ -879,9 +879,15 @@ fn payload_problem(type_name: &str, f: &Fields<'_>) -> String {
 }
 
 impl Event {
-    /// Reads an event from its text (one JSON value), in one pass. Never fails: what is not
-    /// LINE's shape is kept as [`EventKind::Malformed`], with its text.
-    pub fn from_raw(text: &str) -> Self {
+    /// Reads an event from its text, in one pass. Never fails: what is not LINE's shape is kept
+    /// as [`EventKind::Malformed`], with its text. The text is JSON (a [`RawValue`] is), so
+    /// whatever is read is fit to be forwarded.
+    pub fn from_raw(raw: &RawValue) -> Self {
+        Self::from_json(raw.get())
+    }
+
+    /// [`Event::from_raw`] of text known to be one JSON value.
+    fn from_json(text: &str) -> Self {
         let body: Arc<str> = Arc::from(text);
         let mut r = json::Reader::new(&body);
         let mut fields = Fields::default();
@@ -946,7 +952,7 @@ impl Event {
 
     /// An event from a JSON value (its text is the value written out).
     pub fn from_value(value: Value) -> Self {
-        Self::from_raw(&value.to_string())
+        Self::from_json(&value.to_string())
     }
 
     /// The event's text exactly as received.
@@ -1041,7 +1047,7 @@ fn write_canonical(v: &Value, out: &mut Vec<u8>) {
 /// Reads the event's text as it is (serde_json deserializers only: the text is taken verbatim).
 impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Event::from_raw(Box::<RawValue>::deserialize(d)?.get()))
+        Ok(Event::from_raw(&Box::<RawValue>::deserialize(d)?))
     }
 }
 
