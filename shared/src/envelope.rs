@@ -1,5 +1,7 @@
 //! The message put on the reply and tag queues: the event plus what ingestion learned about it.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
@@ -33,19 +35,14 @@ impl QueuedEvent {
     /// The message as written to a queue: compact JSON, with a LINE event's text spliced in
     /// byte for byte (never re-read or re-written).
     pub fn to_json(&self) -> String {
-        let (kind, dedupe_key, destination, received_at) = match self {
-            QueuedEvent::Line { dedupe_key, destination, received_at, .. } => {
-                ("line", dedupe_key, destination.as_deref(), received_at)
+        let (kind, dedupe_key, destination, received_at, event) = match self {
+            QueuedEvent::Line { dedupe_key, destination, received_at, event } => {
+                ("line", dedupe_key, destination.as_deref(), received_at, Cow::Borrowed(event.raw()))
             }
-            QueuedEvent::Shop { dedupe_key, received_at, .. } => ("shop", dedupe_key, None, received_at),
-        };
-        let shop;
-        let event = match self {
-            QueuedEvent::Line { event, .. } => event.raw(),
-            QueuedEvent::Shop { event, .. } => {
-                // A shop event is plain data (string keys, JSON values): writing it cannot fail.
-                shop = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
-                &shop
+            // A shop event is plain data (string keys, JSON values): writing it cannot fail.
+            QueuedEvent::Shop { dedupe_key, received_at, event } => {
+                let event = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+                ("shop", dedupe_key, None, received_at, Cow::Owned(event))
             }
         };
         let string = |s: &str| serde_json::Value::from(s).to_string();
@@ -61,7 +58,7 @@ impl QueuedEvent {
         out.push_str(",\"receivedAt\":");
         out.push_str(&received_at.to_string());
         out.push_str(",\"event\":");
-        out.push_str(event);
+        out.push_str(&event);
         out.push('}');
         out
     }

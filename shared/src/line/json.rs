@@ -1,9 +1,9 @@
 //! A JSON reader over borrowed text that knows where it is: the webhook body is read in one pass,
 //! each event typed as it goes by, and each event's exact bytes are the stretch the reader crossed.
 //!
-//! It is a [`serde::Deserializer`], so the event model's visitors (and derived payload types)
-//! read from it as they would from serde_json, with the same grammar (RFC 8259, UTF-8 only) and
-//! the same answers: integers as `u64`/`i64`, larger ones and fractions as `f64`, a number out of
+//! The event model reads with its direct methods ([`Reader::object`], [`Reader::string_value`],
+//! ...); it is also a [`serde::Deserializer`], for the derived payload types. Either way it has
+//! serde_json's grammar (RFC 8259, UTF-8 only) and answers: integers as `u64`/`i64`, larger ones and fractions as `f64`, a number out of
 //! `f64` range or a lone surrogate refused where a value is read; nesting past 128 refused where a
 //! value is read, never where it is only crossed ([`Reader::skip`] has no depth limit).
 //!
@@ -229,9 +229,19 @@ impl<'a> Reader<'a> {
     /// A string's contents; the reader is just past its opening quote. Borrowed when it has no
     /// escapes.
     pub fn string(&mut self) -> Result<Cow<'a, str>, Error> {
-        let start = self.pos;
+        self.scan_string(true)
+    }
+
+    /// Crosses a string; the reader is just past its opening quote. Escapes are checked for form
+    /// only (as a reader that keeps no text can).
+    fn skip_string(&mut self) -> Result<(), Error> {
+        self.scan_string(false).map(drop)
+    }
+
+    /// A string to its closing quote, its escapes decoded when `decode` (else its text as written).
+    fn scan_string(&mut self, decode: bool) -> Result<Cow<'a, str>, Error> {
         let mut owned: Option<String> = None;
-        let mut run = start;
+        let mut run = self.pos;
         loop {
             match self.plain_run() {
                 Some(b'"') => {
@@ -246,12 +256,15 @@ impl<'a> Reader<'a> {
                     });
                 }
                 Some(b'\\') => {
-                    let s = owned.get_or_insert_with(String::new);
-                    s.push_str(self.slice(run, self.pos));
+                    let before = self.pos;
                     self.pos += 1;
-                    let c = self.escape(true)?;
-                    s.push(c.unwrap_or(char::REPLACEMENT_CHARACTER));
-                    run = self.pos;
+                    let c = self.escape(decode)?;
+                    if let Some(c) = c {
+                        let s = owned.get_or_insert_with(String::new);
+                        s.push_str(self.slice(run, before));
+                        s.push(c);
+                        run = self.pos;
+                    }
                 }
                 Some(_) => return Err(self.error("control character (\\u0000-\\u001F) found while parsing a string")),
                 None => return Err(self.error("EOF while parsing a string")),
@@ -259,26 +272,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Crosses a string; the reader is just past its opening quote. Escapes are checked for form
-    /// only (as a reader that keeps no text can).
-    fn skip_string(&mut self) -> Result<(), Error> {
-        loop {
-            match self.plain_run() {
-                Some(b'"') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                Some(b'\\') => {
-                    self.pos += 1;
-                    self.escape(false)?;
-                }
-                Some(_) => return Err(self.error("control character (\\u0000-\\u001F) found while parsing a string")),
-                None => return Err(self.error("EOF while parsing a string")),
-            }
-        }
-    }
-
-    /// One escape after its backslash; the character when `decode` (surrogates must pair).
+    /// One escape after its backslash; the character when `decode` (surrogates must pair), else
+    /// only its form is checked.
     fn escape(&mut self, decode: bool) -> Result<Option<char>, Error> {
         let Some(b) = self.peek() else { return Err(self.error("EOF while parsing a string")) };
         self.pos += 1;
@@ -303,7 +298,7 @@ impl<'a> Reader<'a> {
                 return Err(self.error("invalid escape"));
             }
         };
-        Ok(Some(c))
+        Ok(decode.then_some(c))
     }
 
     fn code_point(&mut self, unit: u16) -> Result<char, Error> {
@@ -570,7 +565,6 @@ impl<'a> Reader<'a> {
         Ok(self.slice(start, self.pos))
     }
 
-    /// Opens a container for a reader: one level deeper, within the limit.
     /// Reads the container at the reader with `read`, one level deeper (the level is given
     /// back whatever `read` answers, so a reader that refused something stays usable).
     fn nested<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T, Error>) -> Result<T, Error> {
@@ -611,12 +605,12 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
             }
             Some(b'-' | b'0'..=b'9') => self.number(visitor),
             Some(b'{') => self.nested(|r| {
-                let value = visitor.visit_map(Entries { r: &mut *r, first: true })?;
+                let value = visitor.visit_map(Members { r: &mut *r, first: true })?;
                 r.close(b'}')?;
                 Ok(value)
             }),
             Some(b'[') => self.nested(|r| {
-                let value = visitor.visit_seq(Elements { r: &mut *r, first: true })?;
+                let value = visitor.visit_seq(Members { r: &mut *r, first: true })?;
                 r.close(b']')?;
                 Ok(value)
             }),
@@ -678,13 +672,13 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
     }
 }
 
-/// An object's entries, for a visitor.
-struct Entries<'r, 'de> {
+/// An object's entries or an array's elements, for a visitor.
+struct Members<'r, 'de> {
     r: &'r mut Reader<'de>,
     first: bool,
 }
 
-impl<'de> MapAccess<'de> for Entries<'_, 'de> {
+impl<'de> MapAccess<'de> for Members<'_, 'de> {
     type Error = Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
@@ -704,13 +698,7 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
     }
 }
 
-/// An array's elements, for a visitor.
-struct Elements<'r, 'de> {
-    r: &'r mut Reader<'de>,
-    first: bool,
-}
-
-impl<'de> SeqAccess<'de> for Elements<'_, 'de> {
+impl<'de> SeqAccess<'de> for Members<'_, 'de> {
     type Error = Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {

@@ -116,6 +116,14 @@ impl<T> Lenient<T> {
         }
     }
 
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Lenient<U> {
+        match self {
+            Lenient::Ok(v) => Lenient::Ok(f(v)),
+            Lenient::Null => Lenient::Null,
+            Lenient::Wrong => Lenient::Wrong,
+        }
+    }
+
     /// An optional field: absent or null is None; another type is `Err`.
     fn optional(v: Option<Self>) -> Result<Option<T>, ()> {
         match v {
@@ -148,7 +156,7 @@ fn text<'a>(r: &mut json::Reader<'a>) -> Read<Lenient<Cow<'a, str>>> {
 }
 
 fn string(r: &mut json::Reader<'_>) -> Read<Lenient<String>> {
-    lenient(r, |b| b == b'"', |r| r.string_value().map(|s| Lenient::Ok(s.into_owned())))
+    text(r).map(|t| t.map(Cow::into_owned))
 }
 
 /// An integer that fits an `i64` (a fraction, or a number out of range, is `Wrong`).
@@ -214,16 +222,6 @@ impl<'a> Fields<'a> {
             }
             Ok(())
         })
-    }
-}
-
-impl<T> Lenient<T> {
-    fn map<U>(self, f: impl FnOnce(T) -> U) -> Lenient<U> {
-        match self {
-            Lenient::Ok(v) => Lenient::Ok(f(v)),
-            Lenient::Null => Lenient::Null,
-            Lenient::Wrong => Lenient::Wrong,
-        }
     }
 }
 
@@ -890,10 +888,10 @@ impl Event {
     fn from_json(text: &str) -> Self {
         let body: Arc<str> = Arc::from(text);
         let mut r = json::Reader::new(&body);
-        let mut fields = Fields::default();
-        let read = fields.read(&mut r).and_then(|()| r.end());
-        let raw = Text { body: body.clone(), start: 0, end: body.len() };
-        Self::from_fields(raw, read.map(|()| &mut fields))
+        Self::read(&mut r, &body).unwrap_or_else(|e| {
+            // Not JSON after all: kept whole, as malformed.
+            Self::from_fields(Text { body: body.clone(), start: 0, end: body.len() }, Err(e))
+        })
     }
 
     /// The event at the reader's position (over `body`), read as it is crossed; its text is the
@@ -919,8 +917,8 @@ impl Event {
         let reason = match fields {
             Ok(fields) if fields.object => Ok(fields),
             Ok(_) => Err("the event is not an object".to_string()),
-            // Valid JSON that this reader refuses where it reads: a number out of range, a lone
-            // surrogate or deep nesting in a field it looks at (the message names no content).
+            // Valid JSON that this reader refuses where it reads: a lone surrogate in a string
+            // it keeps (the reader's messages name no content).
             Err(e) => Err(format!("the event cannot be read: {}", e.message())),
         };
         let fields = match reason {
