@@ -98,6 +98,42 @@ fn string_specials(word: u64) -> u64 {
     (zero(quote) | zero(backslash) | control) & HIGH
 }
 
+/// The containers open around a value being crossed, innermost last (true: an object). The
+/// first 64 levels are bits of a word, deeper ones on the heap: crossing usual JSON allocates
+/// nothing.
+#[derive(Default)]
+struct Open {
+    depth: u32,
+    bits: u64,
+    deeper: Vec<bool>,
+}
+
+impl Open {
+    fn push(&mut self, object: bool) {
+        if self.depth < 64 {
+            self.bits = (self.bits & !(1 << self.depth)) | (u64::from(object) << self.depth);
+        } else {
+            self.deeper.push(object);
+        }
+        self.depth += 1;
+    }
+
+    fn last(&self) -> Option<bool> {
+        match self.depth {
+            0 => None,
+            d @ 1..=64 => Some(self.bits >> (d - 1) & 1 == 1),
+            _ => self.deeper.last().copied(),
+        }
+    }
+
+    fn pop(&mut self) {
+        if self.depth > 64 {
+            self.deeper.pop();
+        }
+        self.depth = self.depth.saturating_sub(1);
+    }
+}
+
 /// A cursor over JSON text.
 pub struct Reader<'a> {
     text: &'a str,
@@ -228,14 +264,47 @@ impl<'a> Reader<'a> {
 
     /// A string's contents; the reader is just past its opening quote. Borrowed when it has no
     /// escapes.
+    #[inline]
     pub fn string(&mut self) -> Result<Cow<'a, str>, Error> {
-        self.scan_string(true)
+        match self.plain_end() {
+            Some(end) => {
+                let text = self.slice(self.pos, end);
+                self.pos = end + 1;
+                Ok(Cow::Borrowed(text))
+            }
+            None => self.scan_string(true),
+        }
     }
 
     /// Crosses a string; the reader is just past its opening quote. Escapes are checked for form
     /// only (as a reader that keeps no text can).
+    #[inline]
     fn skip_string(&mut self) -> Result<(), Error> {
-        self.scan_string(false).map(drop)
+        match self.plain_end() {
+            Some(end) => {
+                self.pos = end + 1;
+                Ok(())
+            }
+            None => self.scan_string(false).map(drop),
+        }
+    }
+
+    /// The usual string, the fast way: where it ends (its closing quote) when it has no escape and
+    /// is followed by at least a few bytes; None sends it the general way, [`Reader::scan_string`].
+    /// (An answer in registers: the caller builds the borrowed text itself.)
+    #[inline]
+    fn plain_end(&self) -> Option<usize> {
+        let mut pos = self.pos;
+        while let Some(word) = self.word(pos) {
+            let specials = string_specials(word);
+            if specials == 0 {
+                pos += 8;
+                continue;
+            }
+            let end = pos + (specials.trailing_zeros() / 8) as usize;
+            return (self.bytes.get(end) == Some(&b'"')).then_some(end);
+        }
+        None
     }
 
     /// A string to its closing quote, its escapes decoded when `decode` (else its text as written).
@@ -424,8 +493,7 @@ impl<'a> Reader<'a> {
 
     /// Crosses one value of any depth, checking its grammar and building nothing.
     pub fn skip(&mut self) -> Result<(), Error> {
-        // Open containers, innermost last: true for an object.
-        let mut open: Vec<bool> = Vec::new();
+        let mut open = Open::default();
         loop {
             // A value.
             match self.peek_past_ws() {
@@ -454,7 +522,7 @@ impl<'a> Reader<'a> {
             }
             // After a value: the next one in its container, or the container's end.
             loop {
-                let Some(&object) = open.last() else { return Ok(()) };
+                let Some(object) = open.last() else { return Ok(()) };
                 if self.next_in(object, false)? {
                     self.key_if(object)?;
                     break;
@@ -534,6 +602,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The string at the reader.
+    #[inline]
     pub fn string_value(&mut self) -> Result<Cow<'a, str>, Error> {
         self.expect(b'"', "expected a string")?;
         self.string()
@@ -763,8 +832,29 @@ mod tests {
             "\"abcdefghijklmnopqrstuvwxyz\\\"abcdefgh\"",
             "        \n\t\r  {  \"k\"  :  \"v\"  }         ",
             "",
+            // Strings of eight bytes and more (read a word at a time), ending in the text's last
+            // bytes or holding a control character, a backslash or an unclosed end.
+            "\"abcdefghij\"",
+            "[\"abcdefghij\"]",
+            "[\"abcdefghijklmnop\", \"abcdefgh\"]",
+            "\"abcdefghij\u{1}kl\"",
+            "\"abcdefghij\u{1f}\"",
+            "\"abcdefghij\\\"\"",
+            "\"abcdefghijklmnop",
+            "\"abcdefghijklmnop\\",
+            // Containers of both kinds side by side at the same depth.
+            r#"[{"a":1},[1],{"b":[]},[{}]]"#,
+            r#"[{"a":1],[1]]"#,
         ] {
             same_as_serde_json(text);
+        }
+        // The same beside each other 64 levels down, where the open containers leave a word.
+        for (inner, valid) in [(r#"{"a":1},[1],{"b":[]}"#, true), (r#"{"a":1],[1]"#, false), (r#"[1},{"a":1}"#, false)]
+        {
+            let deep = format!("{}{inner}{}", "[".repeat(63), "]".repeat(63));
+            let crossed = from_str::<IgnoredAny>(&deep).is_ok();
+            assert_eq!(crossed, serde_json::from_str::<IgnoredAny>(&deep).is_ok(), "{inner}");
+            assert_eq!(crossed, valid, "{inner}");
         }
     }
 
@@ -774,6 +864,24 @@ mod tests {
         assert!(from_str::<IgnoredAny>(&deep).is_ok());
         let err = from_str::<Value>(&deep).unwrap_err();
         assert!(err.to_string().contains("recursion limit"), "{err}");
+    }
+
+    #[test]
+    fn crossing_tells_objects_from_arrays_at_any_depth() {
+        // Objects and arrays in turn, past the 64 levels that are kept in a word.
+        for depth in [1, 2, 63, 64, 65, 66, 130] {
+            let open: String = (0..depth).map(|i| if i % 2 == 0 { "{\"k\":" } else { "[" }).collect();
+            let close: Vec<char> = (0..depth).rev().map(|i| if i % 2 == 0 { '}' } else { ']' }).collect();
+            let good = format!("{open}1{}", close.iter().collect::<String>());
+            assert_eq!(Reader::new(&good).raw().unwrap(), good, "depth {depth}");
+            // Any one closer of the wrong kind is refused.
+            for at in 0..depth {
+                let mut bad = close.clone();
+                bad[at] = if bad[at] == '}' { ']' } else { '}' };
+                let bad = format!("{open}1{}", bad.iter().collect::<String>());
+                assert!(Reader::new(&bad).raw().is_err(), "depth {depth}, closer {at}");
+            }
+        }
     }
 
     #[test]
