@@ -10,8 +10,10 @@ use crate::shop::ShopEvent;
 
 /// Written by [`QueuedEvent::to_json`] as one object: `kind` (`line` or `shop`), `dedupeKey`,
 /// `destination` (LINE only, when known), `receivedAt` and `event`.
+/// A LINE event borrows from the text it was read from (see [`Event`]): read one from the
+/// queue message's text (`serde_json::from_str`).
 #[derive(Debug, Clone, PartialEq)]
-pub enum QueuedEvent {
+pub enum QueuedEvent<'a> {
     /// A LINE webhook event, exactly as LINE sent it (unknown fields included).
     Line {
         dedupe_key: String,
@@ -19,13 +21,25 @@ pub enum QueuedEvent {
         destination: Option<String>,
         /// When the webhook function received it (ms since the epoch).
         received_at: i64,
-        event: Box<Event>,
+        event: Box<Event<'a>>,
     },
     /// A first-party shop event from `POST /events`.
     Shop { dedupe_key: String, received_at: i64, event: ShopEvent },
 }
 
-impl QueuedEvent {
+impl QueuedEvent<'_> {
+    /// The same message, owning its text.
+    pub fn into_owned(self) -> QueuedEvent<'static> {
+        match self {
+            QueuedEvent::Line { dedupe_key, destination, received_at, event } => {
+                QueuedEvent::Line { dedupe_key, destination, received_at, event: Box::new(event.into_owned()) }
+            }
+            QueuedEvent::Shop { dedupe_key, received_at, event } => {
+                QueuedEvent::Shop { dedupe_key, received_at, event }
+            }
+        }
+    }
+
     pub fn dedupe_key(&self) -> &str {
         match self {
             QueuedEvent::Line { dedupe_key, .. } | QueuedEvent::Shop { dedupe_key, .. } => dedupe_key,
@@ -68,16 +82,17 @@ impl QueuedEvent {
 /// an internally tagged enum, which would buffer the event into a tree and lose its text.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Wire {
+struct Wire<'a> {
     kind: String,
     dedupe_key: String,
     #[serde(default)]
     destination: Option<String>,
     received_at: i64,
-    event: Box<RawValue>,
+    #[serde(borrow)]
+    event: &'a RawValue,
 }
 
-impl<'de> Deserialize<'de> for QueuedEvent {
+impl<'de> Deserialize<'de> for QueuedEvent<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let w = Wire::deserialize(d)?;
@@ -86,7 +101,7 @@ impl<'de> Deserialize<'de> for QueuedEvent {
                 dedupe_key: w.dedupe_key,
                 destination: w.destination,
                 received_at: w.received_at,
-                event: Box::new(Event::from_raw(&w.event)),
+                event: Box::new(Event::from_raw(w.event)),
             }),
             "shop" => Ok(QueuedEvent::Shop {
                 dedupe_key: w.dedupe_key,

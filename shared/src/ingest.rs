@@ -404,8 +404,10 @@ mod tests {
         Instant::now() + Duration::from_millis(1500)
     }
 
-    fn body(events: serde_json::Value) -> WebhookBody {
-        WebhookBody::parse(json!({"destination": "Ubot", "events": events}).to_string().as_bytes()).unwrap()
+    fn body(events: serde_json::Value) -> WebhookBody<'static> {
+        WebhookBody::parse(json!({"destination": "Ubot", "events": events}).to_string().as_bytes())
+            .unwrap()
+            .into_owned()
     }
 
     fn text(id: &str, user: &str) -> serde_json::Value {
@@ -426,7 +428,8 @@ mod tests {
         assert_eq!((report.enqueued, report.failed), (2, 0));
         assert_eq!(w.reply.len(), 1, "unfollow has no reply token: not on the reply queue");
         assert_eq!(w.tag.len(), 2);
-        let queued: QueuedEvent = serde_json::from_str(&w.reply.messages.lock().unwrap()[0].body).unwrap();
+        let text = w.reply.messages.lock().unwrap()[0].body.clone();
+        let queued: QueuedEvent = serde_json::from_str(&text).unwrap();
         assert_eq!(queued.dedupe_key(), "e1");
     }
 
@@ -547,7 +550,8 @@ mod tests {
             "message": {"id": "m", "type": "text", "text": "hi"}});
         let long_user = json!({"type": "follow", "webhookEventId": "n2", "timestamp": 1,
             "source": {"type": "user", "userId": "U".repeat(3000)}});
-        let body = WebhookBody::parse(json!({"events": [no_source, long_user]}).to_string().as_bytes()).unwrap();
+        let text = json!({"events": [no_source, long_user]}).to_string();
+        let body = WebhookBody::parse(text.as_bytes()).unwrap();
         let items = line_items(body, 0);
         assert!(
             items.iter().all(|i| i.group_id == NO_CHAT_GROUP),

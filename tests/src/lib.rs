@@ -232,11 +232,15 @@ impl TestStack {
     }
 
     /// [`Self::drain`], parsed.
-    pub async fn drain_events(&self, logical_id: &str) -> Vec<QueuedEvent> {
+    pub async fn drain_events(&self, logical_id: &str) -> Vec<QueuedEvent<'static>> {
         self.drain(logical_id)
             .await
             .iter()
-            .map(|b| serde_json::from_str(b).unwrap_or_else(|e| panic!("queue body is a QueuedEvent ({e}): {b}")))
+            .map(|b| {
+                let queued: QueuedEvent =
+                    serde_json::from_str(b).unwrap_or_else(|e| panic!("queue body is a QueuedEvent ({e}): {b}"));
+                queued.into_owned()
+            })
             .collect()
     }
 

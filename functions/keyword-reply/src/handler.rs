@@ -171,7 +171,7 @@ pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> Result<SqsBatc
 }
 
 /// The chat kind the rules see, and the chat (a LINE ID) the fallback cooldown is kept on.
-fn source_kind(event: &Event) -> (SourceKind, Option<&str>) {
+fn source_kind<'a>(event: &'a Event<'_>) -> (SourceKind, Option<&'a str>) {
     let kind = match event.common.source.as_ref().map(|s| s.kind) {
         Some(webhook::SourceKind::Group) => SourceKind::Group,
         Some(webhook::SourceKind::Room) => SourceKind::Room,
@@ -187,7 +187,7 @@ fn source_kind(event: &Event) -> (SourceKind, Option<&str>) {
     (kind, chat.filter(|id| is_chat_id(id)))
 }
 
-fn trigger(event: &Event) -> Option<Trigger<'_>> {
+fn trigger<'a>(event: &'a Event<'_>) -> Option<Trigger<'a>> {
     match &event.kind {
         EventKind::Message { message } => match &message.content {
             MessageContent::Text { text, .. } => Some(Trigger::Text(text)),

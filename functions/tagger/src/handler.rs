@@ -142,7 +142,7 @@ struct Tagging<'a> {
 /// Only 1:1 events tag and make friends: a group or room member may not be a friend of the
 /// account at all (LINE does not bill pushes to non-friends, so counting them would make every
 /// segment and campaign preview wrong), and what they say in a group is not said to the brand.
-fn tagging(queued: &QueuedEvent) -> Result<Tagging<'_>, Outcome> {
+fn tagging<'a>(queued: &'a QueuedEvent<'_>) -> Result<Tagging<'a>, Outcome> {
     match queued {
         QueuedEvent::Line { event, .. } => {
             if let Some(reason) = event.malformed() {
@@ -238,13 +238,11 @@ async fn handle_record(deps: &Deps, book: &RuleBook, record: &SqsMessage) -> Out
 mod tests {
     use super::*;
 
-    fn line_event(source: serde_json::Value) -> QueuedEvent {
+    fn line_event(source: serde_json::Value) -> QueuedEvent<'static> {
         let event = serde_json::json!({"type": "message", "webhookEventId": "01GROUP", "timestamp": 1, "source": source,
             "message": {"id": "1", "type": "text", "text": "I love pudding"}});
-        serde_json::from_value(
-            serde_json::json!({"kind": "line", "dedupeKey": "01GROUP", "receivedAt": 1, "event": event}),
-        )
-        .unwrap()
+        let text = serde_json::json!({"kind": "line", "dedupeKey": "01GROUP", "receivedAt": 1, "event": event});
+        serde_json::from_str::<QueuedEvent>(&text.to_string()).unwrap().into_owned()
     }
 
     #[test]

@@ -15,10 +15,13 @@
 //! [`Event::user_id`] and [`Event::chat_id`] return nothing else.
 //!
 //! An [`Event`] keeps the exact text it was read from ([`Event::raw`]): what the queues carry.
+//!
+//! The model borrows from the text it was read from: the event's text and every string without
+//! escapes are slices of it (`Cow::Borrowed`); only a string with escapes is decoded into its own
+//! (`Cow::Owned`). Parsing a body copies none of it. [`WebhookBody::into_owned`] and
+//! [`Event::into_owned`] give a model that outlives the text.
 
 use std::borrow::Cow;
-use std::fmt;
-use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
@@ -38,19 +41,19 @@ pub enum ParseError {
 
 /// `{"destination": "...", "events": [...]}`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WebhookBody {
+pub struct WebhookBody<'a> {
     /// The bot's user ID; absent in some older payloads (and ignored when it is not a string).
-    pub destination: Option<String>,
-    pub events: Vec<Event>,
+    pub destination: Option<Cow<'a, str>>,
+    pub events: Vec<Event<'a>>,
 }
 
-impl WebhookBody {
+impl<'a> WebhookBody<'a> {
     /// Parses a raw body. Only the envelope is strict: an object with an `events` array.
     ///
     /// One pass over the body: each event is read by its type as the reader crosses it, and
-    /// keeps the stretch of text it was read from. Keys repeat as JSON objects allow: the last
+    /// borrows the stretch of text it was read from. Keys repeat as JSON objects allow: the last
     /// one counts.
-    pub fn parse(body: &[u8]) -> Result<Self, ParseError> {
+    pub fn parse(body: &'a [u8]) -> Result<Self, ParseError> {
         let text = std::str::from_utf8(body).map_err(|e| {
             // Placed where the valid text ends.
             let valid = body.get(..e.valid_up_to()).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or_default();
@@ -58,14 +61,20 @@ impl WebhookBody {
             r.rewind(valid.len());
             ParseError::NotJson(r.locate(r.error("invalid UTF-8")))
         })?;
-        // One copy of the body, which the events keep their text in.
-        let body: Arc<str> = Arc::from(text);
-        let mut r = json::Reader::new(&body);
-        Self::read(&mut r, &body).map_err(|e| ParseError::NotJson(r.locate(e)))?
+        let mut r = json::Reader::new(text);
+        Self::read(&mut r).map_err(|e| ParseError::NotJson(r.locate(e)))?
+    }
+
+    /// The same body, owning its text.
+    pub fn into_owned(self) -> WebhookBody<'static> {
+        WebhookBody {
+            destination: self.destination.map(owned),
+            events: self.events.into_iter().map(Event::into_owned).collect(),
+        }
     }
 
     /// The envelope at the reader: the body (Err) or the reason it is not an envelope (Ok(Err)).
-    fn read(r: &mut json::Reader<'_>, body: &Arc<str>) -> Result<Result<Self, ParseError>, json::Error> {
+    fn read(r: &mut json::Reader<'a>) -> Result<Result<Self, ParseError>, json::Error> {
         if r.peek_past_ws() != Some(b'{') {
             r.skip()?;
             r.end()?;
@@ -74,11 +83,11 @@ impl WebhookBody {
         let (mut destination, mut events) = (None, None);
         r.object(|r, key| {
             match key {
-                "destination" => destination = string(r)?.ok(),
+                "destination" => destination = text(r)?.ok(),
                 "events" if r.peek_past_ws() == Some(b'[') => {
                     let mut list = Vec::with_capacity(4);
                     r.array(|r| {
-                        list.push(Event::read(r, body)?);
+                        list.push(Event::read(r)?);
                         Ok(())
                     })?;
                     events = Some(list);
@@ -155,8 +164,9 @@ fn text<'a>(r: &mut json::Reader<'a>) -> Read<Lenient<Cow<'a, str>>> {
     lenient(r, |b| b == b'"', |r| r.string_value().map(Lenient::Ok))
 }
 
-fn string(r: &mut json::Reader<'_>) -> Read<Lenient<String>> {
-    text(r).map(|t| t.map(Cow::into_owned))
+/// A text that owns its string (one that already does is moved, not copied).
+fn owned(s: Cow<'_, str>) -> Cow<'static, str> {
+    Cow::Owned(s.into_owned())
 }
 
 /// An integer that fits an `i64` (a fraction, or a number out of range, is `Wrong`).
@@ -181,16 +191,18 @@ fn object<'a, T>(
 struct Fields<'a> {
     /// Whether the event was an object (the rest is empty when not).
     object: bool,
-    type_name: Option<Lenient<String>>,
+    type_name: Option<Lenient<Cow<'a, str>>>,
     mode: Option<Lenient<Mode>>,
     timestamp: Option<Lenient<i64>>,
-    source: Option<Lenient<Source>>,
-    webhook_event_id: Option<Lenient<String>>,
+    source: Option<Lenient<Source<'a>>>,
+    webhook_event_id: Option<Lenient<Cow<'a, str>>>,
     delivery_context: Option<Lenient<DeliveryContext>>,
-    reply_token: Option<Lenient<String>>,
-    message: Option<Lenient<Message>>,
-    /// Payload fields by name (`unsend`, `postback`, ...).
+    reply_token: Option<Lenient<Cow<'a, str>>>,
+    message: Option<Lenient<Message<'a>>>,
+    /// Payload fields by name (`unsend`, `postback`, ...), as text.
     payloads: [Option<&'a str>; PAYLOADS.len()],
+    /// The type's payload, read by its type as it went by (when `type` came before it).
+    early: Option<Result<EventKind<'a>, ()>>,
 }
 
 impl<'a> Fields<'a> {
@@ -207,16 +219,33 @@ impl<'a> Fields<'a> {
         self.object = true;
         r.object(|r, key| {
             match key {
-                "type" => self.type_name = Some(string(r)?),
+                "type" => {
+                    self.type_name = Some(text(r)?);
+                    self.early = None;
+                }
                 "mode" => self.mode = Some(text(r)?.map(|m| Mode::parse(&m))),
                 "timestamp" => self.timestamp = Some(integer(r)?),
                 "source" => self.source = Some(object(r, Source::read)?),
-                "webhookEventId" => self.webhook_event_id = Some(string(r)?),
+                "webhookEventId" => self.webhook_event_id = Some(text(r)?),
                 "deliveryContext" => self.delivery_context = Some(object(r, DeliveryContext::read)?),
-                "replyToken" => self.reply_token = Some(string(r)?),
+                "replyToken" => self.reply_token = Some(text(r)?),
                 "message" => self.message = Some(object(r, Message::read)?),
-                name => match PAYLOADS.iter().position(|p| *p == name).and_then(|i| self.payloads.get_mut(i)) {
-                    Some(slot) => *slot = Some(r.raw()?),
+                name => match PAYLOADS.iter().position(|p| *p == name) {
+                    Some(i) => {
+                        r.peek_past_ws();
+                        let start = r.pos();
+                        match &self.type_name {
+                            // The payload of the type already read: read by its type now, in
+                            // the same pass (else by its text once the type is known).
+                            Some(Lenient::Ok(t)) if payload_field(t) == Some(name) => {
+                                self.early = Some(read_payload(t, r)?);
+                            }
+                            _ => r.skip()?,
+                        }
+                        if let Some(slot) = self.payloads.get_mut(i) {
+                            *slot = Some(r.slice(start, r.pos()));
+                        }
+                    }
                     None => r.skip()?,
                 },
             }
@@ -244,9 +273,11 @@ const PAYLOADS: [&str; 12] = [
 /// Whether `s` is a LINE ID of the given kind: the letter and 32 lower-case hex digits.
 fn is_line_id(s: &str, kind: u8) -> bool {
     let b = s.as_bytes();
+    // Every digit checked, without stopping at the first wrong one (which the compiler can do
+    // many at a time).
     b.len() == 33
         && b.first() == Some(&kind)
-        && b.iter().skip(1).all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+        && b.iter().skip(1).fold(true, |ok, c| ok & (c.is_ascii_digit() | (b'a'..=b'f').contains(c)))
 }
 
 /// A LINE user ID: `U` and 32 lower-case hex digits.
@@ -260,60 +291,34 @@ pub fn is_chat_id(s: &str) -> bool {
 }
 
 /// One webhook event: the common fields, the typed payload, and the JSON it came from.
-#[derive(Debug, Clone)]
-pub struct Event {
-    pub common: EventCommon,
-    pub kind: EventKind,
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<'a> {
+    pub common: EventCommon<'a>,
+    pub kind: EventKind<'a>,
     /// The event's text exactly as received (unknown fields, key order and number formatting
-    /// included): what is forwarded to the queues.
-    raw: Text,
-}
-
-impl PartialEq for Event {
-    fn eq(&self, other: &Self) -> bool {
-        self.common == other.common && self.kind == other.kind && self.raw.get() == other.raw.get()
-    }
-}
-
-/// An event's text: its stretch of the body it came in, which the events of one body share
-/// (one copy of the body, not one per event).
-#[derive(Clone)]
-struct Text {
-    body: Arc<str>,
-    start: usize,
-    end: usize,
-}
-
-impl Text {
-    fn get(&self) -> &str {
-        self.body.get(self.start..self.end).unwrap_or_default()
-    }
-}
-
-impl fmt::Debug for Text {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.get(), f)
-    }
+    /// included): what is forwarded to the queues. Its stretch of the body it came in.
+    raw: Cow<'a, str>,
 }
 
 /// Fields every event type shares. All optional or defaulted: older payloads lack several, and a
 /// field of the wrong type is left at its default (the event is then [`EventKind::Malformed`]).
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct EventCommon {
-    pub type_name: String,
+pub struct EventCommon<'a> {
+    pub type_name: Cow<'a, str>,
     pub mode: Mode,
     /// Milliseconds since the epoch when the event occurred (unchanged on redelivery); 0 if absent.
     pub timestamp: i64,
-    pub source: Option<Source>,
-    pub webhook_event_id: Option<String>,
+    pub source: Option<Source<'a>>,
+    pub webhook_event_id: Option<Cow<'a, str>>,
     pub delivery_context: Option<DeliveryContext>,
-    pub reply_token: Option<String>,
+    pub reply_token: Option<Cow<'a, str>>,
 }
 
-impl EventCommon {
+impl<'a> EventCommon<'a> {
     /// Takes each field that had its documented type; returns the first problem found (naming
     /// the field), if any.
-    fn read(f: &mut Fields<'_>) -> (EventCommon, Option<String>) {
+    #[inline(always)]
+    fn read(f: &mut Fields<'a>) -> (EventCommon<'a>, Option<String>) {
         let mut problem: Option<String> = None;
         let mut note = |p: String| {
             problem.get_or_insert(p);
@@ -358,6 +363,18 @@ impl EventCommon {
         }
         (common, problem)
     }
+
+    fn into_owned(self) -> EventCommon<'static> {
+        EventCommon {
+            type_name: owned(self.type_name),
+            mode: self.mode,
+            timestamp: self.timestamp,
+            source: self.source.map(Source::into_owned),
+            webhook_event_id: self.webhook_event_id.map(owned),
+            delivery_context: self.delivery_context,
+            reply_token: self.reply_token.map(owned),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -391,15 +408,24 @@ pub struct DeliveryContext {
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Source {
+pub struct Source<'a> {
     #[serde(rename = "type")]
     pub kind: SourceKind,
-    pub user_id: Option<String>,
-    pub group_id: Option<String>,
-    pub room_id: Option<String>,
+    pub user_id: Option<Cow<'a, str>>,
+    pub group_id: Option<Cow<'a, str>>,
+    pub room_id: Option<Cow<'a, str>>,
 }
 
-impl Source {
+impl Source<'_> {
+    fn into_owned(self) -> Source<'static> {
+        Source {
+            kind: self.kind,
+            user_id: self.user_id.map(owned),
+            group_id: self.group_id.map(owned),
+            room_id: self.room_id.map(owned),
+        }
+    }
+
     /// Its IDs, when present, are LINE IDs of the right kind.
     fn check(&self) -> Result<(), String> {
         let ids = [("userId", &self.user_id, b'U'), ("groupId", &self.group_id, b'C'), ("roomId", &self.room_id, b'R')];
@@ -437,12 +463,12 @@ impl SourceKind {
 
 /// The typed payload of each documented event type.
 #[derive(Debug, Clone, PartialEq)]
-pub enum EventKind {
+pub enum EventKind<'a> {
     Message {
-        message: Message,
+        message: Message<'a>,
     },
     MessageEdited {
-        message: Message,
+        message: Message<'a>,
     },
     Unsend {
         unsend: Unsend,
@@ -488,28 +514,59 @@ pub enum EventKind {
     },
     /// A type this model does not know (LINE added it); see [`Event::raw`] for what was sent.
     Other {
-        type_name: String,
+        type_name: Cow<'a, str>,
     },
     /// An event whose shape is not LINE's: `reason` names the field (never its content).
     /// Kept and forwarded raw; consumers skip it.
     Malformed {
-        type_name: String,
+        type_name: Cow<'a, str>,
         reason: String,
     },
 }
 
+impl EventKind<'_> {
+    fn into_owned(self) -> EventKind<'static> {
+        match self {
+            EventKind::Message { message } => EventKind::Message { message: message.into_owned() },
+            EventKind::MessageEdited { message } => EventKind::MessageEdited { message: message.into_owned() },
+            EventKind::Unsend { unsend } => EventKind::Unsend { unsend },
+            EventKind::Follow { follow } => EventKind::Follow { follow },
+            EventKind::Unfollow => EventKind::Unfollow,
+            EventKind::Join => EventKind::Join,
+            EventKind::Leave => EventKind::Leave,
+            EventKind::MemberJoined { joined } => EventKind::MemberJoined { joined },
+            EventKind::MemberLeft { left } => EventKind::MemberLeft { left },
+            EventKind::Postback { postback } => EventKind::Postback { postback },
+            EventKind::VideoPlayComplete { video_play_complete } => {
+                EventKind::VideoPlayComplete { video_play_complete }
+            }
+            EventKind::Beacon { beacon } => EventKind::Beacon { beacon },
+            EventKind::AccountLink { link } => EventKind::AccountLink { link },
+            EventKind::Membership { membership } => EventKind::Membership { membership },
+            EventKind::Module { module } => EventKind::Module { module },
+            EventKind::Activated { chat_control } => EventKind::Activated { chat_control },
+            EventKind::Deactivated => EventKind::Deactivated,
+            EventKind::BotSuspended => EventKind::BotSuspended,
+            EventKind::BotResumed => EventKind::BotResumed,
+            EventKind::Delivery { delivery } => EventKind::Delivery { delivery },
+            EventKind::Other { type_name } => EventKind::Other { type_name: owned(type_name) },
+            EventKind::Malformed { type_name, reason } => EventKind::Malformed { type_name: owned(type_name), reason },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
-pub struct Message {
-    pub id: Option<String>,
-    pub content: MessageContent,
-    pub quote_token: Option<String>,
+pub struct Message<'a> {
+    pub id: Option<Cow<'a, str>>,
+    pub content: MessageContent<'a>,
+    pub quote_token: Option<Cow<'a, str>>,
 }
 
 /// Message payloads. Unknown message types become `Unknown` (the raw event still has them).
 #[derive(Debug, Clone, PartialEq)]
-pub enum MessageContent {
+pub enum MessageContent<'a> {
     Text {
-        text: String,
+        text: Cow<'a, str>,
         emojis: Option<Vec<Value>>,
         mention: Option<Value>,
         quoted_message_id: Option<String>,
@@ -541,70 +598,117 @@ pub enum MessageContent {
         sticker_id: String,
         sticker_resource_type: Option<String>,
         keywords: Option<Vec<String>>,
-        text: Option<String>,
+        text: Option<Cow<'a, str>>,
     },
     Unknown,
 }
 
-/// The fields of the message types other than `id`, `type`, `quoteToken` and `text`.
-const MESSAGE_FIELDS: [&str; 16] = [
-    "emojis",
-    "mention",
-    "quotedMessageId",
-    "contentProvider",
-    "imageSet",
-    "duration",
-    "fileName",
-    "fileSize",
-    "title",
-    "address",
-    "latitude",
-    "longitude",
-    "packageId",
-    "stickerId",
-    "stickerResourceType",
-    "keywords",
-];
+impl MessageContent<'_> {
+    fn into_owned(self) -> MessageContent<'static> {
+        match self {
+            MessageContent::Text { text, emojis, mention, quoted_message_id } => {
+                MessageContent::Text { text: owned(text), emojis, mention, quoted_message_id }
+            }
+            MessageContent::Image { content_provider, image_set } => {
+                MessageContent::Image { content_provider, image_set }
+            }
+            MessageContent::Video { duration, content_provider } => {
+                MessageContent::Video { duration, content_provider }
+            }
+            MessageContent::Audio { duration, content_provider } => {
+                MessageContent::Audio { duration, content_provider }
+            }
+            MessageContent::File { file_name, file_size } => MessageContent::File { file_name, file_size },
+            MessageContent::Location { title, address, latitude, longitude } => {
+                MessageContent::Location { title, address, latitude, longitude }
+            }
+            MessageContent::Sticker { package_id, sticker_id, sticker_resource_type, keywords, text } => {
+                MessageContent::Sticker {
+                    package_id,
+                    sticker_id,
+                    sticker_resource_type,
+                    keywords,
+                    text: text.map(owned),
+                }
+            }
+            MessageContent::Unknown => MessageContent::Unknown,
+        }
+    }
+}
 
 /// A `message` object in one pass: `id`, `type`, `quoteToken` and `text` read as they go by, the
 /// fields of the other message types kept as text and read by their types only for the message
 /// type that has them (as LINE's types do, each ignores the others' fields).
 #[derive(Default)]
 struct MessageFields<'a> {
-    id: Option<Lenient<String>>,
+    id: Option<Lenient<Cow<'a, str>>>,
     kind: Option<Lenient<Cow<'a, str>>>,
-    quote_token: Option<Lenient<String>>,
-    text: Option<Lenient<String>>,
-    /// By [`MESSAGE_FIELDS`] position.
-    others: [Option<&'a str>; MESSAGE_FIELDS.len()],
+    quote_token: Option<Lenient<Cow<'a, str>>>,
+    text: Option<Lenient<Cow<'a, str>>>,
+    emojis: Option<&'a str>,
+    mention: Option<&'a str>,
+    quoted_message_id: Option<&'a str>,
+    content_provider: Option<&'a str>,
+    image_set: Option<&'a str>,
+    duration: Option<&'a str>,
+    file_name: Option<&'a str>,
+    file_size: Option<&'a str>,
+    title: Option<&'a str>,
+    address: Option<&'a str>,
+    latitude: Option<&'a str>,
+    longitude: Option<&'a str>,
+    package_id: Option<&'a str>,
+    sticker_id: Option<&'a str>,
+    sticker_resource_type: Option<&'a str>,
+    keywords: Option<&'a str>,
 }
 
-impl MessageFields<'_> {
-    /// An optional field of a message type: absent or null is None; another type is `Err`.
-    fn opt<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ()> {
-        let i = MESSAGE_FIELDS.iter().position(|n| *n == name);
-        match i.and_then(|i| self.others.get(i).copied().flatten()) {
-            None => Ok(None),
-            Some(raw) => json::from_str(raw).map_err(|_| ()),
-        }
-    }
-
-    /// A required field of a message type.
-    fn required<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, ()> {
-        self.opt(name)?.ok_or(())
+impl<'a> MessageFields<'a> {
+    /// The slot of a field of the other message types, by its name.
+    fn other(&mut self, name: &str) -> Option<&mut Option<&'a str>> {
+        Some(match name {
+            "emojis" => &mut self.emojis,
+            "mention" => &mut self.mention,
+            "quotedMessageId" => &mut self.quoted_message_id,
+            "contentProvider" => &mut self.content_provider,
+            "imageSet" => &mut self.image_set,
+            "duration" => &mut self.duration,
+            "fileName" => &mut self.file_name,
+            "fileSize" => &mut self.file_size,
+            "title" => &mut self.title,
+            "address" => &mut self.address,
+            "latitude" => &mut self.latitude,
+            "longitude" => &mut self.longitude,
+            "packageId" => &mut self.package_id,
+            "stickerId" => &mut self.sticker_id,
+            "stickerResourceType" => &mut self.sticker_resource_type,
+            "keywords" => &mut self.keywords,
+            _ => return None,
+        })
     }
 }
 
-impl Message {
-    fn read<'a>(r: &mut json::Reader<'a>) -> Read<Lenient<Message>> {
+/// An optional field of a message type, from its text: absent or null is None; another type is
+/// `Err`.
+fn opt<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<Option<T>, ()> {
+    raw.map_or(Ok(None), |raw| json::from_str(raw).map_err(drop))
+}
+
+/// A required field of a message type.
+fn required<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<T, ()> {
+    opt(raw)?.ok_or(())
+}
+
+impl<'a> Message<'a> {
+    fn read(r: &mut json::Reader<'a>) -> Read<Lenient<Message<'a>>> {
         let mut f = MessageFields::default();
         r.object(|r, key| {
             match key {
-                "id" => f.id = Some(string(r)?),
+                "id" => f.id = Some(text(r)?),
                 "type" => f.kind = Some(text(r)?),
-                "quoteToken" => f.quote_token = Some(string(r)?),
-                "text" => f.text = Some(string(r)?),
-                name => match MESSAGE_FIELDS.iter().position(|n| *n == name).and_then(|i| f.others.get_mut(i)) {
+                "quoteToken" => f.quote_token = Some(text(r)?),
+                "text" => f.text = Some(text(r)?),
+                other => match f.other(other) {
                     Some(slot) => *slot = Some(r.raw()?),
                     None => r.skip()?,
                 },
@@ -614,56 +718,56 @@ impl Message {
         Ok(Message::from_fields(f).map_or(Lenient::Wrong, Lenient::Ok))
     }
 
-    fn from_fields(mut f: MessageFields<'_>) -> Result<Message, ()> {
+    fn from_fields(mut f: MessageFields<'a>) -> Result<Message<'a>, ()> {
         let id = Lenient::optional(f.id.take())?;
         let quote_token = Lenient::optional(f.quote_token.take())?;
         let kind = Lenient::optional(f.kind.take())?.ok_or(())?;
         let content = match kind.as_ref() {
             "text" => MessageContent::Text {
                 text: Lenient::optional(f.text.take())?.ok_or(())?,
-                emojis: f.opt("emojis")?,
-                mention: f.opt("mention")?,
-                quoted_message_id: f.opt("quotedMessageId")?,
+                emojis: opt(f.emojis)?,
+                mention: opt(f.mention)?,
+                quoted_message_id: opt(f.quoted_message_id)?,
             },
             "image" => {
-                MessageContent::Image { content_provider: f.opt("contentProvider")?, image_set: f.opt("imageSet")? }
+                MessageContent::Image { content_provider: opt(f.content_provider)?, image_set: opt(f.image_set)? }
             }
-            "video" => {
-                MessageContent::Video { duration: f.opt("duration")?, content_provider: f.opt("contentProvider")? }
-            }
-            "audio" => {
-                MessageContent::Audio { duration: f.opt("duration")?, content_provider: f.opt("contentProvider")? }
-            }
-            "file" => MessageContent::File { file_name: f.opt("fileName")?, file_size: f.opt("fileSize")? },
+            "video" => MessageContent::Video { duration: opt(f.duration)?, content_provider: opt(f.content_provider)? },
+            "audio" => MessageContent::Audio { duration: opt(f.duration)?, content_provider: opt(f.content_provider)? },
+            "file" => MessageContent::File { file_name: opt(f.file_name)?, file_size: opt(f.file_size)? },
             "location" => MessageContent::Location {
-                title: f.opt("title")?,
-                address: f.opt("address")?,
-                latitude: f.required("latitude")?,
-                longitude: f.required("longitude")?,
+                title: opt(f.title)?,
+                address: opt(f.address)?,
+                latitude: required(f.latitude)?,
+                longitude: required(f.longitude)?,
             },
             "sticker" => MessageContent::Sticker {
-                package_id: f.required("packageId")?,
-                sticker_id: f.required("stickerId")?,
-                sticker_resource_type: f.opt("stickerResourceType")?,
-                keywords: f.opt("keywords")?,
+                package_id: required(f.package_id)?,
+                sticker_id: required(f.sticker_id)?,
+                sticker_resource_type: opt(f.sticker_resource_type)?,
+                keywords: opt(f.keywords)?,
                 text: Lenient::optional(f.text.take())?,
             },
             _ => MessageContent::Unknown,
         };
         Ok(Message { id, content, quote_token })
     }
+
+    fn into_owned(self) -> Message<'static> {
+        Message { id: self.id.map(owned), content: self.content.into_owned(), quote_token: self.quote_token.map(owned) }
+    }
 }
 
-impl Source {
+impl<'a> Source<'a> {
     /// Each field as last written (a key given twice counts once, its last value).
-    fn read(r: &mut json::Reader<'_>) -> Read<Lenient<Source>> {
+    fn read(r: &mut json::Reader<'a>) -> Read<Lenient<Source<'a>>> {
         let (mut kind, mut user_id, mut group_id, mut room_id) = (None, None, None, None);
         r.object(|r, key| {
             match key {
                 "type" => kind = Some(text(r)?.map(|t| SourceKind::parse(&t))),
-                "userId" => user_id = Some(string(r)?),
-                "groupId" => group_id = Some(string(r)?),
-                "roomId" => room_id = Some(string(r)?),
+                "userId" => user_id = Some(text(r)?),
+                "groupId" => group_id = Some(text(r)?),
+                "roomId" => room_id = Some(text(r)?),
                 _ => r.skip()?,
             }
             Ok(())
@@ -718,7 +822,7 @@ pub struct Follow {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Members {
-    pub members: Vec<Source>,
+    pub members: Vec<Source<'static>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -793,11 +897,12 @@ pub struct Delivery {
     pub data: String,
 }
 
-/// The field that holds a known event type's payload (`None`: the type has none, or an optional one).
+/// The field that holds a known event type's payload (`None`: the type has none).
 fn payload_field(type_name: &str) -> Option<&'static str> {
     Some(match type_name {
         "message" | "messageEdited" => "message",
         "unsend" => "unsend",
+        "follow" => "follow",
         "memberJoined" => "joined",
         "memberLeft" => "left",
         "postback" => "postback",
@@ -812,12 +917,42 @@ fn payload_field(type_name: &str) -> Option<&'static str> {
     })
 }
 
-/// A payload read by its own type: `Err` when it is missing (or null) or not in LINE's shape.
-fn payload<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<T, ()> {
-    json::from_str(raw.ok_or(())?).map_err(|_| ())
+/// A known type's payload (other than `message`), read by its own type from the value at the
+/// reader, which is crossed either way: `Ok(Err(()))` when it is not in LINE's shape (null
+/// included, but for `follow`'s optional one); `Err` only when the value is not JSON.
+fn read_payload<'a>(type_name: &str, r: &mut json::Reader<'a>) -> Read<Result<EventKind<'a>, ()>> {
+    fn typed<'a, T: Deserialize<'a>>(r: &mut json::Reader<'a>) -> Read<T> {
+        T::deserialize(&mut *r)
+    }
+    r.peek_past_ws();
+    let start = r.pos();
+    let kind = match type_name {
+        "unsend" => typed(r).map(|unsend| EventKind::Unsend { unsend }),
+        "follow" => typed(r).map(|follow| EventKind::Follow { follow }),
+        "memberJoined" => typed(r).map(|joined| EventKind::MemberJoined { joined }),
+        "memberLeft" => typed(r).map(|left| EventKind::MemberLeft { left }),
+        "postback" => typed(r).map(|postback| EventKind::Postback { postback }),
+        "videoPlayComplete" => typed(r).map(|video_play_complete| EventKind::VideoPlayComplete { video_play_complete }),
+        "beacon" => typed(r).map(|beacon| EventKind::Beacon { beacon }),
+        "accountLink" => typed(r).map(|link| EventKind::AccountLink { link }),
+        "membership" => typed(r).map(|membership| EventKind::Membership { membership }),
+        "module" => typed(r).map(|module| EventKind::Module { module }),
+        "activated" => typed(r).map(|chat_control| EventKind::Activated { chat_control }),
+        "delivery" => typed(r).map(|delivery| EventKind::Delivery { delivery }),
+        _ => Err(r.error("no payload")),
+    };
+    Ok(match kind {
+        Ok(kind) => Ok(kind),
+        Err(_) => {
+            // Not its shape: crossed again as plain JSON, which it must still be.
+            r.rewind(start);
+            r.skip()?;
+            Err(())
+        }
+    })
 }
 
-fn message(f: &mut Fields<'_>) -> Result<Message, ()> {
+fn message<'a>(f: &mut Fields<'a>) -> Result<Message<'a>, ()> {
     match f.message.take() {
         Some(Lenient::Ok(message)) => Ok(message),
         other => {
@@ -827,40 +962,26 @@ fn message(f: &mut Fields<'_>) -> Result<Message, ()> {
     }
 }
 
-impl EventKind {
+impl<'a> EventKind<'a> {
     /// The typed payload of a known type (None: a type this model does not know); `Err` when the
     /// payload is not in LINE's shape.
-    fn read(type_name: &str, f: &mut Fields<'_>) -> Option<Result<EventKind, ()>> {
-        let payloads = &*f;
-        let p = |name: &str| payloads.payload(name);
-        let kind = match type_name {
+    fn read(type_name: &str, f: &mut Fields<'a>) -> Option<Result<EventKind<'a>, ()>> {
+        Some(match type_name {
             "message" => message(f).map(|message| EventKind::Message { message }),
             "messageEdited" => message(f).map(|message| EventKind::MessageEdited { message }),
-            "unsend" => payload(p("unsend")).map(|unsend| EventKind::Unsend { unsend }),
-            "follow" => match p("follow") {
-                None => Ok(EventKind::Follow { follow: None }),
-                some => payload(some).map(|follow| EventKind::Follow { follow }),
-            },
             "unfollow" => Ok(EventKind::Unfollow),
             "join" => Ok(EventKind::Join),
             "leave" => Ok(EventKind::Leave),
-            "memberJoined" => payload(p("joined")).map(|joined| EventKind::MemberJoined { joined }),
-            "memberLeft" => payload(p("left")).map(|left| EventKind::MemberLeft { left }),
-            "postback" => payload(p("postback")).map(|postback| EventKind::Postback { postback }),
-            "videoPlayComplete" => payload(p("videoPlayComplete"))
-                .map(|video_play_complete| EventKind::VideoPlayComplete { video_play_complete }),
-            "beacon" => payload(p("beacon")).map(|beacon| EventKind::Beacon { beacon }),
-            "accountLink" => payload(p("link")).map(|link| EventKind::AccountLink { link }),
-            "membership" => payload(p("membership")).map(|membership| EventKind::Membership { membership }),
-            "module" => payload(p("module")).map(|module| EventKind::Module { module }),
-            "activated" => payload(p("chatControl")).map(|chat_control| EventKind::Activated { chat_control }),
             "deactivated" => Ok(EventKind::Deactivated),
             "botSuspended" => Ok(EventKind::BotSuspended),
             "botResumed" => Ok(EventKind::BotResumed),
-            "delivery" => payload(p("delivery")).map(|delivery| EventKind::Delivery { delivery }),
-            _ => return None,
-        };
-        Some(kind)
+            _ => match (f.early.take(), f.payload(payload_field(type_name)?)) {
+                (Some(early), _) => early,
+                (None, Some(raw)) => read_payload(type_name, &mut json::Reader::new(raw)).unwrap_or(Err(())),
+                (None, None) if type_name == "follow" => Ok(EventKind::Follow { follow: None }),
+                (None, None) => Err(()),
+            },
+        })
     }
 }
 
@@ -876,27 +997,26 @@ fn payload_problem(type_name: &str, f: &Fields<'_>) -> String {
     }
 }
 
-impl Event {
+impl<'a> Event<'a> {
     /// Reads an event from its text, in one pass. Never fails: what is not LINE's shape is kept
     /// as [`EventKind::Malformed`], with its text. The text is JSON (a [`RawValue`] is), so
     /// whatever is read is fit to be forwarded.
-    pub fn from_raw(raw: &RawValue) -> Self {
+    pub fn from_raw(raw: &'a RawValue) -> Self {
         Self::from_json(raw.get())
     }
 
     /// [`Event::from_raw`] of text known to be one JSON value.
-    fn from_json(text: &str) -> Self {
-        let body: Arc<str> = Arc::from(text);
-        let mut r = json::Reader::new(&body);
-        Self::read(&mut r, &body).unwrap_or_else(|e| {
+    fn from_json(text: &'a str) -> Self {
+        let mut r = json::Reader::new(text);
+        Self::read(&mut r).unwrap_or_else(|e| {
             // Not JSON after all: kept whole, as malformed.
-            Self::from_fields(Text { body: body.clone(), start: 0, end: body.len() }, Err(e))
+            Self::from_fields(Cow::Borrowed(text), Err(e))
         })
     }
 
-    /// The event at the reader's position (over `body`), read as it is crossed; its text is the
-    /// stretch crossed. Fails only when the text is not JSON.
-    fn read(r: &mut json::Reader<'_>, body: &Arc<str>) -> Result<Self, json::Error> {
+    /// The event at the reader's position, read as it is crossed; its text is the stretch
+    /// crossed. Fails only when the text is not JSON.
+    fn read(r: &mut json::Reader<'a>) -> Result<Self, json::Error> {
         r.peek_past_ws();
         let start = r.pos();
         let mut fields = Fields::default();
@@ -910,10 +1030,11 @@ impl Event {
                 Err(e)
             }
         };
-        Ok(Self::from_fields(Text { body: body.clone(), start, end: r.pos() }, read))
+        Ok(Self::from_fields(Cow::Borrowed(r.slice(start, r.pos())), read))
     }
 
-    fn from_fields(raw: Text, fields: Result<&mut Fields<'_>, json::Error>) -> Self {
+    #[inline(always)]
+    fn from_fields(raw: Cow<'a, str>, fields: Result<&mut Fields<'a>, json::Error>) -> Self {
         let reason = match fields {
             Ok(fields) if fields.object => Ok(fields),
             Ok(_) => Err("the event is not an object".to_string()),
@@ -924,7 +1045,7 @@ impl Event {
         let fields = match reason {
             Ok(fields) => fields,
             Err(reason) => {
-                let kind = EventKind::Malformed { type_name: String::new(), reason };
+                let kind = EventKind::Malformed { type_name: Cow::Borrowed(""), reason };
                 return Self { common: EventCommon::default(), kind, raw };
             }
         };
@@ -949,13 +1070,18 @@ impl Event {
     }
 
     /// An event from a JSON value (its text is the value written out).
-    pub fn from_value(value: Value) -> Self {
-        Self::from_json(&value.to_string())
+    pub fn from_value(value: Value) -> Event<'static> {
+        Event::from_json(&value.to_string()).into_owned()
+    }
+
+    /// The same event, owning its text.
+    pub fn into_owned(self) -> Event<'static> {
+        Event { common: self.common.into_owned(), kind: self.kind.into_owned(), raw: owned(self.raw) }
     }
 
     /// The event's text exactly as received.
     pub fn raw(&self) -> &str {
-        self.raw.get()
+        &self.raw
     }
 
     /// Why the event is malformed, when it is.
@@ -996,13 +1122,13 @@ impl Event {
             Some(id) if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric()) => id.to_string(),
             _ => {
                 let mut canonical = Vec::with_capacity(256);
-                match serde_json::from_str::<Value>(self.raw.get()) {
+                match serde_json::from_str::<Value>(&self.raw) {
                     Ok(value) => write_canonical(&value, &mut canonical),
                     // JSON a tree cannot hold (nested past serde_json's limit, a number out of
                     // range): its own bytes, marked so they never equal a canonical form.
                     Err(_) => {
                         canonical.extend_from_slice(b"raw:");
-                        canonical.extend_from_slice(self.raw.get().as_bytes());
+                        canonical.extend_from_slice(self.raw.as_bytes());
                     }
                 }
                 format!("sha256:{}", hex::encode(Sha256::digest(&canonical)))
@@ -1042,10 +1168,14 @@ fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// Reads the event's text as it is (serde_json deserializers only: the text is taken verbatim).
-impl<'de> Deserialize<'de> for Event {
+/// Reads the event's text as it is (serde_json deserializers only: the text is taken verbatim),
+/// into an event that owns it. [`Event::from_raw`] borrows instead.
+impl<'de> Deserialize<'de> for Event<'static> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Event::from_raw(&Box::<RawValue>::deserialize(d)?))
+        let text = String::from(Box::<str>::from(Box::<RawValue>::deserialize(d)?));
+        let Event { common, kind, .. } = Event::from_json(&text);
+        let (common, kind) = (common.into_owned(), kind.into_owned());
+        Ok(Event { common, kind, raw: Cow::Owned(text) })
     }
 }
 
@@ -1056,8 +1186,8 @@ mod tests {
 
     const U1: &str = "U0123456789abcdef0123456789abcdef";
 
-    fn parse(v: Value) -> WebhookBody {
-        WebhookBody::parse(v.to_string().as_bytes()).unwrap()
+    fn parse(v: Value) -> WebhookBody<'static> {
+        WebhookBody::parse(v.to_string().as_bytes()).unwrap().into_owned()
     }
 
     #[test]
@@ -1105,6 +1235,8 @@ mod tests {
         assert_eq!(reasons, ["`postback` is not in LINE's shape", "`message` is not in LINE's shape"]);
         let missing = Event::from_value(json!({"type": "unsend"}));
         assert_eq!(missing.malformed(), Some("`unsend` is missing"));
+        let follow = Event::from_value(json!({"type": "follow", "follow": {"isUnblocked": "yes"}}));
+        assert_eq!(follow.malformed(), Some("`follow` is not in LINE's shape"));
     }
 
     #[test]
@@ -1181,6 +1313,47 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_reads_the_same_before_and_after_its_type() {
+        // Read as it goes by when `type` came first, from its text once the type is known when
+        // it came after: the same event either way (the text is read as written: key order and
+        // repeated keys kept).
+        let payloads = [
+            ("postback", "postback", json!({"data": "a=1", "params": {"date": "2026-01-01"}}), false),
+            ("beacon", "beacon", json!({"hwid": "d41d8cd98f", "type": "enter", "dm": "1234"}), false),
+            ("unsend", "unsend", json!({"messageId": "325708"}), false),
+            ("follow", "follow", json!({"isUnblocked": true}), false),
+            ("follow", "follow", json!(null), false),
+            ("memberJoined", "joined", json!({"members": [{"type": "user", "userId": U1}]}), false),
+            ("accountLink", "link", json!({"result": "ok", "nonce": "n"}), false),
+            ("postback", "postback", json!({"data": 5}), true),
+            ("beacon", "beacon", json!(null), true),
+            ("unsend", "unsend", json!([{"messageId": "325708"}]), true),
+        ];
+        for (type_name, field, payload, malformed) in payloads {
+            let first = Event::from_json(&format!(r#"{{"type":"{type_name}","{field}":{payload},"timestamp":1}}"#))
+                .into_owned();
+            let last = Event::from_json(&format!(r#"{{"{field}":{payload},"timestamp":1,"type":"{type_name}"}}"#))
+                .into_owned();
+            assert_eq!(first.kind, last.kind, "{type_name}: {payload}");
+            assert_eq!(first.malformed().is_some(), malformed, "{type_name}: {payload}: {:?}", first.kind);
+        }
+        // The last `type` counts, and its own payload is the one read.
+        let e = Event::from_json(
+            r#"{"type":"postback","postback":{"data":"a"},"beacon":{"hwid":"h","type":"enter"},"type":"beacon"}"#,
+        );
+        assert!(matches!(&e.kind, EventKind::Beacon { beacon } if beacon.hwid == "h"), "{:?}", e.kind);
+        // So does the last copy of the payload, whether it was read as it went by or not.
+        for text in [
+            r#"{"type":"postback","postback":{"data":"a"},"postback":{"data":"b"}}"#,
+            r#"{"postback":{"data":"a"},"postback":{"data":"b"},"type":"postback"}"#,
+            r#"{"postback":{"data":"a"},"type":"postback","postback":{"data":"b"}}"#,
+        ] {
+            let e = Event::from_json(text);
+            assert!(matches!(&e.kind, EventKind::Postback { postback } if postback.data == "b"), "{text}");
+        }
+    }
+
+    #[test]
     fn channel_level_event_types_are_typed() {
         let body = parse(json!({"events": [
             {"type": "membership", "membership": {"type": "joined", "membershipId": 3189}},
@@ -1242,7 +1415,7 @@ mod tests {
         };
         let written: Value = serde_json::from_str(&queued.to_json()).unwrap();
         assert_eq!(written, json!({"kind": "line", "dedupeKey": "k\"1", "receivedAt": 5, "event": raw}));
-        let back: Event = serde_json::from_str(&raw.to_string()).unwrap();
+        let back: Event<'static> = serde_json::from_str(&raw.to_string()).unwrap();
         assert_eq!(back, e);
     }
 }
