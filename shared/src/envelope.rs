@@ -10,6 +10,7 @@ use crate::shop::ShopEvent;
 
 /// Written by [`QueuedEvent::to_json`] as one object: `kind` (`line` or `shop`), `dedupeKey`,
 /// `destination` (LINE only, when known), `receivedAt` and `event`.
+///
 /// A LINE event borrows from the text it was read from (see [`Event`]): read one from the
 /// queue message's text (`serde_json::from_str`).
 #[derive(Debug, Clone, PartialEq)]

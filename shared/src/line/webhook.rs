@@ -186,7 +186,8 @@ fn object<'a, T>(
 }
 
 /// One pass over an event's text: the common fields and `message` read leniently as they go
-/// by, the other payload objects kept as text to be read by their own types.
+/// by; the other payload objects kept as text, and read by their own types as they go by too
+/// when `type` came first.
 #[derive(Default)]
 struct Fields<'a> {
     /// Whether the event was an object (the rest is empty when not).
@@ -1071,7 +1072,14 @@ impl<'a> Event<'a> {
 
     /// An event from a JSON value (its text is the value written out).
     pub fn from_value(value: Value) -> Event<'static> {
-        Event::from_json(&value.to_string()).into_owned()
+        Event::from_owned_json(value.to_string())
+    }
+
+    /// [`Event::from_json`] of text the event is to own: the text is kept, not copied again.
+    fn from_owned_json(text: String) -> Event<'static> {
+        let Event { common, kind, .. } = Event::from_json(&text);
+        let (common, kind) = (common.into_owned(), kind.into_owned());
+        Event { common, kind, raw: Cow::Owned(text) }
     }
 
     /// The same event, owning its text.
@@ -1173,9 +1181,7 @@ fn write_canonical(v: &Value, out: &mut Vec<u8>) {
 impl<'de> Deserialize<'de> for Event<'static> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::from(Box::<str>::from(Box::<RawValue>::deserialize(d)?));
-        let Event { common, kind, .. } = Event::from_json(&text);
-        let (common, kind) = (common.into_owned(), kind.into_owned());
-        Ok(Event { common, kind, raw: Cow::Owned(text) })
+        Ok(Event::from_owned_json(text))
     }
 }
 
