@@ -361,7 +361,7 @@ impl Ingestor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::memory::{MemoryFriends, MemoryIdempotency, MemoryQueue, SlowFriends};
+    use crate::adapters::memory::ingest::{MemoryFriends, MemoryIdempotency, MemoryQueue, SlowFriends};
     use serde_json::json;
     use std::sync::atomic::{AtomicI64, Ordering};
 

@@ -161,13 +161,11 @@ impl SecretStore for SecretsManagerStore {
     }
 
     async fn read(&self) -> Result<BTreeMap<SecretName, Secret>, SecretError> {
-        let out = self
-            .client
-            .get_secret_value()
-            .secret_id(&self.arn)
-            .send()
-            .await
-            .map_err(|e| SecretError::Read { source_name: self.name(), message: crate::adapters::describe(&e) })?;
+        let out =
+            self.client.get_secret_value().secret_id(&self.arn).send().await.map_err(|e| SecretError::Read {
+                source_name: self.name(),
+                message: crate::adapters::sdk::describe(&e),
+            })?;
         let text = out.secret_string().unwrap_or_default();
         let Ok(Value::Object(object)) = serde_json::from_str::<Value>(text) else {
             return Err(SecretError::NotJson { source_name: self.name() });

@@ -10,15 +10,16 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use line_sim::{LineSim, SimConfig};
 use oa::campaigns::Campaigns;
 use serde_json::{json, Value};
-use shared::adapters::dynamodb::DynamoFriends;
+use shared::adapters::dynamodb::campaigns::DynamoCampaigns;
+use shared::adapters::dynamodb::ingest::DynamoFriends;
+use shared::adapters::dynamodb::rules::RulesStore;
+use shared::adapters::dynamodb::tags::DynamoTags;
+use shared::adapters::line::LineClient;
 use shared::adapters::sqs::SqsWorkQueue;
-use shared::adapters::tags::DynamoTags;
+use shared::campaign::model::Campaign;
 use shared::campaign::ports::CampaignRepo;
-use shared::campaign::store::{Campaign, CampaignStore};
 use shared::config::Secret;
-use shared::line::client::LineClient;
 use shared::ports::{Clock, FriendChange, FriendStore};
-use shared::rules::store::RulesStore;
 use shared::rules::tags::{Change, TagOp};
 use shared::secrets::{SecretName, Secrets, StaticStore};
 
@@ -35,7 +36,7 @@ pub struct CampaignRig {
     pub planner: campaign::Deps,
     pub sender: multicast::Deps,
     pub clock: Arc<ShiftedClock>,
-    pub store: CampaignStore,
+    pub store: DynamoCampaigns,
     dir: std::path::PathBuf,
     sender_config: multicast::config::Config,
     secrets: Arc<Secrets>,
@@ -77,11 +78,15 @@ impl CampaignRig {
         sender.clock = clock.clone();
 
         let store =
-            CampaignStore::new(stack.dynamodb.clone(), stack.table("CampaignsTable"), stack.table("UsersTable"));
+            DynamoCampaigns::new(stack.dynamodb.clone(), stack.table("CampaignsTable"), stack.table("UsersTable"));
         let oa = Campaigns {
-            store: store.clone(),
+            store: Arc::new(store.clone()),
             settings: RulesStore::settings(stack.dynamodb.clone(), stack.table("RulesTable")),
-            index: DynamoTags::reader(stack.dynamodb.clone(), stack.table("TagsTable"), stack.table("UsersTable")),
+            index: Box::new(DynamoTags::reader(
+                stack.dynamodb.clone(),
+                stack.table("TagsTable"),
+                stack.table("UsersTable"),
+            )),
             line: LineClient::new(&base, secrets.clone(), Duration::from_secs(2)).unwrap(),
             plans: Box::new(SqsWorkQueue::new(stack.sqs.clone(), stack.queue_url("CampaignQueue"))),
             batches: Box::new(SqsWorkQueue::new(stack.sqs.clone(), stack.queue_url("MulticastQueue"))),

@@ -18,8 +18,8 @@ use line_sim::sender::SendResult;
 use line_sim::{LineSim, SimConfig};
 use oa::poller::{Invoker, Poller};
 use serde_json::Value;
-use shared::adapters::tags::DynamoTags;
-use shared::rules::store::{Publish, RulesStore};
+use shared::adapters::dynamodb::rules::{Publish, RulesStore};
+use shared::adapters::dynamodb::tags::DynamoTags;
 use shared::secrets::Secrets;
 use tagger::Deps as TaggerDeps;
 

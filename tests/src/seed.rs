@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use futures::stream::{self, StreamExt};
-use shared::adapters::tags::tag_attributes;
+use shared::adapters::dynamodb::tags::tag_attributes;
 use shared::segment::FriendFacts;
 use shared::tagging::{friend_index_key, shard_of, TagItem};
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use integration_tests::campaigns::{users, CampaignRig, ACCOUNT};
 use serde_json::json;
+use shared::campaign::caps::Demand;
 use shared::campaign::model::State;
-use shared::campaign::ports::{CampaignRepo, CapStore};
+use shared::campaign::ports::{BatchRepo, CampaignRepo, CapStore};
 use shared::campaign::send::Failpoint;
-use shared::campaign::store::Demand;
 use shared::ports::Clock;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -44,7 +44,7 @@ async fn preview_equals_billed_with_blocked_suppressed_capped_held_out_and_budge
     let earlier = Demand::new("earlier~run".into(), &month, &zone, false, 0, rig.clock.now_ms());
     for u in &all[4..7] {
         let r = rig.store.reserve(u, &earlier, 0).await.unwrap();
-        assert_eq!(r, shared::campaign::store::Reservation::Reserved);
+        assert_eq!(r, shared::campaign::caps::Reservation::Reserved);
     }
     let file = rig.campaign_file("cart", "cart:open", "holdout: 10%\nbudget: { messages: 28 }\n");
     let created = rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
@@ -372,9 +372,9 @@ async fn a_batch_whose_sender_died_during_the_call_is_held_frozen_and_resumed_wi
     rig.assert_adds_up("died", &all).await;
     // The dead sender's late settle (what it saw: frozen, its lease) is refused: counted once.
     let mut stale = rig.store.batch(&c, 0).await.unwrap().unwrap();
-    stale.state = shared::campaign::store::BatchState::Frozen;
-    let late = shared::campaign::store::Settlement {
-        state: shared::campaign::store::BatchState::Sent,
+    stale.state = shared::campaign::batch::BatchState::Frozen;
+    let late = shared::campaign::batch::Settlement {
+        state: shared::campaign::batch::BatchState::Sent,
         sent: 4,
         failed: 0,
         unknown: 0,
@@ -397,7 +397,7 @@ async fn two_planners_on_one_campaign_at_once_plan_every_friend_exactly_once() {
     rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
     let c = rig.oa.start("twice", rig.clock.now_ms()).await.unwrap();
     // The plan message delivered twice at once (standard queues may): two planners race.
-    let body = shared::campaign::plan::plan_body(&c).unwrap();
+    let body = shared::campaign::model::PlanMessage::body(&c).unwrap();
     let record = |id: &str| {
         let mut r = aws_lambda_events::event::sqs::SqsMessage::default();
         r.message_id = Some(id.into());
@@ -467,8 +467,11 @@ async fn a_429_storm_slows_the_whole_fleet_and_every_friend_still_gets_one_push(
         assert_eq!(rig.cap_set(u).await.len(), 1);
     }
     // Two 429s within a second: the second cuts nothing more, and is no error either.
-    use shared::campaign::pace::Pacer;
-    let pacer = shared::campaign::pace::DynamoPacer::new(rig.stack.dynamodb.clone(), rig.stack.table("CampaignsTable"));
+    use shared::campaign::ports::Pacer;
+    let pacer = shared::adapters::dynamodb::schedule::DynamoPacer::new(
+        rig.stack.dynamodb.clone(),
+        rig.stack.table("CampaignsTable"),
+    );
     let now = rig.clock.now_ms() + 60_000;
     pacer.rate_limited(40, now).await.unwrap();
     pacer.rate_limited(40, now + 10).await.unwrap();
@@ -477,7 +480,7 @@ async fn a_429_storm_slows_the_whole_fleet_and_every_friend_still_gets_one_push(
 
 #[tokio::test]
 async fn a_scheduled_campaign_waits_and_one_running_into_quiet_hours_pauses_and_resumes_after_them() {
-    use shared::campaign::plan::plan_body;
+    use shared::campaign::model::PlanMessage;
     // Quiet from the last hour to the one after next, UTC: now is inside them, and so is two
     // minutes from now (at 19:58, quiet hours ending at 20:00 would be over by then).
     let hour = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).hour();
@@ -497,7 +500,7 @@ async fn a_scheduled_campaign_waits_and_one_running_into_quiet_hours_pauses_and_
     // Two minutes on, the delayed message arrives: it plans, and the sender finds quiet hours.
     rig.clock.advance(Duration::from_secs(121));
     let c = rig.campaign("late").await;
-    rig.oa.plans.send(&plan_body(&c).unwrap(), 0).await.unwrap();
+    rig.oa.plans.send(&PlanMessage::body(&c).unwrap(), 0).await.unwrap();
     rig.pump(WAIT).await;
     let c = rig.campaign("late").await;
     assert_eq!(c.state, State::Paused, "{:?}", c.reason);
@@ -509,13 +512,13 @@ async fn a_scheduled_campaign_waits_and_one_running_into_quiet_hours_pauses_and_
         assert!(rig.cap_set(u).await.is_empty(), "no slot kept by a held batch");
     }
     // Still quiet: the planner looks again later and changes nothing.
-    rig.oa.plans.send(&plan_body(&c).unwrap(), 0).await.unwrap();
+    rig.oa.plans.send(&PlanMessage::body(&c).unwrap(), 0).await.unwrap();
     rig.pump(WAIT).await;
     assert_eq!(rig.campaign("late").await.state, State::Paused);
     // A person pauses it for good meanwhile: the end of the quiet hours does not undo that.
     rig.oa.pause("late").await.unwrap();
     rig.clock.advance(Duration::from_millis((end - rig.clock.now_ms() + 1_000) as u64));
-    rig.oa.plans.send(&plan_body(&c).unwrap(), 0).await.unwrap();
+    rig.oa.plans.send(&PlanMessage::body(&c).unwrap(), 0).await.unwrap();
     rig.pump(WAIT).await;
     assert_eq!(rig.campaign("late").await.state, State::Paused, "paused by a person stays paused");
     // Resumed by the person after the quiet hours: it sends once.
@@ -554,9 +557,9 @@ async fn an_unknown_outcome_waits_for_a_person_and_not_delivered_gives_the_slots
     // A first resolve dies right after recording its decision: the slots are still taken, and
     // the next resolve gives them back.
     let batch = rig.store.batch(&c, 0).await.unwrap().unwrap();
-    assert!(rig.store.resolve_unknown(&c, &batch, false).await.unwrap());
+    assert!(rig.store.resolve_unknown(&c, &batch, false, rig.clock.now_ms()).await.unwrap());
     assert_eq!(rig.cap_set_at(&all[0], frozen_at).await.len(), 1);
-    let (batches, friends, after) = rig.oa.resolve("maybe", false).await.unwrap();
+    let (batches, friends, after) = rig.oa.resolve("maybe", false, rig.clock.now_ms()).await.unwrap();
     assert_eq!((batches, friends, after.state), (0, 0, State::Done));
     assert_eq!((after.counters.unknown, after.counters.failed), (0, 3));
     for u in &all {
@@ -567,7 +570,7 @@ async fn an_unknown_outcome_waits_for_a_person_and_not_delivered_gives_the_slots
 
 #[tokio::test]
 async fn friends_import_pages_lines_followers_resumes_where_it_stopped_and_keeps_what_events_recorded() {
-    use shared::adapters::dynamodb::DynamoFriends;
+    use shared::adapters::dynamodb::ingest::DynamoFriends;
     use shared::ports::{FriendChange, FriendStore};
     let rig = CampaignRig::new(ACCOUNT).await;
     let followers = users(2_300);

@@ -231,13 +231,13 @@ async fn a_new_rules_version_is_picked_up_by_the_next_batch() {
     let v2 = RULES.replace("Welcome, VIP!", "VIP, version two");
     assert!(matches!(
         p.rules.publish(&v2, Some(1), 0).await.unwrap(),
-        shared::rules::store::Publish::Published { version: 2 }
+        shared::adapters::dynamodb::rules::Publish::Published { version: 2 }
     ));
     p.send(vec![text_event(&u, "vip")]).await;
     let got = p.wait_for(&u, 2, SOON).await;
     assert_eq!(texts(&got[1]), ["VIP, version two"]);
     // A stale writer loses: nothing is written.
-    assert_eq!(p.rules.publish(RULES, Some(1), 0).await.unwrap(), shared::rules::store::Publish::Conflict);
+    assert_eq!(p.rules.publish(RULES, Some(1), 0).await.unwrap(), shared::adapters::dynamodb::rules::Publish::Conflict);
     assert_eq!(p.rules.current_version().await.unwrap(), Some(2));
 }
 

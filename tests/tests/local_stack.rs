@@ -52,7 +52,7 @@ async fn a_signed_webhook_to_the_running_function_is_recorded_and_tagged_once() 
     assert_eq!(forged.0, 401);
 
     // reply-queue and tag-queue are consumed by the poller: the follow is tagged, once.
-    let tags = shared::adapters::tags::DynamoTags::reader(
+    let tags = shared::adapters::dynamodb::tags::DynamoTags::reader(
         aws_sdk_dynamodb::Client::new(&local_sdk().await),
         setting("TAGS_TABLE"),
         setting("USERS_TABLE"),
@@ -311,7 +311,7 @@ async fn oa_aims_at_aws_unless_told_local_and_says_which_before_changing_anythin
             String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
         )
     };
-    let rules = shared::rules::store::RulesStore::new(stack.dynamodb.clone(), &table);
+    let rules = shared::adapters::dynamodb::rules::RulesStore::new(stack.dynamodb.clone(), &table);
 
     let (ok, out) = run(false);
     assert!(out.contains("target: AWS, region ap-northeast-1") && out.contains(&table), "{out}");

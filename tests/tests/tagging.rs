@@ -12,8 +12,8 @@ use futures::stream::{self, StreamExt};
 use integration_tests::pipeline::{user, Pipeline};
 use integration_tests::TestStack;
 use serde_json::{json, Value};
-use shared::adapters::dynamodb::DynamoFriends;
-use shared::adapters::tags::{Changed, DynamoTags};
+use shared::adapters::dynamodb::ingest::DynamoFriends;
+use shared::adapters::dynamodb::tags::{Changed, DynamoTags};
 use shared::ports::{Clock, FriendChange, FriendStore, SystemClock};
 use shared::rules::tags::{Change, TagOp};
 use shared::segment::resolve::Resolver;
@@ -405,7 +405,7 @@ async fn a_change_split_over_transactions_keeps_the_counters_right_when_a_later_
     // the second, a concurrent writer changes one of its items, every time it is tried.
     let client = stack.dynamodb.clone();
     let (user_id, failpoint_table) = (u.clone(), table.clone());
-    let failpoint: shared::adapters::tags::Failpoint = Arc::new(move |n, part| {
+    let failpoint: shared::adapters::dynamodb::tags::Failpoint = Arc::new(move |n, part| {
         let (client, user_id, table) = (client.clone(), user_id.clone(), failpoint_table.clone());
         Box::pin(async move {
             if n == 1 {
@@ -431,7 +431,7 @@ async fn a_change_split_over_transactions_keeps_the_counters_right_when_a_later_
     let writes = shared::tagging::plan(&current, friend.state, &[], t, t);
     assert_eq!(writes.len(), 150);
     let applied = interrupted.apply(&u, &writes, false, Some("tag:block"), t).await.unwrap();
-    assert_eq!(applied, shared::adapters::tags::Applied::Conflict);
+    assert_eq!(applied, shared::adapters::dynamodb::tags::Applied::Conflict);
     // Whatever part committed, the counters agree with the items in the index.
     let items = plain.tags_of(&u).await.unwrap();
     let in_index = items.iter().filter(|i| i.indexed).count() as i64;

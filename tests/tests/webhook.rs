@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use integration_tests::*;
 use serde_json::json;
-use shared::adapters::memory::SlowFriends;
+use shared::adapters::memory::ingest::SlowFriends;
 use shared::envelope::QueuedEvent;
 
 const BOT: &str = "Ubot00000000000000000000000000000";
@@ -284,7 +284,7 @@ async fn a_claim_left_by_a_crash_does_not_swallow_the_redelivery() {
     deps.ingestor.clock = clock.clone();
     let event_id = sample::event_id();
     // An invocation claimed the event and died before enqueueing it.
-    let crashed = shared::adapters::dynamodb::DynamoIdempotency::new(
+    let crashed = shared::adapters::dynamodb::ingest::DynamoIdempotency::new(
         stack.dynamodb.clone(),
         stack.table("EventsTable"),
         3600,

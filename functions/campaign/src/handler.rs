@@ -8,18 +8,18 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
+use shared::adapters::dynamodb::campaigns::DynamoCampaigns;
+use shared::adapters::dynamodb::tags::DynamoTags;
 use shared::adapters::sqs::SqsWorkQueue;
-use shared::adapters::tags::DynamoTags;
 use shared::campaign::model::PlanMessage;
 use shared::campaign::plan::{Planned, Planner};
-use shared::campaign::store::CampaignStore;
 use shared::ports::{Clock, SystemClock, WorkQueue};
 use tracing::{info, warn};
 
 use crate::config::Config;
 
 pub struct Deps {
-    pub store: CampaignStore,
+    pub store: DynamoCampaigns,
     pub index: DynamoTags,
     pub batches: Arc<dyn WorkQueue>,
     pub plans: Arc<dyn WorkQueue>,
@@ -31,7 +31,7 @@ impl Deps {
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         let sqs = aws_sdk_sqs::Client::new(sdk);
         Deps {
-            store: CampaignStore::new(dynamodb.clone(), &config.campaigns_table, &config.users_table),
+            store: DynamoCampaigns::new(dynamodb.clone(), &config.campaigns_table, &config.users_table),
             index: DynamoTags::reader(dynamodb, &config.tags_table, &config.users_table),
             batches: Arc::new(SqsWorkQueue::new(sqs.clone(), &config.multicast_queue_url)),
             plans: Arc::new(SqsWorkQueue::new(sqs, &config.campaign_queue_url)),

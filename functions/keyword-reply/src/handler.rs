@@ -16,14 +16,15 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
-use shared::adapters::dynamodb::{DynamoFriends, DynamoIdempotency};
+use shared::adapters::dynamodb::ingest::{DynamoFriends, DynamoIdempotency};
+use shared::adapters::dynamodb::rules::{RulesCache, RulesStore};
+use shared::adapters::line::LineClient;
 use shared::batch::{in_group_order, respond, retry_all, RecordOutcome};
 use shared::envelope::QueuedEvent;
-use shared::line::client::{LineClient, LineError};
+use shared::line::answer::LineError;
 use shared::line::webhook::{self, is_chat_id, Event, EventKind, MessageContent, Mode};
 use shared::ports::{Claim, Clock, IdempotencyStore, SystemClock};
 use shared::rules::file::SourceKind;
-use shared::rules::store::{RulesCache, RulesStore};
 use shared::rules::{Answer, RuleBook, Trigger};
 use shared::secrets::Secrets;
 use tracing::{info, warn};

@@ -11,12 +11,13 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::stream::{self, StreamExt};
 use lambda_runtime::{Error, LambdaEvent};
+use shared::adapters::dynamodb::campaigns::DynamoCampaigns;
+use shared::adapters::dynamodb::schedule::DynamoPacer;
+use shared::adapters::line::LineClient;
 use shared::adapters::sqs::SqsWorkQueue;
+use shared::campaign::model::uuid_simple;
 use shared::campaign::model::BatchMessage;
-use shared::campaign::pace::DynamoPacer;
 use shared::campaign::send::{Failpoint, Retry, Sender, Sent};
-use shared::campaign::store::{uuid_simple, CampaignStore};
-use shared::line::client::LineClient;
 use shared::ports::{Clock, SystemClock, WorkQueue};
 use shared::secrets::Secrets;
 use tracing::{info, warn};
@@ -24,7 +25,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 
 pub struct Deps {
-    pub store: CampaignStore,
+    pub store: DynamoCampaigns,
     /// The fleet's send schedule (one item in the campaigns table).
     pub pacer: DynamoPacer,
     /// campaign-queue.
@@ -51,7 +52,7 @@ impl Deps {
         sqs: aws_sdk_sqs::Client,
     ) -> Result<Self, Error> {
         Ok(Deps {
-            store: CampaignStore::new(dynamodb.clone(), &config.campaigns_table, &config.users_table),
+            store: DynamoCampaigns::new(dynamodb.clone(), &config.campaigns_table, &config.users_table),
             pacer: DynamoPacer::new(dynamodb, &config.campaigns_table),
             plans: Arc::new(SqsWorkQueue::new(sqs, &config.campaign_queue_url)),
             line: LineClient::new(&config.line_api_base, secrets, config.line_timeout)?,

@@ -13,14 +13,14 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
-use shared::adapters::dynamodb::DynamoFriends;
-use shared::adapters::tags::{Changed, DynamoTags};
+use shared::adapters::dynamodb::ingest::DynamoFriends;
+use shared::adapters::dynamodb::rules::{RulesCache, RulesStore};
+use shared::adapters::dynamodb::tags::{Changed, DynamoTags};
 use shared::batch::{in_group_order, respond, retry_all, RecordOutcome};
 use shared::envelope::QueuedEvent;
 use shared::ingest::friend_change;
 use shared::line::webhook::{is_user_id, EventKind, MessageContent, SourceKind};
 use shared::ports::{Clock, FriendChange, FriendStore, SystemClock};
-use shared::rules::store::{RulesCache, RulesStore};
 use shared::rules::tags::TagTrigger;
 use shared::rules::RuleBook;
 use tracing::{info, warn};

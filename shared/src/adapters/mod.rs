@@ -1,35 +1,10 @@
-//! Implementations of [`crate::ports`]: DynamoDB and SQS for real use, in-memory for unit tests.
+//! Implementations of the ports ([`crate::ports`], [`crate::campaign::ports`]), one folder a
+//! technology and one file for what each stores: [`dynamodb`], [`sqs`], [`line`] (LINE's
+//! Messaging API over HTTP) for real use; [`memory`], their in-memory twins, for the logic's tests
+//! (a contract suite runs the same tests against both). [`sdk`]: AWS SDK errors described.
 
-pub mod attr;
 pub mod dynamodb;
+pub mod line;
 pub mod memory;
+pub mod sdk;
 pub mod sqs;
-pub mod tags;
-
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-
-/// A one-line description of an AWS SDK error: the service's `code: message` when it answered,
-/// else the transport problem (timeout, connection refused, ...) with its causes.
-pub fn describe<E, R>(e: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match e {
-        SdkError::ServiceError(se) => {
-            let err = se.err();
-            format!("{}: {}", err.code().unwrap_or("error"), err.message().unwrap_or("(no message)"))
-        }
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            text
-        }
-    }
-}

@@ -113,7 +113,7 @@ impl MessageQueue for SqsQueue {
                     let request =
                         self.client.send_message_batch().queue_url(&self.url).set_entries(Some(entries)).send();
                     match tokio::time::timeout_at(deadline, request).await {
-                        Ok(result) => result.map_err(|e| super::describe(&e)),
+                        Ok(result) => result.map_err(|e| crate::adapters::sdk::describe(&e)),
                         Err(_) => {
                             outcome.deadline_passed = true;
                             Err("the request's deadline passed".to_string())
@@ -225,7 +225,7 @@ impl crate::ports::WorkQueue for SqsWorkQueue {
             .map(|_| ())
             .map_err(|e| crate::ports::BackendError::Queue {
                 operation: "SendMessage",
-                message: crate::adapters::describe(&e),
+                message: crate::adapters::sdk::describe(&e),
             })
     }
 }

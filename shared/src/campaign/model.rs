@@ -1,4 +1,5 @@
-//! The campaign's data model: states, counters, the holdout draw, cap periods, queue messages.
+//! The campaign's data model: the campaign as stored, its states and counters, the holdout draw,
+//! cap periods, the account policy it runs under, and the queue messages.
 
 use std::collections::BTreeMap;
 
@@ -6,8 +7,12 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use serde_json::Value;
+
 use super::file::{Cap, Period, BASIS};
+use crate::ports::BackendError;
 use crate::rules::window::Zone;
+use crate::segment::resolve::Cursor;
 
 /// Where a campaign is. `planning` and `sending` overlap: batches go out while planning goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,6 +286,108 @@ impl Policy {
             end = end.tomorrow().ok()?;
         }
         Some(end.timestamp().as_millisecond())
+    }
+}
+
+/// A campaign as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Campaign {
+    pub id: String,
+    pub run: String,
+    pub name: String,
+    pub segment: String,
+    pub messages: Vec<Value>,
+    pub holdout_bps: u32,
+    pub budget: Option<u64>,
+    pub transactional: bool,
+    pub not_before_ms: i64,
+    pub state: State,
+    pub reason: Option<String>,
+    pub source: String,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub first_sent_at_ms: Option<i64>,
+    pub last_sent_at_ms: Option<i64>,
+    /// The account's caps and time zone when the campaign started.
+    pub caps: Vec<Cap>,
+    pub timezone: String,
+    pub plan_page: u32,
+    pub cursor: Option<Cursor>,
+    pub plan_done: bool,
+    pub last_batch: Option<u32>,
+    pub counters: Counters,
+    /// The last preview's JSON, to compare with what was planned and sent.
+    pub preview: Option<Value>,
+    /// Recipients per multicast request (1-500).
+    pub batch_size: u32,
+    /// LINE's `customAggregationUnits` name, if any.
+    pub aggregation_unit: Option<String>,
+    /// The account's rate, quiet hours, gap and monthly budget when the campaign started.
+    pub policy: Policy,
+    /// A campaign paused for quiet hours resumes by itself at this time.
+    pub resume_at_ms: Option<i64>,
+}
+
+impl Campaign {
+    pub fn cap_member(&self) -> String {
+        cap_member(&self.id, &self.run)
+    }
+
+    /// What committing `page` of the plan (with the cursor `next` after it) changes: the same
+    /// for the stored campaign and for a planner's own copy.
+    pub fn commit(&mut self, page: &PlannedPage, next: Option<&Cursor>) {
+        let k = &mut self.counters;
+        k.segment += page.segment;
+        k.holdout += page.holdout.len() as u64;
+        for why in Skip::ALL {
+            k.plan_skipped.add(why, page.skipped.get(why));
+        }
+        k.planned += page.to.len() as u64;
+        if !page.to.is_empty() {
+            k.batches += 1;
+            self.last_batch = Some(self.plan_page);
+            self.state = State::Sending;
+        }
+        self.plan_page += 1;
+        self.cursor = next.cloned();
+        self.plan_done = next.is_none();
+    }
+}
+
+/// What a page of the plan adds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlannedPage {
+    pub segment: u64,
+    pub to: Vec<String>,
+    pub holdout: Vec<String>,
+    pub skipped: Skips,
+}
+
+/// A create refused because the id names a campaign that is not finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    Created { run: String },
+    InUse { state: State },
+}
+
+/// A random id: a run, a lease owner.
+pub fn uuid_simple() -> String {
+    uuid::Uuid::new_v4().simple().to_string().chars().take(12).collect()
+}
+
+impl PlanMessage {
+    /// The campaign-queue message that plans (or goes on planning) `c`'s run.
+    pub fn body(c: &Campaign) -> Result<String, BackendError> {
+        serde_json::to_string(&PlanMessage { campaign: c.id.clone(), run: c.run.clone() })
+            .map_err(|e| BackendError::Queue { operation: "SendMessage", message: e.to_string() })
+    }
+}
+
+impl BatchMessage {
+    /// The multicast-queue message that sends batch `batch` of `c`'s run.
+    pub fn body(c: &Campaign, batch: u32) -> Result<String, BackendError> {
+        serde_json::to_string(&BatchMessage { campaign: c.id.clone(), run: c.run.clone(), batch })
+            .map_err(|e| BackendError::Queue { operation: "SendMessage", message: e.to_string() })
     }
 }
 

@@ -6,69 +6,13 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::model::{in_holdout, BatchMessage, PlanMessage, Skip, Skips, State};
-use super::ports::{CampaignRepo, CapStore};
+use super::classify::Classifier;
+use super::model::{BatchMessage, Campaign, PlanMessage, Skip, Skips, State};
+use super::ports::{CampaignStore, CapStore};
 use super::resume::{requeue, resumes_to};
-use super::store::{Campaign, Demand, FriendCaps, PlannedPage};
 use crate::ports::{BackendError, Clock, WorkQueue};
-use crate::rules::window::Zone;
 use crate::segment::resolve::{Resolver, SegmentIndex};
 use crate::segment::Expr;
-
-/// How a campaign decides who of a page gets it.
-#[derive(Debug, Clone)]
-pub struct Classifier {
-    /// What the campaign asks of each friend's caps (its member, the slots, the gap).
-    pub demand: Demand,
-    /// Salt of the holdout draw: the campaign id, so a preview of the file draws as the plan will.
-    pub salt: String,
-    pub holdout_bps: u32,
-    pub budget: Option<u64>,
-    /// When the friends' caps are judged.
-    pub now_ms: i64,
-}
-
-impl Classifier {
-    pub fn new(campaign_id: &str, demand: Demand, holdout_bps: u32, budget: Option<u64>, now_ms: i64) -> Self {
-        Classifier { demand, salt: campaign_id.to_string(), holdout_bps, budget, now_ms }
-    }
-
-    /// The classifier of a stored campaign at `now_ms`.
-    pub fn of(c: &Campaign, now_ms: i64) -> Self {
-        let zone = Zone::parse(&c.timezone).unwrap_or_default();
-        let demand = Demand::new(c.cap_member(), &c.caps, &zone, c.transactional, c.policy.min_gap_ms, now_ms);
-        Classifier::new(&c.id, demand, c.holdout_bps, c.budget, now_ms)
-    }
-
-    pub fn cap_attributes(&self) -> Vec<String> {
-        self.demand.attributes()
-    }
-
-    /// Sorts one page of the segment, in order: opted out, blocked, at a cap, held out, past the
-    /// budget (`planned_before` recipients were planned before this page), planned.
-    pub fn classify(
-        &self,
-        users: &[String],
-        friends: &HashMap<String, FriendCaps>,
-        planned_before: u64,
-    ) -> PlannedPage {
-        let mut page = PlannedPage { segment: users.len() as u64, ..PlannedPage::default() };
-        let absent = FriendCaps::default();
-        for user in users {
-            let friend = friends.get(user).unwrap_or(&absent);
-            if let Some(why) = friend.refusal(&self.demand, self.now_ms) {
-                page.skipped.add(why, 1);
-            } else if in_holdout(&self.salt, user, self.holdout_bps) {
-                page.holdout.push(user.clone());
-            } else if self.budget.is_some_and(|b| planned_before + page.to.len() as u64 >= b) {
-                page.skipped.add(Skip::Budget, 1);
-            } else {
-                page.to.push(user.clone());
-            }
-        }
-        page
-    }
-}
 
 /// What a preview found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -127,7 +71,7 @@ pub enum Planned {
 }
 
 pub struct Planner<'a> {
-    pub store: &'a dyn CampaignRepo,
+    pub store: &'a dyn CampaignStore,
     pub caps: &'a dyn CapStore,
     pub index: &'a dyn SegmentIndex,
     /// multicast-queue.
@@ -151,7 +95,7 @@ impl Planner<'_> {
             // Paused for quiet hours: look again in at most 15 minutes, or resume now.
             if until > now {
                 let wait = ((until - now) / 1000 + 1).clamp(1, 900) as u32;
-                self.plans.send(&plan_body(&c)?, wait).await?;
+                self.plans.send(&PlanMessage::body(&c)?, wait).await?;
                 return Ok(Planned::Stopped(format!("quiet hours: looking again in {wait} s")));
             }
             self.store.resume_from_quiet(&c.id, &c.run, until, resumes_to(&c, now)).await?;
@@ -166,7 +110,7 @@ impl Planner<'_> {
             if c.not_before_ms > now {
                 // SQS delays are at most 15 minutes: come back then and look again.
                 let wait = ((c.not_before_ms - now) / 1000 + 1).clamp(1, 900) as u32;
-                self.plans.send(&plan_body(&c)?, wait).await?;
+                self.plans.send(&PlanMessage::body(&c)?, wait).await?;
                 return Ok(Planned::Stopped(format!("scheduled: looking again in {wait} s")));
             }
             self.store.transition(&c.id, &c.run, &[State::Scheduled], State::Planning, None).await?;
@@ -178,7 +122,7 @@ impl Planner<'_> {
         // The only batch that can be committed but not queued is the last one (a crash between
         // the two): queue it again; a duplicate is harmless.
         if let Some(last) = c.last_batch {
-            self.batches.send(&batch_body(&c, last)?, 0).await?;
+            self.batches.send(&BatchMessage::body(&c, last)?, 0).await?;
         }
         if c.plan_done {
             self.store.finish_if_done(&c).await?;
@@ -221,14 +165,14 @@ impl Planner<'_> {
             // pause or cancel since is seen by the next commit.
             c.commit(&planned, page.next.as_ref());
             if !planned.to.is_empty() {
-                self.batches.send(&batch_body(&c, number)?, 0).await?;
+                self.batches.send(&BatchMessage::body(&c, number)?, 0).await?;
             }
             if c.plan_done {
                 self.store.finish_if_done(&c).await?;
                 return Ok(Planned::Finished { batches: c.counters.batches });
             }
             if tokio::time::Instant::now() + std::time::Duration::from_secs(5) > deadline {
-                self.plans.send(&plan_body(&c)?, 0).await?;
+                self.plans.send(&PlanMessage::body(&c)?, 0).await?;
                 return Ok(Planned::Continued { pages });
             }
         }
@@ -242,74 +186,17 @@ impl Planner<'_> {
     }
 }
 
-pub fn plan_body(c: &Campaign) -> Result<String, BackendError> {
-    serde_json::to_string(&PlanMessage { campaign: c.id.clone(), run: c.run.clone() })
-        .map_err(|e| BackendError::Queue { operation: "SendMessage", message: e.to_string() })
-}
-
-pub fn batch_body(c: &Campaign, batch: u32) -> Result<String, BackendError> {
-    serde_json::to_string(&BatchMessage { campaign: c.id.clone(), run: c.run.clone(), batch })
-        .map_err(|e| BackendError::Queue { operation: "SendMessage", message: e.to_string() })
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use jiff::Timestamp;
-
-    use super::*;
-    use crate::campaign::file::{Cap, Period};
-
-    fn friend(following: bool, suppressed: bool, month: &[&str]) -> FriendCaps {
-        FriendCaps {
-            following,
-            suppressed,
-            sets: BTreeMap::from([("cap#m2026-11".to_string(), month.iter().map(|m| m.to_string()).collect())]),
-            last_push: None,
-        }
-    }
-
-    #[test]
-    fn a_page_is_sorted_by_reason_in_order() {
-        let zone = Zone::parse("UTC").unwrap();
-        let now = Timestamp::from_second(1_795_000_000).unwrap().as_millisecond(); // 2026-11
-        let caps = [Cap { per: Period::Month, max: 1 }];
-        let c = Classifier::new("c", Demand::new("c~r".into(), &caps, &zone, false, 0, now), 0, Some(2), now);
-        assert_eq!(c.cap_attributes(), vec!["cap#m2026-11".to_string()]);
-        let users: Vec<String> = ["a", "b", "c", "d", "e", "f", "g"].map(String::from).to_vec();
-        let friends = HashMap::from([
-            ("a".to_string(), friend(true, true, &[])),
-            ("b".to_string(), friend(false, false, &[])),
-            ("c".to_string(), friend(true, false, &["other~x"])),
-            ("d".to_string(), friend(true, false, &["c~r"])), // its own run: a retry passes
-            ("e".to_string(), friend(true, false, &[])),
-            ("f".to_string(), friend(true, false, &[])),
-        ]);
-        let page = c.classify(&users, &friends, 0);
-        assert_eq!(page.to, vec!["d".to_string(), "e".to_string()]);
-        assert_eq!(
-            (page.skipped.suppressed, page.skipped.blocked, page.skipped.cap, page.skipped.budget),
-            (1, 2, 1, 1),
-            "g is unknown to the users table: not a following friend"
-        );
-        // Transactional campaigns ignore caps, not opt-outs.
-        let t = Classifier::new("c", Demand::new("c~r".into(), &caps, &zone, true, 0, now), 0, None, now);
-        let page = t.classify(&users, &friends, 0);
-        assert_eq!(page.to.len(), 4);
-        assert_eq!(page.skipped.suppressed, 1);
-    }
-}
-
-#[cfg(test)]
-mod planner_tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use async_trait::async_trait;
 
     use super::*;
-    use crate::campaign::memory::{campaign, MemoryCampaigns, MemoryQueue};
-    use crate::campaign::store::Reservation;
+    use crate::adapters::memory::campaigns::{campaign, MemoryCampaigns};
+    use crate::adapters::memory::queue::MemoryWorkQueue as MemoryQueue;
+    use crate::campaign::caps::{Demand, FriendCaps, Reservation};
+    use crate::campaign::ports::CampaignRepo;
     use crate::ports::SystemClock;
     use crate::segment::resolve::MemoryIndex;
     use crate::segment::{FriendFacts, TagFacts};

@@ -3,10 +3,10 @@
 //! not settled is queued again with the plan message: duplicates are harmless (a batch is leased
 //! and settles once), and batches whose messages went to the dead-letter queue come back too.
 
-use super::model::State;
-use super::plan::{batch_body, plan_body, Classifier};
-use super::ports::{CampaignRepo, CapStore};
-use super::store::{BatchState, Campaign};
+use super::batch::BatchState;
+use super::classify::Classifier;
+use super::model::{BatchMessage, Campaign, PlanMessage, State};
+use super::ports::{CampaignStore, CapStore};
 use crate::ports::{BackendError, WorkQueue};
 
 /// Where a paused campaign goes back to: waiting for its schedule only if nothing was planned
@@ -24,7 +24,7 @@ pub fn resumes_to(c: &Campaign, now_ms: i64) -> State {
 /// Re-queues every open batch of a campaign that sends again (taking held ones back first) and,
 /// if `plan` is given, its plan message.
 pub async fn requeue(
-    store: &dyn CampaignRepo,
+    store: &dyn CampaignStore,
     caps: &dyn CapStore,
     batches: &dyn WorkQueue,
     plans: Option<&dyn WorkQueue>,
@@ -47,11 +47,11 @@ pub async fn requeue(
                 continue;
             }
         }
-        batches.send(&batch_body(c, number)?, 0).await?;
+        batches.send(&BatchMessage::body(c, number)?, 0).await?;
         queued += 1;
     }
     if let Some(plans) = plans {
-        plans.send(&plan_body(c)?, 0).await?;
+        plans.send(&PlanMessage::body(c)?, 0).await?;
     }
     Ok(queued)
 }

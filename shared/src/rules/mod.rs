@@ -1,6 +1,6 @@
 //! Reply rules: the file format ([`file`]), active windows ([`window`]), the compiled matcher
-//! ([`matcher`]), the versioned DynamoDB store ([`store`]) and, here, the decision a reply is
-//! made from.
+//! ([`matcher`]), and, here, the decision a reply is made from (the versioned DynamoDB store is
+//! [`crate::adapters::dynamodb::rules`]).
 //!
 //! Which rule answers: among the rules that match and are active for this chat and time, the
 //! highest `priority`; on a tie, the most specific match (exact, then prefix, then contains, then
@@ -8,7 +8,6 @@
 
 pub mod file;
 pub mod matcher;
-pub mod store;
 pub mod tags;
 pub mod window;
 

@@ -23,13 +23,14 @@ use integration_tests::campaigns::{arrivals_us, users, windows, CampaignRig, ACC
 use integration_tests::seed::{bulk_friends, user_id};
 use integration_tests::TestStack;
 use serde_json::json;
-use shared::adapters::tags::DynamoTags;
+use shared::adapters::dynamodb::campaigns::DynamoCampaigns;
+use shared::adapters::dynamodb::tags::DynamoTags;
+use shared::adapters::memory::queue::MemoryWorkQueue;
+use shared::campaign::caps::Demand;
 use shared::campaign::file::{AccountSettings, CampaignFile, Cap, Period};
-use shared::campaign::memory::MemoryQueue;
 use shared::campaign::model::{PlanMessage, State};
 use shared::campaign::plan::{Planned, Planner};
-use shared::campaign::ports::{CampaignRepo, CapStore};
-use shared::campaign::store::{CampaignStore, Demand};
+use shared::campaign::ports::{CampaignAdmin, CampaignRepo, CapStore};
 use shared::ports::{Clock, SystemClock};
 use shared::segment::resolve::{ReadStats, Resolver};
 use shared::segment::{Expr, FriendFacts, TagFacts};
@@ -51,13 +52,13 @@ async fn planning(friends: u64, invocation: Duration) {
     bulk_friends(&stack, (0..friends).map(|i| (user_id(i), facts.clone()))).await;
     eprintln!("seeded {friends} friends in {:.1} s", seeded.elapsed().as_secs_f64());
 
-    let store = CampaignStore::new(stack.dynamodb.clone(), stack.table("CampaignsTable"), stack.table("UsersTable"));
+    let store = DynamoCampaigns::new(stack.dynamodb.clone(), stack.table("CampaignsTable"), stack.table("UsersTable"));
     let settings = AccountSettings::parse(ACCOUNT).unwrap();
     let file = CampaignFile::parse("id: bench\nname: bench\nsegment: dessert\nmessages: [\"hi\"]\n").unwrap();
     store.create(&file, "", now).await.unwrap();
     let c = store.start("bench", &settings, State::Planning, now).await.unwrap().unwrap();
     let index = DynamoTags::reader(stack.dynamodb.clone(), stack.table("TagsTable"), stack.table("UsersTable"));
-    let (batches, plans) = (MemoryQueue::default(), MemoryQueue::default());
+    let (batches, plans) = (MemoryWorkQueue::default(), MemoryWorkQueue::default());
     let planner =
         Planner { store: &store, caps: &store, index: &index, batches: &batches, plans: &plans, clock: &SystemClock };
     let message = PlanMessage { campaign: "bench".into(), run: c.run.clone() };
@@ -181,7 +182,7 @@ async fn reservation_cost() {
     let now = SystemClock.now_ms();
     let facts = FriendFacts { blocked: false, followed_at_ms: Some(now - 86_400_000), tags: Default::default() };
     bulk_friends(&stack, (0..1_000).map(|i| (user_id(i), facts.clone()))).await;
-    let store = CampaignStore::new(stack.dynamodb.clone(), stack.table("CampaignsTable"), stack.table("UsersTable"));
+    let store = DynamoCampaigns::new(stack.dynamodb.clone(), stack.table("CampaignsTable"), stack.table("UsersTable"));
     let zone = shared::rules::window::Zone::parse("Asia/Taipei").unwrap();
     println!("\nThe cap reservation (one conditional UpdateItem a recipient), 1,000 recipients:\n");
     println!("| caps | write units | per recipient | friend item after |");

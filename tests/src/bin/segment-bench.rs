@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::seed::{bulk_friends, user_id};
 use integration_tests::TestStack;
-use shared::adapters::tags::DynamoTags;
+use shared::adapters::dynamodb::tags::DynamoTags;
 use shared::segment::resolve::{MemoryIndex, ReadStats, Resolver, SegmentIndex};
 use shared::segment::{Expr, FriendFacts, TagFacts};
 

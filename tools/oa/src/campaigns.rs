@@ -2,29 +2,28 @@
 //! campaigns from file to delivery (create, preview, start, status, pause, resume, cancel, test).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
-use shared::adapters::tags::DynamoTags;
+use shared::adapters::dynamodb::rules::{Publish, RulesStore};
+use shared::adapters::line::LineClient;
+use shared::campaign::admin::{plan_label, Admin, Previewed, Resolved};
 use shared::campaign::file::{AccountSettings, CampaignFile};
-use shared::campaign::model::{Counters, Skip, State};
-use shared::campaign::plan::{count, plan_body, Classifier};
-use shared::campaign::ports::{CampaignRepo, CapStore};
-use shared::campaign::price::Plan;
-use shared::campaign::resume::{requeue, resumes_to};
-use shared::campaign::store::{retry_key, BatchState, Campaign, CampaignStore, Created, Demand};
-use shared::line::client::LineClient;
+use shared::campaign::model::{Campaign, Counters, Skip};
+use shared::campaign::ports::CampaignAdmin;
 use shared::ports::WorkQueue;
-use shared::rules::store::{Publish, RulesStore};
+use shared::segment::resolve::SegmentIndex;
 
 use crate::rules::located;
 
 type Error = Box<dyn std::error::Error>;
 
-/// What the campaign commands talk to.
+/// What the campaign commands talk to: the admin port and the queues (the use cases are
+/// [`shared::campaign::admin`]), the settings, the segment index and LINE.
 pub struct Campaigns {
-    pub store: CampaignStore,
+    pub store: Arc<dyn CampaignAdmin>,
     pub settings: RulesStore,
-    pub index: DynamoTags,
+    pub index: Box<dyn SegmentIndex>,
     pub line: LineClient,
     /// campaign-queue and multicast-queue.
     pub plans: Box<dyn WorkQueue>,
@@ -53,6 +52,11 @@ pub async fn live_settings(store: &RulesStore) -> Result<Option<(u64, AccountSet
 }
 
 impl Campaigns {
+    /// The people's commands over this wiring.
+    pub fn admin(&self) -> Admin<'_> {
+        Admin { store: self.store.as_ref(), plans: self.plans.as_ref(), batches: self.batches.as_ref() }
+    }
+
     async fn settings_or_default(&self) -> Result<AccountSettings, Error> {
         Ok(live_settings(&self.settings).await?.map(|(_, s)| s).ok_or(
             "no account settings applied yet: oa settings apply examples/account.yaml (time zone, caps, plan)",
@@ -71,15 +75,8 @@ impl Campaigns {
             Publish::Conflict => return Err("someone applied settings at the same time: run it again".into()),
         };
         let before: Vec<String> = live.map(|(_, s)| s.suppress).unwrap_or_default();
-        for user in &settings.suppress {
-            if self.store.suppress(user, true, "settings", now_ms).await? {
-                out.push_str(&format!("  + suppress {user}\n"));
-            }
-        }
-        for user in before.iter().filter(|u| !settings.suppress.contains(u)) {
-            if self.store.suppress(user, false, "settings", now_ms).await? {
-                out.push_str(&format!("  - suppress {user}\n"));
-            }
+        for line in self.admin().sync_settings_opt_outs(&before, &settings.suppress, now_ms).await? {
+            out.push_str(&format!("  {line}\n"));
         }
         let plan = settings.plan.resolve()?;
         out.push_str(&format!(
@@ -104,183 +101,57 @@ impl Campaigns {
             .validate_multicast(&file.messages.0)
             .await
             .map_err(|e| format!("{}: LINE's validator refused the messages: {e}", path.display()))?;
-        match self.store.create(&file, &text, now_ms).await? {
-            Created::Created { .. } => {}
-            Created::InUse { state } => {
-                return Err(format!(
-                    "campaign {} exists and is {}: cancel it first, or use another id",
-                    file.id,
-                    state.name()
-                )
-                .into())
-            }
-        }
-        Ok(self.store.get(&file.id).await?.ok_or("the campaign vanished")?)
+        Ok(self.admin().create(&file, &text, now_ms).await?)
     }
 
     /// The preview of a file or a created campaign: who gets it, who not and why, and the price.
     pub async fn preview(&self, file_or_id: &str, now_ms: i64) -> Result<Value, Error> {
         let settings = self.settings_or_default().await?;
         let path = Path::new(file_or_id);
-        let (id, member, segment, transactional, holdout, budget, batch_size, stored) = if path.exists() {
-            let (_, f) = load_campaign(path)?;
-            let member = format!("{}~preview", f.id);
-            let budget = f.budget.map(|b| b.messages);
-            (f.id.clone(), member, f.segment.clone(), f.transactional, f.holdout, budget, f.batch_size, false)
+        let file;
+        let of = if path.exists() {
+            file = load_campaign(path)?.1;
+            Previewed::File(&file)
         } else {
-            let c = self
-                .store
-                .get(file_or_id)
-                .await?
-                .ok_or_else(|| format!("no campaign {file_or_id} (and no such file)"))?;
-            let member = c.cap_member();
-            (c.id.clone(), member, c.segment.clone(), c.transactional, c.holdout_bps, c.budget, c.batch_size, true)
+            if self.store.get(file_or_id).await?.is_none() {
+                return Err(format!("no campaign {file_or_id} (and no such file)").into());
+            }
+            Previewed::Stored(file_or_id)
         };
-        let expr = shared::segment::Expr::parse(&segment).map_err(|e| e.to_string())?;
-        let gap = settings.min_gap.map_or(0, |g| g.as_millis() as i64);
-        let demand = Demand::new(member, &settings.caps, &settings.timezone, transactional, gap, now_ms);
-        let classifier = Classifier::new(&id, demand, holdout, budget, now_ms);
-        let counted = count(&self.store, &self.index, &expr, &classifier, batch_size, now_ms).await?;
-        let month = self.line.month().await?;
-        let plan = settings.plan.resolve()?;
-        let quote = plan.quote(month, counted.recipients);
-        let preview = json!({
-            "campaign": id,
-            "segment": counted.segment,
-            "holdout": counted.holdout,
-            "skipped": {
-                "holdout": counted.holdout,
-                "cap": counted.skipped.cap,
-                "budget": counted.skipped.budget,
-                "suppressed": counted.skipped.suppressed,
-                "blocked": counted.skipped.blocked,
-            },
-            "recipients": counted.recipients,
-            "billable": counted.recipients,
-            "batches": counted.batches,
-            "month": month,
-            "plan": plan_label(&plan),
-            "planTerms": plan,
-            "price": quote,
-            "previewedAt": now_ms,
-        });
-        if stored {
-            self.store.save_preview(&id, &preview).await?;
-        }
-        Ok(preview)
+        Ok(self.admin().preview(of, &settings, self.index.as_ref(), &self.line, now_ms).await?)
     }
 
-    /// Starts a draft: takes the account's caps and time zone now, and queues its planning. A
-    /// campaign already started gets its plan message again (planning goes on from its
-    /// checkpoint, so a start whose message was lost can simply be repeated).
+    /// Starts a draft under the live settings and queues its planning (see
+    /// [`Admin::start`]).
     pub async fn start(&self, id: &str, now_ms: i64) -> Result<Campaign, Error> {
         let settings = self.settings_or_default().await?;
-        let c = self.store.get(id).await?.ok_or_else(|| format!("no campaign {id}"))?;
-        if matches!(c.state, State::Scheduled | State::Planning | State::Sending) {
-            self.plans.send(&plan_body(&c)?, 0).await?;
-            return Ok(c);
-        }
-        let to = if c.not_before_ms > now_ms { State::Scheduled } else { State::Planning };
-        let started = self
-            .store
-            .start(id, &settings, to, now_ms)
-            .await?
-            .ok_or_else(|| format!("campaign {id} is {}, not a draft", c.state.name()))?;
-        self.plans.send(&plan_body(&started)?, 0).await?;
-        Ok(started)
+        Ok(self.admin().start(id, &settings, now_ms).await?)
     }
 
     pub async fn pause(&self, id: &str) -> Result<Campaign, Error> {
-        // A campaign paused for its quiet hours can be paused for good: it then no longer resumes
-        // by itself.
-        let from = [State::Scheduled, State::Planning, State::Sending, State::Paused];
-        self.change(id, &from, State::Paused, Some("paused by a person")).await
+        Ok(self.admin().pause(id).await?)
     }
 
     pub async fn cancel(&self, id: &str) -> Result<Campaign, Error> {
-        self.change(
-            id,
-            &[State::Draft, State::Scheduled, State::Planning, State::Sending, State::Paused, State::NeedsAttention],
-            State::Cancelled,
-            Some("cancelled by a person"),
-        )
-        .await
+        Ok(self.admin().cancel(id).await?)
     }
 
-    /// Resumes a paused campaign (to its schedule, if that is still ahead): held batches are taken
-    /// back, and every batch not settled is queued again with the plan message (duplicates are
-    /// harmless: a batch is leased and settles once). On a campaign that is sending it does the
-    /// same, which brings back batches whose messages went to the dead-letter queue.
+    /// See [`Admin::resume`].
     pub async fn resume(&self, id: &str, now_ms: i64) -> Result<Campaign, Error> {
-        let c = self.store.get(id).await?.ok_or_else(|| format!("no campaign {id}"))?;
-        let c = match c.state {
-            State::Paused => self.change(id, &[State::Paused], resumes_to(&c, now_ms), None).await?,
-            State::Scheduled | State::Planning | State::Sending => c,
-            other => {
-                return Err(format!("campaign {id} is {}: only a paused or sending one resumes", other.name()).into())
-            }
-        };
-        requeue(&self.store, &self.store, self.batches.as_ref(), Some(self.plans.as_ref()), &c).await?;
-        Ok(c)
+        Ok(self.admin().resume(id, now_ms).await?)
     }
 
-    /// A person's decision on the batches whose outcome is unknown (LINE may or may not have
-    /// delivered them, and forgot their retry keys): `delivered` counts them sent; otherwise they
-    /// count failed and their friends' cap slots are given back. Returns how many batches and
-    /// recipients were resolved.
-    pub async fn resolve(&self, id: &str, delivered: bool) -> Result<(usize, u64, Campaign), Error> {
-        let c = self.store.get(id).await?.ok_or_else(|| format!("no campaign {id}"))?;
-        let mut recipients = 0;
-        let unknown = self.store.batches_in(&c, &[BatchState::Unknown]).await?;
-        for (number, _) in &unknown {
-            let Some(batch) = self.store.batch(&c, *number).await? else { continue };
-            if self.store.resolve_unknown(&c, &batch, delivered).await? {
-                recipients += batch.send_list().len() as u64;
-            }
-        }
-        // Failed batches whose slots and budget are still taken: the ones just resolved as not
-        // delivered, and any a resolve cut short left behind (nothing else comes back to them).
-        let demand = Classifier::of(&c, 0).demand;
-        for (number, _) in self.store.batches_in(&c, &[BatchState::Failed]).await? {
-            let Some(batch) = self.store.batch(&c, number).await? else { continue };
-            if !batch.slots_to_give_back() {
-                continue;
-            }
-            for user in batch.send_list() {
-                self.store.release(user, &demand, &batch.cap_attrs).await?;
-            }
-            self.store.return_budget(&c, &batch).await?;
-            self.store.clear_cap_attrs(&c, number).await?;
-        }
-        self.store.done_when_resolved(&c).await?;
-        Ok((unknown.len(), recipients, self.store.get(id).await?.ok_or("the campaign vanished")?))
-    }
-
-    async fn change(&self, id: &str, from: &[State], to: State, reason: Option<&str>) -> Result<Campaign, Error> {
-        let c = self.store.get(id).await?.ok_or_else(|| format!("no campaign {id}"))?;
-        if !self.store.transition(id, &c.run, from, to, reason).await? {
-            return Err(format!("campaign {id} is {}: cannot go to {}", c.state.name(), to.name()).into());
-        }
-        Ok(self.store.get(id).await?.ok_or("the campaign vanished")?)
+    /// See [`Admin::resolve`]: how many batches and recipients were resolved, and the campaign.
+    pub async fn resolve(&self, id: &str, delivered: bool, now_ms: i64) -> Result<(usize, u64, Campaign), Error> {
+        let Resolved { batches, recipients, campaign } = self.admin().resolve(id, delivered, now_ms).await?;
+        Ok((batches, recipients, campaign))
     }
 
     /// A test push of the campaign's messages to a few named friends: outside caps and counters.
     pub async fn test(&self, id: &str, to: &[String]) -> Result<String, Error> {
-        let c = self.store.get(id).await?.ok_or_else(|| format!("no campaign {id}"))?;
-        if let Some(bad) = to.iter().find(|u| !shared::shop::is_line_user_id(u)) {
-            return Err(format!("{bad:?} is not a LINE user ID").into());
-        }
-        if to.is_empty() || to.len() > 20 {
-            return Err("give 1-20 friends with --to".into());
-        }
-        let to: Vec<&str> = to.iter().map(String::as_str).collect();
-        let accepted = self.line.multicast(&to, &c.messages, &retry_key(), None).await?;
-        Ok(format!("test push of {id} to {} friends (request {})", to.len(), accepted.request_id.unwrap_or_default()))
+        let request = self.admin().test_push(&self.line, id, to).await?;
+        Ok(format!("test push of {id} to {} friends (request {request})", to.len()))
     }
-}
-
-pub fn plan_label(plan: &Plan) -> String {
-    plan.name.clone().unwrap_or_else(|| format!("{} {} a month, {} included", plan.currency, plan.fee, plan.included))
 }
 
 /// The preview as people read it.

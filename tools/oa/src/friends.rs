@@ -7,9 +7,10 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::stream::{self, StreamExt};
-use shared::adapters::attr::{int, s, text, uint};
-use shared::adapters::dynamodb::DynamoFriends;
-use shared::line::client::{LineClient, LineError};
+use shared::adapters::dynamodb::attr::{int, s, text, uint};
+use shared::adapters::dynamodb::ingest::DynamoFriends;
+use shared::adapters::line::LineClient;
+use shared::line::answer::LineError;
 use shared::ports::BackendError;
 
 type Error = Box<dyn std::error::Error>;
@@ -103,7 +104,7 @@ impl Import<'_> {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| store_err("GetItem", shared::adapters::describe(&e)))?;
+            .map_err(|e| store_err("GetItem", shared::adapters::sdk::describe(&e)))?;
         Ok(out.item.filter(|i| int(i, "pages").is_some()))
     }
 
@@ -120,7 +121,7 @@ impl Import<'_> {
             .set_item(Some(item))
             .send()
             .await
-            .map_err(|e| store_err("PutItem", shared::adapters::describe(&e)))?;
+            .map_err(|e| store_err("PutItem", shared::adapters::sdk::describe(&e)))?;
         Ok(())
     }
 
@@ -131,7 +132,7 @@ impl Import<'_> {
             .set_key(Some(key()))
             .send()
             .await
-            .map_err(|e| store_err("DeleteItem", shared::adapters::describe(&e)))?;
+            .map_err(|e| store_err("DeleteItem", shared::adapters::sdk::describe(&e)))?;
         Ok(())
     }
 }

@@ -598,7 +598,7 @@ async fn poll(template: &std::path::Path, name: &str, invoke_url: &str) -> Resul
 
 async fn rules(command: RulesCommand, local: bool) -> Result<(), AnyError> {
     use oa::rules;
-    use shared::rules::store::RulesStore;
+    use shared::adapters::dynamodb::rules::RulesStore;
     let store = |table: String, change: Option<&'static str>| async move {
         let sdk = aws_config().await;
         if let Some(what) = change {
@@ -714,9 +714,9 @@ async fn sim(command: SimCommand) -> Result<(), AnyError> {
     Ok(())
 }
 
-async fn tag_reader(tables: TagTables) -> shared::adapters::tags::DynamoTags {
+async fn tag_reader(tables: TagTables) -> shared::adapters::dynamodb::tags::DynamoTags {
     let sdk = aws_config().await;
-    shared::adapters::tags::DynamoTags::reader(
+    shared::adapters::dynamodb::tags::DynamoTags::reader(
         aws_sdk_dynamodb::Client::new(&sdk),
         tables.tags_table,
         tables.users_table,
@@ -774,15 +774,23 @@ async fn campaigns(env: &CampaignEnv, local: bool, change: Option<&str>) -> Resu
     const SECRETS: &[SecretName] = &[SecretName::ChannelAccessToken];
     let source = SecretSource::from_env(&shared::config::ProcessEnv, SECRETS)?;
     let secrets = Secrets::load(source.store(&sdk), SECRETS).await?;
-    let line = shared::line::client::LineClient::new(
+    let line = shared::adapters::line::LineClient::new(
         &env.line_api_base,
         std::sync::Arc::new(secrets),
         std::time::Duration::from_secs(10),
     )?;
     Ok(oa::campaigns::Campaigns {
-        store: shared::campaign::store::CampaignStore::new(dynamodb.clone(), &env.campaigns_table, &env.users_table),
-        settings: shared::rules::store::RulesStore::settings(dynamodb.clone(), &env.rules_table),
-        index: shared::adapters::tags::DynamoTags::reader(dynamodb, &env.tags_table, &env.users_table),
+        store: std::sync::Arc::new(shared::adapters::dynamodb::campaigns::DynamoCampaigns::new(
+            dynamodb.clone(),
+            &env.campaigns_table,
+            &env.users_table,
+        )),
+        settings: shared::adapters::dynamodb::rules::RulesStore::settings(dynamodb.clone(), &env.rules_table),
+        index: Box::new(shared::adapters::dynamodb::tags::DynamoTags::reader(
+            dynamodb,
+            &env.tags_table,
+            &env.users_table,
+        )),
         line,
         plans: Box::new(SqsWorkQueue::new(sqs.clone(), &env.campaign_queue_url)),
         batches: Box::new(SqsWorkQueue::new(sqs, &env.multicast_queue_url)),
@@ -792,8 +800,8 @@ async fn campaigns(env: &CampaignEnv, local: bool, change: Option<&str>) -> Resu
 async fn friends(command: FriendsCommand, local: bool) -> Result<(), AnyError> {
     let FriendsCommand::Import { restart, env } = command;
     let c = campaigns(&env, local, Some(&format!("import followers into table {}", env.users_table))).await?;
-    let dynamodb = c.store.client().clone();
-    let friends = shared::adapters::dynamodb::DynamoFriends::new(dynamodb.clone(), &env.users_table);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws_config().await);
+    let friends = shared::adapters::dynamodb::ingest::DynamoFriends::new(dynamodb.clone(), &env.users_table);
     let import = oa::friends::Import {
         line: &c.line,
         friends: &friends,
@@ -881,7 +889,6 @@ async fn suppress(command: SuppressCommand, local: bool) -> Result<(), AnyError>
 
 async fn campaign(command: CampaignCommand, local: bool) -> Result<(), AnyError> {
     use oa::campaigns::{format_preview, format_show, status_json, status_line};
-    use shared::campaign::ports::CampaignRepo;
     let now = sample::now_ms();
     match command {
         CampaignCommand::Validate { file } => {
@@ -919,7 +926,7 @@ async fn campaign(command: CampaignCommand, local: bool) -> Result<(), AnyError>
         }
         CampaignCommand::List { env } => {
             let c = campaigns(&env, local, None).await?;
-            for k in c.store.list().await? {
+            for k in c.admin().list().await? {
                 println!(
                     "{:<24} {:<14} {}/{} sent  {}",
                     k.id,
@@ -932,7 +939,7 @@ async fn campaign(command: CampaignCommand, local: bool) -> Result<(), AnyError>
         }
         CampaignCommand::Show { id, env } => {
             let c = campaigns(&env, local, None).await?;
-            let k = c.store.get(&id).await?.ok_or_else(|| format!("no campaign {id}"))?;
+            let k = c.admin().get(&id).await?;
             print!("{}", format_show(&k));
         }
         CampaignCommand::Status { id, json, wait, env } => {
@@ -940,7 +947,7 @@ async fn campaign(command: CampaignCommand, local: bool) -> Result<(), AnyError>
             let c = campaigns(&env, local, None).await?;
             let live = !json && std::io::stderr().is_terminal();
             loop {
-                let k = c.store.get(&id).await?.ok_or_else(|| format!("no campaign {id}"))?;
+                let k = c.admin().get(&id).await?;
                 let settled = k.state.is_settled() || k.state == shared::campaign::model::State::Draft;
                 if !json {
                     if live {
@@ -972,7 +979,7 @@ async fn campaign(command: CampaignCommand, local: bool) -> Result<(), AnyError>
         }
         CampaignCommand::Resolve { id, delivered, not_delivered: _, env } => {
             let c = campaigns(&env, local, Some(&format!("resolve unknown outcomes of campaign {id}"))).await?;
-            let (batches, recipients, after) = c.resolve(&id, delivered).await?;
+            let (batches, recipients, after) = c.resolve(&id, delivered, now).await?;
             let said = if delivered { "delivered" } else { "not delivered" };
             println!(
                 "{batches} batches ({recipients} friends) resolved as {said}; campaign {id} is {}",

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use serde_json::{json, Map, Value};
 use serde_yaml::Value as Yaml;
-use shared::adapters::describe;
+use shared::adapters::sdk::describe;
 
 use crate::stack::{StackError, Template};
 

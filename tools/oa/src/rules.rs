@@ -4,8 +4,8 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use shared::adapters::dynamodb::rules::{sha256_hex, Publish, RulesStore};
 use shared::rules::file::{RulesError, RulesFile, SourceKind};
-use shared::rules::store::{sha256_hex, Publish, RulesStore};
 use shared::rules::{Answer, Decision, RuleBook, Trigger, Verdict};
 
 /// Reads and validates a rules file; errors read `FILE:LINE:COLUMN: message`.

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml::Value;
-use shared::adapters::describe;
+use shared::adapters::sdk::describe;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {

@@ -15,10 +15,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use sha2::{Digest, Sha256};
 
-use super::RuleBook;
-use crate::adapters::attr::int;
-use crate::adapters::describe;
+use crate::adapters::dynamodb::attr::int;
+use crate::adapters::sdk::describe;
 use crate::ports::BackendError;
+use crate::rules::RuleBook;
 
 const CURRENT: &str = "current";
 

@@ -1,5 +1,5 @@
-//! In-memory adapters for unit tests and benchmarks of pure logic. Same semantics as the
-//! DynamoDB/SQS ones, minus the network.
+//! Ingestion's ports in memory (idempotency records, follow state, the FIFO queues): the same
+//! semantics as the DynamoDB and SQS adapters, minus the network.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::sqs::{is_valid_sqs_body, is_valid_sqs_id};
+use crate::adapters::sqs::{is_valid_sqs_body, is_valid_sqs_id};
 use crate::ports::{
     BackendError, BatchOutcome, Claim, FriendChange, FriendStore, FriendUpdate, IdempotencyStore, MessageQueue,
     OutgoingMessage, Queues,
@@ -130,7 +130,7 @@ pub struct StoredMessage {
 }
 
 /// A queue that keeps every message it is sent, in order. It refuses what SQS refuses (IDs and
-/// bodies outside SQS's rules), keeps per-group order like [`super::sqs::SqsQueue`], and can be
+/// bodies outside SQS's rules), keeps per-group order like [`crate::adapters::sqs::SqsQueue`], and can be
 /// switched off, made to refuse one group, or slowed down. It does not deduplicate: SQS only does
 /// for five minutes, and nothing here may rely on that.
 #[derive(Default)]

@@ -9,7 +9,7 @@
 //!   `{friends, ttl?}`, changed in the same transaction as the tags they count.
 //!
 //! Users table index `following` (`fshard`, `userId`): `fshard` is set only while the friend follows
-//! (see [`super::dynamodb::DynamoFriends`]), so it lists every following friend, by shard.
+//! (see [`super::ingest::DynamoFriends`]), so it lists every following friend, by shard.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,8 +23,8 @@ use aws_sdk_dynamodb::Client;
 use futures::future::BoxFuture;
 
 use super::attr::{int as num, n, s, text};
-use super::describe;
-use super::dynamodb::KnownFriend;
+use super::ingest::KnownFriend;
+use crate::adapters::sdk::describe;
 use crate::ports::BackendError;
 use crate::rules::tags::TagOp;
 use crate::segment::resolve::{Member, MemberPage, ReadStats, SegmentIndex, Source};

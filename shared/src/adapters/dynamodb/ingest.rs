@@ -24,7 +24,7 @@ where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    BackendError::Store { operation, message: super::describe(&e) }
+    BackendError::Store { operation, message: crate::adapters::sdk::describe(&e) }
 }
 
 /// Idempotency records in the events table: `{id, status, expiresAt (s, TTL), inProgressUntil (ms),

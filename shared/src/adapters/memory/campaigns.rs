@@ -1,31 +1,34 @@
-//! The campaign ports in memory, with the same conditions as the DynamoDB store, and a LINE that
-//! remembers retry keys and answers from a script: the planner's and the sender's logic and its
-//! faults, tested in milliseconds. The pipeline tests prove the real adapters.
+//! Campaigns, their batches and the account budget in memory, under the same conditions as the
+//! DynamoDB adapter ([`crate::adapters::dynamodb::campaigns`]); the friends' caps and opt-outs on
+//! the same store are in [`super::caps`].
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::model::{Counters, Skip, Skips, State};
-use super::ports::{CampaignRepo, CapStore, Multicaster};
-use super::store::{Batch, BatchState, Campaign, Demand, FriendCaps, PlannedPage, Reservation, Settlement};
-use crate::line::client::{Accepted, LineError};
+use crate::campaign::batch::{Batch, BatchState, Settlement};
+use crate::campaign::caps::FriendCaps;
+use crate::campaign::file::{AccountSettings, CampaignFile, Cap, MAX_BATCH};
+use crate::campaign::model::{uuid_simple, Campaign, Counters, Created, PlannedPage, Policy, Skip, Skips, State};
+use crate::campaign::ports::{BatchRepo, CampaignAdmin, CampaignRepo};
 use crate::ports::BackendError;
 use crate::segment::resolve::Cursor;
 
 type BatchKey = (String, String, u32);
 
 #[derive(Default)]
-struct Store {
-    campaigns: HashMap<String, Campaign>,
-    batches: HashMap<BatchKey, Batch>,
-    friends: HashMap<String, FriendCaps>,
+pub(super) struct Store {
+    pub(super) campaigns: HashMap<String, Campaign>,
+    pub(super) batches: HashMap<BatchKey, Batch>,
+    pub(super) friends: HashMap<String, FriendCaps>,
+    /// Who opted each opted-out friend out (`cli` or `settings`).
+    pub(super) opt_outs: BTreeMap<String, String>,
     /// The account budget's messages taken, by month.
-    budget_used: HashMap<String, u64>,
+    pub(super) budget_used: HashMap<String, u64>,
     /// A friend's last push before the one recorded (restored on release).
-    prev_push: HashMap<String, Option<(i64, String)>>,
+    pub(super) prev_push: HashMap<String, Option<(i64, String)>>,
 }
 
 /// Campaigns, batches and friends' caps in memory.
@@ -45,7 +48,7 @@ fn poisoned() -> BackendError {
 }
 
 /// A campaign that is planning, for tests.
-pub fn campaign(id: &str, caps: &[super::file::Cap], transactional: bool) -> Campaign {
+pub fn campaign(id: &str, caps: &[Cap], transactional: bool) -> Campaign {
     Campaign {
         id: id.into(),
         run: format!("{id}-run"),
@@ -71,15 +74,15 @@ pub fn campaign(id: &str, caps: &[super::file::Cap], transactional: bool) -> Cam
         last_batch: None,
         counters: Counters::default(),
         preview: None,
-        batch_size: super::file::MAX_BATCH,
+        batch_size: MAX_BATCH,
         aggregation_unit: None,
-        policy: super::model::Policy::default(),
+        policy: Policy::default(),
         resume_at_ms: None,
     }
 }
 
 impl MemoryCampaigns {
-    fn with<T>(&self, f: impl FnOnce(&mut Store) -> T) -> Result<T, BackendError> {
+    pub(super) fn with<T>(&self, f: impl FnOnce(&mut Store) -> T) -> Result<T, BackendError> {
         self.inner.lock().map(|mut s| f(&mut s)).map_err(|_| poisoned())
     }
 
@@ -87,11 +90,21 @@ impl MemoryCampaigns {
         let _ = self.with(|s| s.campaigns.insert(c.id.clone(), c));
     }
 
-    /// A following friend (or not), opted out (or not).
+    /// A following friend (or not), opted out with `oa suppress add` (or not).
     pub fn add_friend(&self, user: &str, following: bool, suppressed: bool) {
         let _ = self.with(|s| {
-            s.friends.insert(user.into(), FriendCaps { following, suppressed, sets: BTreeMap::new(), last_push: None })
+            s.friends.insert(user.into(), FriendCaps { following, suppressed, sets: BTreeMap::new(), last_push: None });
+            if suppressed {
+                s.opt_outs.insert(user.into(), "cli".into());
+            } else {
+                s.opt_outs.remove(user);
+            }
         });
+    }
+
+    /// The friend follows the account (again), or no longer does; caps and opt-out are kept.
+    pub fn set_following(&self, user: &str, following: bool) {
+        let _ = self.with(|s| s.friends.entry(user.into()).or_default().following = following);
     }
 
     /// The campaign runs in one of the friend's cap sets.
@@ -104,7 +117,8 @@ impl MemoryCampaigns {
         self.with(|s| s.campaigns.get(id).cloned()).ok().flatten()
     }
 
-    /// What `oa campaign resume` does to a held batch whose slots were given back.
+    /// What `oa campaign resume` does to a held batch whose slots were given back, and to its
+    /// campaign.
     pub fn unhold(&self, c: &Campaign, number: u32) -> bool {
         self.with(|s| {
             let Some(b) = s.batches.get_mut(&key(c, number)) else { return false };
@@ -167,37 +181,6 @@ impl CampaignRepo for MemoryCampaigns {
         })
     }
 
-    async fn open_batches(&self, c: &Campaign) -> Result<Vec<(u32, BatchState)>, BackendError> {
-        self.with(|s| {
-            let mut open: Vec<(u32, BatchState)> = s
-                .batches
-                .iter()
-                .filter(|((id, run, _), b)| {
-                    id == &c.id
-                        && run == &c.run
-                        && matches!(b.state, BatchState::Planned | BatchState::Frozen | BatchState::Held)
-                })
-                .map(|((_, _, n), b)| (*n, b.state))
-                .collect();
-            open.sort_by_key(|(n, _)| *n);
-            open
-        })
-    }
-
-    async fn unhold(&self, c: &Campaign, batch: &Batch) -> Result<bool, BackendError> {
-        self.with(|s| {
-            let Some(b) = s.batches.get_mut(&key(c, batch.number)) else { return false };
-            if b.state != BatchState::Held || (b.held_from == Some(BatchState::Planned) && !b.cap_attrs.is_empty()) {
-                return false;
-            }
-            b.state = b.held_from.take().unwrap_or(BatchState::Planned);
-            if let Some(stored) = s.campaigns.get_mut(&c.id) {
-                stored.counters.held -= b.to.len() as u64;
-            }
-            true
-        })
-    }
-
     async fn pause_until(&self, id: &str, run: &str, reason: &str, until_ms: i64) -> Result<bool, BackendError> {
         self.with(|s| match s.campaigns.get_mut(id) {
             Some(c) if c.run == run && (c.state.sends() || c.state == State::Scheduled) => {
@@ -228,7 +211,7 @@ impl CampaignRepo for MemoryCampaigns {
             }
             stored.commit(page, next);
             if !page.to.is_empty() {
-                s.batches.insert(batch_key, planned_batch(c.plan_page, page.to.clone()));
+                s.batches.insert(batch_key, Batch::planned(c.plan_page, page.to.clone()));
             }
             true
         })
@@ -248,9 +231,25 @@ impl CampaignRepo for MemoryCampaigns {
             _ => false,
         })
     }
+}
 
+#[async_trait]
+impl BatchRepo for MemoryCampaigns {
     async fn batch(&self, c: &Campaign, number: u32) -> Result<Option<Batch>, BackendError> {
         self.with(|s| s.batches.get(&key(c, number)).cloned())
+    }
+
+    async fn batches_in(&self, c: &Campaign, states: &[BatchState]) -> Result<Vec<(u32, BatchState)>, BackendError> {
+        self.with(|s| {
+            let mut found: Vec<(u32, BatchState)> = s
+                .batches
+                .iter()
+                .filter(|((id, run, _), b)| id == &c.id && run == &c.run && states.contains(&b.state))
+                .map(|((_, _, n), b)| (*n, b.state))
+                .collect();
+            found.sort_by_key(|(n, _)| *n);
+            found
+        })
     }
 
     async fn lease(
@@ -356,12 +355,18 @@ impl CampaignRepo for MemoryCampaigns {
     }
 
     async fn return_budget(&self, c: &Campaign, batch: &Batch) -> Result<(), BackendError> {
+        // What the stored batch took, whatever the caller's copy says.
         self.with(|s| {
             let Some(b) = s.batches.get_mut(&key(c, batch.number)) else { return };
             if let Some((month, n)) = b.budget.take() {
-                *s.budget_used.entry(month).or_default() -= n;
+                let used = s.budget_used.entry(month).or_default();
+                *used = used.saturating_sub(n);
             }
         })
+    }
+
+    async fn budget_used(&self, month: &str) -> Result<u64, BackendError> {
+        self.with(|s| s.budget_used.get(month).copied().unwrap_or(0))
     }
 
     async fn clear_cap_attrs(&self, c: &Campaign, number: u32) -> Result<(), BackendError> {
@@ -387,9 +392,13 @@ impl CampaignRepo for MemoryCampaigns {
             }
             let Some(stored) = s.campaigns.get_mut(&c.id).filter(|st| st.run == c.run) else { return false };
             b.state = outcome.state;
-            b.request_id = outcome.request_id.clone();
+            if outcome.request_id.is_some() {
+                b.request_id = outcome.request_id.clone();
+            }
             b.lease_owner = None;
-            if !outcome.release_slots {
+            b.lease_until_ms = 0;
+            // An unknown outcome keeps its cap attributes until a person resolves it.
+            if !outcome.release_slots && outcome.state != BatchState::Unknown {
                 b.cap_attrs.clear();
             }
             let k = &mut stored.counters;
@@ -420,6 +429,7 @@ impl CampaignRepo for MemoryCampaigns {
             b.state = BatchState::Held;
             b.held_from = Some(back);
             b.lease_owner = None;
+            b.lease_until_ms = 0;
             if unfreeze {
                 b.frozen = None;
                 b.retry_key = None;
@@ -432,203 +442,135 @@ impl CampaignRepo for MemoryCampaigns {
             true
         })
     }
-}
 
-fn planned_batch(number: u32, to: Vec<String>) -> Batch {
-    Batch {
-        number,
-        state: BatchState::Planned,
-        held_from: None,
-        to,
-        lease_until_ms: 0,
-        lease_owner: None,
-        frozen: None,
-        retry_key: None,
-        skips: Skips::default(),
-        cap_attrs: vec![],
-        first_called_at_ms: None,
-        call_open: false,
-        attempts: 0,
-        request_id: None,
-        budget: None,
+    async fn unhold(&self, c: &Campaign, batch: &Batch) -> Result<bool, BackendError> {
+        self.with(|s| {
+            let Some(b) = s.batches.get_mut(&key(c, batch.number)) else { return false };
+            if b.state != BatchState::Held || (b.held_from == Some(BatchState::Planned) && !b.cap_attrs.is_empty()) {
+                return false;
+            }
+            b.state = b.held_from.take().unwrap_or(BatchState::Planned);
+            if let Some(stored) = s.campaigns.get_mut(&c.id) {
+                stored.counters.held -= b.to.len() as u64;
+            }
+            true
+        })
     }
-}
 
-#[async_trait]
-impl CapStore for MemoryCampaigns {
-    async fn friend_caps(
+    async fn resolve_unknown(
         &self,
-        users: &[String],
-        attributes: &[String],
-    ) -> Result<HashMap<String, FriendCaps>, BackendError> {
+        c: &Campaign,
+        batch: &Batch,
+        delivered: bool,
+        _now_ms: i64,
+    ) -> Result<bool, BackendError> {
+        let n_to = batch.send_list().len() as u64;
         self.with(|s| {
-            users
-                .iter()
-                .filter_map(|u| {
-                    let f = s.friends.get(u)?;
-                    let sets =
-                        attributes.iter().map(|a| (a.clone(), f.sets.get(a).cloned().unwrap_or_default())).collect();
-                    let friend = FriendCaps { sets, ..f.clone() };
-                    Some((u.clone(), friend))
-                })
-                .collect()
+            let Some(b) = s.batches.get_mut(&key(c, batch.number)).filter(|b| b.state == BatchState::Unknown) else {
+                return false;
+            };
+            let Some(stored) = s.campaigns.get_mut(&c.id).filter(|st| st.run == c.run) else { return false };
+            b.state = if delivered { BatchState::Sent } else { BatchState::Failed };
+            if delivered {
+                b.cap_attrs.clear();
+            }
+            let k = &mut stored.counters;
+            k.unknown = k.unknown.saturating_sub(n_to);
+            if delivered {
+                k.sent += n_to;
+            } else {
+                k.failed += n_to;
+            }
+            true
         })
-    }
-
-    async fn reserve(&self, user: &str, demand: &Demand, now_ms: i64) -> Result<Reservation, BackendError> {
-        self.with(|s| {
-            let Some(f) = s.friends.get_mut(user) else { return Reservation::Refused(Skip::Blocked) };
-            if let Some(why) = f.refusal(demand, now_ms) {
-                return Reservation::Refused(why);
-            }
-            if demand.transactional {
-                return Reservation::Reserved;
-            }
-            for attr in demand.slots.keys() {
-                let set = f.sets.entry(attr.clone()).or_default();
-                if !set.iter().any(|m| m == &demand.member) {
-                    set.push(demand.member.clone());
-                }
-            }
-            if f.last_push.as_ref().is_some_and(|(_, by)| by == &demand.member) {
-                return Reservation::Reserved;
-            }
-            let before = f.last_push.replace((now_ms, demand.member.clone()));
-            s.prev_push.insert(user.to_string(), before);
-            Reservation::Reserved
-        })
-    }
-
-    async fn release(&self, user: &str, demand: &Demand, attributes: &[String]) -> Result<(), BackendError> {
-        let member = &demand.member;
-        use std::sync::atomic::Ordering;
-        if self.fail_releases.load(Ordering::SeqCst) > 0 {
-            self.fail_releases.fetch_sub(1, Ordering::SeqCst);
-            return Err(BackendError::Store { operation: "UpdateItem", message: "injected".into() });
-        }
-        if demand.transactional {
-            return Ok(());
-        }
-        self.with(|s| {
-            if let Some(f) = s.friends.get_mut(user) {
-                for a in attributes {
-                    if let Some(set) = f.sets.get_mut(a) {
-                        set.retain(|m| m != member);
-                    }
-                }
-                if f.last_push.as_ref().is_some_and(|(_, by)| by == member) {
-                    f.last_push = s.prev_push.remove(user).flatten();
-                }
-            }
-        })
-    }
-}
-
-/// What LINE does with the next request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// Refuse without doing anything (500, 429, 401, 400...).
-    Refuse(LineError),
-    /// Deliver, bill and remember the key, then never answer (the client times out).
-    DeliverThenTimeOut,
-}
-
-#[derive(Default)]
-struct Line {
-    keys: HashMap<String, String>,
-    script: VecDeque<Answer>,
-    received: HashMap<String, usize>,
-    /// Every request: (retry key, what happened).
-    calls: Vec<(String, String)>,
-    quota: Option<u64>,
-}
-
-/// LINE's multicast in memory: retry keys remembered (409 for a key it took), deliveries per
-/// friend, and a script of answers for the next requests.
-#[derive(Default)]
-pub struct MemoryLine {
-    inner: Mutex<Line>,
-}
-
-impl MemoryLine {
-    pub fn script(&self, answers: impl IntoIterator<Item = Answer>) {
-        if let Ok(mut l) = self.inner.lock() {
-            l.script.extend(answers);
-        }
-    }
-
-    /// The month's quota its quota endpoint reports (None: no limit).
-    pub fn set_quota(&self, quota: Option<u64>) {
-        if let Ok(mut l) = self.inner.lock() {
-            l.quota = quota;
-        }
-    }
-
-    /// How many multicasts a friend received.
-    pub fn received(&self, user: &str) -> usize {
-        self.inner.lock().map(|l| l.received.get(user).copied().unwrap_or(0)).unwrap_or(0)
-    }
-
-    pub fn calls(&self) -> Vec<(String, String)> {
-        self.inner.lock().map(|l| l.calls.clone()).unwrap_or_default()
     }
 }
 
 #[async_trait]
-impl Multicaster for MemoryLine {
-    async fn month(&self) -> Result<super::price::Month, LineError> {
-        let l = self.inner.lock().map_err(|_| LineError::Transport("memory line poisoned".into()))?;
-        Ok(super::price::Month { quota: l.quota, used: l.received.values().sum::<usize>() as u64 })
+impl CampaignAdmin for MemoryCampaigns {
+    async fn create(&self, file: &CampaignFile, source: &str, now_ms: i64) -> Result<Created, BackendError> {
+        self.with(|s| {
+            if let Some(c) = s.campaigns.get(&file.id) {
+                if !matches!(c.state, State::Draft | State::Cancelled | State::Done) {
+                    return Created::InUse { state: c.state };
+                }
+            }
+            let run = uuid_simple();
+            let c = Campaign {
+                id: file.id.clone(),
+                run: run.clone(),
+                name: file.name.clone(),
+                segment: file.segment.clone(),
+                messages: file.messages.0.clone(),
+                holdout_bps: file.holdout,
+                budget: file.budget.map(|b| b.messages),
+                transactional: file.transactional,
+                not_before_ms: file.schedule.not_before_ms(),
+                state: State::Draft,
+                source: source.to_string(),
+                created_at_ms: now_ms,
+                started_at_ms: None,
+                batch_size: file.batch_size,
+                aggregation_unit: file.aggregation_unit.clone(),
+                ..campaign(&file.id, &[], false)
+            };
+            s.campaigns.insert(file.id.clone(), c);
+            Created::Created { run }
+        })
     }
 
-    async fn multicast(
+    async fn start(
         &self,
-        to: &[&str],
-        _messages: &[Value],
-        retry_key: &str,
-        _unit: Option<&str>,
-    ) -> Result<Accepted, LineError> {
-        let mut l = self.inner.lock().map_err(|_| LineError::Transport("memory line poisoned".into()))?;
-        if let Some(accepted) = l.keys.get(retry_key).cloned() {
-            l.calls.push((retry_key.into(), "409".into()));
-            return Err(LineError::RetryKeyAccepted { accepted_request_id: Some(accepted) });
-        }
-        let request_id = format!("req-{}", l.calls.len());
-        match l.script.pop_front() {
-            Some(Answer::Refuse(e)) => {
-                l.calls.push((retry_key.into(), e.kind().into()));
-                Err(e)
+        id: &str,
+        settings: &AccountSettings,
+        to: State,
+        now_ms: i64,
+    ) -> Result<Option<Campaign>, BackendError> {
+        self.with(|s| match s.campaigns.get_mut(id) {
+            Some(c) if c.state == State::Draft => {
+                c.state = to;
+                c.started_at_ms = Some(now_ms);
+                c.caps = settings.caps.clone();
+                c.timezone = settings.timezone.name().to_string();
+                c.policy = Policy::of(settings);
+                c.reason = None;
+                Some(c.clone())
             }
-            answer => {
-                for u in to {
-                    *l.received.entry(u.to_string()).or_default() += 1;
-                }
-                l.keys.insert(retry_key.into(), request_id.clone());
-                if answer == Some(Answer::DeliverThenTimeOut) {
-                    l.calls.push((retry_key.into(), "deliveredThenTimedOut".into()));
-                    return Err(LineError::Timeout(std::time::Duration::from_secs(10)));
-                }
-                l.calls.push((retry_key.into(), "200".into()));
-                Ok(Accepted { request_id: Some(request_id) })
+            _ => None,
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<Campaign>, BackendError> {
+        self.with(|s| {
+            let mut all: Vec<Campaign> = s.campaigns.values().cloned().collect();
+            all.sort_by_key(|c| std::cmp::Reverse(c.created_at_ms));
+            all
+        })
+    }
+
+    async fn save_preview(&self, id: &str, preview: &Value) -> Result<(), BackendError> {
+        self.with(|s| match s.campaigns.get_mut(id) {
+            Some(c) => {
+                c.preview = Some(preview.clone());
+                Ok(())
             }
-        }
+            None => Err(BackendError::Store {
+                operation: "UpdateItem",
+                message: "ConditionalCheckFailedException: no such campaign".into(),
+            }),
+        })?
     }
-}
 
-/// A queue in memory: what was sent, with its delay.
-#[derive(Default)]
-pub struct MemoryQueue(Mutex<Vec<(String, u32)>>);
-
-impl MemoryQueue {
-    pub fn sent(&self) -> Vec<(String, u32)> {
-        self.0.lock().map(|q| q.clone()).unwrap_or_default()
-    }
-}
-
-#[async_trait]
-impl crate::ports::WorkQueue for MemoryQueue {
-    async fn send(&self, body: &str, delay_secs: u32) -> Result<(), BackendError> {
-        self.0.lock().map_err(|_| poisoned())?.push((body.to_string(), delay_secs));
-        Ok(())
+    async fn done_when_resolved(&self, c: &Campaign) -> Result<bool, BackendError> {
+        self.with(|s| match s.campaigns.get_mut(&c.id) {
+            Some(stored)
+                if stored.run == c.run && stored.state == State::NeedsAttention && stored.counters.unknown == 0 =>
+            {
+                stored.state = State::Done;
+                stored.reason = None;
+                true
+            }
+            _ => false,
+        })
     }
 }

@@ -1,0 +1,583 @@
+//! A campaign run's batches in the campaigns table, and the account's monthly budget they take
+//! from (see [`super::campaigns`] for the items):
+//! - `c#<id>` / `r#<run>#<n>`: batch n's recipients, written once by the planner.
+//! - `c#<id>` / `b#<run>#<n>`: batch n's state, its lease, the frozen send list (a bitmap over the
+//!   recipients), the retry key, the call record and the budget it took.
+//! - `budget#account` / `m2026-11`: the messages the account's campaigns took that month.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+
+use super::attr::{flag, int, n, s, string_set, text, uint};
+use super::call::{conditional, err};
+use super::campaigns::{adds, batch_key, budget_key, meta_key, recipients_key, skip_deltas, DynamoCampaigns};
+use crate::adapters::sdk::describe;
+use crate::campaign::batch::{Batch, BatchState, Settlement};
+use crate::campaign::model::{Campaign, Skips, State};
+use crate::campaign::ports::BatchRepo;
+use crate::ports::BackendError;
+
+fn mask_to_hex(mask: &[bool]) -> String {
+    mask.chunks(4)
+        .map(|c| format!("{:x}", c.iter().enumerate().fold(0u8, |a, (i, b)| a | (u8::from(*b) << i))))
+        .collect()
+}
+
+fn mask_from_hex(hex: &str, len: usize) -> Vec<bool> {
+    let mut out: Vec<bool> = hex
+        .chars()
+        .flat_map(|c| {
+            let v = c.to_digit(16).unwrap_or(0);
+            (0..4).map(move |i| v & (1 << i) != 0)
+        })
+        .collect();
+    out.resize(len, false);
+    out
+}
+
+impl DynamoCampaigns {
+    /// The budget month and messages the stored batch record shows taken.
+    async fn stored_budget(&self, c: &Campaign, number: u32) -> Result<Option<(String, u64)>, BackendError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, number)))
+            .projection_expression("budgetMonth, budgetTaken")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| err("GetItem", describe(&e)))?
+            .item;
+        Ok(item.and_then(|i| text(&i, "budgetMonth").map(|m| (m.to_string(), uint(&i, "budgetTaken")))))
+    }
+}
+
+#[async_trait]
+impl BatchRepo for DynamoCampaigns {
+    /// Batch `number` of the campaign's run, recipients included.
+    async fn batch(&self, c: &Campaign, number: u32) -> Result<Option<Batch>, BackendError> {
+        let get =
+            |key| self.client.get_item().table_name(&self.campaigns).set_key(Some(key)).consistent_read(true).send();
+        let (state, recipients) =
+            futures::try_join!(get(batch_key(&c.id, &c.run, number)), get(recipients_key(&c.id, &c.run, number)))
+                .map_err(|e| err("GetItem", describe(&e)))?;
+        let (Some(item), Some(recipients)) = (state.item, recipients.item) else { return Ok(None) };
+        let to: Vec<String> = text(&recipients, "to")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect();
+        let frozen = text(&item, "mask").map(|m| mask_from_hex(m, to.len()));
+        Ok(Some(Batch {
+            number,
+            state: text(&item, "state").and_then(BatchState::parse).unwrap_or(BatchState::Planned),
+            held_from: text(&item, "heldFrom").and_then(BatchState::parse),
+            lease_until_ms: int(&item, "leaseUntil").unwrap_or(0),
+            lease_owner: text(&item, "leaseOwner").map(str::to_string),
+            frozen,
+            retry_key: text(&item, "retryKey").map(str::to_string),
+            skips: Skips {
+                cap: uint(&item, "skipCap"),
+                budget: uint(&item, "skipBudget"),
+                suppressed: uint(&item, "skipSuppressed"),
+                blocked: uint(&item, "skipBlocked"),
+            },
+            cap_attrs: string_set(&item, "capAttrs"),
+            first_called_at_ms: int(&item, "firstCalledAt"),
+            call_open: flag(&item, "callOpen"),
+            attempts: uint(&item, "attempts"),
+            request_id: text(&item, "requestId").map(str::to_string),
+            budget: text(&item, "budgetMonth").map(|m| (m.to_string(), uint(&item, "budgetTaken"))),
+            to,
+        }))
+    }
+
+    /// The run's batches in one of `states`, by number, with their state.
+    async fn batches_in(&self, c: &Campaign, states: &[BatchState]) -> Result<Vec<(u32, BatchState)>, BackendError> {
+        let mut values: HashMap<String, AttributeValue> =
+            states.iter().enumerate().map(|(i, st)| (format!(":s{i}"), s(st.name()))).collect();
+        values.insert(":pk".into(), s(&format!("c#{}", c.id)));
+        values.insert(":prefix".into(), s(&format!("b#{}#", c.run)));
+        let list: Vec<String> = (0..states.len()).map(|i| format!(":s{i}")).collect();
+        let mut out = vec![];
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.campaigns)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .filter_expression(format!("#state IN ({})", list.join(", ")))
+                .expression_attribute_names("#state", "state")
+                .set_expression_attribute_values(Some(values.clone()))
+                .projection_expression("sk, #state")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| err("Query", describe(&e)))?;
+            for item in page.items() {
+                let number = text(item, "sk").and_then(|k| k.rsplit('#').next()).and_then(|n| n.parse().ok());
+                let state = text(item, "state").and_then(BatchState::parse);
+                if let (Some(n), Some(st)) = (number, state) {
+                    out.push((n, st));
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        out.sort_unstable_by_key(|(n, _)| *n);
+        Ok(out)
+    }
+
+    /// Takes the batch's lease for `owner` until `until_ms`, unless another owner holds an
+    /// unexpired one or the batch is settled or held.
+    async fn lease(
+        &self,
+        c: &Campaign,
+        number: u32,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, number)))
+            .update_expression("SET leaseUntil = :until, leaseOwner = :owner")
+            .condition_expression(
+                "#state IN (:planned, :frozen) AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now OR leaseOwner = :owner)",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":planned", s(BatchState::Planned.name()))
+            .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    /// Lets go of the lease (the batch goes back to the queue for a retry).
+    async fn release_lease(&self, c: &Campaign, number: u32, owner: &str) -> Result<(), BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, number)))
+            .update_expression("REMOVE leaseUntil, leaseOwner")
+            .condition_expression("leaseOwner = :owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem").map(|_| ())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// Freezes the send list (`mask` over the recipients), the skips and the retry key, before
+    /// the first call to LINE. False: the lease was lost or the batch is frozen already.
+    async fn freeze(
+        &self,
+        c: &Campaign,
+        number: u32,
+        owner: &str,
+        mask: &[bool],
+        skips: &Skips,
+        cap_attrs: &[String],
+        retry_key: &str,
+        now_ms: i64,
+    ) -> Result<bool, BackendError> {
+        let mut request = self.client.update_item();
+        let mut set = "SET #state = :frozen, mask = :mask, retryKey = :key, frozenAt = :now, skipCap = :cap, \
+                       skipSuppressed = :sup, skipBlocked = :blk, skipBudget = :bud"
+            .to_string();
+        if !cap_attrs.is_empty() {
+            set.push_str(", capAttrs = :attrs");
+            request = request.expression_attribute_values(":attrs", AttributeValue::Ss(cap_attrs.to_vec()));
+        }
+        let result = request
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, number)))
+            .update_expression(set)
+            .condition_expression("#state = :planned AND leaseOwner = :owner")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
+            .expression_attribute_values(":planned", s(BatchState::Planned.name()))
+            .expression_attribute_values(":mask", s(&mask_to_hex(mask)))
+            .expression_attribute_values(":key", s(retry_key))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":cap", n(skips.cap))
+            .expression_attribute_values(":sup", n(skips.suppressed))
+            .expression_attribute_values(":blk", n(skips.blocked))
+            .expression_attribute_values(":bud", n(skips.budget))
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    /// Records that a call to LINE is about to start (the first such time is kept): written before
+    /// the call, so a sender that dies during it leaves the trace. False: the lease was lost.
+    async fn mark_called(&self, c: &Campaign, number: u32, owner: &str, now_ms: i64) -> Result<bool, BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, number)))
+            .update_expression(
+                "SET firstCalledAt = if_not_exists(firstCalledAt, :now), callOpen = :t ADD attempts :one",
+            )
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .condition_expression("#state = :frozen AND leaseOwner = :owner")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    /// After a clear refusal of a call made while no earlier call was open: LINE surely has not
+    /// taken the batch, so it is no longer "maybe taken" (nor subject to the 23-hour limit).
+    async fn close_call(&self, c: &Campaign, number: u32, owner: &str) -> Result<bool, BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, number)))
+            .update_expression("REMOVE callOpen, firstCalledAt")
+            .condition_expression("leaseOwner = :owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    /// Takes the batch's messages from the month's budget once: a batch whose stored record shows
+    /// a take already (a retry whose copy was read before it) has taken them.
+    async fn take_budget(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        month: &str,
+        count: u64,
+        limit: u64,
+    ) -> Result<bool, BackendError> {
+        if batch.budget.is_some() {
+            return Ok(true);
+        }
+        let batch_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+            .update_expression("SET budgetMonth = :m, budgetTaken = :n")
+            .condition_expression("attribute_not_exists(budgetMonth)")
+            .expression_attribute_values(":m", s(month))
+            .expression_attribute_values(":n", n(count))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let budget_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(budget_key(month)))
+            .update_expression("ADD used :n")
+            .condition_expression("attribute_not_exists(used) OR used <= :room")
+            .expression_attribute_values(":n", n(count))
+            .expression_attribute_values(":room", n(limit as i64 - count as i64))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        if count > limit {
+            return Ok(false);
+        }
+        if self
+            .transact(vec![
+                TransactWriteItem::builder().update(batch_update).build(),
+                TransactWriteItem::builder().update(budget_update).build(),
+            ])
+            .await?
+        {
+            return Ok(true);
+        }
+        Ok(self.stored_budget(c, batch.number).await?.is_some())
+    }
+
+    /// Gives back what the stored record says the batch took (the caller's copy may be older),
+    /// once: the record read is the transaction's condition.
+    async fn return_budget(&self, c: &Campaign, batch: &Batch) -> Result<(), BackendError> {
+        for _ in 0..4 {
+            let Some((month, count)) = self.stored_budget(c, batch.number).await? else { return Ok(()) };
+            let batch_update = Update::builder()
+                .table_name(&self.campaigns)
+                .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+                .update_expression("REMOVE budgetMonth, budgetTaken")
+                .condition_expression("budgetMonth = :m AND budgetTaken = :n")
+                .expression_attribute_values(":m", s(&month))
+                .expression_attribute_values(":n", n(count))
+                .build()
+                .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+            let budget_update = Update::builder()
+                .table_name(&self.campaigns)
+                .set_key(Some(budget_key(&month)))
+                .update_expression("ADD used :minus")
+                .expression_attribute_values(":minus", n(-(count as i64)))
+                .build()
+                .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+            if self
+                .transact(vec![
+                    TransactWriteItem::builder().update(batch_update).build(),
+                    TransactWriteItem::builder().update(budget_update).build(),
+                ])
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(err("TransactWriteItems", format!("batch {}'s budget record kept changing", batch.number)))
+    }
+
+    async fn budget_used(&self, month: &str) -> Result<u64, BackendError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(budget_key(month)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| err("GetItem", describe(&e)))?;
+        Ok(out.item.as_ref().map_or(0, |i| uint(i, "used")))
+    }
+
+    async fn clear_cap_attrs(&self, c: &Campaign, number: u32) -> Result<(), BackendError> {
+        self.client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, number)))
+            .update_expression("REMOVE capAttrs")
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| match &e {
+                SdkError::ServiceError(se) if se.err().is_conditional_check_failed_exception() => Ok(()),
+                _ => Err(err("UpdateItem", describe(&e))),
+            })
+    }
+
+    /// Settles a frozen batch (or a planned one whose recipients were all skipped) and adds its
+    /// counts to the campaign's in the same transaction. False: it was settled already, or the
+    /// lease was lost.
+    async fn settle(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        owner: &str,
+        outcome: &Settlement,
+        now_ms: i64,
+    ) -> Result<bool, BackendError> {
+        let mut batch_values = HashMap::from([
+            (":to".to_string(), s(outcome.state.name())),
+            (":owner".to_string(), s(owner)),
+            (":now".to_string(), n(now_ms)),
+            (":from".to_string(), s(batch.state.name())),
+        ]);
+        let mut set = vec!["#state = :to", "settledAt = :now"];
+        if let Some(r) = &outcome.request_id {
+            batch_values.insert(":rid".into(), s(r));
+            set.push("requestId = :rid");
+        }
+        if let Some(e) = &outcome.error {
+            batch_values.insert(":err".into(), s(e));
+            set.push("lastError = :err");
+        }
+        let batch_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+            .update_expression(format!(
+                "SET {} REMOVE leaseUntil, leaseOwner{}",
+                set.join(", "),
+                // An unknown outcome keeps its cap attributes until a person resolves it.
+                if outcome.release_slots || outcome.state == BatchState::Unknown { "" } else { ", capAttrs" }
+            ))
+            .condition_expression("#state = :from AND leaseOwner = :owner")
+            .expression_attribute_names("#state", "state")
+            .set_expression_attribute_values(Some(batch_values))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let mut values = HashMap::from([(":run".to_string(), s(&c.run)), (":now".to_string(), n(now_ms))]);
+        let mut deltas = vec![
+            ("sent", outcome.sent as i64),
+            ("failed", outcome.failed as i64),
+            ("unknown", outcome.unknown as i64),
+            ("settled", 1),
+        ];
+        deltas.extend(skip_deltas("send", &batch.skips));
+        let mut names = HashMap::from([("#run".to_string(), "run".to_string())]);
+        let adds = adds(&deltas, &mut names, &mut values);
+        let mut update = "SET lastSentAt = :now, firstSentAt = if_not_exists(firstSentAt, :now)".to_string();
+        update.push_str(&format!(" ADD {}", adds.join(", ")));
+        let meta_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(&c.id)))
+            .update_expression(update)
+            .condition_expression("#run = :run")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        self.transact(vec![
+            TransactWriteItem::builder().update(batch_update).build(),
+            TransactWriteItem::builder().update(meta_update).build(),
+        ])
+        .await
+    }
+
+    /// Holds a batch while its campaign is paused or cancelled: its recipients count as held.
+    /// `unfreeze`: LINE surely did not take it, so it goes back to `planned` (its slots are to be
+    /// given back) and gets a new retry key when it goes out; else it keeps its frozen list and key.
+    /// False: the batch moved on, or the campaign is sending again (a resume since it was read:
+    /// holding now would leave the batch held for good).
+    async fn hold(&self, c: &Campaign, batch: &Batch, owner: &str, unfreeze: bool) -> Result<bool, BackendError> {
+        let back_to =
+            if unfreeze || batch.state == BatchState::Planned { BatchState::Planned } else { BatchState::Frozen };
+        let mut values = HashMap::from([
+            (":held".to_string(), s(BatchState::Held.name())),
+            (":from".to_string(), s(batch.state.name())),
+            (":back".to_string(), s(back_to.name())),
+        ]);
+        values.insert(":owner".into(), s(owner));
+        let condition = "#state = :from AND leaseOwner = :owner";
+        let mut update = "SET #state = :held, heldFrom = :back REMOVE leaseUntil, leaseOwner".to_string();
+        if unfreeze {
+            // The cap attributes stay until the slots are given back (clear_cap_attrs).
+            update.push_str(
+                ", mask, retryKey, skipCap, skipSuppressed, skipBlocked, skipBudget, firstCalledAt, callOpen, attempts",
+            );
+        }
+        let batch_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .expression_attribute_names("#state", "state")
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let meta_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(&c.id)))
+            .update_expression("ADD held :n")
+            .condition_expression("#run = :run AND NOT (#state IN (:planning, :sending))")
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":planning", s(State::Planning.name()))
+            .expression_attribute_values(":sending", s(State::Sending.name()))
+            .expression_attribute_values(":n", n(batch.to.len()))
+            .expression_attribute_values(":run", s(&c.run))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        self.transact(vec![
+            TransactWriteItem::builder().update(batch_update).build(),
+            TransactWriteItem::builder().update(meta_update).build(),
+        ])
+        .await
+    }
+
+    /// Takes a held batch back to where it was held from; its recipients stop counting as held.
+    async fn unhold(&self, c: &Campaign, batch: &Batch) -> Result<bool, BackendError> {
+        let back = batch.held_from.unwrap_or(BatchState::Planned);
+        let batch_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+            .update_expression("SET #state = :back REMOVE heldFrom")
+            .condition_expression("#state = :held AND (heldFrom = :frozen OR attribute_not_exists(capAttrs))")
+            .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":back", s(back.name()))
+            .expression_attribute_values(":held", s(BatchState::Held.name()))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let meta_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(&c.id)))
+            .update_expression("ADD held :n")
+            .condition_expression("#run = :run")
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_values(":n", n(-(batch.to.len() as i64)))
+            .expression_attribute_values(":run", s(&c.run))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        self.transact(vec![
+            TransactWriteItem::builder().update(batch_update).build(),
+            TransactWriteItem::builder().update(meta_update).build(),
+        ])
+        .await
+    }
+
+    /// A person's decision on a batch whose outcome is unknown: `delivered` (LINE's statistics
+    /// show it went out) counts its recipients sent; otherwise they count failed and the batch's
+    /// slots are to be given back.
+    async fn resolve_unknown(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        delivered: bool,
+        now_ms: i64,
+    ) -> Result<bool, BackendError> {
+        let n_to = batch.send_list().len() as i64;
+        let to = if delivered { BatchState::Sent } else { BatchState::Failed };
+        let mut update = "SET #state = :to, resolvedAt = :now".to_string();
+        if delivered {
+            update.push_str(" REMOVE capAttrs");
+        }
+        let batch_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+            .update_expression(update)
+            .condition_expression("#state = :unknown")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":to", s(to.name()))
+            .expression_attribute_values(":unknown", s(BatchState::Unknown.name()))
+            .expression_attribute_values(":now", n(now_ms))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let meta_update = Update::builder()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(&c.id)))
+            .update_expression(format!("ADD #unknown :minus, {} :n", if delivered { "sent" } else { "failed" }))
+            .condition_expression("#run = :run")
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_names("#unknown", "unknown")
+            .expression_attribute_values(":minus", n(-n_to))
+            .expression_attribute_values(":n", n(n_to))
+            .expression_attribute_values(":run", s(&c.run))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        self.transact(vec![
+            TransactWriteItem::builder().update(batch_update).build(),
+            TransactWriteItem::builder().update(meta_update).build(),
+        ])
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_round_trip() {
+        let mask: Vec<bool> = (0..37).map(|i| i % 3 == 0 || i == 36).collect();
+        assert_eq!(mask_from_hex(&mask_to_hex(&mask), 37), mask);
+        assert_eq!(mask_to_hex(&vec![true; 500]).len(), 125);
+    }
+}

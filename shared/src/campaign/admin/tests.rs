@@ -1,0 +1,1 @@
+//! The people's commands against the in-memory ports.

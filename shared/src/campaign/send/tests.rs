@@ -1,0 +1,459 @@
+//! The sender against the in-memory ports: every fault of the money path, in milliseconds.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use super::*;
+use crate::adapters::memory::campaigns::{campaign, MemoryCampaigns};
+use crate::adapters::memory::line::{Answer, MemoryLine};
+use crate::adapters::memory::queue::MemoryWorkQueue as MemoryQueue;
+use crate::adapters::memory::schedule::MemoryPacer;
+use crate::campaign::file::{Cap, Period};
+use crate::campaign::model::PlannedPage;
+use crate::campaign::ports::{BatchRepo, CampaignRepo};
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+struct TestClock(AtomicI64);
+impl Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct World {
+    store: MemoryCampaigns,
+    line: MemoryLine,
+    clock: Arc<TestClock>,
+    failpoint: Mutex<Option<Failpoint>>,
+    pacer: MemoryPacer,
+    plans: MemoryQueue,
+}
+
+fn users(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("U{i:032x}")).collect()
+}
+
+impl World {
+    fn new(friends: &[String]) -> Self {
+        let store = MemoryCampaigns::default();
+        friends.iter().for_each(|u| store.add_friend(u, true, false));
+        // 2026-11-15T00:00Z
+        let clock = Arc::new(TestClock(AtomicI64::new(1_794_700_800_000)));
+        World {
+            store,
+            line: MemoryLine::with_clock(clock.clone()),
+            clock,
+            failpoint: Mutex::new(None),
+            pacer: MemoryPacer::default(),
+            plans: MemoryQueue::default(),
+        }
+    }
+
+    fn sender(&self, owner: &str) -> Sender<'_> {
+        Sender {
+            store: &self.store,
+            caps: &self.store,
+            line: &self.line,
+            clock: &*self.clock,
+            owner: owner.into(),
+            lease: Duration::from_secs(90),
+            attempts: 4,
+            backoff: Duration::from_millis(1),
+            failpoint: &self.failpoint,
+            pacer: &self.pacer,
+            plans: &self.plans,
+        }
+    }
+
+    /// A planning campaign with one batch of `to`, fully planned.
+    async fn campaign(&self, id: &str, max_per_month: Option<u32>, to: &[String]) -> Campaign {
+        self.campaign_with(id, max_per_month, to, |_| {}).await
+    }
+
+    /// The same, its policy (or more) changed first.
+    async fn campaign_with(
+        &self,
+        id: &str,
+        max_per_month: Option<u32>,
+        to: &[String],
+        change: impl FnOnce(&mut Campaign),
+    ) -> Campaign {
+        let caps: Vec<Cap> = max_per_month.map(|max| Cap { per: Period::Month, max }).into_iter().collect();
+        let mut c = campaign(id, &caps, false);
+        change(&mut c);
+        self.store.insert(c.clone());
+        let page = PlannedPage { segment: to.len() as u64, to: to.to_vec(), ..PlannedPage::default() };
+        assert!(self.store.commit_page(&c, &page, None, 0).await.unwrap());
+        self.store.campaign(id).unwrap()
+    }
+
+    async fn send(&self, c: &Campaign, owner: &str) -> Result<Sent, Retry> {
+        self.sender(owner).send(&BatchMessage { campaign: c.id.clone(), run: c.run.clone(), batch: 0 }).await
+    }
+
+    fn month(&self) -> String {
+        let at = Timestamp::from_millisecond(self.clock.now_ms()).unwrap();
+        period_attribute(Period::Month, at, &Zone::default())
+    }
+
+    fn counters(&self, id: &str) -> crate::campaign::model::Counters {
+        let c = self.store.campaign(id).unwrap();
+        assert!(c.counters.problems(c.plan_done).is_empty(), "{:?}", c.counters);
+        c.counters
+    }
+}
+
+fn server_error() -> Answer {
+    Answer::Refuse(LineError::Server { status: 500, request_id: None })
+}
+
+#[tokio::test]
+async fn server_errors_and_rate_limits_are_retried_with_one_key_and_one_body() {
+    let friends = users(3);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(2), &friends).await;
+    w.line.script([server_error(), Answer::Refuse(LineError::RateLimited)]);
+    assert_eq!(w.send(&c, "s1").await.unwrap(), Sent::Sent { recipients: 3 });
+    let calls = w.line.calls();
+    assert_eq!(calls.iter().map(|c| c.1.as_str()).collect::<Vec<_>>(), ["serverError", "rateLimited", "200"]);
+    assert!(calls.iter().all(|c| c.0 == calls[0].0), "one retry key: {calls:?}");
+    assert!(friends.iter().all(|u| w.line.received(u) == 1));
+    assert_eq!(w.counters("a").sent, 3);
+    assert_eq!(w.store.campaign("a").unwrap().state, State::Done);
+}
+
+#[tokio::test]
+async fn delivered_without_an_answer_is_settled_by_the_409_of_the_retry() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign("a", None, &friends).await;
+    w.line.script([Answer::DeliverThenTimeOut]);
+    assert_eq!(w.send(&c, "s1").await.unwrap(), Sent::Sent { recipients: 2 });
+    let outcomes: Vec<String> = w.line.calls().into_iter().map(|c| c.1).collect();
+    assert_eq!(outcomes, ["deliveredThenTimedOut", "409"]);
+    assert!(friends.iter().all(|u| w.line.received(u) == 1));
+    assert_eq!(w.store.stored_batch(&c, 0).unwrap().request_id.as_deref(), Some("req-0"), "the accepted request id");
+}
+
+#[tokio::test]
+async fn the_monthly_limit_pauses_holds_and_gives_the_slots_back() {
+    let friends = users(3);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(1), &friends).await;
+    w.line.set_quota(Some(0));
+    w.line.script([Answer::Refuse(LineError::MonthlyLimit)]);
+    assert!(matches!(w.send(&c, "s1").await.unwrap(), Sent::Held(_)));
+    let stored = w.store.campaign("a").unwrap();
+    assert_eq!(stored.state, State::Paused);
+    assert!(stored.reason.unwrap().starts_with("quota"));
+    assert_eq!(w.line.calls().len(), 1, "not retried");
+    assert_eq!(w.counters("a").held, 3);
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).is_empty()));
+    let b = w.store.stored_batch(&c, 0).unwrap();
+    assert_eq!((b.state, b.held_from, b.retry_key), (BatchState::Held, Some(BatchState::Planned), None));
+}
+
+#[tokio::test]
+async fn a_dead_token_pauses_the_campaign_with_lines_words() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(2), &friends).await;
+    w.line.script([Answer::Refuse(LineError::Unauthorized)]);
+    assert!(matches!(w.send(&c, "s1").await.unwrap(), Sent::Held(_)));
+    let stored = w.store.campaign("a").unwrap();
+    assert_eq!(stored.state, State::Paused);
+    assert!(stored.reason.unwrap().contains("401"));
+}
+
+#[tokio::test]
+async fn a_batch_line_refuses_alone_fails_and_gives_its_slots_back_unless_an_earlier_try_may_have_gone() {
+    let to_refused = || {
+        Answer::Refuse(LineError::Rejected {
+            status: 400,
+            message: "Invalid user ID".into(),
+            property: Some("to[1]".into()),
+            request_id: None,
+        })
+    };
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(2), &friends).await;
+    w.line.script([to_refused()]);
+    assert!(matches!(w.send(&c, "s1").await.unwrap(), Sent::Failed(_)));
+    assert_eq!((w.counters("a").failed, w.store.campaign("a").unwrap().state), (2, State::Done));
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).is_empty()));
+
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(2), &friends).await;
+    w.line.script([Answer::Refuse(LineError::Timeout(Duration::from_secs(10))), to_refused()]);
+    assert!(matches!(w.send(&c, "s1").await.unwrap(), Sent::Failed(_)));
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).len() == 1), "the timed-out try may have gone");
+}
+
+#[tokio::test]
+async fn a_sender_dying_after_line_took_the_batch_leaves_it_to_the_lease_and_the_key() {
+    let friends = users(3);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(2), &friends).await;
+    *w.failpoint.lock().unwrap() = Some(Failpoint::DieAfterLineAccepted);
+    assert!(matches!(w.send(&c, "s1").await, Err(Retry::Died)));
+    assert!(matches!(w.send(&c, "s2").await, Err(Retry::Leased)), "the dead sender's lease holds");
+    w.clock.0.fetch_add(91_000, Ordering::SeqCst);
+    assert_eq!(w.send(&c, "s3").await.unwrap(), Sent::Sent { recipients: 3 });
+    let outcomes: Vec<String> = w.line.calls().into_iter().map(|c| c.1).collect();
+    assert_eq!(outcomes, ["200", "409"]);
+    assert!(friends.iter().all(|u| w.line.received(u) == 1));
+    assert_eq!(w.send(&c, "s4").await.unwrap(), Sent::Duplicate);
+    assert_eq!(w.counters("a").sent, 3);
+}
+
+#[tokio::test]
+async fn a_paused_campaign_holds_its_batch_and_a_batch_line_may_have_taken_stays_frozen() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(2), &friends).await;
+    *w.failpoint.lock().unwrap() = Some(Failpoint::DieAfterLineAccepted);
+    assert!(matches!(w.send(&c, "s1").await, Err(Retry::Died)));
+    assert!(w.store.transition("a", &c.run, &[State::Sending], State::Paused, Some("a person")).await.unwrap());
+    w.clock.0.fetch_add(91_000, Ordering::SeqCst);
+    assert!(matches!(w.send(&c, "s2").await.unwrap(), Sent::Held(_)));
+    let b = w.store.stored_batch(&c, 0).unwrap();
+    assert_eq!((b.state, b.held_from), (BatchState::Held, Some(BatchState::Frozen)));
+    assert!(b.retry_key.is_some(), "the key LINE may have taken is kept");
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).len() == 1), "and the slots");
+    assert_eq!(w.line.calls().len(), 1, "nothing more went to LINE");
+}
+
+#[tokio::test]
+async fn two_campaigns_racing_for_the_last_slot_push_each_friend_once() {
+    let friends = users(4);
+    let w = World::new(&friends);
+    let a = w.campaign("a", Some(1), &friends).await;
+    let b = w.campaign("b", Some(1), &friends).await;
+    let (ra, rb) = tokio::join!(w.send(&a, "s1"), w.send(&b, "s2"));
+    let sent = |r: Sent| match r {
+        Sent::Sent { recipients } => recipients,
+        _ => 0,
+    };
+    assert_eq!(sent(ra.unwrap()) + sent(rb.unwrap()), 4);
+    assert!(friends.iter().all(|u| w.line.received(u) == 1));
+    assert_eq!(w.counters("a").skipped.cap + w.counters("b").skipped.cap, 4);
+    // A retry of a settled batch does nothing, a retry before settling finds its own slot.
+    assert_eq!(w.send(&a, "s3").await.unwrap(), Sent::Duplicate);
+}
+
+#[tokio::test]
+async fn a_batch_first_called_over_23_hours_ago_is_never_sent_again_and_needs_attention() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(2), &friends).await;
+    w.line.script((0..4).map(|_| server_error()));
+    assert!(matches!(w.send(&c, "s1").await, Err(Retry::Line(_))));
+    w.clock.0.fetch_add(DAY_MS, Ordering::SeqCst);
+    assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Unknown);
+    assert_eq!(w.line.calls().len(), 4, "no fifth call");
+    assert_eq!(w.counters("a").unknown, 2);
+    assert_eq!(w.store.campaign("a").unwrap().state, State::NeedsAttention);
+}
+
+#[tokio::test]
+async fn a_batch_held_at_the_monthly_limit_is_sent_when_resumed_next_month_not_taken_for_unknown() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(2), &friends).await;
+    w.line.set_quota(Some(0));
+    w.line.script([Answer::Refuse(LineError::MonthlyLimit)]);
+    assert!(matches!(w.send(&c, "s1").await.unwrap(), Sent::Held(_)));
+    let b = w.store.stored_batch(&c, 0).unwrap();
+    assert_eq!((b.first_called_at_ms, b.call_open), (None, false), "LINE refused it: no call is open");
+    w.clock.0.fetch_add(20 * DAY_MS, Ordering::SeqCst);
+    assert!(w.store.unhold(&c, 0));
+    assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Sent { recipients: 2 });
+    assert!(friends.iter().all(|u| w.line.received(u) == 1));
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).len() == 1), "reserved in the new month");
+}
+
+#[tokio::test]
+async fn a_batch_that_was_only_rate_limited_is_surely_not_taken_and_gives_its_slots_back_on_a_401() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(2), &friends).await;
+    w.line.script((0..4).map(|_| Answer::Refuse(LineError::RateLimited)));
+    assert!(matches!(w.send(&c, "s1").await, Err(Retry::Line(LineError::RateLimited))));
+    w.line.script([Answer::Refuse(LineError::Unauthorized)]);
+    assert!(matches!(w.send(&c, "s2").await.unwrap(), Sent::Held(_)));
+    let b = w.store.stored_batch(&c, 0).unwrap();
+    assert_eq!((b.held_from, b.retry_key), (Some(BatchState::Planned), None), "unfrozen");
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).is_empty()));
+}
+
+#[tokio::test]
+async fn a_release_cut_short_is_finished_by_the_next_delivery() {
+    let friends = users(3);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(2), &friends).await;
+    w.line.set_quota(Some(0));
+    w.line.script([Answer::Refuse(LineError::MonthlyLimit)]);
+    w.store.fail_releases.store(1, Ordering::SeqCst);
+    assert!(matches!(w.send(&c, "s1").await, Err(Retry::Backend(_))));
+    assert!(!w.store.unhold(&c, 0), "resume waits for the slots");
+    assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Duplicate);
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).is_empty()));
+    assert!(w.store.stored_batch(&c, 0).unwrap().cap_attrs.is_empty());
+    assert!(w.store.unhold(&c, 0));
+}
+
+/// Pauses the campaign during its first call (a person pressing pause while the sender backs
+/// off), which LINE rate-limits.
+struct PausedDuringTheCall<'a> {
+    world: &'a World,
+    run: String,
+}
+#[async_trait::async_trait]
+impl Multicaster for PausedDuringTheCall<'_> {
+    async fn month(&self) -> Result<crate::campaign::price::Month, LineError> {
+        self.world.line.month().await
+    }
+
+    async fn multicast(
+        &self,
+        to: &[&str],
+        messages: &[serde_json::Value],
+        key: &str,
+        unit: Option<&str>,
+    ) -> Result<crate::line::answer::Accepted, LineError> {
+        if self.world.line.calls().is_empty() {
+            let paused = self.world.store.transition("a", &self.run, &[State::Sending], State::Paused, None);
+            assert!(paused.await.unwrap());
+            self.world.line.script([Answer::Refuse(LineError::RateLimited)]);
+        }
+        self.world.line.multicast(to, messages, key, unit).await
+    }
+}
+
+#[tokio::test]
+async fn a_pause_while_the_sender_backs_off_holds_the_batch_before_the_next_call() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(2), &friends).await;
+    let line = PausedDuringTheCall { world: &w, run: c.run.clone() };
+    let sender = Sender { line: &line, ..w.sender("s1") };
+    let sent = sender.send(&BatchMessage { campaign: "a".into(), run: c.run.clone(), batch: 0 }).await.unwrap();
+    assert!(matches!(sent, Sent::Held(_)), "{sent:?}");
+    assert_eq!(w.line.calls().len(), 1, "no call after the pause");
+    assert!(friends.iter().all(|u| w.line.received(u) == 0));
+}
+
+#[tokio::test]
+async fn a_batch_settles_once_whoever_else_tries() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(2), &friends).await;
+    assert_eq!(w.send(&c, "s1").await.unwrap(), Sent::Sent { recipients: 2 });
+    // A sender that lost its lease settles late with what it saw: refused, counted once.
+    let mut stale = w.store.stored_batch(&c, 0).unwrap();
+    stale.state = BatchState::Frozen;
+    let outcome = Settlement { sent: 2, ..settlement(BatchState::Sent, 2, None, None) };
+    assert!(!w.store.settle(&c, &stale, "s1", &outcome, 0).await.unwrap());
+    assert_eq!(w.counters("a").sent, 2);
+}
+
+#[tokio::test]
+async fn a_429_is_the_monthly_limit_only_when_the_quota_endpoints_say_so() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(2), &friends).await;
+    // LINE's words say "monthly limit", its quota has room: a rate limit, retried.
+    w.line.set_quota(Some(1_000));
+    w.line.script([Answer::Refuse(LineError::MonthlyLimit)]);
+    assert_eq!(w.send(&c, "s1").await.unwrap(), Sent::Sent { recipients: 2 });
+    assert!(w.pacer.state().cut.is_some(), "the fleet slowed down");
+    // Its words say "rate limit", the month is used up: the campaign pauses on the quota.
+    let c = w.campaign("b", None, &friends).await;
+    w.line.set_quota(Some(3));
+    w.line.script([Answer::Refuse(LineError::RateLimited)]);
+    assert!(matches!(w.send(&c, "s2").await.unwrap(), Sent::Held(_)));
+    let stored = w.store.campaign("b").unwrap();
+    assert_eq!(stored.state, State::Paused);
+    assert!(stored.reason.unwrap().starts_with("quota"));
+}
+
+#[tokio::test]
+async fn a_friend_pushed_within_the_minimum_gap_is_skipped_and_a_held_push_gives_the_gap_back() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let gap = |c: &mut Campaign| c.policy.min_gap_ms = 3 * DAY_MS;
+    let a = w.campaign_with("a", Some(4), &friends[..1], gap).await;
+    assert_eq!(w.send(&a, "s1").await.unwrap(), Sent::Sent { recipients: 1 });
+    // Two days later, across the month boundary the caps alone would allow: not again.
+    w.clock.0.fetch_add(2 * DAY_MS, Ordering::SeqCst);
+    let b = w.campaign_with("b", Some(4), &friends, gap).await;
+    assert_eq!(w.send(&b, "s2").await.unwrap(), Sent::Sent { recipients: 1 });
+    assert_eq!(w.counters("b").skipped.cap, 1, "within 3 days of the last push");
+    assert_eq!(w.line.received(&friends[0]), 1);
+    // A push LINE never took gives the friend's gap back.
+    w.clock.0.fetch_add(4 * DAY_MS, Ordering::SeqCst);
+    let c = w.campaign_with("c", Some(4), &friends, gap).await;
+    w.line.script([Answer::Refuse(LineError::Unauthorized)]);
+    assert!(matches!(w.send(&c, "s3").await.unwrap(), Sent::Held(_)));
+    w.clock.0.fetch_add(DAY_MS, Ordering::SeqCst);
+    let d = w.campaign_with("d", Some(4), &friends, gap).await;
+    assert_eq!(w.send(&d, "s4").await.unwrap(), Sent::Sent { recipients: 2 }, "the held push is forgotten");
+}
+
+#[tokio::test]
+async fn the_account_budget_holds_across_campaigns_and_the_campaign_that_would_pass_it_pauses() {
+    let friends = users(6);
+    let w = World::new(&friends);
+    let budget = |c: &mut Campaign| c.policy.monthly_budget = Some(5);
+    let a = w.campaign_with("a", None, &friends[..3], budget).await;
+    assert_eq!(w.send(&a, "s1").await.unwrap(), Sent::Sent { recipients: 3 });
+    let b = w.campaign_with("b", None, &friends[3..], budget).await;
+    assert!(matches!(w.send(&b, "s2").await.unwrap(), Sent::Held(r) if r.starts_with("budget")));
+    assert_eq!(w.store.campaign("b").unwrap().state, State::Paused);
+    assert_eq!(w.store.budget_used("m2026-11"), 3, "the refused batch took nothing");
+    assert!(friends[3..].iter().all(|u| w.line.received(u) == 0));
+    assert!(friends[3..].iter().all(|u| w.store.cap_set(u, &w.month()).is_empty()));
+}
+
+#[tokio::test]
+async fn quiet_hours_pause_the_campaign_and_the_planner_resumes_it_when_they_end() {
+    let friends = users(2);
+    let w = World::new(&friends); // 2026-11-15T00:00Z: inside 22:00-06:00 UTC
+    let quiet =
+        |c: &mut Campaign| c.policy.quiet_hours = Some(crate::rules::window::Hours::parse("22:00-06:00").unwrap());
+    let c = w.campaign_with("a", Some(2), &friends, quiet).await;
+    let sent = w.send(&c, "s1").await.unwrap();
+    assert!(matches!(&sent, Sent::Held(r) if r.starts_with("quiet hours")), "{sent:?}");
+    let paused = w.store.campaign("a").unwrap();
+    let six = 1_794_700_800_000 + 6 * 3600 * 1000;
+    assert_eq!((paused.state, paused.resume_at_ms), (State::Paused, Some(six)));
+    assert_eq!(w.plans.sent().iter().map(|(_, d)| *d).collect::<Vec<_>>(), [900], "looks again in 15 min");
+    assert!(friends.iter().all(|u| w.line.received(u) == 0 && w.store.cap_set(u, &w.month()).is_empty()));
+    let batches = MemoryQueue::default();
+    let index = crate::segment::resolve::MemoryIndex::new(std::iter::empty());
+    let planner = crate::campaign::plan::Planner {
+        store: &w.store,
+        caps: &w.store,
+        index: &index,
+        batches: &batches,
+        plans: &w.plans,
+        clock: &*w.clock,
+    };
+    let message = crate::campaign::model::PlanMessage { campaign: "a".into(), run: c.run.clone() };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Still quiet: the planner looks again later.
+    w.clock.0.fetch_add(5 * 3600 * 1000, Ordering::SeqCst);
+    planner.run(&message, deadline).await.unwrap();
+    assert_eq!(w.store.campaign("a").unwrap().state, State::Paused);
+    assert!(batches.sent().is_empty());
+    // Quiet hours over: resumed, the held batch queued again, and it goes out once.
+    w.clock.0.fetch_add(3600 * 1000, Ordering::SeqCst);
+    planner.run(&message, deadline).await.unwrap();
+    let queued: std::collections::BTreeSet<String> = batches.sent().into_iter().map(|(b, _)| b).collect();
+    assert_eq!(queued.len(), 1, "the held batch (duplicates are harmless)");
+    assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Sent { recipients: 2 });
+    assert!(friends.iter().all(|u| w.line.received(u) == 1));
+    assert_eq!(w.store.campaign("a").unwrap().state, State::Done);
+}
