@@ -39,8 +39,8 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("match_one_message");
     for n in [10usize, 1_000, 10_000] {
         let file = rules(n);
-        let fast = Matcher::new(&file.replies, true).unwrap();
-        let naive = NaiveMatcher::new(&file.replies);
+        let fast = Matcher::from_matches(file.replies.iter().map(|r| &r.matches), true).unwrap();
+        let naive = NaiveMatcher::new(file.replies.iter().map(|r| &r.matches));
         // A typical message that hits one contains-rule somewhere in the middle of the list.
         let text = format!("Hello! Do you still have the {} cake today, around 5pm?", word(n / 2 - n / 2 % 20));
         assert_eq!(fast.hits(&text).len(), 1);

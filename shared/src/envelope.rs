@@ -113,3 +113,26 @@ impl<'de> Deserialize<'de> for QueuedEvent<'de> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    #[test]
+    fn the_queue_message_carries_the_raw_event() {
+        let raw = json!({"type": "join", "timestamp": 1, "newField": {"a": [1, 2]}});
+        let e = Event::from_value(raw.clone());
+        let queued = QueuedEvent::Line {
+            dedupe_key: "k\"1".into(),
+            destination: None,
+            received_at: 5,
+            event: Box::new(e.clone()),
+        };
+        let written: Value = serde_json::from_str(&queued.to_json()).unwrap();
+        assert_eq!(written, json!({"kind": "line", "dedupeKey": "k\"1", "receivedAt": 5, "event": raw}));
+        let back: Event<'static> = serde_json::from_str(&raw.to_string()).unwrap();
+        assert_eq!(back, e);
+    }
+}

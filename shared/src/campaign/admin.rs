@@ -188,7 +188,8 @@ impl Admin<'_> {
             state => return Err(AdminError::CannotResume { id: id.to_string(), state }),
         };
         requeue(self.store, self.store, self.batches, Some(self.plans), &c).await?;
-        Ok(c)
+        // As it is now: its held batches were taken back.
+        self.reread(id).await
     }
 
     /// A person's decision on the batches whose outcome is unknown (LINE may or may not have
@@ -196,11 +197,12 @@ impl Admin<'_> {
     /// count failed and their friends' cap slots and budget are given back.
     pub async fn resolve(&self, id: &str, delivered: bool, now_ms: i64) -> Result<Resolved, AdminError> {
         let c = self.get(id).await?;
-        let mut recipients = 0;
-        let unknown = self.store.batches_in(&c, &[BatchState::Unknown]).await?;
-        for (number, _) in &unknown {
-            let Some(batch) = self.store.batch(&c, *number).await? else { continue };
+        let (mut batches, mut recipients) = (0, 0);
+        for (number, _) in self.store.batches_in(&c, &[BatchState::Unknown]).await? {
+            let Some(batch) = self.store.batch(&c, number).await? else { continue };
+            // (Resolved by someone else at the same time: theirs counts, not this one.)
             if self.store.resolve_unknown(&c, &batch, delivered, now_ms).await? {
+                batches += 1;
                 recipients += batch.send_list().len() as u64;
             }
         }
@@ -219,7 +221,7 @@ impl Admin<'_> {
             self.store.clear_cap_attrs(&c, number).await?;
         }
         self.store.done_when_resolved(&c).await?;
-        Ok(Resolved { batches: unknown.len(), recipients, campaign: self.reread(id).await? })
+        Ok(Resolved { batches, recipients, campaign: self.reread(id).await? })
     }
 
     async fn change(&self, id: &str, from: &[State], to: State, reason: Option<&str>) -> Result<Campaign, AdminError> {

@@ -1408,20 +1408,4 @@ mod tests {
         assert_ne!(a.dedupe_key(), c.dedupe_key());
         assert!(a.dedupe_key().starts_with("sha256:") && a.dedupe_key().len() <= 128);
     }
-
-    #[test]
-    fn the_queue_message_carries_the_raw_event() {
-        let raw = json!({"type": "join", "timestamp": 1, "newField": {"a": [1, 2]}});
-        let e = Event::from_value(raw.clone());
-        let queued = crate::envelope::QueuedEvent::Line {
-            dedupe_key: "k\"1".into(),
-            destination: None,
-            received_at: 5,
-            event: Box::new(e.clone()),
-        };
-        let written: Value = serde_json::from_str(&queued.to_json()).unwrap();
-        assert_eq!(written, json!({"kind": "line", "dedupeKey": "k\"1", "receivedAt": 5, "event": raw}));
-        let back: Event<'static> = serde_json::from_str(&raw.to_string()).unwrap();
-        assert_eq!(back, e);
-    }
 }

@@ -8,8 +8,8 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use regex::{RegexSet, RegexSetBuilder};
 use serde::Serialize;
 
-use super::file::{Match, Rule};
-use super::normalize;
+use super::pattern::Match;
+use super::text::normalize;
 
 /// How a keyword matched. The order is the tie-break between rules of equal priority: an exact
 /// match beats a prefix, which beats a substring, which beats a regex.
@@ -32,9 +32,8 @@ pub struct Hit {
 }
 
 impl Hit {
-    /// The keyword or pattern as written in the rules file.
-    pub fn keyword<'r>(&self, rules: &'r [Rule]) -> &'r str {
-        let Some(m) = rules.get(self.rule).map(|r| &r.matches) else { return "" };
+    /// The keyword or pattern as written in the rules file, in the rule's `m`.
+    pub fn keyword<'m>(&self, m: &'m Match) -> &'m str {
         let list = match self.kind {
             Kind::Exact => &m.exact,
             Kind::Prefix => &m.prefix,
@@ -56,13 +55,9 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    /// Compiles `rules`. With `normalise`, keywords and messages are compared after NFKC,
-    /// case folding and trimming (text messages); without, byte for byte (postback data).
-    pub fn new(rules: &[Rule], normalise: bool) -> Result<Self, String> {
-        Self::from_matches(rules.iter().map(|r| &r.matches), normalise)
-    }
-
-    /// Compiles any list of matches (reply rules, tag rules); hits name their index in the list.
+    /// Compiles a list of matches (reply rules', tag rules'); hits name their index in the list.
+    /// With `normalise`, keywords and messages are compared after NFKC, case folding and trimming
+    /// (text messages); without, byte for byte (postback data).
     pub fn from_matches<'m>(matches: impl Iterator<Item = &'m Match>, normalise: bool) -> Result<Self, String> {
         let norm = |s: &str| if normalise { normalize(s) } else { s.to_string() };
         let mut exact: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
@@ -155,12 +150,10 @@ pub struct NaiveMatcher {
 type NaiveRule = (Vec<String>, Vec<String>, Vec<String>, Vec<regex::Regex>);
 
 impl NaiveMatcher {
-    pub fn new(rules: &[Rule]) -> Self {
+    pub fn new<'m>(matches: impl Iterator<Item = &'m Match>) -> Self {
         let norm = |v: &Vec<String>| v.iter().map(|k| normalize(k)).collect::<Vec<_>>();
-        let rules = rules
-            .iter()
-            .map(|r| {
-                let m = &r.matches;
+        let rules = matches
+            .map(|m| {
                 let regexes = m
                     .regex
                     .iter()

@@ -8,24 +8,19 @@
 
 pub mod file;
 pub mod matcher;
+pub mod pattern;
 pub mod tags;
+pub mod text;
 pub mod window;
 
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
-use unicode_normalization::UnicodeNormalization;
 
 use file::{Rule, RulesError, RulesFile, SourceKind};
 use matcher::{Kind, Matcher};
 use tags::TagBook;
-
-/// The form text is compared in: Unicode NFKC (full-width "ＶＩＰ" becomes "VIP"), lower case,
-/// surrounding white space removed.
-pub fn normalize(text: &str) -> String {
-    let folded: String = text.nfkc().flat_map(char::to_lowercase).collect();
-    folded.trim().to_string()
-}
+use text::normalize;
 
 /// What a friend did that a rule may answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,8 +99,8 @@ impl RuleBook {
     pub fn compile(file: RulesFile) -> Result<Self, RulesError> {
         let err = |message| RulesError { location: None, message };
         Ok(RuleBook {
-            replies: Matcher::new(&file.replies, true).map_err(err)?,
-            postbacks: Matcher::new(&file.postbacks, false).map_err(err)?,
+            replies: Matcher::from_matches(file.replies.iter().map(|r| &r.matches), true).map_err(err)?,
+            postbacks: Matcher::from_matches(file.postbacks.iter().map(|r| &r.matches), false).map_err(err)?,
             tags: TagBook::compile(file.tags.clone()).map_err(err)?,
             file,
         })
@@ -144,7 +139,7 @@ impl RuleBook {
                     rule: rule.id.0.clone(),
                     priority: rule.priority,
                     kind: h.kind,
-                    keyword: h.keyword(rules).to_string(),
+                    keyword: rules.get(h.rule).map_or("", |r| h.keyword(&r.matches)).to_string(),
                     verdict,
                 };
                 Some((c, h.rule))
@@ -299,7 +294,8 @@ fallback:
                 &format!("  - id: r{i}\n    match: {{ {kind}: \"{w}\", regex: \"^{w}[0-9]+$\" }}\n    messages: [x]\n");
         }
         let file = RulesFile::parse(&yaml).unwrap();
-        let (fast, slow) = (Matcher::new(&file.replies, true).unwrap(), NaiveMatcher::new(&file.replies));
+        let matches = || file.replies.iter().map(|r| &r.matches);
+        let (fast, slow) = (Matcher::from_matches(matches(), true).unwrap(), NaiveMatcher::new(matches()));
         let mut texts = vec![];
         for a in words {
             texts.push(a.to_string());

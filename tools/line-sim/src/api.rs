@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::sim::Sim;
 use crate::state::{Api, Fault, LogEntry, Outcome, Refusal, State, RATE_LIMITED};
-use crate::Sim;
 
 pub fn routes() -> Router<Arc<Sim>> {
     Router::new()

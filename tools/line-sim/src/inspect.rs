@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::sender::{RedeliverRequest, SendRequest};
+use crate::sim::Sim;
 use crate::state::{Api, Faults, Friend, Settings};
-use crate::Sim;
 
 pub fn routes() -> Router<Arc<Sim>> {
     Router::new()

@@ -7,68 +7,24 @@
 //! - `api`: reply, push, multicast, quota, quota/consumption, profile;
 //! - `inspect`: the `/__sim/` inspection and control API;
 //! - `sender`: LINE's webhook side: builds, signs and POSTs events, and redelivers them;
-//! - [`client`]: a typed client of `/__sim/` for tests and the `oa` CLI.
+//! - [`client`]: a typed client of `/__sim/` for tests and the `oa` CLI;
+//! - [`Sim`]: one simulated channel (its state, secret and webhook), shared by the routes.
 
 mod api;
 pub mod client;
 mod inspect;
 pub mod sender;
+mod sim;
 pub mod state;
 
+pub use sim::{Sim, SimConfig};
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-
-use state::{Settings, State};
-
-/// How to start a simulator.
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    /// Signs the webhooks the sim sends.
-    pub channel_secret: String,
-    /// The bearer token API calls must carry.
-    pub access_token: String,
-    /// Default target of the webhook sender.
-    pub webhook_url: Option<String>,
-    pub settings: Settings,
-    /// Seed of the fault dice, for repeatable runs.
-    pub seed: u64,
-}
-
-impl SimConfig {
-    pub fn new(channel_secret: impl Into<String>, access_token: impl Into<String>) -> Self {
-        SimConfig {
-            channel_secret: channel_secret.into(),
-            access_token: access_token.into(),
-            webhook_url: None,
-            settings: Settings::default(),
-            seed: 1,
-        }
-    }
-}
-
-/// The shared state behind every route.
-pub struct Sim {
-    state: Mutex<State>,
-    channel_secret: String,
-    webhook_url: Option<String>,
-    http: reqwest::Client,
-}
-
-impl Sim {
-    pub fn new(config: SimConfig) -> Self {
-        Sim {
-            state: Mutex::new(State::new(config.access_token, config.settings, config.seed)),
-            channel_secret: config.channel_secret,
-            webhook_url: config.webhook_url,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("TLS backend"),
-        }
-    }
-}
 
 /// Every route: LINE's API and `/__sim/`.
 pub fn router(sim: Arc<Sim>) -> axum::Router {

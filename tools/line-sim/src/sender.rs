@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
+use crate::sim::Sim;
 use crate::state::{Friend, State};
-use crate::Sim;
 
 /// Event types that carry a reply token (in `active` mode).
 const REPLYABLE: &[&str] =
