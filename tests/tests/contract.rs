@@ -314,6 +314,9 @@ async fn the_budget_is_taken_once_a_batch_and_given_back_from_what_is_stored(f: 
     assert!(store.take_budget(&d, &other, "m2026-11", 3, 5).await.unwrap());
     let stored = store.batch(&d, 0).await.unwrap().unwrap();
     assert_eq!(stored.budget, Some(("m2026-11".to_string(), 3)));
+    // A take in another month (a late sender's, at its end) is not this month's: refused.
+    assert!(!store.take_budget(&d, &other, "m2026-12", 3, 5).await.unwrap());
+    assert_eq!(store.budget_used("m2026-12").await.unwrap(), 0);
 }
 
 async fn a_reservation_takes_every_period_at_once_and_a_retry_finds_its_own(f: &dyn Fixture) {
@@ -397,6 +400,31 @@ async fn a_push_given_back_restores_the_one_before_it(f: &dyn Fixture) {
     assert_eq!(store.reserve(&friend, &a, NOW).await.unwrap(), Reservation::Reserved);
     store.release(&friend, &b, &b.attributes()).await.unwrap();
     assert_eq!(last(NOW).await, Some((0, "a~1".to_string())));
+}
+
+/// A push given back after another was recorded is forgotten as the one before that other: when
+/// the other is given back too, nobody's push comes back (not the given-back one, which would
+/// measure the minimum gap from a push that never went out).
+async fn a_push_given_back_under_a_later_one_never_comes_back(f: &dyn Fixture) {
+    let store = f.store();
+    let friend = user(1);
+    f.follow(&friend).await;
+    let m = demand("m~1", 5, DAY_MS, NOW);
+    assert_eq!(store.reserve(&friend, &m, NOW).await.unwrap(), Reservation::Reserved);
+    let later = NOW + DAY_MS + 3_600_000;
+    let n = demand("n~1", 5, DAY_MS, later);
+    assert_eq!(store.reserve(&friend, &n, later).await.unwrap(), Reservation::Reserved);
+    store.release(&friend, &m, &m.attributes()).await.unwrap();
+    assert_eq!(last_push(store, &friend, NOW).await, Some((DAY_MS + 3_600_000, "n~1".to_string())));
+    store.release(&friend, &n, &n.attributes()).await.unwrap();
+    assert_eq!(last_push(store, &friend, NOW).await, None, "neither went out");
+    // m goes out after all, an hour after n's time: a fresh push, the gap measured from now.
+    let again = later + 3_600_000;
+    let m = demand("m~1", 5, DAY_MS, again);
+    assert_eq!(store.reserve(&friend, &m, again).await.unwrap(), Reservation::Reserved);
+    assert_eq!(last_push(store, &friend, again).await, Some((0, "m~1".to_string())));
+    let o = demand("o~1", 5, DAY_MS, again + 3_600_000);
+    assert_eq!(store.reserve(&friend, &o, again + 3_600_000).await.unwrap(), Reservation::Refused(Skip::Cap));
 }
 
 async fn a_batch_is_held_only_while_its_campaign_does_not_send(f: &dyn Fixture) {
@@ -494,6 +522,7 @@ contract!(
     a_reservation_takes_every_period_at_once_and_a_retry_finds_its_own,
     a_refused_reservation_says_why,
     a_push_given_back_restores_the_one_before_it,
+    a_push_given_back_under_a_later_one_never_comes_back,
     a_batch_is_held_only_while_its_campaign_does_not_send,
     an_opt_out_is_undone_only_by_the_means_that_made_it,
     a_preview_is_kept_on_its_campaign_only,

@@ -265,7 +265,7 @@ impl BatchRepo for DynamoCampaigns {
     }
 
     /// Takes the batch's messages from the month's budget once: a batch whose stored record shows
-    /// a take already (a retry whose copy was read before it) has taken them.
+    /// the same take already (a retry whose copy was read before it) has taken them.
     async fn take_budget(
         &self,
         c: &Campaign,
@@ -307,7 +307,9 @@ impl BatchRepo for DynamoCampaigns {
         {
             return Ok(true);
         }
-        Ok(self.stored_budget(c, batch.number).await?.is_some())
+        // Taken already for this month and count (a retry whose copy was read before the take):
+        // taken. Any other take stands, and this one is refused.
+        Ok(self.stored_budget(c, batch.number).await? == Some((month.to_string(), count)))
     }
 
     /// Gives back what the stored record says the batch took (the caller's copy may be older),

@@ -216,11 +216,28 @@ impl CapStore for DynamoCampaigns {
         .expression_attribute_values(":nobody", s(NOBODY))
         .send()
         .await;
-        if conditional(restored.map(|_| ()), "UpdateItem")? || deletes.is_empty() {
+        if conditional(restored.map(|_| ()), "UpdateItem")? {
             return Ok(());
         }
-        let result = update(format!("DELETE {}", deletes.join(", ")), "attribute_exists(userId)").send().await;
-        conditional(result.map(|_| ()), "UpdateItem").map(|_| ())
+        // Another push was recorded since: the slots go, and this push is forgotten where it is
+        // remembered as the one before the last (given back, it must not come back as the last).
+        if !deletes.is_empty() {
+            let result = update(format!("DELETE {}", deletes.join(", ")), "attribute_exists(userId)").send().await;
+            conditional(result.map(|_| ()), "UpdateItem")?;
+        }
+        let forgotten = self
+            .client
+            .update_item()
+            .table_name(&self.users)
+            .key("userId", s(user))
+            .update_expression("SET prevPushAt = :zero, prevPushBy = :nobody")
+            .condition_expression("prevPushBy = :m")
+            .expression_attribute_values(":m", s(&demand.member))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":nobody", s(NOBODY))
+            .send()
+            .await;
+        conditional(forgotten.map(|_| ()), "UpdateItem").map(|_| ())
     }
 }
 

@@ -339,10 +339,13 @@ impl BatchRepo for MemoryCampaigns {
         n: u64,
         limit: u64,
     ) -> Result<bool, BackendError> {
+        if batch.budget.is_some() {
+            return Ok(true);
+        }
         self.with(|s| {
             let Some(b) = s.batches.get_mut(&key(c, batch.number)) else { return false };
-            if b.budget.is_some() {
-                return true;
+            if let Some(taken) = &b.budget {
+                return *taken == (month.to_string(), n);
             }
             let used = s.budget_used.entry(month.to_string()).or_default();
             if *used + n > limit {

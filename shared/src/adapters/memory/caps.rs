@@ -112,6 +112,11 @@ impl CapStore for MemoryCampaigns {
                 }
                 if f.last_push.as_ref().is_some_and(|(_, by)| by == member) {
                     f.last_push = s.prev_push.remove(user).flatten();
+                } else if let Some(before) = s.prev_push.get_mut(user) {
+                    // Given back, it must not come back as the last push.
+                    if before.as_ref().is_some_and(|(_, by)| by == member) {
+                        *before = None;
+                    }
                 }
             }
         })

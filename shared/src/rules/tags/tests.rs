@@ -6,20 +6,20 @@ use crate::rules::RuleBook;
 const FILE: &str = r#"
 tags:
   keywords:
-- id: dessert-talk
-  match: { contains: [ケーキ, pudding] }
-  add: [dessert]
-- id: vip-ask
-  match: { exact: vip }
-  add: [asked:vip]
-  expires: 2d
+    - id: dessert-talk
+      match: { contains: [ケーキ, pudding] }
+      add: [dessert]
+    - id: vip-ask
+      match: { exact: vip }
+      add: [asked:vip]
+      expires: 2d
   postbacks:
-- id: q-dessert-yes
-  match: { exact: "q=dessert&a=yes" }
-  add: [dessert]
-- id: q-dessert-no
-  match: { exact: "q=dessert&a=no" }
-  remove: [dessert]
+    - id: q-dessert-yes
+      match: { exact: "q=dessert&a=yes" }
+      add: [dessert]
+    - id: q-dessert-no
+      match: { exact: "q=dessert&a=no" }
+      remove: [dessert]
 "#;
 
 fn names(ops: &[TagOp]) -> Vec<String> {
