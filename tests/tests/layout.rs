@@ -111,8 +111,8 @@ fn code_only(text: &str) -> String {
             i = j + 1;
         } else if b[i] == b'\'' {
             // A character literal ('a', '\n', '\u{1F600}'), or a lifetime ('a).
-            let lit = if rest.starts_with("'\\") {
-                rest[2..].find('\'').map(|n| n + 3)
+            let lit = if let Some(escaped) = rest.strip_prefix("'\\") {
+                escaped.find('\'').map(|n| n + 3)
             } else {
                 let c = rest[1..].chars().next().map_or(0, char::len_utf8);
                 (rest[1 + c..].starts_with('\'')).then_some(c + 2)

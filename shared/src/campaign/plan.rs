@@ -195,10 +195,10 @@ mod tests {
     use super::*;
     use crate::adapters::memory::campaigns::{campaign, MemoryCampaigns};
     use crate::adapters::memory::queue::MemoryWorkQueue as MemoryQueue;
+    use crate::adapters::memory::segment::MemoryIndex;
     use crate::campaign::caps::{Demand, FriendCaps, Reservation};
     use crate::campaign::ports::CampaignRepo;
     use crate::ports::SystemClock;
-    use crate::segment::resolve::MemoryIndex;
     use crate::segment::{FriendFacts, TagFacts};
 
     /// The memory caps, failing the `fail_at`-th page read once.

@@ -8,7 +8,7 @@
 //! neither index, so they never come out. Shards are independent: counts read them in parallel, and
 //! pages walk them in order with a [`Cursor`] that can be stored and resumed.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Expr, FriendFacts, TagFacts};
 use crate::ports::BackendError;
-use crate::tagging::{shard_of, SHARDS};
+use crate::tagging::SHARDS;
 
 /// One list the resolver reads, per shard.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -324,154 +324,5 @@ impl<'a> Merge<'a> {
     }
 }
 
-/// An index held in memory: for unit tests and for measuring the evaluator without storage.
-#[derive(Default)]
-pub struct MemoryIndex {
-    lists: BTreeMap<(Source, u16), Vec<Member>>,
-    /// Members per call when no limit is given (like a storage page).
-    pub page_size: usize,
-}
-
-impl MemoryIndex {
-    /// Indexes friends the way the tagger does: blocked friends in no list.
-    pub fn new<'f>(friends: impl IntoIterator<Item = (&'f str, &'f FriendFacts)>) -> Self {
-        let mut lists: BTreeMap<(Source, u16), Vec<Member>> = BTreeMap::new();
-        for (user, facts) in friends.into_iter().filter(|(_, f)| !f.blocked) {
-            let shard = shard_of(user);
-            let member = |tagged_at_ms, expires_at_ms| Member {
-                user_id: user.to_string(),
-                tagged_at_ms,
-                expires_at_ms,
-                followed_at_ms: facts.followed_at_ms,
-            };
-            lists.entry((Source::Friends, shard)).or_default().push(member(0, None));
-            for (tag, t) in &facts.tags {
-                lists
-                    .entry((Source::Tag(tag.clone()), shard))
-                    .or_default()
-                    .push(member(t.tagged_at_ms, t.expires_at_ms));
-            }
-        }
-        lists.values_mut().for_each(|l| l.sort_by(|a, b| a.user_id.cmp(&b.user_id)));
-        MemoryIndex { lists, page_size: 1000 }
-    }
-}
-
-#[async_trait]
-impl SegmentIndex for MemoryIndex {
-    async fn members(
-        &self,
-        source: &Source,
-        shard: u16,
-        after: Option<&str>,
-        limit: Option<u32>,
-    ) -> Result<MemberPage, BackendError> {
-        let list = self.lists.get(&(source.clone(), shard)).map(Vec::as_slice).unwrap_or_default();
-        let start = after.map_or(0, |a| list.partition_point(|m| m.user_id.as_str() <= a));
-        let n = limit.map_or(self.page_size, |l| l as usize).max(1);
-        let end = (start + n).min(list.len());
-        let members = list.get(start..end).unwrap_or_default().to_vec();
-        let read = ReadStats { items: members.len() as u64, requests: 1, capacity_units: 0.0 };
-        Ok(MemberPage { members, more: end < list.len(), read })
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::*;
-
-    const NOW: i64 = 1_795_305_600_000;
-    const DAY: i64 = 86_400_000;
-
-    /// A population where friend i has tags by simple rules of i, so the truth is easy to state.
-    fn population(n: usize) -> Vec<(String, FriendFacts)> {
-        (0..n)
-            .map(|i| {
-                let mut tags = HashMap::new();
-                let tag = |at: i64, exp: Option<i64>| TagFacts { tagged_at_ms: at, expires_at_ms: exp };
-                if i % 2 == 0 {
-                    tags.insert("dessert".to_string(), tag(NOW - DAY, None));
-                }
-                if i % 3 == 0 {
-                    tags.insert("vip".to_string(), tag(NOW - DAY, None));
-                }
-                if i % 5 == 0 {
-                    // Every other one set 5 days ago; every tenth one expired.
-                    let at = if i % 10 == 0 { NOW - 5 * DAY } else { NOW - DAY };
-                    let exp = if i % 20 == 0 { NOW - 1 } else { at + 7 * DAY };
-                    tags.insert("cart:open".to_string(), tag(at, Some(exp)));
-                }
-                let facts =
-                    FriendFacts { blocked: i % 7 == 0, followed_at_ms: Some(NOW - (i as i64 % 60) * DAY), tags };
-                (format!("U{i:032x}"), facts)
-            })
-            .collect()
-    }
-
-    async fn check(friends: &[(String, FriendFacts)], expr: &str, index: &MemoryIndex) {
-        let e = Expr::parse(expr).unwrap();
-        let mut truth: Vec<&str> = friends.iter().filter(|(_, f)| e.matches(f, NOW)).map(|(u, _)| u.as_str()).collect();
-        truth.sort();
-        let resolver = Resolver::new(index);
-        assert_eq!(resolver.count(&e, NOW).await.unwrap().friends, truth.len() as u64, "{expr}");
-        // Pages of 7, resumed from their cursors, give every friend once.
-        let mut got = vec![];
-        let mut cursor = None;
-        loop {
-            let page = resolver.page(&e, NOW, cursor.as_ref(), 7).await.unwrap();
-            got.extend(page.user_ids);
-            match page.next {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-        got.sort();
-        assert_eq!(got, truth, "{expr}");
-        // One reader, page after page, gives the same.
-        let mut reader = resolver.reader(&e, NOW, None);
-        let mut streamed = vec![];
-        loop {
-            let page = reader.next_page(7).await.unwrap();
-            streamed.extend(page.user_ids);
-            if page.next.is_none() {
-                break;
-            }
-        }
-        streamed.sort();
-        assert_eq!(streamed, truth, "{expr}");
-    }
-
-    #[tokio::test]
-    async fn every_kind_of_expression_resolves_to_exactly_the_friends_it_selects() {
-        let friends = population(3000);
-        let mut index = MemoryIndex::new(friends.iter().map(|(u, f)| (u.as_str(), f)));
-        index.page_size = 50; // many pages per list
-        for expr in [
-            "dessert",
-            "dessert AND NOT vip",
-            "tagged(cart:open, within 3d) AND NOT buyer",
-            "dessert OR vip",
-            "(dessert OR cart:open) AND NOT (vip AND friend_since(30d))",
-            "NOT dessert",
-            "all",
-            "friend_since(10d)",
-            "nobody:has:this",
-        ] {
-            check(&friends, expr, &index).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn tag_expressions_read_only_their_tags() {
-        let friends = population(3000);
-        let index = MemoryIndex::new(friends.iter().map(|(u, f)| (u.as_str(), f)));
-        let resolver = Resolver::new(&index);
-        let dessert = resolver.count(&Expr::parse("dessert").unwrap(), NOW).await.unwrap();
-        let listed = friends.iter().filter(|(_, f)| !f.blocked && f.tags.contains_key("dessert")).count();
-        assert_eq!(dessert.read.items, listed as u64, "one read per dessert entry, nothing else");
-        let all = resolver.count(&Expr::parse("all").unwrap(), NOW).await.unwrap();
-        assert_eq!(all.read.items, friends.iter().filter(|(_, f)| !f.blocked).count() as u64);
-    }
-}
+mod tests;

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use integration_tests::seed::{bulk_friends, user_id};
 use integration_tests::TestStack;
 use shared::adapters::dynamodb::tags::DynamoTags;
-use shared::segment::resolve::{MemoryIndex, ReadStats, Resolver, SegmentIndex};
+use shared::adapters::memory::segment::MemoryIndex;
+use shared::segment::resolve::{ReadStats, Resolver, SegmentIndex};
 use shared::segment::{Expr, FriendFacts, TagFacts};
 
 const DAY: i64 = 86_400_000;

@@ -4,7 +4,8 @@
 //! real ones.
 //! - [`ingest`]: idempotency records, follow state, FIFO queues;
 //! - [`campaigns`] and [`caps`]: campaigns, batches, the account budget, caps and opt-outs;
-//! - [`line`]: LINE's multicast and quota; [`queue`]: a work queue; [`schedule`]: the send schedule.
+//! - [`line`]: LINE's multicast and quota; [`queue`]: a work queue; [`schedule`]: the send schedule;
+//! - [`segment`]: the segment index (tags and followers, by shard).
 
 pub mod campaigns;
 pub mod caps;
@@ -12,3 +13,4 @@ pub mod ingest;
 pub mod line;
 pub mod queue;
 pub mod schedule;
+pub mod segment;

@@ -6,12 +6,12 @@ use super::*;
 use crate::adapters::memory::campaigns::{campaign, MemoryCampaigns};
 use crate::adapters::memory::line::{Answer, MemoryLine};
 use crate::adapters::memory::queue::MemoryWorkQueue;
+use crate::adapters::memory::segment::MemoryIndex;
 use crate::campaign::batch::Settlement;
 use crate::campaign::caps::Reservation;
 use crate::campaign::file::{Cap, Period};
 use crate::campaign::model::{BatchMessage, Counters, PlannedPage, Policy, Skips};
 use crate::campaign::ports::{BatchRepo, CampaignRepo, CapStore, OptOuts};
-use crate::segment::resolve::MemoryIndex;
 use crate::segment::{FriendFacts, TagFacts};
 
 /// 2026-11-15T00:00Z
@@ -259,16 +259,16 @@ async fn an_unknown_batch_resolved_as_delivered_counts_sent_and_keeps_its_cap_sl
 async fn settings_opt_outs_are_synced_without_undoing_an_opt_out_made_with_the_cli() {
     let w = World::default();
     let [a, b, c]: [String; 3] = users(3).try_into().unwrap();
-    assert_eq!(w.admin().suppress(&[a.clone()], true, "cli", NOW).await.unwrap(), vec![a.clone()]);
+    assert_eq!(w.admin().suppress(std::slice::from_ref(&a), true, "cli", NOW).await.unwrap(), vec![a.clone()]);
     let all = [a.clone(), b.clone(), c.clone()];
     let added = w.admin().sync_settings_opt_outs(&[], &all, NOW).await.unwrap();
     assert_eq!(added, vec![format!("+ suppress {b}"), format!("+ suppress {c}")], "a was opted out already");
-    let dropped = w.admin().sync_settings_opt_outs(&all, &[c.clone()], NOW).await.unwrap();
+    let dropped = w.admin().sync_settings_opt_outs(&all, std::slice::from_ref(&c), NOW).await.unwrap();
     assert_eq!(dropped, vec![format!("- suppress {b}")], "a was opted out with the cli: it stays out");
     let left = w.store.suppressed().await.unwrap();
     assert_eq!(left, vec![(a.clone(), "cli".to_string()), (c.clone(), "settings".to_string())]);
     // The cli takes back its own.
-    assert_eq!(w.admin().suppress(&[a.clone()], false, "cli", NOW).await.unwrap(), vec![a]);
+    assert_eq!(w.admin().suppress(std::slice::from_ref(&a), false, "cli", NOW).await.unwrap(), vec![a]);
     assert_eq!(w.store.suppressed().await.unwrap(), vec![(c, "settings".to_string())]);
 }
 

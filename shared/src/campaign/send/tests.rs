@@ -432,7 +432,7 @@ async fn quiet_hours_pause_the_campaign_and_the_planner_resumes_it_when_they_end
     assert_eq!(w.plans.sent().iter().map(|(_, d)| *d).collect::<Vec<_>>(), [900], "looks again in 15 min");
     assert!(friends.iter().all(|u| w.line.received(u) == 0 && w.store.cap_set(u, &w.month()).is_empty()));
     let batches = MemoryQueue::default();
-    let index = crate::segment::resolve::MemoryIndex::new(std::iter::empty());
+    let index = crate::adapters::memory::segment::MemoryIndex::new(std::iter::empty());
     let planner = crate::campaign::plan::Planner {
         store: &w.store,
         caps: &w.store,
