@@ -26,7 +26,7 @@ LINE_SIM_PORT="${LINE_SIM_PORT:-8090}"
 URL_PORT="${URL_PORT:-9080}"
 STACK_NAME="oa-local"
 
-say() { printf '[local] %s\n' "$*" >&2; }
+say() { printf '[local %4ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { printf '[local] error: %s\n' "$*" >&2; exit 1; }
 
 # --- settings -----------------------------------------------------------------------------------
