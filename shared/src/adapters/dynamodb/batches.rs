@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Update};
 
 use super::attr::{flag, int, n, s, string_set, text, uint};
 use super::call::{conditional, err};
@@ -298,13 +298,7 @@ impl BatchRepo for DynamoCampaigns {
         if count > limit {
             return Ok(false);
         }
-        if self
-            .transact(vec![
-                TransactWriteItem::builder().update(batch_update).build(),
-                TransactWriteItem::builder().update(budget_update).build(),
-            ])
-            .await?
-        {
+        if self.transact_updates([batch_update, budget_update]).await? {
             return Ok(true);
         }
         // Taken already for this month and count (a retry whose copy was read before the take):
@@ -333,13 +327,7 @@ impl BatchRepo for DynamoCampaigns {
                 .expression_attribute_values(":minus", n(-(count as i64)))
                 .build()
                 .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-            if self
-                .transact(vec![
-                    TransactWriteItem::builder().update(batch_update).build(),
-                    TransactWriteItem::builder().update(budget_update).build(),
-                ])
-                .await?
-            {
+            if self.transact_updates([batch_update, budget_update]).await? {
                 return Ok(());
             }
         }
@@ -436,11 +424,7 @@ impl BatchRepo for DynamoCampaigns {
             .set_expression_attribute_values(Some(values))
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        self.transact(vec![
-            TransactWriteItem::builder().update(batch_update).build(),
-            TransactWriteItem::builder().update(meta_update).build(),
-        ])
-        .await
+        self.transact_updates([batch_update, meta_update]).await
     }
 
     /// Holds a batch while its campaign is paused or cancelled: its recipients count as held.
@@ -487,11 +471,7 @@ impl BatchRepo for DynamoCampaigns {
             .expression_attribute_values(":run", s(&c.run))
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        self.transact(vec![
-            TransactWriteItem::builder().update(batch_update).build(),
-            TransactWriteItem::builder().update(meta_update).build(),
-        ])
-        .await
+        self.transact_updates([batch_update, meta_update]).await
     }
 
     /// Takes a held batch back to where it was held from; its recipients stop counting as held.
@@ -518,11 +498,7 @@ impl BatchRepo for DynamoCampaigns {
             .expression_attribute_values(":run", s(&c.run))
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        self.transact(vec![
-            TransactWriteItem::builder().update(batch_update).build(),
-            TransactWriteItem::builder().update(meta_update).build(),
-        ])
-        .await
+        self.transact_updates([batch_update, meta_update]).await
     }
 
     /// A person's decision on a batch whose outcome is unknown: `delivered` (LINE's statistics
@@ -564,11 +540,7 @@ impl BatchRepo for DynamoCampaigns {
             .expression_attribute_values(":run", s(&c.run))
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        self.transact(vec![
-            TransactWriteItem::builder().update(batch_update).build(),
-            TransactWriteItem::builder().update(meta_update).build(),
-        ])
-        .await
+        self.transact_updates([batch_update, meta_update]).await
     }
 }
 

@@ -208,6 +208,14 @@ impl DynamoCampaigns {
     pub(super) async fn transact(&self, actions: Vec<TransactWriteItem>) -> Result<bool, BackendError> {
         call::transact(&self.client, &self.meter, actions).await
     }
+
+    /// A transaction of updates only (an item and the counters or budget it moves).
+    pub(super) async fn transact_updates(
+        &self,
+        updates: impl IntoIterator<Item = Update>,
+    ) -> Result<bool, BackendError> {
+        self.transact(updates.into_iter().map(|u| TransactWriteItem::builder().update(u).build()).collect()).await
+    }
 }
 
 #[async_trait]
