@@ -47,7 +47,7 @@ async fn preview_equals_billed_with_blocked_suppressed_capped_held_out_and_budge
         assert_eq!(r, shared::campaign::caps::Reservation::Reserved);
     }
     let file = rig.campaign_file("cart", "cart:open", "holdout: 10%\nbudget: { messages: 28 }\n");
-    let created = rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    let created = rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     assert_eq!(created.state, State::Draft);
 
     let preview = rig.oa.preview("cart", rig.clock.now_ms()).await.unwrap();
@@ -93,7 +93,7 @@ async fn two_campaigns_at_once_to_the_same_friends_at_cap_one_send_each_friend_o
     }
     for id in ["news-a", "news-b"] {
         let file = rig.campaign_file(id, "dessert", "");
-        rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+        rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
         // Both previews see every friend free: the race is decided when sending.
         assert_eq!(rig.oa.preview(id, rig.clock.now_ms()).await.unwrap()["recipients"], 20);
     }
@@ -121,7 +121,7 @@ async fn the_minimum_gap_holds_between_two_campaigns_planned_at_once_where_the_m
     }
     for id in ["gap-a", "gap-b"] {
         let file = rig.campaign_file(id, "dessert", "");
-        rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+        rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
         rig.oa.start(id, rig.clock.now_ms()).await.unwrap();
     }
     // Both plan every friend (the month's cap of 2 allows both); the gap is decided when sending.
@@ -148,7 +148,7 @@ async fn line_delivers_but_never_answers_then_the_retry_gets_409_and_friends_get
     rig.sim.client().configure(json!({ "hangMs": 2500 })).await.unwrap();
     rig.sim.client().set_faults("multicast", json!({ "hangAfterDelivery": 1.0, "times": 1 })).await.unwrap();
     let file = rig.campaign_file("vip-news", "vip", "");
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     rig.oa.start("vip-news", rig.clock.now_ms()).await.unwrap();
     let before = rig.billed().await;
     rig.pump(WAIT).await;
@@ -170,7 +170,7 @@ async fn server_errors_are_retried_with_the_same_key_and_a_sender_dying_after_20
     }
     rig.sim.client().set_faults("multicast", json!({ "error500": 1.0, "times": 2 })).await.unwrap();
     let file = rig.campaign_file("thanks", "buyer", "");
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     rig.oa.start("thanks", rig.clock.now_ms()).await.unwrap();
     rig.pump(WAIT).await;
     let log = rig.multicast_log().await;
@@ -181,7 +181,7 @@ async fn server_errors_are_retried_with_the_same_key_and_a_sender_dying_after_20
 
     // A second campaign; the sender dies between LINE's 200 and recording it.
     let file = rig.campaign_file("thanks-2", "buyer", "");
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     rig.oa.start("thanks-2", rig.clock.now_ms()).await.unwrap();
     *rig.sender.failpoint.lock().unwrap() = Some(Failpoint::DieAfterLineAccepted);
     assert_eq!(rig.pump_once().await, 1, "planned, sent, and the dead sender's record comes back");
@@ -206,7 +206,7 @@ async fn a_message_lines_validator_refuses_is_refused_at_create_and_a_401_pauses
         "bad.campaign.yaml",
         "id: flex\nname: Flex\nsegment: all\nmessages:\n  - { type: flex, contents: { type: bubble } }\n",
     );
-    let e = rig.oa.create(&bad, rig.clock.now_ms()).await.unwrap_err().to_string();
+    let e = rig.oa.create(&bad, false, rig.clock.now_ms()).await.unwrap_err().to_string();
     assert!(e.contains("validator") && e.contains("altText"), "{e}");
     assert!(rig.store.get("flex").await.unwrap().is_none(), "nothing was created");
 
@@ -215,7 +215,7 @@ async fn a_message_lines_validator_refuses_is_refused_at_create_and_a_401_pauses
         rig.friend(u, &["dessert"]).await;
     }
     let file = rig.campaign_file("desserts", "dessert", "");
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     rig.sim.client().set_access_token("a-reissued-token").await.unwrap();
     rig.oa.start("desserts", rig.clock.now_ms()).await.unwrap();
     rig.pump(WAIT).await;
@@ -242,18 +242,18 @@ async fn a_campaign_recreated_under_the_same_id_after_a_cancel_is_delivered_with
         rig.friend(u, &["dessert"]).await;
     }
     let file = rig.campaign_file("weekly", "dessert", "");
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     rig.oa.start("weekly", rig.clock.now_ms()).await.unwrap();
     assert_eq!(rig.pump(WAIT).await, 0);
     let first = rig.campaign("weekly").await;
     assert_eq!(first.counters.sent, 3);
-    assert!(rig.oa.create(&file, rig.clock.now_ms()).await.is_ok(), "a done campaign's id is free again");
+    assert!(rig.oa.create(&file, false, rig.clock.now_ms()).await.is_ok(), "a done campaign's id is free again");
     // Cancelled before it is planned: nothing goes out, and the id is free again.
     rig.oa.start("weekly", rig.clock.now_ms()).await.unwrap();
     rig.oa.cancel("weekly").await.unwrap();
     rig.pump(WAIT).await;
     assert_eq!(rig.campaign("weekly").await.counters.sent, 0);
-    let again = rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    let again = rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     assert_ne!(again.run, first.run);
     rig.oa.start("weekly", rig.clock.now_ms()).await.unwrap();
     assert_eq!(rig.pump(WAIT).await, 0);
@@ -288,7 +288,7 @@ async fn a_pause_holds_the_queued_batches_and_resume_sends_each_once() {
         rig.friend(u, &["dessert"]).await;
     }
     let file = rig.campaign_file("held", "dessert", "");
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     rig.oa.start("held", rig.clock.now_ms()).await.unwrap();
     rig.plan_only().await;
     assert_eq!(rig.campaign("held").await.counters.planned, 6);
@@ -315,7 +315,7 @@ async fn the_monthly_limit_pauses_the_campaign_gives_the_slots_back_and_resume_s
     // LINE's quota has room for 2 messages; the batch has 4 recipients (all or nothing).
     rig.sim.client().configure(json!({ "monthlyQuota": 2 })).await.unwrap();
     let file = rig.campaign_file("quota", "dessert", "");
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     let preview = rig.oa.preview("quota", rig.clock.now_ms()).await.unwrap();
     assert_eq!(preview["price"]["stopsAfter"], 2, "the preview says where the limit stops it: {preview}");
     rig.oa.start("quota", rig.clock.now_ms()).await.unwrap();
@@ -348,7 +348,7 @@ async fn a_batch_whose_sender_died_during_the_call_is_held_frozen_and_resumed_wi
         rig.friend(u, &["dessert"]).await;
     }
     let file = rig.campaign_file("died", "dessert", "");
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     rig.oa.start("died", rig.clock.now_ms()).await.unwrap();
     *rig.sender.failpoint.lock().unwrap() = Some(Failpoint::DieAfterLineAccepted);
     assert_eq!(rig.pump_once().await, 1, "LINE took the batch; the sender died before recording it");
@@ -394,7 +394,7 @@ async fn two_planners_on_one_campaign_at_once_plan_every_friend_exactly_once() {
         futures::future::join_all(chunk.iter().map(|u| rig.friend(u, &["dessert"]))).await;
     }
     let file = rig.campaign_file("twice", "dessert", "");
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     let c = rig.oa.start("twice", rig.clock.now_ms()).await.unwrap();
     // The plan message delivered twice at once (standard queues may): two planners race.
     let body = shared::campaign::model::PlanMessage::body(&c).unwrap();
@@ -452,7 +452,7 @@ async fn a_429_storm_slows_the_whole_fleet_and_every_friend_still_gets_one_push(
         rig.friend(u, &["storm"]).await;
     }
     let file = rig.campaign_file("storm", "storm", "batchSize: 1\n");
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     rig.oa.start("storm", rig.clock.now_ms()).await.unwrap();
     rig.plan_only().await;
     rig.send_with_fleet(3, WAIT).await;
@@ -493,7 +493,7 @@ async fn a_scheduled_campaign_waits_and_one_running_into_quiet_hours_pauses_and_
     }
     let at = jiff::Timestamp::from_millisecond(rig.clock.now_ms() + 120_000).unwrap();
     let file = rig.campaign_file("late", "late", &format!("schedule: {at}\n"));
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     assert_eq!(rig.oa.start("late", rig.clock.now_ms()).await.unwrap().state, State::Scheduled);
     rig.pump(WAIT).await;
     assert_eq!(rig.campaign("late").await.state, State::Scheduled, "it waits (a delayed message to itself)");
@@ -537,7 +537,7 @@ async fn an_unknown_outcome_waits_for_a_person_and_not_delivered_gives_the_slots
         rig.friend(u, &["maybe"]).await;
     }
     let file = rig.campaign_file("maybe", "maybe", "");
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     rig.oa.start("maybe", rig.clock.now_ms()).await.unwrap();
     // LINE answers 500 to every try of this invocation: it may have taken the batch.
     rig.sim.client().set_faults("multicast", json!({ "error500": 1.0 })).await.unwrap();
@@ -624,7 +624,7 @@ async fn the_account_monthly_budget_pauses_a_campaign_at_the_exact_count() {
         rig.friend(u, &["budget"]).await;
     }
     let first = rig.campaign_file("first", "budget", "batchSize: 1\n");
-    rig.oa.create(&first, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&first, false, rig.clock.now_ms()).await.unwrap();
     rig.oa.start("first", rig.clock.now_ms()).await.unwrap();
     assert_eq!(rig.pump(WAIT).await, 0);
     let c = rig.campaign("first").await;

@@ -105,10 +105,15 @@ fn demand(member: &str, max: u32, gap: i64, at: i64) -> Demand {
     Demand::new(member.into(), &[Cap { per: Period::Month, max }], &Zone::default(), false, gap, at)
 }
 
+/// A demand that reads the cap sets `attributes` (and nothing else).
+fn looking_at(attributes: &[String]) -> Demand {
+    Demand { slots: attributes.iter().map(|a| (a.clone(), 1)).collect(), ..Demand::default() }
+}
+
 /// A campaign created and started (planning) through the admin port.
 async fn started(f: &dyn Fixture, id: &str) -> Campaign {
     let store = f.store();
-    assert!(matches!(store.create(&file(id), "source", NOW).await.unwrap(), Created::Created { .. }));
+    assert!(matches!(store.create(&file(id), "source", false, NOW).await.unwrap(), Created::Created { .. }));
     store.start(id, &settings(), State::Planning, NOW).await.unwrap().expect("a draft starts")
 }
 
@@ -122,15 +127,17 @@ async fn with_batch(f: &dyn Fixture, id: &str, to: &[String]) -> (Campaign, Batc
     (c, batch)
 }
 
-/// `with_batch`, leased by `owner` and frozen with every recipient on its send list and the
-/// month's cap attribute reserved.
+/// `with_batch`, leased by `owner`, its first reservation round recorded (the month's cap
+/// attribute) and frozen with every recipient on its send list.
 async fn frozen(f: &dyn Fixture, id: &str, to: &[String], owner: &str) -> (Campaign, Batch) {
     let (c, _) = with_batch(f, id, to).await;
     let store = f.store();
     assert!(store.lease(&c, 0, owner, NOW, NOW + 60_000).await.unwrap());
     let attrs = demand(&c.cap_member(), 1, 0, NOW).attributes();
+    let planned = store.batch(&c, 0).await.unwrap().unwrap();
+    assert!(store.begin_reserve(&c, &planned, owner, &attrs, NOW).await.unwrap());
     let mask = vec![true; to.len()];
-    assert!(store.freeze(&c, 0, owner, &mask, &Skips::default(), &attrs, "key-1", NOW).await.unwrap());
+    assert!(store.freeze(&c, 0, owner, &mask, &Skips::default(), "key-1", NOW).await.unwrap());
     let batch = store.batch(&c, 0).await.unwrap().unwrap();
     (c, batch)
 }
@@ -146,27 +153,27 @@ fn outcome(state: BatchState, n: u64) -> Settlement {
 
 async fn create_replaces_only_a_draft_a_cancelled_or_a_done_campaign(f: &dyn Fixture) {
     let store = f.store();
-    let Created::Created { run: first } = store.create(&file("c"), "v1", NOW).await.unwrap() else {
+    let Created::Created { run: first } = store.create(&file("c"), "v1", false, NOW).await.unwrap() else {
         panic!("a new id is created")
     };
     let draft = store.get("c").await.unwrap().unwrap();
     assert_eq!((draft.state, draft.run.as_str(), draft.source.as_str()), (State::Draft, first.as_str(), "v1"));
-    let Created::Created { run: second } = store.create(&file("c"), "v2", NOW + 1).await.unwrap() else {
+    let Created::Created { run: second } = store.create(&file("c"), "v2", false, NOW + 1).await.unwrap() else {
         panic!("a draft is replaced")
     };
     assert_ne!(first, second, "every create is a new run");
     assert!(store.start("c", &settings(), State::Planning, NOW).await.unwrap().is_some());
-    assert_eq!(store.create(&file("c"), "v3", NOW).await.unwrap(), Created::InUse { state: State::Planning });
+    assert_eq!(store.create(&file("c"), "v3", false, NOW).await.unwrap(), Created::InUse { state: State::Planning });
     let c = store.get("c").await.unwrap().unwrap();
     assert!(store.transition("c", &c.run, &[State::Planning], State::Cancelled, None).await.unwrap());
-    assert!(matches!(store.create(&file("c"), "v4", NOW).await.unwrap(), Created::Created { .. }));
+    assert!(matches!(store.create(&file("c"), "v4", false, NOW).await.unwrap(), Created::Created { .. }));
     let ids: Vec<String> = store.list().await.unwrap().into_iter().map(|c| c.id).collect();
     assert_eq!(ids, ["c"], "one campaign, whatever its runs");
 }
 
 async fn start_takes_the_accounts_settings_once(f: &dyn Fixture) {
     let store = f.store();
-    store.create(&file("c"), "", NOW).await.unwrap();
+    store.create(&file("c"), "", false, NOW).await.unwrap();
     let c = store.start("c", &settings(), State::Scheduled, NOW + 5).await.unwrap().expect("a draft starts");
     assert_eq!((c.state, c.started_at_ms, c.timezone.as_str()), (State::Scheduled, Some(NOW + 5), "UTC"));
     assert_eq!(c.caps, settings().caps);
@@ -245,7 +252,7 @@ async fn a_frozen_batch_settles_once_and_an_unknown_one_keeps_its_cap_attributes
     assert_eq!((batch.state, batch.retry_key.as_deref()), (BatchState::Frozen, Some("key-1")));
     assert_eq!(batch.send_list(), [user(1).as_str(), user(2).as_str()]);
     assert!(!batch.cap_attrs.is_empty());
-    assert!(!store.freeze(&c, 0, "a", &[true, true], &Skips::default(), &[], "key-2", NOW).await.unwrap());
+    assert!(!store.freeze(&c, 0, "a", &[true, true], &Skips::default(), "key-2", NOW).await.unwrap());
     assert!(!store.mark_called(&c, 0, "b", NOW).await.unwrap(), "not its lease");
     assert!(store.mark_called(&c, 0, "a", NOW + 1).await.unwrap());
     assert!(store.mark_called(&c, 0, "a", NOW + 2).await.unwrap());
@@ -272,8 +279,11 @@ async fn a_frozen_batch_settles_once_and_an_unknown_one_keeps_its_cap_attributes
     let failed = store.batch(&c, 0).await.unwrap().unwrap();
     assert_eq!(failed.state, BatchState::Failed);
     assert!(failed.slots_to_give_back(), "a batch that did not go out keeps its attributes to give them back");
-    store.clear_cap_attrs(&c, 0).await.unwrap();
-    assert!(store.batch(&c, 0).await.unwrap().unwrap().cap_attrs.is_empty());
+    assert!(!store.gave_back(&c, 0, 2).await.unwrap(), "not its round");
+    assert!(store.gave_back(&c, 0, 1).await.unwrap());
+    assert!(!store.gave_back(&c, 0, 1).await.unwrap(), "once");
+    let given = store.batch(&c, 0).await.unwrap().unwrap();
+    assert!(given.cap_attrs.is_empty() && !given.reserved && !given.slots_to_give_back());
     let c = store.get("c").await.unwrap().unwrap();
     assert_eq!((c.counters.unknown, c.counters.failed), (0, 2));
     assert!(store.done_when_resolved(&c).await.unwrap());
@@ -333,7 +343,7 @@ async fn a_reservation_takes_every_period_at_once_and_a_retry_finds_its_own(f: &
     let a_later = demand("a~1", 1, 0, december);
     assert_eq!(store.reserve(&friend, &a_later, december).await.unwrap(), Reservation::Reserved);
     let attrs = vec!["cap#m2026-11".to_string(), "cap#m2026-12".to_string()];
-    let caps = store.friend_caps(std::slice::from_ref(&friend), &attrs).await.unwrap();
+    let caps = store.friend_caps(std::slice::from_ref(&friend), &looking_at(&attrs)).await.unwrap();
     let sets = &caps[&friend].sets;
     assert_eq!((sets[&attrs[0]].clone(), sets[&attrs[1]].clone()), (vec!["a~1".to_string()], vec!["a~1".to_string()]));
     let b_later = demand("b~1", 1, 0, december);
@@ -344,7 +354,7 @@ async fn a_reservation_takes_every_period_at_once_and_a_retry_finds_its_own(f: &
     assert_eq!(store.reserve(&other, &a, NOW).await.unwrap(), Reservation::Reserved);
     assert_eq!(store.reserve(&other, &b_later, december).await.unwrap(), Reservation::Reserved);
     assert_eq!(store.reserve(&other, &a_later, december).await.unwrap(), Reservation::Refused(Skip::Cap));
-    let caps = store.friend_caps(std::slice::from_ref(&other), &attrs).await.unwrap();
+    let caps = store.friend_caps(std::slice::from_ref(&other), &looking_at(&attrs)).await.unwrap();
     assert_eq!(caps[&other].sets[&attrs[1]], vec!["b~1".to_string()]);
 }
 
@@ -369,14 +379,14 @@ async fn a_refused_reservation_says_why(f: &dyn Fixture) {
     assert_eq!(store.reserve(&pushed, &t, NOW + 4 * DAY_MS).await.unwrap(), Reservation::Reserved);
     assert_eq!(store.reserve(&out, &t, NOW).await.unwrap(), Reservation::Refused(Skip::Suppressed));
     assert_eq!(store.reserve(&gone, &t, NOW).await.unwrap(), Reservation::Refused(Skip::Blocked));
-    let friends = store.friend_caps(&[gone.clone(), out.clone(), unknown.clone()], &[]).await.unwrap();
+    let friends = store.friend_caps(&[gone.clone(), out.clone(), unknown.clone()], &Demand::default()).await.unwrap();
     assert_eq!((friends[&gone].following, friends[&out].suppressed), (false, true));
     assert!(!friends.contains_key(&unknown), "absent friends are not there");
 }
 
 /// The friend's last push (when, less `at`, and by which member).
 async fn last_push(store: &dyn CampaignAdmin, friend: &str, at: i64) -> Option<(i64, String)> {
-    let caps = store.friend_caps(&[friend.to_string()], &[]).await.unwrap();
+    let caps = store.friend_caps(&[friend.to_string()], &Demand::default()).await.unwrap();
     caps[friend].last_push.clone().map(|(t, by)| (t - at, by))
 }
 
@@ -392,7 +402,7 @@ async fn a_push_given_back_restores_the_one_before_it(f: &dyn Fixture) {
     assert_eq!(last(NOW).await, Some((2 * DAY_MS, "b~1".to_string())));
     store.release(&friend, &b, &b.attributes()).await.unwrap();
     assert_eq!(last(NOW).await, Some((0, "a~1".to_string())), "b never went out: a is the last push again");
-    let set = store.friend_caps(std::slice::from_ref(&friend), &b.attributes()).await.unwrap()[&friend].sets.clone();
+    let set = store.friend_caps(std::slice::from_ref(&friend), &b).await.unwrap()[&friend].sets.clone();
     assert_eq!(set[&b.attributes()[0]], vec!["a~1".to_string()], "b's slot is free");
     store.release(&friend, &a, &a.attributes()).await.unwrap();
     assert_eq!(last(NOW).await, None, "nothing went out");
@@ -442,7 +452,7 @@ async fn a_batch_is_held_only_while_its_campaign_does_not_send(f: &dyn Fixture) 
     assert_eq!(store.get("c").await.unwrap().unwrap().counters.held, 2);
     assert_eq!(store.open_batches(&c).await.unwrap(), [(0, BatchState::Held)]);
     assert!(!store.unhold(&c, &held).await.unwrap(), "its slots are not given back yet");
-    store.clear_cap_attrs(&c, 0).await.unwrap();
+    assert!(store.gave_back(&c, 0, 1).await.unwrap());
     assert!(store.unhold(&c, &held).await.unwrap());
     assert!(!store.unhold(&c, &held).await.unwrap(), "once");
     assert_eq!(store.batch(&c, 0).await.unwrap().unwrap().state, BatchState::Planned);
@@ -473,19 +483,145 @@ async fn an_opt_out_is_undone_only_by_the_means_that_made_it(f: &dyn Fixture) {
     assert!(store.suppress(&a, false, "cli", NOW).await.unwrap());
     assert!(!store.suppress(&a, false, "cli", NOW).await.unwrap());
     assert_eq!(store.suppressed().await.unwrap(), [(b.clone(), "settings".to_string())]);
-    let friends = store.friend_caps(&[a.clone(), b.clone()], &[]).await.unwrap();
+    let friends = store.friend_caps(&[a.clone(), b.clone()], &Demand::default()).await.unwrap();
     assert_eq!((friends[&a].suppressed, friends[&a].following), (false, true));
     assert_eq!((friends[&b].suppressed, friends[&b].following), (true, false));
 }
 
 async fn a_preview_is_kept_on_its_campaign_only(f: &dyn Fixture) {
     let store = f.store();
-    store.create(&file("c"), "", NOW).await.unwrap();
+    store.create(&file("c"), "", false, NOW).await.unwrap();
     let preview = serde_json::json!({ "recipients": 3 });
     store.save_preview("c", &preview).await.unwrap();
     assert_eq!(store.get("c").await.unwrap().unwrap().preview, Some(preview.clone()));
     assert!(store.save_preview("nothing", &preview).await.is_err(), "no campaign to keep it on");
     assert!(store.get("nothing").await.unwrap().is_none());
+}
+
+/// A reservation round is recorded before it reserves: a new one begins only on a planned batch
+/// whose last round was given back; a frozen batch goes back to planned only when no call is open
+/// and its round was given back.
+async fn a_reservation_round_is_recorded_first_and_a_new_one_waits_for_the_give_back(f: &dyn Fixture) {
+    let store = f.store();
+    let (c, batch) = with_batch(f, "c", &[user(1), user(2)]).await;
+    let attrs = vec!["cap#m2026-11".to_string()];
+    assert!(store.lease(&c, 0, "a", NOW, NOW + 60_000).await.unwrap());
+    assert!(!store.begin_reserve(&c, &batch, "b", &attrs, NOW).await.unwrap(), "not its lease");
+    assert!(store.begin_reserve(&c, &batch, "a", &attrs, NOW).await.unwrap());
+    let first = store.batch(&c, 0).await.unwrap().unwrap();
+    assert_eq!((first.generation, first.reserved, first.cap_attrs.clone()), (1, true, attrs.clone()));
+    assert_eq!(first.reserved_at_ms, Some(NOW));
+    assert!(!store.begin_reserve(&c, &first, "a", &attrs, NOW).await.unwrap(), "round 1 was not given back");
+    assert!(!store.begin_reserve(&c, &batch, "a", &attrs, NOW).await.unwrap(), "a stale copy (round 0)");
+    assert!(store.freeze(&c, 0, "a", &[true, false], &Skips::default(), "key-1", NOW).await.unwrap());
+    assert!(store.mark_called(&c, 0, "a", NOW).await.unwrap());
+    assert!(!store.unfreeze(&c, 0, "a").await.unwrap(), "a call is open: LINE may have taken it");
+    assert!(store.close_call(&c, 0, "a").await.unwrap());
+    assert!(!store.unfreeze(&c, 0, "a").await.unwrap(), "its round is not given back yet");
+    assert!(store.gave_back(&c, 0, 1).await.unwrap());
+    assert!(!store.unfreeze(&c, 0, "b").await.unwrap(), "not its lease");
+    assert!(store.unfreeze(&c, 0, "a").await.unwrap());
+    let planned = store.batch(&c, 0).await.unwrap().unwrap();
+    assert_eq!((planned.state, planned.frozen.clone(), planned.retry_key.clone()), (BatchState::Planned, None, None));
+    assert_eq!((planned.generation, planned.reserved, planned.call_open), (1, false, false));
+    assert!(store.begin_reserve(&c, &planned, "a", &[], NOW + 1).await.unwrap());
+    let second = store.batch(&c, 0).await.unwrap().unwrap();
+    assert_eq!((second.generation, second.reserved, second.cap_attrs.len()), (2, true, 0));
+}
+
+/// A give-back that runs late (a duplicate delivery, the planner's requeue, with a copy of the
+/// batch read before) touches nothing of a later round: not its slots, not the friend's last
+/// push, not its budget take.
+async fn a_stale_give_back_touches_nothing_of_a_later_round(f: &dyn Fixture) {
+    let store = f.store();
+    let friend = user(1);
+    f.follow(&friend).await;
+    let (c, batch) = with_batch(f, "c", std::slice::from_ref(&friend)).await;
+    let run = demand(&c.cap_member(), 1, DAY_MS, NOW).once_per_campaign("c", false);
+    let attrs = run.attributes();
+    assert!(store.lease(&c, 0, "a", NOW, NOW + 60_000).await.unwrap());
+    assert!(store.begin_reserve(&c, &batch, "a", &attrs, NOW).await.unwrap());
+    let round1 = store.batch(&c, 0).await.unwrap().unwrap();
+    assert_eq!(store.reserve(&friend, &run.generation(1), NOW).await.unwrap(), Reservation::Reserved);
+    assert!(store.take_budget(&c, &round1, "m2026-11", 1, 10).await.unwrap());
+    // Round 1 is given back, and round 2 reserves and takes the budget again.
+    store.release(&friend, &run.generation(1), &attrs).await.unwrap();
+    store.return_budget(&c, &round1).await.unwrap();
+    assert!(store.gave_back(&c, 0, 1).await.unwrap());
+    let planned = store.batch(&c, 0).await.unwrap().unwrap();
+    assert!(store.begin_reserve(&c, &planned, "a", &attrs, NOW + 5).await.unwrap());
+    let round2 = store.batch(&c, 0).await.unwrap().unwrap();
+    assert_eq!(store.reserve(&friend, &run.generation(2), NOW + 5).await.unwrap(), Reservation::Reserved);
+    assert!(store.take_budget(&c, &round2, "m2026-11", 1, 10).await.unwrap());
+    // The stale give-back of round 1 again.
+    store.release(&friend, &run.generation(1), &attrs).await.unwrap();
+    store.return_budget(&c, &round1).await.unwrap();
+    assert!(!store.gave_back(&c, 0, 1).await.unwrap());
+    let caps = store.friend_caps(std::slice::from_ref(&friend), &run).await.unwrap();
+    let member2 = run.generation(2).member;
+    assert_eq!(caps[&friend].sets[&attrs[0]], vec![member2.clone()], "round 2's slot stays");
+    assert_eq!(caps[&friend].last_push, Some((NOW + 5, member2.clone())), "and its push");
+    assert_eq!(caps[&friend].sent.get("c"), Some(&member2), "and its mark");
+    assert_eq!(store.budget_used("m2026-11").await.unwrap(), 1, "and its budget take");
+    let stored = store.batch(&c, 0).await.unwrap().unwrap();
+    assert_eq!((stored.generation, stored.reserved), (2, true));
+}
+
+/// A friend reserved by a run of a campaign id is marked: a later run of the same id skips them
+/// as `alreadySent` unless it resends; the mark goes when the reservation is given back.
+async fn a_later_run_of_a_campaign_skips_friends_an_earlier_one_reached(f: &dyn Fixture) {
+    let store = f.store();
+    let (reached, given_back, fresh) = (user(1), user(2), user(3));
+    for u in [&reached, &given_back, &fresh] {
+        f.follow(u).await;
+    }
+    let first = demand("c~run1", 5, 0, NOW).once_per_campaign("c", false).generation(1);
+    for u in [&reached, &given_back] {
+        assert_eq!(store.reserve(u, &first, NOW).await.unwrap(), Reservation::Reserved);
+    }
+    store.release(&given_back, &first, &first.attributes()).await.unwrap();
+    let second = demand("c~run2", 5, 0, NOW).once_per_campaign("c", false).generation(1);
+    assert_eq!(store.reserve(&reached, &second, NOW).await.unwrap(), Reservation::Refused(Skip::AlreadySent));
+    assert_eq!(store.reserve(&given_back, &second, NOW).await.unwrap(), Reservation::Reserved);
+    assert_eq!(store.reserve(&fresh, &second, NOW).await.unwrap(), Reservation::Reserved);
+    assert_eq!(store.reserve(&fresh, &second, NOW + 1).await.unwrap(), Reservation::Reserved, "its own run passes");
+    let friends = store.friend_caps(&[reached.clone(), fresh.clone()], &second).await.unwrap();
+    assert_eq!(friends[&reached].refusal(&second, NOW), Some(Skip::AlreadySent));
+    assert_eq!(friends[&fresh].refusal(&second, NOW), None);
+    // Another campaign id, and a transactional run, are not this campaign.
+    let other = demand("d~run1", 5, 0, NOW).once_per_campaign("d", false).generation(1);
+    assert_eq!(store.reserve(&reached, &other, NOW).await.unwrap(), Reservation::Reserved);
+    let t = Demand::new("c~run3".into(), &[], &Zone::default(), true, 0, NOW).once_per_campaign("c", false);
+    assert_eq!(store.reserve(&reached, &t.generation(1), NOW).await.unwrap(), Reservation::Refused(Skip::AlreadySent));
+    // --resend: sent again, and marked as this run's.
+    let resend = demand("c~run4", 5, 0, NOW).once_per_campaign("c", true).generation(1);
+    assert_eq!(store.reserve(&reached, &resend, NOW).await.unwrap(), Reservation::Reserved);
+    let friends = store.friend_caps(std::slice::from_ref(&reached), &resend).await.unwrap();
+    assert_eq!(friends[&reached].sent.get("c"), Some(&resend.member));
+    // The earlier run's stale give-back leaves the later run's mark.
+    store.release(&reached, &first, &first.attributes()).await.unwrap();
+    let friends = store.friend_caps(std::slice::from_ref(&reached), &resend).await.unwrap();
+    assert_eq!(friends[&reached].sent.get("c"), Some(&resend.member));
+}
+
+/// LINE took a push long after it was reserved: the friend's last push moves to then (while it
+/// is still that push), so the minimum gap runs from when it went out.
+async fn a_push_that_went_out_late_moves_the_last_push_to_then(f: &dyn Fixture) {
+    let store = f.store();
+    let friend = user(1);
+    f.follow(&friend).await;
+    let a = demand("a~1", 5, DAY_MS, NOW);
+    assert_eq!(store.reserve(&friend, &a, NOW).await.unwrap(), Reservation::Reserved);
+    store.pushed(&friend, &a, NOW + 3_600_000).await.unwrap();
+    assert_eq!(last_push(store, &friend, NOW).await, Some((3_600_000, "a~1".to_string())));
+    let b = demand("b~1", 5, DAY_MS, NOW + DAY_MS + 60_000);
+    assert_eq!(
+        store.reserve(&friend, &b, NOW + DAY_MS + 60_000).await.unwrap(),
+        Reservation::Refused(Skip::Cap),
+        "a day after the reservation, not a day after it went out"
+    );
+    store.pushed(&friend, &b, NOW + 7_200_000).await.unwrap();
+    assert_eq!(last_push(store, &friend, NOW).await, Some((3_600_000, "a~1".to_string())), "not b's push");
 }
 
 macro_rules! contract {
@@ -526,6 +662,10 @@ contract!(
     a_batch_is_held_only_while_its_campaign_does_not_send,
     an_opt_out_is_undone_only_by_the_means_that_made_it,
     a_preview_is_kept_on_its_campaign_only,
+    a_reservation_round_is_recorded_first_and_a_new_one_waits_for_the_give_back,
+    a_stale_give_back_touches_nothing_of_a_later_round,
+    a_later_run_of_a_campaign_skips_friends_an_earlier_one_reached,
+    a_push_that_went_out_late_moves_the_last_push_to_then,
 );
 
 // ---- LINE and its twin ----------------------------------------------------------------------

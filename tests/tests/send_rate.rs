@@ -28,7 +28,7 @@ async fn three_senders_at_once_keep_every_100_ms_window_within_the_channel_rate(
     }
     // One friend a request: 48 requests from 48 friends.
     let file = rig.campaign_file("fleet", "fleet", "batchSize: 1\ntransactional: true\naggregationUnit: fleet_nov\n");
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     rig.oa.start("fleet", rig.clock.now_ms()).await.unwrap();
     rig.plan_only().await;
     assert_eq!(rig.campaign("fleet").await.counters.batches, 48);
@@ -61,7 +61,7 @@ async fn planned(id: &str, n: usize) -> (CampaignRig, Vec<String>) {
         rig.friend(u, &[id]).await;
     }
     let file = rig.campaign_file(id, id, "batchSize: 1\ntransactional: true\n");
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     rig.oa.start(id, rig.clock.now_ms()).await.unwrap();
     rig.plan_only().await;
     (rig, all)

@@ -13,11 +13,17 @@ use super::model::{Campaign, Created, PlanMessage, State};
 use super::plan::count;
 use super::ports::{CampaignAdmin, Multicaster};
 use super::price::Plan;
-use super::resume::{requeue, resumes_to};
+use super::give_back::give_back;
+use super::resume::{requeue, resumes_to, Requeued};
 use crate::line::answer::LineError;
 use crate::ports::{BackendError, WorkQueue};
 use crate::segment::resolve::SegmentIndex;
 use crate::segment::Expr;
+use tokio::time::Instant;
+
+/// How long `resume` queues batches itself; the plan message it sent first has the planner queue
+/// the rest.
+const RESUME_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why a command did nothing. The texts are what `oa` prints.
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +86,16 @@ impl Admin<'_> {
     }
 
     /// Creates a campaign from its file (`source`: the file's text) as a draft, or re-creates one
-    /// that is a draft, cancelled or done, with a new run.
-    pub async fn create(&self, file: &CampaignFile, source: &str, now_ms: i64) -> Result<Campaign, AdminError> {
-        match self.store.create(file, source, now_ms).await? {
+    /// that is a draft, cancelled or done, with a new run. Friends an earlier run of the same id
+    /// was sent to are skipped (`alreadySent`) unless `resend`.
+    pub async fn create(
+        &self,
+        file: &CampaignFile,
+        source: &str,
+        resend: bool,
+        now_ms: i64,
+    ) -> Result<Campaign, AdminError> {
+        match self.store.create(file, source, resend, now_ms).await? {
             Created::Created { .. } => self.reread(&file.id).await,
             Created::InUse { state } => Err(AdminError::InUse { id: file.id.clone(), state }),
         }
@@ -98,21 +111,23 @@ impl Admin<'_> {
         line: &dyn Multicaster,
         now_ms: i64,
     ) -> Result<Value, AdminError> {
-        let (id, member, segment, transactional, holdout, budget, batch_size, stored) = match of {
+        let (id, member, segment, transactional, holdout, budget, batch_size, resend, stored) = match of {
             Previewed::File(f) => {
                 let budget = f.budget.map(|b| b.messages);
                 let member = format!("{}~preview", f.id);
-                (f.id.clone(), member, f.segment.clone(), f.transactional, f.holdout, budget, f.batch_size, false)
+                (f.id.clone(), member, f.segment.clone(), f.transactional, f.holdout, budget, f.batch_size, false, false)
             }
             Previewed::Stored(id) => {
                 let c = self.get(id).await?;
                 let member = c.cap_member();
-                (c.id.clone(), member, c.segment.clone(), c.transactional, c.holdout_bps, c.budget, c.batch_size, true)
+                let (segment, holdout) = (c.segment.clone(), c.holdout_bps);
+                (c.id.clone(), member, segment, c.transactional, holdout, c.budget, c.batch_size, c.resend, true)
             }
         };
         let expr = Expr::parse(&segment).map_err(|e| AdminError::Invalid(e.to_string()))?;
         let gap = settings.min_gap.map_or(0, |g| g.as_millis() as i64);
-        let demand = Demand::new(member, &settings.caps, &settings.timezone, transactional, gap, now_ms);
+        let demand = Demand::new(member, &settings.caps, &settings.timezone, transactional, gap, now_ms)
+            .once_per_campaign(&id, resend);
         let classifier = Classifier::new(&id, demand, holdout, budget, now_ms);
         let counted = count(self.store, index, &expr, &classifier, batch_size, now_ms).await?;
         let month = line.month().await?;
@@ -128,6 +143,7 @@ impl Admin<'_> {
                 "budget": counted.skipped.budget,
                 "suppressed": counted.skipped.suppressed,
                 "blocked": counted.skipped.blocked,
+                "alreadySent": counted.skipped.already_sent,
             },
             "recipients": counted.recipients,
             "billable": counted.recipients,
@@ -187,7 +203,13 @@ impl Admin<'_> {
             State::Scheduled | State::Planning | State::Sending => c,
             state => return Err(AdminError::CannotResume { id: id.to_string(), state }),
         };
-        requeue(self.store, self.store, self.batches, Some(self.plans), &c).await?;
+        // The plan message first: a resume cut short here (Ctrl-C, a throttled call) is finished
+        // by the planner, which queues the open batches too.
+        self.plans.send(&PlanMessage::requeue(&c, Some(0))?, 0).await?;
+        let deadline = Instant::now() + RESUME_WITHIN;
+        if let Requeued::Stopped { next, .. } = requeue(self.store, self.store, self.batches, &c, 0, deadline, now_ms).await? {
+            tracing::info!(campaign = id, next, "resume: the planner queues the rest of the batches");
+        }
         // As it is now: its held batches were taken back.
         self.reread(id).await
     }
@@ -208,17 +230,11 @@ impl Admin<'_> {
         }
         // Failed batches whose slots and budget are still taken: the ones just resolved as not
         // delivered, and any a resolve cut short left behind (nothing else comes back to them).
-        let demand = Classifier::of(&c, 0).demand;
         for (number, _) in self.store.batches_in(&c, &[BatchState::Failed]).await? {
             let Some(batch) = self.store.batch(&c, number).await? else { continue };
-            if !batch.slots_to_give_back() {
-                continue;
+            if batch.slots_to_give_back() {
+                give_back(self.store, self.store, &c, &batch, now_ms).await?;
             }
-            for user in batch.send_list() {
-                self.store.release(user, &demand, &batch.cap_attrs).await?;
-            }
-            self.store.return_budget(&c, &batch).await?;
-            self.store.clear_cap_attrs(&c, number).await?;
         }
         self.store.done_when_resolved(&c).await?;
         Ok(Resolved { batches, recipients, campaign: self.reread(id).await? })

@@ -53,8 +53,18 @@ pub struct Batch {
     pub frozen: Option<Vec<bool>>,
     pub retry_key: Option<String>,
     pub skips: Skips,
-    /// The cap attributes reserved when the batch was frozen (given back from these).
+    /// The cap attributes of the reservation (given back from these).
     pub cap_attrs: Vec<String>,
+    /// The reservation round: its recipients are reserved under member `<id>~<run>~<generation>`
+    /// and its budget take carries it, so a stale give-back of an earlier round touches nothing
+    /// of a later one.
+    pub generation: u32,
+    /// Reservations of `generation` may be on the friends' items (and a budget take on the
+    /// account's) and were not given back: written before the first reservation is made, so every
+    /// path can give back what a reservation cut short left.
+    pub reserved: bool,
+    /// When that round began reserving.
+    pub reserved_at_ms: Option<i64>,
     /// When the first call to LINE with the frozen body started (written before the call): from
     /// then on LINE may have taken the batch, so only its retry key may send it again.
     pub first_called_at_ms: Option<i64>,
@@ -81,6 +91,9 @@ impl Batch {
             retry_key: None,
             skips: Skips::default(),
             cap_attrs: vec![],
+            generation: 0,
+            reserved: false,
+            reserved_at_ms: None,
             first_called_at_ms: None,
             call_open: false,
             attempts: 0,
@@ -89,12 +102,22 @@ impl Batch {
         }
     }
 
-    /// Whether the batch's slots are still to be given back: it failed (and surely did not go
-    /// out) or was held unfrozen, and its cap attributes were not cleared yet.
+    /// Whether a settled or held batch's reservation is still to be given back: it failed (and
+    /// surely did not go out) or was held unfrozen, and it was not given back yet. (A planned or
+    /// frozen one is given back by the sender that leases it, before it decides again.)
     pub fn slots_to_give_back(&self) -> bool {
-        !self.cap_attrs.is_empty()
+        self.reserved
             && (self.state == BatchState::Failed
                 || (self.state == BatchState::Held && self.held_from == Some(BatchState::Planned)))
+    }
+
+    /// The recipients a reservation may have reached: the frozen send list, or (a reservation cut
+    /// short before the freeze) every recipient.
+    pub fn reserved_users(&self) -> Vec<&str> {
+        match &self.frozen {
+            Some(_) => self.send_list(),
+            None => self.to.iter().map(String::as_str).collect(),
+        }
     }
 
     /// The frozen send list.
@@ -115,9 +138,9 @@ pub struct Settlement {
     pub unknown: u64,
     pub request_id: Option<String>,
     pub error: Option<String>,
-    /// The batch's slots are to be given back (it surely did not go out): its cap attributes stay
-    /// on the item until [`super::ports::BatchRepo::clear_cap_attrs`], so a release cut short is finished by
-    /// the next delivery.
+    /// The batch's reservation is to be given back (it surely did not go out): it stays recorded
+    /// until [`super::ports::BatchRepo::gave_back`], so a release cut short is finished by the next
+    /// delivery.
     pub release_slots: bool,
 }
 

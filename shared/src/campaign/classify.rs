@@ -29,7 +29,8 @@ impl Classifier {
     /// The classifier of a stored campaign at `now_ms`.
     pub fn of(c: &Campaign, now_ms: i64) -> Self {
         let zone = Zone::parse(&c.timezone).unwrap_or_default();
-        let demand = Demand::new(c.cap_member(), &c.caps, &zone, c.transactional, c.policy.min_gap_ms, now_ms);
+        let demand = Demand::new(c.cap_member(), &c.caps, &zone, c.transactional, c.policy.min_gap_ms, now_ms)
+            .once_per_campaign(&c.id, c.resend);
         Classifier::new(&c.id, demand, c.holdout_bps, c.budget, now_ms)
     }
 
@@ -78,6 +79,7 @@ mod tests {
             suppressed,
             sets: BTreeMap::from([("cap#m2026-11".to_string(), month.iter().map(|m| m.to_string()).collect())]),
             last_push: None,
+            sent: BTreeMap::new(),
         }
     }
 
@@ -88,7 +90,11 @@ mod tests {
         let caps = [Cap { per: Period::Month, max: 1 }];
         let c = Classifier::new("c", Demand::new("c~r".into(), &caps, &zone, false, 0, now), 0, Some(2), now);
         assert_eq!(c.cap_attributes(), vec!["cap#m2026-11".to_string()]);
-        let users: Vec<String> = ["a", "b", "c", "d", "e", "f", "g"].map(String::from).to_vec();
+        let users: Vec<String> = ["a", "b", "c", "d", "e", "f", "g", "h", "i"].map(String::from).to_vec();
+        let sent_by = |run: &str| FriendCaps {
+            sent: BTreeMap::from([("c".to_string(), format!("c~{run}~1"))]),
+            ..friend(true, false, &[])
+        };
         let friends = HashMap::from([
             ("a".to_string(), friend(true, true, &[])),
             ("b".to_string(), friend(false, false, &[])),
@@ -96,18 +102,26 @@ mod tests {
             ("d".to_string(), friend(true, false, &["c~r"])), // its own run: a retry passes
             ("e".to_string(), friend(true, false, &[])),
             ("f".to_string(), friend(true, false, &[])),
+            ("h".to_string(), sent_by("earlier")), // sent an earlier run of campaign c
+            ("i".to_string(), sent_by("r")),       // reserved by this run: a retry passes
         ]);
+        let page = c.classify(&users, &friends, 0);
+        assert_eq!(page.skipped.already_sent, 0, "a demand without a campaign id checks no earlier run");
+        let c = Classifier { demand: c.demand.clone().once_per_campaign("c", false), ..c };
         let page = c.classify(&users, &friends, 0);
         assert_eq!(page.to, vec!["d".to_string(), "e".to_string()]);
         assert_eq!(
             (page.skipped.suppressed, page.skipped.blocked, page.skipped.cap, page.skipped.budget),
-            (1, 2, 1, 1),
+            (1, 2, 1, 2),
             "g is unknown to the users table: not a following friend"
         );
+        assert_eq!(page.skipped.already_sent, 1, "h was sent an earlier run");
+        let resend = Classifier { demand: c.demand.clone().once_per_campaign("c", true), budget: None, ..c.clone() };
+        assert_eq!(resend.classify(&users, &friends, 0).to.len(), 5, "--resend: h gets this run too");
         // Transactional campaigns ignore caps, not opt-outs.
         let t = Classifier::new("c", Demand::new("c~r".into(), &caps, &zone, true, 0, now), 0, None, now);
         let page = t.classify(&users, &friends, 0);
-        assert_eq!(page.to.len(), 4);
+        assert_eq!(page.to.len(), 6);
         assert_eq!(page.skipped.suppressed, 1);
     }
 }

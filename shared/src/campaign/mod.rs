@@ -23,6 +23,7 @@ pub mod batch;
 pub mod caps;
 pub mod classify;
 pub mod file;
+pub mod give_back;
 pub mod model;
 pub mod pace;
 pub mod plan;

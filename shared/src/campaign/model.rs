@@ -84,10 +84,13 @@ pub enum Skip {
     Suppressed,
     /// Blocked the account (or unfollowed) after the segment's index said otherwise.
     Blocked,
+    /// An earlier run of the same campaign id was (or may have been) sent to them: a campaign
+    /// recreated after a cancel is not pushed twice (unless created with `--resend`).
+    AlreadySent,
 }
 
 impl Skip {
-    pub const ALL: [Skip; 4] = [Skip::Cap, Skip::Budget, Skip::Suppressed, Skip::Blocked];
+    pub const ALL: [Skip; 5] = [Skip::Cap, Skip::Budget, Skip::Suppressed, Skip::Blocked, Skip::AlreadySent];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -95,6 +98,7 @@ impl Skip {
             Skip::Budget => "budget",
             Skip::Suppressed => "suppressed",
             Skip::Blocked => "blocked",
+            Skip::AlreadySent => "alreadySent",
         }
     }
 }
@@ -107,6 +111,7 @@ pub struct Skips {
     pub budget: u64,
     pub suppressed: u64,
     pub blocked: u64,
+    pub already_sent: u64,
 }
 
 impl Skips {
@@ -116,6 +121,7 @@ impl Skips {
             Skip::Budget => self.budget += n,
             Skip::Suppressed => self.suppressed += n,
             Skip::Blocked => self.blocked += n,
+            Skip::AlreadySent => self.already_sent += n,
         }
     }
 
@@ -125,11 +131,12 @@ impl Skips {
             Skip::Budget => self.budget,
             Skip::Suppressed => self.suppressed,
             Skip::Blocked => self.blocked,
+            Skip::AlreadySent => self.already_sent,
         }
     }
 
     pub fn total(&self) -> u64 {
-        self.cap + self.budget + self.suppressed + self.blocked
+        self.cap + self.budget + self.suppressed + self.blocked + self.already_sent
     }
 }
 
@@ -188,6 +195,10 @@ impl Counters {
 pub struct PlanMessage {
     pub campaign: String,
     pub run: String,
+    /// Queue the run's open batches again from this batch number on (a resume: sent before the
+    /// batches are, so a resume cut short is finished by the planner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeue_from: Option<u32>,
 }
 
 /// The multicast-queue message: send this batch.
@@ -326,6 +337,8 @@ pub struct Campaign {
     pub policy: Policy,
     /// A campaign paused for quiet hours resumes by itself at this time.
     pub resume_at_ms: Option<i64>,
+    /// Created with `--resend`: friends sent an earlier run of the same id get this one too.
+    pub resend: bool,
 }
 
 impl Campaign {
@@ -378,7 +391,12 @@ pub fn uuid_simple() -> String {
 impl PlanMessage {
     /// The campaign-queue message that plans (or goes on planning) `c`'s run.
     pub fn body(c: &Campaign) -> Result<String, BackendError> {
-        serde_json::to_string(&PlanMessage { campaign: c.id.clone(), run: c.run.clone() })
+        Self::requeue(c, None)
+    }
+
+    /// The plan message that also queues the run's open batches from batch `from` on.
+    pub fn requeue(c: &Campaign, from: Option<u32>) -> Result<String, BackendError> {
+        serde_json::to_string(&PlanMessage { campaign: c.id.clone(), run: c.run.clone(), requeue_from: from })
             .map_err(|e| BackendError::Queue { operation: "SendMessage", message: e.to_string() })
     }
 }

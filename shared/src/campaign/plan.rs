@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::classify::Classifier;
 use super::model::{BatchMessage, Campaign, PlanMessage, Skip, Skips, State};
 use super::ports::{CampaignStore, CapStore};
-use super::resume::{requeue, resumes_to};
+use super::resume::{requeue, resumes_to, Requeued};
 use crate::ports::{BackendError, Clock, WorkQueue};
 use crate::segment::resolve::{Resolver, SegmentIndex};
 use crate::segment::Expr;
@@ -39,11 +39,10 @@ pub async fn count(
     let resolver = Resolver::new(index);
     let mut reader = resolver.reader(expr, now_ms, None);
     let mut counted = Counted::default();
-    let attributes = classifier.cap_attributes();
     loop {
         let page = reader.next_page(batch_size as usize).await?;
         if !page.user_ids.is_empty() {
-            let friends = caps.friend_caps(&page.user_ids, &attributes).await?;
+            let friends = caps.friend_caps(&page.user_ids, &classifier.demand).await?;
             let planned = classifier.classify(&page.user_ids, &friends, counted.recipients);
             counted.segment += planned.segment;
             counted.holdout += planned.holdout.len() as u64;
@@ -101,10 +100,17 @@ impl Planner<'_> {
             self.store.resume_from_quiet(&c.id, &c.run, until, resumes_to(&c, now)).await?;
             c = self.reload(&c.id).await?;
         }
-        // Resumed, but held batches are left (a resume cut short by a crash or a timeout): take
-        // them back and queue them again; a redelivery of this message goes on with the rest.
-        if c.state.sends() && c.counters.held > 0 {
-            requeue(self.store, self.caps, self.batches, None, &c).await?;
+        // A resume's plan message queues the open batches (from where an earlier requeue
+        // stopped); held batches left behind (a resume cut short) are taken back and queued too.
+        let from = message.requeue_from.or((c.counters.held > 0).then_some(0));
+        if let (true, Some(from)) = (c.state.sends(), from) {
+            if let Requeued::Stopped { next, .. } =
+                requeue(self.store, self.caps, self.batches, &c, from, deadline.checked_sub(std::time::Duration::from_secs(5)).unwrap_or(deadline), now)
+                    .await?
+            {
+                self.plans.send(&PlanMessage::requeue(&c, Some(next))?, 0).await?;
+                return Ok(Planned::Continued { pages: 0 });
+            }
         }
         if c.state == State::Scheduled {
             if c.not_before_ms > now {
@@ -144,7 +150,7 @@ impl Planner<'_> {
             let friends = if page.user_ids.is_empty() {
                 HashMap::new()
             } else {
-                self.caps.friend_caps(&page.user_ids, &classifier.cap_attributes()).await?
+                self.caps.friend_caps(&page.user_ids, &classifier.demand).await?
             };
             let planned = classifier.classify(&page.user_ids, &friends, c.counters.planned);
             if !self.store.commit_page(&c, &planned, page.next.as_ref(), now).await? {
@@ -212,18 +218,21 @@ mod tests {
         async fn friend_caps(
             &self,
             users: &[String],
-            attributes: &[String],
+            demand: &Demand,
         ) -> Result<HashMap<String, FriendCaps>, BackendError> {
             if self.reads.fetch_add(1, Ordering::SeqCst) == self.fail_at {
                 return Err(BackendError::Store { operation: "BatchGetItem", message: "injected".into() });
             }
-            self.inner.friend_caps(users, attributes).await
+            self.inner.friend_caps(users, demand).await
         }
         async fn reserve(&self, user: &str, demand: &Demand, now_ms: i64) -> Result<Reservation, BackendError> {
             self.inner.reserve(user, demand, now_ms).await
         }
         async fn release(&self, user: &str, demand: &Demand, attributes: &[String]) -> Result<(), BackendError> {
             self.inner.release(user, demand, attributes).await
+        }
+        async fn pushed(&self, user: &str, demand: &Demand, at_ms: i64) -> Result<(), BackendError> {
+            self.inner.pushed(user, demand, at_ms).await
         }
     }
 
@@ -257,7 +266,7 @@ mod tests {
             plans: &plans,
             clock: &SystemClock,
         };
-        let message = PlanMessage { campaign: "c".into(), run: c.run.clone() };
+        let message = PlanMessage { campaign: "c".into(), run: c.run.clone(), requeue_from: None };
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         assert!(planner.run(&message, deadline).await.is_err(), "the store failed at the third page");
         assert_eq!(store.campaign("c").unwrap().plan_page, 2, "two pages were committed");
@@ -288,7 +297,7 @@ mod tests {
             plans: &plans,
             clock: &SystemClock,
         };
-        let message = PlanMessage { campaign: "c".into(), run: c.run.clone() };
+        let message = PlanMessage { campaign: "c".into(), run: c.run.clone(), requeue_from: None };
         // Four seconds left: one page, then a continuation (queued 5 s before the deadline).
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(4);
         assert_eq!(planner.run(&message, deadline).await.unwrap(), Planned::Continued { pages: 1 });

@@ -75,8 +75,19 @@ pub trait BatchRepo: Send + Sync {
         until_ms: i64,
     ) -> Result<bool, BackendError>;
     async fn release_lease(&self, c: &Campaign, number: u32, owner: &str) -> Result<(), BackendError>;
-    /// Freezes the send list (`mask` over the recipients), the skips, the cap attributes reserved
-    /// and the retry key, before the first call to LINE.
+    /// Begins reservation round `batch.generation + 1` of a planned batch: records it (and the
+    /// cap attributes it reserves) before the first reservation is made. False: the lease was
+    /// lost, the batch moved on, or an earlier round was not given back.
+    async fn begin_reserve(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        owner: &str,
+        cap_attrs: &[String],
+        now_ms: i64,
+    ) -> Result<bool, BackendError>;
+    /// Freezes the send list (`mask` over the recipients), the skips and the retry key, before
+    /// the first call to LINE.
     #[allow(clippy::too_many_arguments)]
     async fn freeze(
         &self,
@@ -85,10 +96,12 @@ pub trait BatchRepo: Send + Sync {
         owner: &str,
         mask: &[bool],
         skips: &Skips,
-        cap_attrs: &[String],
         retry_key: &str,
         now_ms: i64,
     ) -> Result<bool, BackendError>;
+    /// A frozen batch that LINE surely never took (no call open) and whose reservation was given
+    /// back goes back to planned, to be decided again: its send list, key and skips go.
+    async fn unfreeze(&self, c: &Campaign, number: u32, owner: &str) -> Result<bool, BackendError>;
     /// Records that a call is about to start: `firstCalledAt` (the first kept) and `callOpen`.
     async fn mark_called(&self, c: &Campaign, number: u32, owner: &str, now_ms: i64) -> Result<bool, BackendError>;
     /// After a clear refusal while no earlier call was open: the batch is surely not taken.
@@ -104,12 +117,13 @@ pub trait BatchRepo: Send + Sync {
         limit: u64,
     ) -> Result<bool, BackendError>;
     /// Gives back what the batch's stored record says it took from the budget (it surely did not
-    /// go out); nothing if it took none.
+    /// go out), only if that take is `batch.generation`'s; nothing if it took none.
     async fn return_budget(&self, c: &Campaign, batch: &Batch) -> Result<(), BackendError>;
     /// Messages the account's campaigns took from `month`'s budget (`m2026-11`).
     async fn budget_used(&self, month: &str) -> Result<u64, BackendError>;
-    /// Forgets the batch's cap attributes once its slots were given back.
-    async fn clear_cap_attrs(&self, c: &Campaign, number: u32) -> Result<(), BackendError>;
+    /// Reservation round `generation` was given back: the batch no longer records it. False: the
+    /// batch records another round, or none.
+    async fn gave_back(&self, c: &Campaign, number: u32, generation: u32) -> Result<bool, BackendError>;
     /// Settles a frozen batch (or a planned one whose recipients were all skipped) and adds its
     /// counts to the campaign's at once. An `unknown` outcome keeps its cap attributes until a
     /// person resolves it; so does one whose slots are to be given back.
@@ -144,18 +158,19 @@ impl<T: CampaignRepo + BatchRepo + ?Sized> CampaignStore for T {}
 /// Friends as the caps see them: follow state, opt-out, and the campaign runs per period.
 #[async_trait]
 pub trait CapStore: Send + Sync {
-    /// Follow state, opt-out and the given cap sets of each friend (absent friends: not following).
-    async fn friend_caps(
-        &self,
-        users: &[String],
-        attributes: &[String],
-    ) -> Result<HashMap<String, FriendCaps>, BackendError>;
+    /// Follow state, opt-out, the demand's cap sets and what the friend remembers of the demand's
+    /// campaign, of each friend (absent friends: not following).
+    async fn friend_caps(&self, users: &[String], demand: &Demand) -> Result<HashMap<String, FriendCaps>, BackendError>;
     /// Every cap period of the demand, the minimum gap, follow state and opt-out, checked and
     /// reserved at once. A retry of the same member finds its own push and passes, and is reserved
     /// in the periods that began since, under their caps.
     async fn reserve(&self, user: &str, demand: &Demand, now_ms: i64) -> Result<Reservation, BackendError>;
-    /// Gives the demand's slots in `attributes` back, and the friend's last push before it.
+    /// Gives the demand's slots in `attributes` back, the friend's last push before it, and the
+    /// campaign's mark (all only where they are the demand's member's).
     async fn release(&self, user: &str, demand: &Demand, attributes: &[String]) -> Result<(), BackendError>;
+    /// LINE accepted the member's push at `at_ms`: the friend's last push is then (while it is
+    /// still the member's), so the minimum gap runs from when it went out.
+    async fn pushed(&self, user: &str, demand: &Demand, at_ms: i64) -> Result<(), BackendError>;
 }
 
 /// Friends opted out of campaigns (`by`: `cli` or `settings`).
@@ -173,7 +188,8 @@ pub trait OptOuts: Send + Sync {
 pub trait CampaignAdmin: CampaignStore + CapStore + OptOuts {
     /// Creates the campaign as a draft (a new run), or replaces a draft, cancelled or done one of
     /// the same id.
-    async fn create(&self, file: &CampaignFile, source: &str, now_ms: i64) -> Result<Created, BackendError>;
+    async fn create(&self, file: &CampaignFile, source: &str, resend: bool, now_ms: i64)
+        -> Result<Created, BackendError>;
     /// Starts a draft: takes the account's caps, time zone and policy, and goes to `to`
     /// (planning, or scheduled). None: the campaign is not a draft (or does not exist).
     async fn start(

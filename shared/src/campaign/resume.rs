@@ -1,11 +1,15 @@
 //! Resuming a paused campaign: by a person (`oa campaign resume`), or by the planner when its
-//! quiet hours end. Held batches are taken back once their slots were given back, and every batch
-//! not settled is queued again with the plan message: duplicates are harmless (a batch is leased
-//! and settles once), and batches whose messages went to the dead-letter queue come back too.
+//! quiet hours end. Held batches are taken back once their reservation was given back, and every
+//! batch not settled is queued again: duplicates are harmless (a batch is leased and settles
+//! once), and batches whose messages went to the dead-letter queue come back too. A resume sends
+//! the plan message that requeues first, so one cut short (Ctrl-C, a throttled call) is finished
+//! by the planner, from where it stopped.
+
+use tokio::time::Instant;
 
 use super::batch::BatchState;
-use super::classify::Classifier;
-use super::model::{BatchMessage, Campaign, PlanMessage, State};
+use super::give_back::give_back;
+use super::model::{BatchMessage, Campaign, State};
 use super::ports::{CampaignStore, CapStore};
 use crate::ports::{BackendError, WorkQueue};
 
@@ -21,28 +25,38 @@ pub fn resumes_to(c: &Campaign, now_ms: i64) -> State {
     }
 }
 
-/// Re-queues every open batch of a campaign that sends again (taking held ones back first) and,
-/// if `plan` is given, its plan message.
+/// How far a requeue went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeued {
+    /// Every open batch from the first asked for is queued.
+    All { queued: usize },
+    /// The deadline came first: batches from `next` on are still to be queued.
+    Stopped { queued: usize, next: u32 },
+}
+
+/// Re-queues the open batches of a campaign that sends again, from batch number `from` on
+/// (taking held ones back first, their reservations given back), until `deadline`.
 pub async fn requeue(
     store: &dyn CampaignStore,
     caps: &dyn CapStore,
     batches: &dyn WorkQueue,
-    plans: Option<&dyn WorkQueue>,
     c: &Campaign,
-) -> Result<usize, BackendError> {
+    from: u32,
+    deadline: Instant,
+    now_ms: i64,
+) -> Result<Requeued, BackendError> {
     let mut queued = 0;
-    for (number, state) in store.open_batches(c).await? {
+    for (number, state) in store.open_batches(c).await?.into_iter().filter(|(n, _)| *n >= from) {
+        if Instant::now() >= deadline {
+            return Ok(Requeued::Stopped { queued, next: number });
+        }
         if state == BatchState::Held {
             let Some(batch) = store.batch(c, number).await? else { continue };
-            // Slots of a batch held unfrozen go back before it can be reserved again.
+            // A reservation of a batch held unfrozen goes back before it can be reserved again.
             if batch.slots_to_give_back() {
-                let demand = Classifier::of(c, 0).demand;
-                for user in &batch.to {
-                    caps.release(user, &demand, &batch.cap_attrs).await?;
-                }
-                store.return_budget(c, &batch).await?;
-                store.clear_cap_attrs(c, number).await?;
+                give_back(store, caps, c, &batch, now_ms).await?;
             }
+            let Some(batch) = store.batch(c, number).await? else { continue };
             if !store.unhold(c, &batch).await? {
                 continue;
             }
@@ -50,8 +64,5 @@ pub async fn requeue(
         batches.send(&BatchMessage::body(c, number)?, 0).await?;
         queued += 1;
     }
-    if let Some(plans) = plans {
-        plans.send(&PlanMessage::body(c)?, 0).await?;
-    }
-    Ok(queued)
+    Ok(Requeued::All { queued })
 }

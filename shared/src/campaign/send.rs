@@ -10,17 +10,22 @@ use jiff::Timestamp;
 use super::batch::{retry_key, Batch, BatchState, Settlement};
 use super::caps::{Demand, Reservation};
 use super::classify::Classifier;
+use super::give_back::give_back;
 use super::file::Period;
 use super::model::{period_attribute, BatchMessage, Campaign, PlanMessage, Skip, Skips, State};
 use super::pace::{LATE_RECORD_US, MAX_WAIT_MS};
 use super::ports::{CampaignStore, CapStore, Multicaster, Pacer};
-use crate::line::answer::LineError;
+use crate::line::answer::{Accepted, LineError};
 use crate::ports::{BackendError, Clock, WorkQueue};
 use crate::rules::window::Zone;
 
 /// LINE forgets retry keys after 24 hours: a batch whose first ambiguous try is older than this
 /// is never sent again automatically (it could go out twice).
 pub const AMBIGUOUS_LIMIT_MS: i64 = 23 * 3600 * 1000;
+
+/// A push LINE accepts this long after its reservation moves the recipients' last push to when it
+/// went out (sooner, the reservation's time stands: the minimum gap is hours).
+pub const PUSHED_LATE_MS: i64 = 60_000;
 
 /// A fault a test injects into the sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,22 +124,20 @@ impl Sender<'_> {
     pub async fn send(&self, message: &BatchMessage) -> Result<Sent, Retry> {
         let Some(c) = self.store.get(&message.campaign).await? else { return Ok(Sent::Duplicate) };
         if c.run != message.run {
+            self.replaced(Campaign { run: message.run.clone(), ..c }, message.batch).await?;
             return Ok(Sent::Duplicate);
         }
         let Some(batch) = self.store.batch(&c, message.batch).await? else {
             return Err(Retry::Missing(message.batch));
         };
         if batch.state.is_settled() || batch.state == BatchState::Held {
-            // A release of slots cut short (by a crash or a storage error) is finished here.
+            // A give-back cut short (by a crash or a storage error) is finished here.
             if batch.slots_to_give_back() {
-                self.release_all(
-                    &batch.to.iter().map(String::as_str).collect::<Vec<_>>(),
-                    &Classifier::of(&c, self.clock.now_ms()).demand,
-                    &batch.cap_attrs,
-                )
-                .await?;
-                self.store.return_budget(&c, &batch).await?;
-                self.store.clear_cap_attrs(&c, batch.number).await?;
+                give_back(self.store, self.caps, &c, &batch, self.clock.now_ms()).await?;
+            }
+            // A settle whose answer was lost (a timeout, a crash) finishes the campaign here.
+            if batch.state.is_settled() {
+                self.store.finish_if_done(&c).await?;
             }
             return Ok(Sent::Duplicate);
         }
@@ -150,6 +153,9 @@ impl Sender<'_> {
         let result = if matches!(batch.state, BatchState::Planned | BatchState::Frozen) {
             self.leased(&c, &mut batch).await
         } else {
+            if batch.state.is_settled() {
+                self.store.finish_if_done(&c).await?;
+            }
             Ok(Sent::Duplicate)
         };
         if matches!(result, Err(Retry::Line(_) | Retry::Backend(_) | Retry::Resumed | Retry::Paced(_))) {
@@ -164,63 +170,33 @@ impl Sender<'_> {
             let unfreeze = !batch.call_open;
             return self.hold(c, batch, unfreeze, format!("campaign is {}", c.state.name())).await;
         }
-        let demand = Classifier::of(c, self.clock.now_ms()).demand;
-        if batch.state == BatchState::Planned {
-            let (mask, skips) = self.reserve(batch, &demand).await?;
-            let key = retry_key();
-            let attrs = demand.attributes();
-            let now = self.clock.now_ms();
-            if !self.store.freeze(c, batch.number, &self.owner, &mask, &skips, &attrs, &key, now).await? {
-                return Err(Retry::Leased);
-            }
-            batch.state = BatchState::Frozen;
-            batch.frozen = Some(mask);
-            batch.retry_key = Some(key);
-            batch.skips = skips;
-            batch.cap_attrs = attrs;
-        }
-        let count = batch.send_list().len() as u64;
-        if count == 0 {
-            let outcome = settlement(BatchState::Skipped, 0, None, None);
-            self.settle(c, batch, &outcome).await?;
-            return Ok(Sent::AllSkipped);
-        }
-        if let Some(limit) = c.policy.monthly_budget {
-            let zone = Zone::parse(&c.timezone).unwrap_or_default();
-            let at = Timestamp::from_millisecond(self.clock.now_ms()).unwrap_or(Timestamp::UNIX_EPOCH);
-            let month = period_attribute(Period::Month, at, &zone).replacen("cap#", "", 1);
-            // Taken in another month (held across its end) or for another count: taken again.
-            if batch.budget.as_ref().is_some_and(|(m, n)| *m != month || *n != count) {
-                self.store.return_budget(c, batch).await?;
-                batch.budget = None;
-            }
-            if !self.store.take_budget(c, batch, &month, count, limit).await? {
-                let reason = format!("budget: the account's monthly budget of {limit} messages is used up ({month})");
-                self.pause(c, &reason).await?;
-                return self.hold(c, batch, !batch.call_open, reason).await;
-            }
-            if batch.budget.is_none() {
-                batch.budget = Some((month, count));
-            }
-        }
-        let to = batch.send_list();
-        let key = batch.retry_key.clone().unwrap_or_default();
         // LINE may have taken the batch while a call is open: one made before this invocation
         // that never got a clear answer (its sender may have died during it), or an ambiguous
-        // one now (a timeout, a 5xx). Only then does the 23-hour limit apply.
+        // one now (a timeout, a 5xx). Then only its body and retry key may send it again, and the
+        // 23-hour limit applies. Otherwise it is decided (again) before each call.
         let mut maybe_taken = batch.call_open;
         let mut first_called = if maybe_taken { batch.first_called_at_ms } else { None };
+        let mut decided = false;
         let mut last_error = None;
         for attempt in 0..self.attempts.max(1) {
-            if maybe_taken && first_called.is_some_and(|t| self.clock.now_ms() - t > AMBIGUOUS_LIMIT_MS) {
-                let outcome = settlement(BatchState::Unknown, 0, None, Some("first call is over 23 h old".into()));
-                self.settle(c, batch, &Settlement { unknown: to.len() as u64, ..outcome }).await?;
-                return Ok(Sent::Unknown);
-            }
             if attempt > 0 {
                 let base = self.backoff.as_millis() as u64 * (1 << attempt.min(6));
                 tokio::time::sleep(Duration::from_millis(base + fastrand::u64(0..=base))).await;
             }
+            if maybe_taken && first_called.is_some_and(|t| self.clock.now_ms() - t > AMBIGUOUS_LIMIT_MS) {
+                let outcome = settlement(BatchState::Unknown, 0, None, Some("first call is over 23 h old".into()));
+                let unknown = batch.send_list().len() as u64;
+                self.settle(c, batch, &Settlement { unknown, ..outcome }).await?;
+                return Ok(Sent::Unknown);
+            }
+            if !maybe_taken && !decided {
+                if let Some(done) = self.decide(c, batch).await? {
+                    return Ok(done);
+                }
+                decided = true;
+            }
+            let to = batch.send_list();
+            let key = batch.retry_key.clone().unwrap_or_default();
             // The fleet's next slot at the channel's rate. The checks run just before it; a slot
             // missed by far (slow storage) is given up for the next one. A request that leaves a
             // little late records it, and the ones after it keep their distance (`pace`).
@@ -317,23 +293,21 @@ impl Sender<'_> {
             match &answer {
                 Err(e) if e.is_ambiguous() => maybe_taken = true,
                 Err(LineError::RetryKeyAccepted { .. }) | Ok(_) => {}
-                // A clear refusal of this call; if no call was open before it, nothing was taken.
+                // A clear refusal of this call; if no call was open before it, nothing was taken:
+                // the batch is decided again before its next call.
                 Err(_) if !maybe_taken => {
                     if !self.store.close_call(c, batch.number, &self.owner).await? {
                         return Err(Retry::Leased);
                     }
                     first_called = None;
+                    decided = false;
                 }
                 Err(_) => {}
             }
             match answer {
-                Ok(accepted) => {
-                    let outcome = settlement(BatchState::Sent, to.len() as u64, accepted.request_id, None);
-                    self.settle(c, batch, &outcome).await?;
-                    return Ok(Sent::Sent { recipients: to.len() as u64 });
-                }
-                Err(LineError::RetryKeyAccepted { accepted_request_id }) => {
-                    let outcome = settlement(BatchState::Sent, to.len() as u64, accepted_request_id, None);
+                Ok(Accepted { request_id }) | Err(LineError::RetryKeyAccepted { accepted_request_id: request_id }) => {
+                    self.went_out(c, batch, &to).await?;
+                    let outcome = settlement(BatchState::Sent, to.len() as u64, request_id, None);
                     self.settle(c, batch, &outcome).await?;
                     return Ok(Sent::Sent { recipients: to.len() as u64 });
                 }
@@ -367,9 +341,7 @@ impl Sender<'_> {
                     };
                     self.settle(c, batch, &outcome).await?;
                     if !maybe_taken {
-                        self.release_all(&to, &demand, &batch.cap_attrs).await?;
-                        self.store.return_budget(c, batch).await?;
-                        self.store.clear_cap_attrs(c, batch.number).await?;
+                        give_back(self.store, self.caps, c, batch, self.clock.now_ms()).await?;
                     }
                     return Ok(Sent::Failed(e.to_string()));
                 }
@@ -453,6 +425,105 @@ impl Sender<'_> {
         self.store.transition(&c.id, &c.run, &sending, State::Paused, Some(reason)).await.map(|_| ())
     }
 
+    /// A batch of a run replaced since (the campaign was cancelled and created again) that LINE
+    /// surely never took: what it reserved goes back, under its lease (a sender of the old run
+    /// may still hold it). One LINE may have taken keeps its reservation, and its friends stay
+    /// marked as reached.
+    async fn replaced(&self, old: Campaign, number: u32) -> Result<(), Retry> {
+        let Some(batch) = self.store.batch(&old, number).await? else { return Ok(()) };
+        if batch.slots_to_give_back() {
+            give_back(self.store, self.caps, &old, &batch, self.clock.now_ms()).await?;
+            return Ok(());
+        }
+        if !batch.reserved || batch.call_open || !matches!(batch.state, BatchState::Planned | BatchState::Frozen) {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        if !self.store.lease(&old, number, &self.owner, now, now + self.lease.as_millis() as i64).await? {
+            return Err(Retry::Leased);
+        }
+        let result = match self.store.batch(&old, number).await? {
+            Some(b) if b.reserved && !b.call_open => give_back(self.store, self.caps, &old, &b, now).await,
+            _ => Ok(()),
+        };
+        let _ = self.store.release_lease(&old, number, &self.owner).await;
+        Ok(result?)
+    }
+
+    /// Decides the batch (again) before a call that LINE surely has not taken: what an earlier
+    /// decision reserved goes back, then the period's caps, the opt-outs and follow state are
+    /// checked and reserved under a new generation, the send list frozen with a new retry key,
+    /// and the budget taken. Some: the batch ended here (every recipient skipped, or held for the
+    /// budget).
+    async fn decide(&self, c: &Campaign, batch: &mut Batch) -> Result<Option<Sent>, Retry> {
+        give_back(self.store, self.caps, c, batch, self.clock.now_ms()).await?;
+        batch.reserved = false;
+        batch.budget = None;
+        if batch.state == BatchState::Frozen {
+            if !self.store.unfreeze(c, batch.number, &self.owner).await? {
+                return Err(Retry::Leased);
+            }
+            batch.state = BatchState::Planned;
+            batch.frozen = None;
+            batch.retry_key = None;
+            batch.skips = Skips::default();
+        }
+        let now = self.clock.now_ms();
+        let demand = Classifier::of(c, now).demand;
+        let attrs = demand.attributes();
+        // Recorded before the first reservation, so every path can give back what it reserves.
+        if !self.store.begin_reserve(c, batch, &self.owner, &attrs, now).await? {
+            return Err(Retry::Leased);
+        }
+        batch.generation += 1;
+        batch.reserved = true;
+        batch.reserved_at_ms = Some(now);
+        batch.cap_attrs = attrs;
+        let (mask, skips) = self.reserve(batch, &demand.generation(batch.generation)).await?;
+        let key = retry_key();
+        if !self.store.freeze(c, batch.number, &self.owner, &mask, &skips, &key, self.clock.now_ms()).await? {
+            return Err(Retry::Leased);
+        }
+        batch.state = BatchState::Frozen;
+        batch.frozen = Some(mask);
+        batch.retry_key = Some(key);
+        batch.skips = skips;
+        let count = batch.send_list().len() as u64;
+        if count == 0 {
+            let outcome = settlement(BatchState::Skipped, 0, None, None);
+            self.settle(c, batch, &outcome).await?;
+            return Ok(Some(Sent::AllSkipped));
+        }
+        if let Some(limit) = c.policy.monthly_budget {
+            // The month the batch is taken from is the month LINE may first take it in.
+            let zone = Zone::parse(&c.timezone).unwrap_or_default();
+            let at = Timestamp::from_millisecond(self.clock.now_ms()).unwrap_or(Timestamp::UNIX_EPOCH);
+            let month = period_attribute(Period::Month, at, &zone).replacen("cap#", "", 1);
+            if !self.store.take_budget(c, batch, &month, count, limit).await? {
+                let reason = format!("budget: the account's monthly budget of {limit} messages is used up ({month})");
+                self.pause(c, &reason).await?;
+                return self.hold(c, batch, true, reason).await.map(Some);
+            }
+            batch.budget = Some((month, count));
+        }
+        Ok(None)
+    }
+
+    /// LINE took the batch: a push that left over a minute after its reservation (a retried
+    /// batch) moves its recipients' last push to now, so the minimum gap runs from when it went
+    /// out.
+    async fn went_out(&self, c: &Campaign, batch: &Batch, to: &[&str]) -> Result<(), BackendError> {
+        let now = self.clock.now_ms();
+        if c.transactional || c.policy.min_gap_ms <= 0 || batch.reserved_at_ms.is_none_or(|t| now - t <= PUSHED_LATE_MS)
+        {
+            return Ok(());
+        }
+        let demand = Classifier::of(c, now).demand.generation(batch.generation);
+        let results: Vec<Result<(), BackendError>> =
+            stream::iter(to.iter()).map(|user| self.caps.pushed(user, &demand, now)).buffer_unordered(16).collect().await;
+        results.into_iter().collect()
+    }
+
     /// Reserves every recipient's cap slots (one conditional update each, a few at once).
     async fn reserve(&self, batch: &Batch, demand: &Demand) -> Result<(Vec<bool>, Skips), BackendError> {
         let now = self.clock.now_ms();
@@ -472,40 +543,26 @@ impl Sender<'_> {
         Ok((mask, skips))
     }
 
-    async fn release_all(&self, to: &[&str], demand: &Demand, attributes: &[String]) -> Result<(), BackendError> {
-        let results: Vec<Result<(), BackendError>> = stream::iter(to.iter())
-            .map(|user| self.caps.release(user, demand, attributes))
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        results.into_iter().collect()
-    }
-
     async fn settle(&self, c: &Campaign, batch: &Batch, outcome: &Settlement) -> Result<(), Retry> {
         if !self.store.settle(c, batch, &self.owner, outcome, self.clock.now_ms()).await? {
             // Settled by someone else (our lease expired): their record stands.
             tracing::warn!(campaign = %c.id, batch = batch.number, "batch settled by another sender");
-            return Ok(());
         }
         self.store.finish_if_done(c).await?;
         Ok(())
     }
 
     /// Holds a leased batch. `unfreeze` (LINE surely never took it): its send list, key and call
-    /// record are dropped, then its slots given back and its cap attributes cleared (a release
-    /// cut short is finished by the next delivery, and resume waits for it); it is reserved again
-    /// when resumed.
+    /// record are dropped and its reservation given back (a give-back cut short is finished by the
+    /// next delivery, and resume waits for it); it is decided again when resumed.
     async fn hold(&self, c: &Campaign, batch: &Batch, unfreeze: bool, why: String) -> Result<Sent, Retry> {
         let unfreeze = unfreeze && batch.state == BatchState::Frozen;
         if !self.store.hold(c, batch, &self.owner, unfreeze).await? {
             // The campaign is sending again (resumed since it was read), or the lease was lost.
             return Err(Retry::Resumed);
         }
-        if unfreeze {
-            let demand = Classifier::of(c, self.clock.now_ms()).demand;
-            self.release_all(&batch.send_list(), &demand, &batch.cap_attrs).await?;
-            self.store.return_budget(c, batch).await?;
-            self.store.clear_cap_attrs(c, batch.number).await?;
+        if unfreeze || batch.state == BatchState::Planned {
+            give_back(self.store, self.caps, c, batch, self.clock.now_ms()).await?;
         }
         Ok(Sent::Held(why))
     }

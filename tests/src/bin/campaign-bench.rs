@@ -55,13 +55,13 @@ async fn planning(friends: u64, invocation: Duration) {
     let store = DynamoCampaigns::new(stack.dynamodb.clone(), stack.table("CampaignsTable"), stack.table("UsersTable"));
     let settings = AccountSettings::parse(ACCOUNT).unwrap();
     let file = CampaignFile::parse("id: bench\nname: bench\nsegment: dessert\nmessages: [\"hi\"]\n").unwrap();
-    store.create(&file, "", now).await.unwrap();
+    store.create(&file, "", false, now).await.unwrap();
     let c = store.start("bench", &settings, State::Planning, now).await.unwrap().unwrap();
     let index = DynamoTags::reader(stack.dynamodb.clone(), stack.table("TagsTable"), stack.table("UsersTable"));
     let (batches, plans) = (MemoryWorkQueue::default(), MemoryWorkQueue::default());
     let planner =
         Planner { store: &store, caps: &store, index: &index, batches: &batches, plans: &plans, clock: &SystemClock };
-    let message = PlanMessage { campaign: "bench".into(), run: c.run.clone() };
+    let message = PlanMessage { campaign: "bench".into(), run: c.run.clone(), requeue_from: None };
     let started = Instant::now();
     let mut invocations = 0;
     loop {
@@ -123,7 +123,7 @@ async fn rate(requests: usize, rate: u32, senders: usize) {
         futures::future::join_all(chunk.iter().map(|u| rig.friend(u, &["rate"]))).await;
     }
     let file = rig.campaign_file("rate", "rate", "batchSize: 1\ntransactional: true\n");
-    rig.oa.create(&file, rig.clock.now_ms()).await.unwrap();
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
     rig.oa.start("rate", rig.clock.now_ms()).await.unwrap();
     rig.plan_only().await;
     let started = Instant::now();

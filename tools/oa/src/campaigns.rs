@@ -95,13 +95,13 @@ impl Campaigns {
 
     /// Creates (or re-creates, after a cancel or once done) a campaign from its file, after LINE's
     /// own validator accepted its messages.
-    pub async fn create(&self, path: &Path, now_ms: i64) -> Result<Campaign, Error> {
+    pub async fn create(&self, path: &Path, resend: bool, now_ms: i64) -> Result<Campaign, Error> {
         let (text, file) = load_campaign(path)?;
         self.line
             .validate_multicast(&file.messages.0)
             .await
             .map_err(|e| format!("{}: LINE's validator refused the messages: {e}", path.display()))?;
-        Ok(self.admin().create(&file, &text, now_ms).await?)
+        Ok(self.admin().create(&file, &text, resend, now_ms).await?)
     }
 
     /// The preview of a file or a created campaign: who gets it, who not and why, and the price.
@@ -159,7 +159,7 @@ pub fn format_preview(p: &Value) -> String {
     let n = |k: &str| p.pointer(k).and_then(Value::as_u64).unwrap_or(0);
     let mut out = format!("campaign {}\n", p["campaign"].as_str().unwrap_or_default());
     out.push_str(&format!("  segment      {}\n", n("/segment")));
-    for why in ["holdout", "suppressed", "blocked", "cap", "budget"] {
+    for why in ["holdout", "suppressed", "blocked", "cap", "budget", "alreadySent"] {
         out.push_str(&format!("  - {why:<10} {}\n", n(&format!("/skipped/{why}"))));
     }
     out.push_str(&format!(
@@ -305,6 +305,11 @@ pub fn format_show(c: &Campaign) -> String {
             ("suppressed", n("/skipped/suppressed") as i64, (k.plan_skipped.suppressed + k.skipped.suppressed) as i64),
             ("blocked", n("/skipped/blocked") as i64, (k.plan_skipped.blocked + k.skipped.blocked) as i64),
             ("budget", n("/skipped/budget") as i64, k.plan_skipped.budget as i64),
+            (
+                "alreadySent",
+                n("/skipped/alreadySent") as i64,
+                (k.plan_skipped.already_sent + k.skipped.already_sent) as i64,
+            ),
         ]
         .into_iter()
         .filter(|(_, a, b)| a != b)

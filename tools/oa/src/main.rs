@@ -134,6 +134,10 @@ enum CampaignCommand {
     /// Create a draft from a file, after LINE's validator accepted its messages.
     Create {
         file: PathBuf,
+        /// Send to friends an earlier run of the same id was sent to as well (by default they are
+        /// skipped as `alreadySent`: a campaign recreated after a cancel is not pushed twice).
+        #[arg(long)]
+        resend: bool,
         #[command(flatten)]
         env: CampaignEnv,
     },
@@ -901,13 +905,16 @@ async fn campaign(command: CampaignCommand, local: bool) -> Result<(), AnyError>
                 f.segment
             );
         }
-        CampaignCommand::Create { file, env } => {
+        CampaignCommand::Create { file, resend, env } => {
             let c =
                 campaigns(&env, local, Some(&format!("create a campaign in table {}", env.campaigns_table))).await?;
-            let created = c.create(&file, now).await?;
+            let created = c.create(&file, resend, now).await?;
             println!(
-                "created campaign {} (run {}) as a draft: preview it, then oa campaign start {}",
-                created.id, created.run, created.id
+                "created campaign {} (run {}) as a draft{}: preview it, then oa campaign start {}",
+                created.id,
+                created.run,
+                if resend { ", resending to friends earlier runs reached" } else { "" },
+                created.id
             );
         }
         CampaignCommand::Preview { file_or_id, json, env } => {

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, Update};
 
 use super::attr::{flag, int, n, s, string_set, text, uint};
@@ -38,21 +37,45 @@ fn mask_from_hex(hex: &str, len: usize) -> Vec<bool> {
     out
 }
 
+/// What a frozen batch holds that a batch decided again drops: its send list, key, skips and
+/// call record.
+const FROZEN_ATTRS: &str =
+    "mask, retryKey, skipCap, skipSuppressed, skipBlocked, skipBudget, skipAlreadySent, firstCalledAt, callOpen, attempts";
+
+/// The condition that the batch is in reservation round `g` (a batch never reserved has none).
+fn of_generation(g: u32) -> &'static str {
+    if g == 0 {
+        "attribute_not_exists(gen)"
+    } else {
+        "gen = :gen"
+    }
+}
+
+/// `values`, and `:gen` for [`of_generation`]'s condition.
+fn with_generation<const N: usize>(g: u32, values: [(&str, AttributeValue); N]) -> HashMap<String, AttributeValue> {
+    let mut out: HashMap<String, AttributeValue> = values.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    if g > 0 {
+        out.insert(":gen".into(), n(g));
+    }
+    out
+}
+
 impl DynamoCampaigns {
-    /// The budget month and messages the stored batch record shows taken.
-    async fn stored_budget(&self, c: &Campaign, number: u32) -> Result<Option<(String, u64)>, BackendError> {
+    /// The budget month and messages the stored batch record shows taken, and the round that took
+    /// them.
+    async fn stored_budget(&self, c: &Campaign, number: u32) -> Result<Option<(String, u64, u32)>, BackendError> {
         let item = self
             .client
             .get_item()
             .table_name(&self.campaigns)
             .set_key(Some(batch_key(&c.id, &c.run, number)))
-            .projection_expression("budgetMonth, budgetTaken")
+            .projection_expression("budgetMonth, budgetTaken, gen")
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| err("GetItem", describe(&e)))?
             .item;
-        Ok(item.and_then(|i| text(&i, "budgetMonth").map(|m| (m.to_string(), uint(&i, "budgetTaken")))))
+        Ok(item.and_then(|i| text(&i, "budgetMonth").map(|m| (m.to_string(), uint(&i, "budgetTaken"), uint(&i, "gen") as u32))))
     }
 }
 
@@ -86,8 +109,12 @@ impl BatchRepo for DynamoCampaigns {
                 budget: uint(&item, "skipBudget"),
                 suppressed: uint(&item, "skipSuppressed"),
                 blocked: uint(&item, "skipBlocked"),
+                already_sent: uint(&item, "skipAlreadySent"),
             },
             cap_attrs: string_set(&item, "capAttrs"),
+            generation: uint(&item, "gen") as u32,
+            reserved: flag(&item, "reserved"),
+            reserved_at_ms: int(&item, "reservedAt"),
             first_called_at_ms: int(&item, "firstCalledAt"),
             call_open: flag(&item, "callOpen"),
             attempts: uint(&item, "attempts"),
@@ -182,9 +209,46 @@ impl BatchRepo for DynamoCampaigns {
         conditional(result.map(|_| ()), "UpdateItem").map(|_| ())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Records reservation round `batch.generation + 1` (and its cap attributes) on a planned
+    /// batch this owner leases, before its first reservation. False: the lease was lost, the batch
+    /// moved on, or an earlier round was not given back.
+    async fn begin_reserve(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        owner: &str,
+        cap_attrs: &[String],
+        now_ms: i64,
+    ) -> Result<bool, BackendError> {
+        let mut request = self.client.update_item();
+        let mut set = "SET gen = :next, reserved = :t, reservedAt = :now".to_string();
+        if !cap_attrs.is_empty() {
+            set.push_str(", capAttrs = :attrs");
+            request = request.expression_attribute_values(":attrs", AttributeValue::Ss(cap_attrs.to_vec()));
+        }
+        let result = request
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
+            .update_expression(set)
+            .condition_expression(
+                "#state = :planned AND leaseOwner = :owner AND attribute_not_exists(reserved) \
+                 AND (attribute_not_exists(gen) OR gen = :gen)",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":planned", s(BatchState::Planned.name()))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":gen", n(batch.generation))
+            .expression_attribute_values(":next", n(batch.generation + 1))
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
+    }
+
     /// Freezes the send list (`mask` over the recipients), the skips and the retry key, before
     /// the first call to LINE. False: the lease was lost or the batch is frozen already.
+    #[allow(clippy::too_many_arguments)]
     async fn freeze(
         &self,
         c: &Campaign,
@@ -192,22 +256,18 @@ impl BatchRepo for DynamoCampaigns {
         owner: &str,
         mask: &[bool],
         skips: &Skips,
-        cap_attrs: &[String],
         retry_key: &str,
         now_ms: i64,
     ) -> Result<bool, BackendError> {
-        let mut request = self.client.update_item();
-        let mut set = "SET #state = :frozen, mask = :mask, retryKey = :key, frozenAt = :now, skipCap = :cap, \
-                       skipSuppressed = :sup, skipBlocked = :blk, skipBudget = :bud"
-            .to_string();
-        if !cap_attrs.is_empty() {
-            set.push_str(", capAttrs = :attrs");
-            request = request.expression_attribute_values(":attrs", AttributeValue::Ss(cap_attrs.to_vec()));
-        }
-        let result = request
+        let result = self
+            .client
+            .update_item()
             .table_name(&self.campaigns)
             .set_key(Some(batch_key(&c.id, &c.run, number)))
-            .update_expression(set)
+            .update_expression(
+                "SET #state = :frozen, mask = :mask, retryKey = :key, frozenAt = :now, skipCap = :cap, \
+                 skipSuppressed = :sup, skipBlocked = :blk, skipBudget = :bud, skipAlreadySent = :sent",
+            )
             .condition_expression("#state = :planned AND leaseOwner = :owner")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
@@ -219,7 +279,31 @@ impl BatchRepo for DynamoCampaigns {
             .expression_attribute_values(":sup", n(skips.suppressed))
             .expression_attribute_values(":blk", n(skips.blocked))
             .expression_attribute_values(":bud", n(skips.budget))
+            .expression_attribute_values(":sent", n(skips.already_sent))
             .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
+    }
+
+    /// Back to planned, to be decided again: only a frozen batch this owner leases, with no call
+    /// open (LINE surely never took it) and its reservation given back.
+    async fn unfreeze(&self, c: &Campaign, number: u32, owner: &str) -> Result<bool, BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(batch_key(&c.id, &c.run, number)))
+            .update_expression(format!("SET #state = :planned REMOVE {FROZEN_ATTRS}"))
+            .condition_expression(
+                "#state = :frozen AND leaseOwner = :owner AND attribute_not_exists(reserved) \
+                 AND (attribute_not_exists(callOpen) OR callOpen = :f)",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
+            .expression_attribute_values(":planned", s(BatchState::Planned.name()))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":f", AttributeValue::Bool(false))
             .send()
             .await;
         conditional(result.map(|_| ()), "UpdateItem")
@@ -281,9 +365,8 @@ impl BatchRepo for DynamoCampaigns {
             .table_name(&self.campaigns)
             .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
             .update_expression("SET budgetMonth = :m, budgetTaken = :n")
-            .condition_expression("attribute_not_exists(budgetMonth)")
-            .expression_attribute_values(":m", s(month))
-            .expression_attribute_values(":n", n(count))
+            .condition_expression(format!("attribute_not_exists(budgetMonth) AND {}", of_generation(batch.generation)))
+            .set_expression_attribute_values(Some(with_generation(batch.generation, [(":m", s(month)), (":n", n(count))])))
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
         let budget_update = Update::builder()
@@ -301,23 +384,31 @@ impl BatchRepo for DynamoCampaigns {
         if self.transact_updates([batch_update, budget_update]).await? {
             return Ok(true);
         }
-        // Taken already for this month and count (a retry whose copy was read before the take):
-        // taken. Any other take stands, and this one is refused.
-        Ok(self.stored_budget(c, batch.number).await? == Some((month.to_string(), count)))
+        // Taken already for this month and count by this round (a retry whose copy was read
+        // before the take): taken. Any other take stands, and this one is refused.
+        Ok(self.stored_budget(c, batch.number).await? == Some((month.to_string(), count, batch.generation)))
     }
 
     /// Gives back what the stored record says the batch took (the caller's copy may be older),
-    /// once: the record read is the transaction's condition.
+    /// once, and only the caller's round's take: the record read is the transaction's condition.
     async fn return_budget(&self, c: &Campaign, batch: &Batch) -> Result<(), BackendError> {
         for _ in 0..4 {
-            let Some((month, count)) = self.stored_budget(c, batch.number).await? else { return Ok(()) };
+            let Some((month, count, taken_by)) = self.stored_budget(c, batch.number).await? else { return Ok(()) };
+            if taken_by != batch.generation {
+                return Ok(());
+            }
             let batch_update = Update::builder()
                 .table_name(&self.campaigns)
                 .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
                 .update_expression("REMOVE budgetMonth, budgetTaken")
-                .condition_expression("budgetMonth = :m AND budgetTaken = :n")
-                .expression_attribute_values(":m", s(&month))
-                .expression_attribute_values(":n", n(count))
+                .condition_expression(format!(
+                    "budgetMonth = :m AND budgetTaken = :n AND {}",
+                    of_generation(batch.generation)
+                ))
+                .set_expression_attribute_values(Some(with_generation(
+                    batch.generation,
+                    [(":m", s(&month)), (":n", n(count))],
+                )))
                 .build()
                 .map_err(|e| err("TransactWriteItems", e.to_string()))?;
             let budget_update = Update::builder()
@@ -347,20 +438,19 @@ impl BatchRepo for DynamoCampaigns {
         Ok(out.item.as_ref().map_or(0, |i| uint(i, "used")))
     }
 
-    async fn clear_cap_attrs(&self, c: &Campaign, number: u32) -> Result<(), BackendError> {
-        self.client
+    async fn gave_back(&self, c: &Campaign, number: u32, generation: u32) -> Result<bool, BackendError> {
+        let result = self
+            .client
             .update_item()
             .table_name(&self.campaigns)
             .set_key(Some(batch_key(&c.id, &c.run, number)))
-            .update_expression("REMOVE capAttrs")
-            .condition_expression("attribute_exists(pk)")
+            .update_expression("REMOVE reserved, capAttrs")
+            .condition_expression("reserved = :t AND gen = :gen")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":gen", n(generation))
             .send()
-            .await
-            .map(|_| ())
-            .or_else(|e| match &e {
-                SdkError::ServiceError(se) if se.err().is_conditional_check_failed_exception() => Ok(()),
-                _ => Err(err("UpdateItem", describe(&e))),
-            })
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
     }
 
     /// Settles a frozen batch (or a planned one whose recipients were all skipped) and adds its
@@ -395,8 +485,8 @@ impl BatchRepo for DynamoCampaigns {
             .update_expression(format!(
                 "SET {} REMOVE leaseUntil, leaseOwner{}",
                 set.join(", "),
-                // An unknown outcome keeps its cap attributes until a person resolves it.
-                if outcome.release_slots || outcome.state == BatchState::Unknown { "" } else { ", capAttrs" }
+                // An unknown outcome keeps its reservation until a person resolves it.
+                if outcome.release_slots || outcome.state == BatchState::Unknown { "" } else { ", reserved, capAttrs" }
             ))
             .condition_expression("#state = :from AND leaseOwner = :owner")
             .expression_attribute_names("#state", "state")
@@ -444,10 +534,8 @@ impl BatchRepo for DynamoCampaigns {
         let condition = "#state = :from AND leaseOwner = :owner";
         let mut update = "SET #state = :held, heldFrom = :back REMOVE leaseUntil, leaseOwner".to_string();
         if unfreeze {
-            // The cap attributes stay until the slots are given back (clear_cap_attrs).
-            update.push_str(
-                ", mask, retryKey, skipCap, skipSuppressed, skipBlocked, skipBudget, firstCalledAt, callOpen, attempts",
-            );
+            // The reservation stays recorded until it is given back (gave_back).
+            update.push_str(&format!(", {FROZEN_ATTRS}"));
         }
         let batch_update = Update::builder()
             .table_name(&self.campaigns)
@@ -481,7 +569,7 @@ impl BatchRepo for DynamoCampaigns {
             .table_name(&self.campaigns)
             .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
             .update_expression("SET #state = :back REMOVE heldFrom")
-            .condition_expression("#state = :held AND (heldFrom = :frozen OR attribute_not_exists(capAttrs))")
+            .condition_expression("#state = :held AND (heldFrom = :frozen OR attribute_not_exists(reserved))")
             .expression_attribute_values(":frozen", s(BatchState::Frozen.name()))
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":back", s(back.name()))
@@ -515,7 +603,7 @@ impl BatchRepo for DynamoCampaigns {
         let to = if delivered { BatchState::Sent } else { BatchState::Failed };
         let mut update = "SET #state = :to, resolvedAt = :now".to_string();
         if delivered {
-            update.push_str(" REMOVE capAttrs");
+            update.push_str(" REMOVE reserved, capAttrs");
         }
         let batch_update = Update::builder()
             .table_name(&self.campaigns)

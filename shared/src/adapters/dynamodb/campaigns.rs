@@ -60,19 +60,21 @@ pub(super) fn recipients_key(id: &str, run: &str, number: u32) -> HashMap<String
 }
 
 /// Attribute names of the counters.
-const COUNTERS: [&str; 17] = [
+const COUNTERS: [&str; 19] = [
     "segment",
     "holdout",
     "planSkipCap",
     "planSkipBudget",
     "planSkipSuppressed",
     "planSkipBlocked",
+    "planSkipAlreadySent",
     "planned",
     "sent",
     "skipCap",
     "skipBudget",
     "skipSuppressed",
     "skipBlocked",
+    "skipAlreadySent",
     "failed",
     "held",
     "unknown",
@@ -90,6 +92,7 @@ fn counters_of(item: &Item) -> Counters {
             budget: u("planSkipBudget"),
             suppressed: u("planSkipSuppressed"),
             blocked: u("planSkipBlocked"),
+            already_sent: u("planSkipAlreadySent"),
         },
         planned: u("planned"),
         sent: u("sent"),
@@ -98,6 +101,7 @@ fn counters_of(item: &Item) -> Counters {
             budget: u("skipBudget"),
             suppressed: u("skipSuppressed"),
             blocked: u("skipBlocked"),
+            already_sent: u("skipAlreadySent"),
         },
         failed: u("failed"),
         held: u("held"),
@@ -132,10 +136,12 @@ pub(super) fn skip_deltas(prefix: &'static str, skips: &Skips) -> Vec<(&'static 
             ("plan", Skip::Budget) => "planSkipBudget",
             ("plan", Skip::Suppressed) => "planSkipSuppressed",
             ("plan", Skip::Blocked) => "planSkipBlocked",
+            ("plan", Skip::AlreadySent) => "planSkipAlreadySent",
             (_, Skip::Cap) => "skipCap",
             (_, Skip::Budget) => "skipBudget",
             (_, Skip::Suppressed) => "skipSuppressed",
             (_, Skip::Blocked) => "skipBlocked",
+            (_, Skip::AlreadySent) => "skipAlreadySent",
         }
     };
     Skip::ALL.iter().map(|w| (name(*w), skips.get(*w) as i64)).collect()
@@ -170,6 +176,7 @@ fn campaign_from_item(item: &Item) -> Option<Campaign> {
         preview: json("preview"),
         batch_size: int(item, "batchSize").map_or(MAX_BATCH, |b| b.clamp(1, i64::from(MAX_BATCH)) as u32),
         aggregation_unit: text(item, "aggregationUnit").map(str::to_string),
+        resend: flag(item, "resend"),
         policy: json("policy").and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default(),
         resume_at_ms: int(item, "resumeAt"),
     })
@@ -446,7 +453,13 @@ impl CampaignRepo for DynamoCampaigns {
 impl CampaignAdmin for DynamoCampaigns {
     /// Creates the campaign as a draft, or replaces a draft, cancelled or done one of the same id
     /// with a new run.
-    async fn create(&self, file: &CampaignFile, source: &str, now_ms: i64) -> Result<Created, BackendError> {
+    async fn create(
+        &self,
+        file: &CampaignFile,
+        source: &str,
+        resend: bool,
+        now_ms: i64,
+    ) -> Result<Created, BackendError> {
         let run = uuid_simple();
         let mut item = meta_key(&file.id);
         let messages = serde_json::to_string(&file.messages.0).map_err(|e| err("PutItem", e.to_string()))?;
@@ -459,6 +472,7 @@ impl CampaignAdmin for DynamoCampaigns {
             ("messages", s(&messages)),
             ("holdoutBps", n(file.holdout)),
             ("transactional", AttributeValue::Bool(file.transactional)),
+            ("resend", AttributeValue::Bool(resend)),
             ("notBefore", n(file.schedule.not_before_ms())),
             ("state", s(State::Draft.name())),
             ("source", s(source)),

@@ -52,17 +52,19 @@ fn slot_clauses(
 #[async_trait]
 impl CapStore for DynamoCampaigns {
     /// Follow state, opt-out and the given cap sets of each friend (absent friends: not following).
-    async fn friend_caps(
-        &self,
-        users: &[String],
-        attributes: &[String],
-    ) -> Result<HashMap<String, FriendCaps>, BackendError> {
+    async fn friend_caps(&self, users: &[String], demand: &Demand) -> Result<HashMap<String, FriendCaps>, BackendError> {
+        let attributes = demand.attributes();
         let mut names =
             HashMap::from([("#u".to_string(), "userId".to_string()), ("#st".to_string(), "state".to_string())]);
         let mut projection = ["#u", "#st", "suppressed", "lastPushAt", "lastPushBy"].map(String::from).to_vec();
         for (i, a) in attributes.iter().enumerate() {
             names.insert(format!("#c{i}"), a.clone());
             projection.push(format!("#c{i}"));
+        }
+        let sent = demand.sent_attribute();
+        if let Some(a) = &sent {
+            names.insert("#sent".into(), a.clone());
+            projection.push("#sent".into());
         }
         let mut out = HashMap::new();
         for chunk in users.chunks(100) {
@@ -97,6 +99,12 @@ impl CapStore for DynamoCampaigns {
                             sets,
                             last_push: int(&item, "lastPushAt")
                                 .zip(text(&item, "lastPushBy").filter(|by| *by != NOBODY).map(str::to_string)),
+                            sent: demand
+                                .campaign
+                                .iter()
+                                .zip(sent.as_deref().and_then(|a| text(&item, a)))
+                                .map(|(id, r)| (id.clone(), r.to_string()))
+                                .collect(),
                         },
                     );
                 }
@@ -125,6 +133,7 @@ impl CapStore for DynamoCampaigns {
         let mut values = HashMap::from([(":following".to_string(), s("following"))]);
         let mut condition = vec!["#st = :following".to_string(), "attribute_not_exists(suppressed)".to_string()];
         let mut update = String::new();
+        let mark = sent_clause(demand, &mut names, &mut values, &mut condition);
         if !demand.transactional {
             values.insert(":m".into(), s(&demand.member));
             values.insert(":now".into(), n(now_ms));
@@ -139,12 +148,14 @@ impl CapStore for DynamoCampaigns {
                 "SET prevPushAt = if_not_exists(lastPushAt, :zero), prevPushBy = if_not_exists(lastPushBy, :nobody), \
                  lastPushAt = :now, lastPushBy = :m",
             );
+            update.push_str(&mark);
             let adds = slot_clauses(demand, &mut names, &mut values, &mut condition);
             if !adds.is_empty() {
                 update.push_str(&format!(" ADD {}", adds.join(", ")));
             }
         } else {
             update.push_str("SET lastCheckedAt = :now");
+            update.push_str(&mark);
             values.insert(":now".into(), n(now_ms));
         }
         let result = self
@@ -171,7 +182,7 @@ impl CapStore for DynamoCampaigns {
             return Ok(Reservation::Reserved);
         }
         // Refused: read why (rare; one strongly consistent read).
-        let caps = self.friend_caps(&[user.to_string()], &demand.attributes()).await?;
+        let caps = self.friend_caps(&[user.to_string()], demand).await?;
         let Some(friend) = caps.get(user) else { return Ok(Reservation::Refused(Skip::Blocked)) };
         Ok(Reservation::Refused(friend.refusal(demand, now_ms).unwrap_or(Skip::Cap)))
     }
@@ -179,6 +190,21 @@ impl CapStore for DynamoCampaigns {
     /// Gives the friend's slots of the demand's member back (the send surely did not go out),
     /// and their last push before it while the last one recorded is this member's.
     async fn release(&self, user: &str, demand: &Demand, attributes: &[String]) -> Result<(), BackendError> {
+        // The campaign's mark goes where it is this member's (a later run's or generation's stays).
+        if let Some(a) = demand.sent_attribute() {
+            let forgotten = self
+                .client
+                .update_item()
+                .table_name(&self.users)
+                .key("userId", s(user))
+                .update_expression("REMOVE #sent")
+                .condition_expression("#sent = :m")
+                .expression_attribute_names("#sent", a)
+                .expression_attribute_values(":m", s(&demand.member))
+                .send()
+                .await;
+            conditional(forgotten.map(|_| ()), "UpdateItem")?;
+        }
         if demand.transactional {
             return Ok(());
         }
@@ -239,6 +265,40 @@ impl CapStore for DynamoCampaigns {
             .await;
         conditional(forgotten.map(|_| ()), "UpdateItem").map(|_| ())
     }
+
+    /// The friend's last push is when LINE took it, while it is still this member's.
+    async fn pushed(&self, user: &str, demand: &Demand, at_ms: i64) -> Result<(), BackendError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.users)
+            .key("userId", s(user))
+            .update_expression("SET lastPushAt = :at")
+            .condition_expression("lastPushBy = :m AND lastPushAt < :at")
+            .expression_attribute_values(":m", s(&demand.member))
+            .expression_attribute_values(":at", n(at_ms))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem").map(|_| ())
+    }
+}
+
+/// The campaign's mark on a friend (`sent#<id>`: the member that reserved them), checked unless
+/// the demand resends: absent, or this run's. The `SET` clause that writes it (or nothing).
+fn sent_clause(
+    demand: &Demand,
+    names: &mut HashMap<String, String>,
+    values: &mut HashMap<String, AttributeValue>,
+    condition: &mut Vec<String>,
+) -> String {
+    let Some(a) = demand.sent_attribute() else { return String::new() };
+    names.insert("#sent".into(), a);
+    values.insert(":mark".into(), s(&demand.member));
+    if !demand.resend {
+        values.insert(":thisrun".into(), s(&format!("{}~", demand.run_member)));
+        condition.push("(attribute_not_exists(#sent) OR begins_with(#sent, :thisrun))".into());
+    }
+    ", #sent = :mark".into()
 }
 
 impl DynamoCampaigns {
@@ -255,6 +315,11 @@ impl DynamoCampaigns {
             "lastPushBy = :m".into(),
         ];
         let adds = slot_clauses(demand, &mut names, &mut values, &mut condition);
+        if let Some(a) = demand.sent_attribute().filter(|_| !demand.resend) {
+            names.insert("#sent".into(), a);
+            values.insert(":thisrun".into(), s(&format!("{}~", demand.run_member)));
+            condition.push("(attribute_not_exists(#sent) OR begins_with(#sent, :thisrun))".into());
+        }
         let result = self
             .client
             .update_item()
@@ -274,7 +339,6 @@ impl DynamoCampaigns {
         conditional(result.map(|_| ()), "UpdateItem")
     }
 
-    // ---- caps, on the users table -------------------------------------------------------------
 }
 
 #[async_trait]

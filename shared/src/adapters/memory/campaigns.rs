@@ -37,6 +37,16 @@ pub struct MemoryCampaigns {
     inner: Mutex<Store>,
     /// The next this many slot releases fail (a storage error).
     pub fail_releases: std::sync::atomic::AtomicUsize,
+    /// Counts reservations down: the one that brings it to 0 fails (a storage error); 0: none.
+    pub fail_reservation_at: std::sync::atomic::AtomicUsize,
+    /// The next this many settles are committed but answer with an error (a timeout).
+    pub lose_settle_answers: std::sync::atomic::AtomicUsize,
+}
+
+/// Takes one of the faults counted in `counter`: true if one was left.
+pub(super) fn take_fault(counter: &std::sync::atomic::AtomicUsize) -> bool {
+    use std::sync::atomic::Ordering;
+    counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
 }
 
 fn key(c: &Campaign, number: u32) -> BatchKey {
@@ -78,6 +88,7 @@ pub fn campaign(id: &str, caps: &[Cap], transactional: bool) -> Campaign {
         aggregation_unit: None,
         policy: Policy::default(),
         resume_at_ms: None,
+        resend: false,
     }
 }
 
@@ -93,7 +104,7 @@ impl MemoryCampaigns {
     /// A following friend (or not), opted out with `oa suppress add` (or not).
     pub fn add_friend(&self, user: &str, following: bool, suppressed: bool) {
         let _ = self.with(|s| {
-            s.friends.insert(user.into(), FriendCaps { following, suppressed, sets: BTreeMap::new(), last_push: None });
+            s.friends.insert(user.into(), FriendCaps { following, suppressed, ..FriendCaps::default() });
             if suppressed {
                 s.opt_outs.insert(user.into(), "cli".into());
             } else {
@@ -122,7 +133,7 @@ impl MemoryCampaigns {
     pub fn unhold(&self, c: &Campaign, number: u32) -> bool {
         self.with(|s| {
             let Some(b) = s.batches.get_mut(&key(c, number)) else { return false };
-            if b.state != BatchState::Held || (b.held_from == Some(BatchState::Planned) && !b.cap_attrs.is_empty()) {
+            if b.state != BatchState::Held || (b.held_from == Some(BatchState::Planned) && b.reserved) {
                 return false;
             }
             b.state = b.held_from.take().unwrap_or(BatchState::Planned);
@@ -291,7 +302,6 @@ impl BatchRepo for MemoryCampaigns {
         owner: &str,
         mask: &[bool],
         skips: &Skips,
-        cap_attrs: &[String],
         retry_key: &str,
         _now_ms: i64,
     ) -> Result<bool, BackendError> {
@@ -300,8 +310,52 @@ impl BatchRepo for MemoryCampaigns {
                 b.state = BatchState::Frozen;
                 b.frozen = Some(mask.to_vec());
                 b.skips = *skips;
-                b.cap_attrs = cap_attrs.to_vec();
                 b.retry_key = Some(retry_key.into());
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn begin_reserve(
+        &self,
+        c: &Campaign,
+        batch: &Batch,
+        owner: &str,
+        cap_attrs: &[String],
+        now_ms: i64,
+    ) -> Result<bool, BackendError> {
+        self.with(|s| match s.batches.get_mut(&key(c, batch.number)) {
+            Some(b)
+                if b.state == BatchState::Planned
+                    && b.lease_owner.as_deref() == Some(owner)
+                    && !b.reserved
+                    && b.generation == batch.generation =>
+            {
+                b.generation += 1;
+                b.reserved = true;
+                b.reserved_at_ms = Some(now_ms);
+                b.cap_attrs = cap_attrs.to_vec();
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn unfreeze(&self, c: &Campaign, number: u32, owner: &str) -> Result<bool, BackendError> {
+        self.with(|s| match s.batches.get_mut(&key(c, number)) {
+            Some(b)
+                if b.state == BatchState::Frozen
+                    && b.lease_owner.as_deref() == Some(owner)
+                    && !b.reserved
+                    && !b.call_open =>
+            {
+                b.state = BatchState::Planned;
+                b.frozen = None;
+                b.retry_key = None;
+                b.skips = Skips::default();
+                b.first_called_at_ms = None;
+                b.attempts = 0;
                 true
             }
             _ => false,
@@ -345,7 +399,7 @@ impl BatchRepo for MemoryCampaigns {
         self.with(|s| {
             let Some(b) = s.batches.get_mut(&key(c, batch.number)) else { return false };
             if let Some(taken) = &b.budget {
-                return *taken == (month.to_string(), n);
+                return *taken == (month.to_string(), n) && b.generation == batch.generation;
             }
             let used = s.budget_used.entry(month.to_string()).or_default();
             if *used + n > limit {
@@ -358,9 +412,12 @@ impl BatchRepo for MemoryCampaigns {
     }
 
     async fn return_budget(&self, c: &Campaign, batch: &Batch) -> Result<(), BackendError> {
-        // What the stored batch took, whatever the caller's copy says.
+        // What the stored batch took, whatever the caller's copy says, if the take is the
+        // caller's generation's (a stale give-back never returns a later round's take).
         self.with(|s| {
-            let Some(b) = s.batches.get_mut(&key(c, batch.number)) else { return };
+            let Some(b) = s.batches.get_mut(&key(c, batch.number)).filter(|b| b.generation == batch.generation) else {
+                return;
+            };
             if let Some((month, n)) = b.budget.take() {
                 let used = s.budget_used.entry(month).or_default();
                 *used = used.saturating_sub(n);
@@ -372,11 +429,14 @@ impl BatchRepo for MemoryCampaigns {
         self.with(|s| s.budget_used.get(month).copied().unwrap_or(0))
     }
 
-    async fn clear_cap_attrs(&self, c: &Campaign, number: u32) -> Result<(), BackendError> {
-        self.with(|s| {
-            if let Some(b) = s.batches.get_mut(&key(c, number)) {
+    async fn gave_back(&self, c: &Campaign, number: u32, generation: u32) -> Result<bool, BackendError> {
+        self.with(|s| match s.batches.get_mut(&key(c, number)) {
+            Some(b) if b.reserved && b.generation == generation => {
+                b.reserved = false;
                 b.cap_attrs.clear();
+                true
             }
+            _ => false,
         })
     }
 
@@ -388,7 +448,8 @@ impl BatchRepo for MemoryCampaigns {
         outcome: &Settlement,
         now_ms: i64,
     ) -> Result<bool, BackendError> {
-        self.with(|s| {
+        let lost = take_fault(&self.lose_settle_answers);
+        let settled = self.with(|s| {
             let Some(b) = s.batches.get_mut(&key(c, batch.number)) else { return false };
             if b.state != batch.state || b.lease_owner.as_deref() != Some(owner) {
                 return false;
@@ -400,8 +461,9 @@ impl BatchRepo for MemoryCampaigns {
             }
             b.lease_owner = None;
             b.lease_until_ms = 0;
-            // An unknown outcome keeps its cap attributes until a person resolves it.
+            // An unknown outcome keeps its reservation until a person resolves it.
             if !outcome.release_slots && outcome.state != BatchState::Unknown {
+                b.reserved = false;
                 b.cap_attrs.clear();
             }
             let k = &mut stored.counters;
@@ -415,7 +477,11 @@ impl BatchRepo for MemoryCampaigns {
             stored.first_sent_at_ms.get_or_insert(now_ms);
             stored.last_sent_at_ms = Some(now_ms);
             true
-        })
+        })?;
+        if lost {
+            return Err(BackendError::Store { operation: "TransactWriteItems", message: "injected: answer lost".into() });
+        }
+        Ok(settled)
     }
 
     async fn hold(&self, c: &Campaign, batch: &Batch, owner: &str, unfreeze: bool) -> Result<bool, BackendError> {
@@ -449,7 +515,7 @@ impl BatchRepo for MemoryCampaigns {
     async fn unhold(&self, c: &Campaign, batch: &Batch) -> Result<bool, BackendError> {
         self.with(|s| {
             let Some(b) = s.batches.get_mut(&key(c, batch.number)) else { return false };
-            if b.state != BatchState::Held || (b.held_from == Some(BatchState::Planned) && !b.cap_attrs.is_empty()) {
+            if b.state != BatchState::Held || (b.held_from == Some(BatchState::Planned) && b.reserved) {
                 return false;
             }
             b.state = b.held_from.take().unwrap_or(BatchState::Planned);
@@ -475,6 +541,7 @@ impl BatchRepo for MemoryCampaigns {
             let Some(stored) = s.campaigns.get_mut(&c.id).filter(|st| st.run == c.run) else { return false };
             b.state = if delivered { BatchState::Sent } else { BatchState::Failed };
             if delivered {
+                b.reserved = false;
                 b.cap_attrs.clear();
             }
             let k = &mut stored.counters;
@@ -491,7 +558,13 @@ impl BatchRepo for MemoryCampaigns {
 
 #[async_trait]
 impl CampaignAdmin for MemoryCampaigns {
-    async fn create(&self, file: &CampaignFile, source: &str, now_ms: i64) -> Result<Created, BackendError> {
+    async fn create(
+        &self,
+        file: &CampaignFile,
+        source: &str,
+        resend: bool,
+        now_ms: i64,
+    ) -> Result<Created, BackendError> {
         self.with(|s| {
             if let Some(c) = s.campaigns.get(&file.id) {
                 if !matches!(c.state, State::Draft | State::Cancelled | State::Done) {
@@ -515,6 +588,7 @@ impl CampaignAdmin for MemoryCampaigns {
                 started_at_ms: None,
                 batch_size: file.batch_size,
                 aggregation_unit: file.aggregation_unit.clone(),
+                resend,
                 ..campaign(&file.id, &[], false)
             };
             s.campaigns.insert(file.id.clone(), c);

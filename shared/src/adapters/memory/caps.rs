@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 
-use super::campaigns::{MemoryCampaigns, Store};
+use super::campaigns::{take_fault, MemoryCampaigns, Store};
 use crate::campaign::caps::{Demand, FriendCaps, Reservation};
 use crate::campaign::model::Skip;
 use crate::campaign::ports::{CapStore, OptOuts};
@@ -31,13 +31,25 @@ fn add_to_periods(f: &mut FriendCaps, demand: &Demand) {
     }
 }
 
+/// Whether no earlier run of the demand's campaign was sent to the friend (or it may resend).
+fn not_sent_before(f: &FriendCaps, demand: &Demand) -> bool {
+    demand.resend || demand.campaign.as_ref().and_then(|id| f.sent.get(id)).is_none_or(|r| demand.is_this_run(r))
+}
+
+fn mark_sent(f: &mut FriendCaps, demand: &Demand) {
+    if let Some(id) = &demand.campaign {
+        f.sent.insert(id.clone(), demand.member.clone());
+    }
+}
+
 /// The first update: a fresh push under every condition.
 fn reserve_fresh(s: &mut Store, user: &str, demand: &Demand, now_ms: i64) -> bool {
     let Some(f) = s.friends.get_mut(user) else { return false };
-    if !f.following || f.suppressed {
+    if !f.following || f.suppressed || !not_sent_before(f, demand) {
         return false;
     }
     if demand.transactional {
+        mark_sent(f, demand);
         return true;
     }
     let own_last = f.last_push.as_ref().is_some_and(|(_, by)| by == &demand.member);
@@ -46,6 +58,7 @@ fn reserve_fresh(s: &mut Store, user: &str, demand: &Demand, now_ms: i64) -> boo
         return false;
     }
     add_to_periods(f, demand);
+    mark_sent(f, demand);
     let before = f.last_push.replace((now_ms, demand.member.clone()));
     s.prev_push.insert(user.to_string(), before);
     true
@@ -55,7 +68,7 @@ fn reserve_fresh(s: &mut Store, user: &str, demand: &Demand, now_ms: i64) -> boo
 fn reserve_retry(s: &mut Store, user: &str, demand: &Demand) -> bool {
     let Some(f) = s.friends.get_mut(user) else { return false };
     let own_last = f.last_push.as_ref().is_some_and(|(_, by)| by == &demand.member);
-    if !f.following || f.suppressed || !own_last || !periods_have_room(f, demand) {
+    if !f.following || f.suppressed || !own_last || !not_sent_before(f, demand) || !periods_have_room(f, demand) {
         return false;
     }
     add_to_periods(f, demand);
@@ -64,47 +77,52 @@ fn reserve_retry(s: &mut Store, user: &str, demand: &Demand) -> bool {
 
 #[async_trait]
 impl CapStore for MemoryCampaigns {
-    async fn friend_caps(
-        &self,
-        users: &[String],
-        attributes: &[String],
-    ) -> Result<HashMap<String, FriendCaps>, BackendError> {
+    async fn friend_caps(&self, users: &[String], demand: &Demand) -> Result<HashMap<String, FriendCaps>, BackendError> {
         self.with(|s| {
             users
                 .iter()
                 .filter_map(|u| {
                     let f = s.friends.get(u)?;
-                    let sets =
-                        attributes.iter().map(|a| (a.clone(), f.sets.get(a).cloned().unwrap_or_default())).collect();
-                    Some((u.clone(), FriendCaps { sets, ..f.clone() }))
+                    let sets = demand.slots.keys().map(|a| (a.clone(), f.sets.get(a).cloned().unwrap_or_default())).collect();
+                    let sent = f.sent.iter().filter(|(id, _)| demand.campaign.as_ref() == Some(*id));
+                    let sent = sent.map(|(id, r)| (id.clone(), r.clone())).collect();
+                    Some((u.clone(), FriendCaps { sets, sent, ..f.clone() }))
                 })
                 .collect()
         })
     }
 
     async fn reserve(&self, user: &str, demand: &Demand, now_ms: i64) -> Result<Reservation, BackendError> {
+        if self.fail_reservation_at.load(Ordering::SeqCst) > 0 && self.fail_reservation_at.fetch_sub(1, Ordering::SeqCst) == 1
+        {
+            return Err(BackendError::Store { operation: "UpdateItem", message: "injected".into() });
+        }
         if self.with(|s| reserve_fresh(s, user, demand, now_ms))? {
             return Ok(Reservation::Reserved);
         }
         if !demand.transactional && self.with(|s| reserve_retry(s, user, demand))? {
             return Ok(Reservation::Reserved);
         }
-        let friends = self.friend_caps(&[user.to_string()], &demand.attributes()).await?;
+        let friends = self.friend_caps(&[user.to_string()], demand).await?;
         let Some(friend) = friends.get(user) else { return Ok(Reservation::Refused(Skip::Blocked)) };
         Ok(Reservation::Refused(friend.refusal(demand, now_ms).unwrap_or(Skip::Cap)))
     }
 
     async fn release(&self, user: &str, demand: &Demand, attributes: &[String]) -> Result<(), BackendError> {
-        if self.fail_releases.load(Ordering::SeqCst) > 0 {
-            self.fail_releases.fetch_sub(1, Ordering::SeqCst);
+        if take_fault(&self.fail_releases) {
             return Err(BackendError::Store { operation: "UpdateItem", message: "injected".into() });
-        }
-        if demand.transactional {
-            return Ok(());
         }
         let member = &demand.member;
         self.with(|s| {
             if let Some(f) = s.friends.get_mut(user) {
+                if let Some(id) = &demand.campaign {
+                    if f.sent.get(id) == Some(member) {
+                        f.sent.remove(id);
+                    }
+                }
+                if demand.transactional {
+                    return;
+                }
                 for a in attributes {
                     if let Some(set) = f.sets.get_mut(a) {
                         set.retain(|m| m != member);
@@ -117,6 +135,16 @@ impl CapStore for MemoryCampaigns {
                     if before.as_ref().is_some_and(|(_, by)| by == member) {
                         *before = None;
                     }
+                }
+            }
+        })
+    }
+
+    async fn pushed(&self, user: &str, demand: &Demand, at_ms: i64) -> Result<(), BackendError> {
+        self.with(|s| {
+            if let Some((at, by)) = s.friends.get_mut(user).and_then(|f| f.last_push.as_mut()) {
+                if *by == demand.member {
+                    *at = at_ms;
                 }
             }
         })

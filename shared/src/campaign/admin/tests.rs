@@ -48,7 +48,7 @@ impl World {
         let text = source(id, extra);
         let file = CampaignFile::parse(&text).unwrap();
         let admin = self.admin();
-        admin.create(&file, &text, now_ms).await
+        admin.create(&file, &text, false, now_ms).await
     }
 
     fn plan_messages(&self) -> Vec<PlanMessage> {
@@ -106,7 +106,7 @@ async fn start_takes_the_accounts_settings_queues_planning_and_can_be_repeated_w
     assert_eq!(started.timezone, "Asia/Taipei");
     assert_eq!(started.policy, Policy::of(&settings()));
     assert_eq!(w.store.campaign("sweets").unwrap(), started, "what start answers is what is stored");
-    let message = PlanMessage { campaign: "sweets".into(), run: draft.run.clone() };
+    let message = PlanMessage { campaign: "sweets".into(), run: draft.run.clone(), requeue_from: None };
     assert_eq!(w.plan_messages(), vec![message.clone()]);
     assert_eq!(w.plans.sent()[0].1, 0, "planning starts now");
     // The plan message was lost: starting again queues it again and changes nothing else.
@@ -179,7 +179,8 @@ async fn resume_of_a_paused_campaign_takes_its_held_batch_back_and_queues_it_wit
     assert_eq!((stored.state, stored.counters.held), (State::Sending, 0));
     assert_eq!(w.store.stored_batch(&c, 0).unwrap().state, BatchState::Planned);
     assert_eq!(w.batch_messages(), vec![BatchMessage { campaign: "r".into(), run: c.run.clone(), batch: 0 }]);
-    assert_eq!(w.plan_messages(), vec![PlanMessage { campaign: "r".into(), run: c.run.clone() }]);
+    // The plan message was sent first, asking the planner to queue the open batches too.
+    assert_eq!(w.plan_messages(), vec![PlanMessage { campaign: "r".into(), run: c.run.clone(), requeue_from: Some(0) }]);
 }
 
 #[tokio::test]
@@ -204,12 +205,15 @@ async fn unknown_batch(w: &World, n: usize) -> (Campaign, Vec<String>, String) {
     assert!(w.store.commit_page(&c, &page, None, NOW).await.unwrap());
     assert!(w.store.lease(&c, 0, "s1", NOW, NOW + 90_000).await.unwrap());
     let demand = Classifier::of(&c, NOW).demand;
+    let attrs = demand.attributes();
+    let planned = w.store.batch(&c, 0).await.unwrap().unwrap();
+    assert!(w.store.begin_reserve(&c, &planned, "s1", &attrs, NOW).await.unwrap());
+    let demand = demand.generation(1);
     for u in &friends {
         assert_eq!(w.store.reserve(u, &demand, NOW).await.unwrap(), Reservation::Reserved);
     }
-    let attrs = demand.attributes();
     let mask = vec![true; n];
-    assert!(w.store.freeze(&c, 0, "s1", &mask, &Skips::default(), &attrs, "key", NOW).await.unwrap());
+    assert!(w.store.freeze(&c, 0, "s1", &mask, &Skips::default(), "key", NOW).await.unwrap());
     let batch = w.store.batch(&c, 0).await.unwrap().unwrap();
     let outcome = Settlement {
         state: BatchState::Unknown,
@@ -224,7 +228,7 @@ async fn unknown_batch(w: &World, n: usize) -> (Campaign, Vec<String>, String) {
     assert!(w.store.finish_if_done(&c).await.unwrap());
     assert_eq!(w.store.campaign("u").unwrap().state, State::NeedsAttention);
     let month = attrs[0].clone();
-    assert!(friends.iter().all(|u| w.store.cap_set(u, &month) == vec![c.cap_member()]), "slots taken");
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &month) == vec![demand.member.clone()]), "slots taken");
     (c, friends, month)
 }
 
@@ -251,7 +255,8 @@ async fn an_unknown_batch_resolved_as_delivered_counts_sent_and_keeps_its_cap_sl
     assert_eq!((r.batches, r.recipients, r.campaign.state), (1, 3, State::Done));
     let k = r.campaign.counters;
     assert_eq!((k.sent, k.unknown, k.failed), (3, 0, 0));
-    assert!(friends.iter().all(|u| w.store.cap_set(u, &month) == vec![c.cap_member()]), "slots stay taken");
+    let member = format!("{}~1", c.cap_member());
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &month) == vec![member.clone()]), "slots stay taken");
     assert_eq!(w.store.stored_batch(&c, 0).unwrap().state, BatchState::Sent);
 }
 
@@ -326,8 +331,77 @@ async fn a_preview_counts_who_gets_it_and_why_not_and_a_stored_campaign_keeps_it
     assert_eq!(p["price"]["included"], 4, "within the plan's 3,000 included messages: {p}");
     assert!(w.store.campaign("sweets").is_none(), "a file's preview writes nothing");
 
-    w.admin().create(&file, &text, NOW).await.unwrap();
+    w.admin().create(&file, &text, false, NOW).await.unwrap();
     let stored = w.admin().preview(Previewed::Stored("sweets"), &settings(), &index, &line, NOW).await.unwrap();
     assert_eq!(stored["recipients"], 4);
     assert_eq!(w.store.campaign("sweets").unwrap().preview, Some(stored));
+}
+
+/// Campaign `r`, fully planned in three batches of one friend each, paused, every batch held.
+async fn three_held_batches(w: &World) -> Campaign {
+    let friends = users(3);
+    friends.iter().for_each(|u| w.store.add_friend(u, true, false));
+    let mut c = campaign("r", &[], false);
+    w.store.insert(c.clone());
+    for (i, u) in friends.iter().enumerate() {
+        let page = PlannedPage { segment: 1, to: vec![u.clone()], ..PlannedPage::default() };
+        let last = i == friends.len() - 1;
+        let cursor = crate::segment::resolve::Cursor { shard: 0, after: Some(u.clone()) };
+        assert!(w.store.commit_page(&c, &page, (!last).then_some(&cursor), NOW).await.unwrap());
+        c.plan_page += 1;
+    }
+    assert!(w.store.transition("r", &c.run, &[State::Sending], State::Paused, Some("quota")).await.unwrap());
+    for n in 0..3 {
+        assert!(w.store.lease(&c, n, "s1", NOW, NOW + 90_000).await.unwrap());
+        let batch = w.store.batch(&c, n).await.unwrap().unwrap();
+        assert!(w.store.hold(&c, &batch, "s1", false).await.unwrap());
+    }
+    assert_eq!(w.store.campaign("r").unwrap().counters.held, 3);
+    w.store.campaign("r").unwrap()
+}
+
+#[tokio::test]
+async fn a_resume_cut_short_is_finished_by_the_planner_from_the_plan_message_it_sent_first() {
+    // The batch queue throttles the resume after one message.
+    let w = World { batches: MemoryWorkQueue::refusing_after(1), ..World::default() };
+    let c = three_held_batches(&w).await;
+    assert!(w.admin().resume("r", NOW).await.is_err(), "cut short");
+    assert_eq!(w.plan_messages(), vec![PlanMessage { campaign: "r".into(), run: c.run.clone(), requeue_from: Some(0) }]);
+    let stored = w.store.campaign("r").unwrap();
+    // Batch 0 was queued, batch 1 taken back but not queued, batch 2 still held.
+    assert_eq!((stored.state, stored.counters.held), (State::Sending, 1));
+    // The planner takes the plan message and queues the rest.
+    let batches = MemoryWorkQueue::default();
+    let index = MemoryIndex::new(std::iter::empty());
+    let planner = crate::campaign::plan::Planner {
+        store: &w.store,
+        caps: &w.store,
+        index: &index,
+        batches: &batches,
+        plans: &w.plans,
+        clock: &crate::ports::SystemClock,
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    assert!(matches!(planner.run(&w.plan_messages()[0], deadline).await.unwrap(), crate::campaign::plan::Planned::Finished { .. }));
+    assert_eq!(w.store.campaign("r").unwrap().counters.held, 0);
+    let mut queued: Vec<u32> =
+        batches.sent().iter().map(|(b, _)| serde_json::from_str::<BatchMessage>(b).unwrap().batch).collect();
+    queued.dedup();
+    assert_eq!(queued, [0, 1, 2], "every open batch, the one queued before included (duplicates are harmless)");
+    assert!((0..3).all(|n| w.store.stored_batch(&c, n).unwrap().state == BatchState::Planned));
+}
+
+#[tokio::test]
+async fn a_requeue_stops_at_its_deadline_and_continues_from_where_it_stopped() {
+    let w = World::default();
+    let c = three_held_batches(&w).await;
+    assert!(w.store.transition("r", &c.run, &[State::Paused], State::Sending, None).await.unwrap());
+    let past = tokio::time::Instant::now();
+    let r = requeue(&w.store, &w.store, &w.batches, &c, 1, past, NOW).await.unwrap();
+    assert_eq!(r, Requeued::Stopped { queued: 0, next: 1 });
+    let later = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let r = requeue(&w.store, &w.store, &w.batches, &c, 1, later, NOW).await.unwrap();
+    assert_eq!(r, Requeued::All { queued: 2 });
+    assert_eq!(w.batch_messages().iter().map(|m| m.batch).collect::<Vec<_>>(), [1, 2], "from batch 1 on");
+    assert_eq!(w.store.stored_batch(&c, 0).unwrap().state, BatchState::Held, "before it: untouched");
 }

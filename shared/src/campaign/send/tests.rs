@@ -10,7 +10,7 @@ use crate::adapters::memory::queue::MemoryWorkQueue as MemoryQueue;
 use crate::adapters::memory::schedule::MemoryPacer;
 use crate::campaign::file::{Cap, Period};
 use crate::campaign::model::PlannedPage;
-use crate::campaign::ports::{BatchRepo, CampaignRepo};
+use crate::campaign::ports::{BatchRepo, CampaignRepo, OptOuts};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -441,7 +441,7 @@ async fn quiet_hours_pause_the_campaign_and_the_planner_resumes_it_when_they_end
         plans: &w.plans,
         clock: &*w.clock,
     };
-    let message = crate::campaign::model::PlanMessage { campaign: "a".into(), run: c.run.clone() };
+    let message = crate::campaign::model::PlanMessage { campaign: "a".into(), run: c.run.clone(), requeue_from: None };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     // Still quiet: the planner looks again later.
     w.clock.0.fetch_add(5 * 3600 * 1000, Ordering::SeqCst);
@@ -456,4 +456,176 @@ async fn quiet_hours_pause_the_campaign_and_the_planner_resumes_it_when_they_end
     assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Sent { recipients: 2 });
     assert!(friends.iter().all(|u| w.line.received(u) == 1));
     assert_eq!(w.store.campaign("a").unwrap().state, State::Done);
+}
+
+/// The time `at` (RFC 3339) in ms.
+fn at(text: &str) -> i64 {
+    text.parse::<Timestamp>().unwrap().as_millisecond()
+}
+
+/// Another campaign's reservation of `user`, in `zone`, at the clock's time.
+async fn pushed_by_another(w: &World, member: &str, user: &str, zone: &str) {
+    let zone = Zone::parse(zone).unwrap();
+    let now = w.clock.now_ms();
+    let other = Demand::new(member.into(), &[Cap { per: Period::Month, max: 2 }], &zone, false, 0, now);
+    assert_eq!(w.store.reserve(user, &other, now).await.unwrap(), Reservation::Reserved);
+}
+
+#[tokio::test]
+async fn a_frozen_batch_refused_by_429s_is_decided_again_in_the_month_it_goes_out() {
+    let friends = users(3);
+    let w = World::new(&friends);
+    // 23:00 on 30 November in Taipei.
+    w.clock.0.store(at("2026-11-30T15:00:00Z"), Ordering::SeqCst);
+    let c = w.campaign_with("a", Some(2), &friends, |c| c.timezone = "Asia/Taipei".into()).await;
+    w.line.script((0..4).map(|_| Answer::Refuse(LineError::RateLimited)));
+    assert!(matches!(w.send(&c, "s1").await, Err(Retry::Line(LineError::RateLimited))));
+    let frozen = w.store.stored_batch(&c, 0).unwrap();
+    assert_eq!((frozen.state, frozen.call_open, frozen.frozen.clone()), (BatchState::Frozen, false, Some(vec![true; 3])));
+    assert!(friends.iter().all(|u| w.store.cap_set(u, "cap#m2026-11").len() == 1), "reserved in November");
+    let november_key = w.line.calls()[0].0.clone();
+    // Since the freeze: friend 0 opted out, friend 1 got two December pushes from other campaigns.
+    assert!(w.store.suppress(&friends[0], true, "cli", w.clock.now_ms()).await.unwrap());
+    w.clock.0.store(at("2026-12-03T02:00:00Z"), Ordering::SeqCst);
+    for other in ["x~1", "y~1"] {
+        pushed_by_another(&w, other, &friends[1], "Asia/Taipei").await;
+    }
+    assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Sent { recipients: 1 });
+    assert_eq!(friends.iter().map(|u| w.line.received(u)).collect::<Vec<_>>(), [0, 0, 1]);
+    let calls = w.line.calls();
+    let last = calls.last().unwrap();
+    assert_eq!(last.1, "200");
+    assert_ne!(last.0, november_key, "a new retry key");
+    assert!(friends.iter().all(|u| w.store.cap_set(u, "cap#m2026-11").is_empty()), "November's slots given back");
+    assert_eq!(w.store.cap_set(&friends[2], "cap#m2026-12").len(), 1, "a December slot");
+    let k = w.counters("a");
+    assert_eq!((k.sent, k.skipped.suppressed, k.skipped.cap, k.planned), (1, 1, 1, 3));
+    assert_eq!(w.store.campaign("a").unwrap().state, State::Done);
+}
+
+#[tokio::test]
+async fn a_push_line_takes_long_after_its_reservation_is_the_last_push_from_then() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign_with("a", None, &friends, |c| c.policy.min_gap_ms = DAY_MS).await;
+    let reserved_at = w.clock.now_ms();
+    // The first call may have been taken (a 500): the batch keeps its body and key.
+    w.line.script((0..4).map(|_| server_error()));
+    assert!(matches!(w.send(&c, "s1").await, Err(Retry::Line(LineError::Server { .. }))));
+    w.clock.0.fetch_add(2 * 3_600_000, Ordering::SeqCst);
+    assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Sent { recipients: 2 });
+    let demand = Classifier::of(&c, reserved_at).demand;
+    let caps = w.store.friend_caps(&friends, &demand).await.unwrap();
+    for u in &friends {
+        assert_eq!(caps[u].last_push.as_ref().map(|p| p.0), Some(w.clock.now_ms()), "the time LINE took it");
+    }
+    assert!(caps.values().all(|f| f.last_push.as_ref().is_some_and(|p| p.0 != reserved_at)));
+}
+
+#[tokio::test]
+async fn a_settle_whose_answer_was_lost_finishes_the_campaign_on_the_redelivery() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign("a", None, &friends).await;
+    w.store.lose_settle_answers.store(1, Ordering::SeqCst);
+    assert!(matches!(w.send(&c, "s1").await, Err(Retry::Backend(_))));
+    assert_eq!(w.store.stored_batch(&c, 0).unwrap().state, BatchState::Sent, "the settle committed");
+    assert_eq!(w.store.campaign("a").unwrap().state, State::Sending, "its answer was lost");
+    assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Duplicate);
+    assert_eq!(w.store.campaign("a").unwrap().state, State::Done);
+    assert!(friends.iter().all(|u| w.line.received(u) == 1));
+}
+
+#[tokio::test]
+async fn a_reservation_cut_short_by_a_storage_error_is_given_back_by_whoever_comes_next() {
+    let friends = users(4);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(1), &friends).await;
+    w.store.fail_reservation_at.store(3, Ordering::SeqCst);
+    assert!(matches!(w.send(&c, "s1").await, Err(Retry::Backend(_))));
+    let reserved = friends.iter().filter(|u| !w.store.cap_set(u, &w.month()).is_empty()).count();
+    assert!(reserved >= 2, "reservations were made before the error: {reserved}");
+    // A person pauses the campaign: the next delivery holds the planned batch and gives back
+    // what the cut-short round reserved.
+    assert!(w.store.transition("a", &c.run, &[State::Sending], State::Paused, None).await.unwrap());
+    assert!(matches!(w.send(&c, "s2").await.unwrap(), Sent::Held(_)));
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).is_empty()), "every slot given back");
+    let demand = Classifier::of(&c, w.clock.now_ms()).demand;
+    let caps = w.store.friend_caps(&friends, &demand).await.unwrap();
+    assert!(caps.values().all(|f| f.last_push.is_none() && f.sent.is_empty()), "and every last push and mark");
+    assert!(w.store.unhold(&c, 0), "resume finds nothing left to give back");
+    // Sending again: a friend who opted out in between is not left holding a slot either.
+    assert!(w.store.suppress(&friends[0], true, "cli", w.clock.now_ms()).await.unwrap());
+    assert_eq!(w.send(&c, "s3").await.unwrap(), Sent::Sent { recipients: 3 });
+    assert!(w.store.cap_set(&friends[0], &w.month()).is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_of_a_replaced_run_gives_back_what_it_reserved() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(1), &friends).await;
+    w.line.script((0..4).map(|_| Answer::Refuse(LineError::RateLimited)));
+    assert!(matches!(w.send(&c, "s1").await, Err(Retry::Line(_))));
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).len() == 1));
+    // Cancelled and created again (a new run) before the batch came back.
+    w.store.insert(Campaign { run: "a-run-2".into(), state: State::Draft, ..c.clone() });
+    assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Duplicate);
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).is_empty()), "its slots are free again");
+    assert!(!w.store.stored_batch(&c, 0).unwrap().reserved);
+}
+
+#[tokio::test]
+async fn a_stale_give_back_after_a_resume_leaves_the_new_rounds_reservations() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign_with("a", Some(1), &friends, |c| c.policy.monthly_budget = Some(10)).await;
+    w.line.set_quota(Some(0));
+    w.line.script([Answer::Refuse(LineError::MonthlyLimit)]);
+    w.store.fail_releases.store(1, Ordering::SeqCst);
+    // Held at the monthly limit; its give-back was cut short by a storage error.
+    assert!(matches!(w.send(&c, "s1").await, Err(Retry::Backend(_))));
+    let stale = w.store.stored_batch(&c, 0).unwrap();
+    assert!(stale.slots_to_give_back());
+    // The resume gives it back and the batch goes out in a new round.
+    w.line.set_quota(None);
+    assert!(w.store.transition("a", &c.run, &[State::Paused], State::Sending, None).await.unwrap());
+    let ok = MemoryQueue::default();
+    let requeued = crate::campaign::resume::requeue(
+        &w.store,
+        &w.store,
+        &ok,
+        &c,
+        0,
+        tokio::time::Instant::now() + Duration::from_secs(10),
+        w.clock.now_ms(),
+    );
+    assert!(matches!(requeued.await.unwrap(), crate::campaign::resume::Requeued::All { queued: 1 }));
+    assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Sent { recipients: 2 });
+    let month = w.month();
+    let budget_month = month.replacen("cap#", "", 1);
+    assert_eq!(w.store.budget_used(&budget_month), 2);
+    // The duplicate delivery that read the batch before the resume finishes its give-back now.
+    give_back(&w.store, &w.store, &c, &stale, w.clock.now_ms()).await.unwrap();
+    let member = format!("{}~2", c.cap_member());
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &month) == vec![member.clone()]), "round 2's slots stay");
+    assert_eq!(w.store.budget_used(&budget_month), 2, "and its budget take");
+}
+
+#[tokio::test]
+async fn a_batch_line_may_have_taken_in_november_counts_in_novembers_budget_when_its_409_comes_in_december() {
+    let friends = users(3);
+    let w = World::new(&friends);
+    w.clock.0.store(at("2026-11-30T23:59:00Z"), Ordering::SeqCst);
+    let c = w.campaign_with("a", None, &friends, |c| c.policy.monthly_budget = Some(100)).await;
+    // LINE took it just before midnight and the answer never came; this invocation tries once.
+    w.line.script([Answer::DeliverThenTimeOut]);
+    let once = Sender { attempts: 1, ..w.sender("s1") };
+    let message = BatchMessage { campaign: "a".into(), run: c.run.clone(), batch: 0 };
+    assert!(matches!(once.send(&message).await, Err(Retry::Line(LineError::Timeout(_)))));
+    w.clock.0.store(at("2026-12-01T00:05:00Z"), Ordering::SeqCst);
+    assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Sent { recipients: 3 });
+    assert_eq!(w.line.calls().last().unwrap().1, "409");
+    assert_eq!((w.store.budget_used("m2026-11"), w.store.budget_used("m2026-12")), (3, 0));
+    assert!(friends.iter().all(|u| w.line.received(u) == 1));
 }
