@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use shared::adapters::dynamodb::campaigns::DynamoCampaigns;
 use shared::adapters::dynamodb::ingest::DynamoFriends;
 use shared::adapters::dynamodb::rules::RulesStore;
+use shared::adapters::dynamodb::schedule::DynamoPacer;
 use shared::adapters::dynamodb::tags::DynamoTags;
 use shared::adapters::line::LineClient;
 use shared::adapters::sqs::SqsWorkQueue;
@@ -90,6 +91,7 @@ impl CampaignRig {
             line: LineClient::new(&base, secrets.clone(), Duration::from_secs(2)).unwrap(),
             plans: Box::new(SqsWorkQueue::new(stack.sqs.clone(), stack.queue_url("CampaignQueue"))),
             batches: Box::new(SqsWorkQueue::new(stack.sqs.clone(), stack.queue_url("MulticastQueue"))),
+            pacer: Box::new(DynamoPacer::new(stack.dynamodb.clone(), stack.table("CampaignsTable"))),
         };
         let dir = std::env::temp_dir().join(format!("campaign-rig-{}", ulid::Ulid::new()));
         std::fs::create_dir_all(&dir).unwrap();

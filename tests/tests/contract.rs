@@ -19,7 +19,7 @@ use shared::campaign::batch::{Batch, BatchState, Settlement};
 use shared::campaign::caps::{Demand, Reservation};
 use shared::campaign::file::{AccountSettings, CampaignFile, Cap, Period};
 use shared::campaign::model::{Campaign, Created, PlannedPage, Skip, Skips, State};
-use shared::campaign::ports::CampaignAdmin;
+use shared::campaign::ports::{CampaignAdmin, Pacer};
 use shared::ports::{FriendChange, FriendStore};
 use shared::rules::window::Zone;
 
@@ -773,5 +773,51 @@ mod line_on_line_sim {
     async fn a_retry_key_is_remembered_for_24_hours() {
         let friends = [super::user(1), super::user(2)];
         super::a_retry_key_is_remembered_for_24_hours(&super::line_sim(&friends).await).await
+    }
+}
+
+// ---- the fleet's send schedule ----------------------------------------------------------------
+
+/// The account's `sendRate`, set on the shared schedule (`oa settings apply`), binds a sender
+/// whose campaign started at another rate: at once in a process that reads the schedule fresh,
+/// from its next claim in one that had read it before.
+async fn the_accounts_rate_binds_senders_of_campaigns_started_at_another(
+    running: &dyn Pacer,
+    oa: &dyn Pacer,
+    fresh: &dyn Pacer,
+) {
+    let interval = |rate| shared::campaign::pace::PaceState::default().interval_us(rate, 0);
+    let t = (NOW + 3_600_000) * 1000;
+    let a = running.claim(200, t).await.unwrap().unwrap();
+    let b = running.claim(200, t).await.unwrap().unwrap();
+    assert_eq!(b - a, interval(200), "the campaign started at 200 a second");
+    oa.set_rate(10).await.unwrap();
+    let c = running.claim(200, t).await.unwrap().unwrap();
+    let d = running.claim(200, t).await.unwrap().unwrap();
+    let e = running.claim(200, t).await.unwrap().unwrap();
+    assert!([interval(200), interval(10)].contains(&(d - c)), "at most one claim at the old rate");
+    assert_eq!(e - d, interval(10), "10 a second from then on");
+    let f = fresh.claim(200, t).await.unwrap().unwrap();
+    let g = fresh.claim(200, t).await.unwrap().unwrap();
+    assert_eq!(g - f, interval(10), "a process that starts later claims at it from its first claim");
+}
+
+mod pacer_in_memory {
+    #[tokio::test]
+    async fn the_accounts_rate_binds_senders_of_campaigns_started_at_another() {
+        let pacer = shared::adapters::memory::schedule::MemoryPacer::default();
+        super::the_accounts_rate_binds_senders_of_campaigns_started_at_another(&pacer, &pacer, &pacer).await
+    }
+}
+
+mod pacer_on_dynamodb_local {
+    use shared::adapters::dynamodb::schedule::DynamoPacer;
+
+    #[tokio::test]
+    async fn the_accounts_rate_binds_senders_of_campaigns_started_at_another() {
+        let stack = integration_tests::TestStack::new().await;
+        let pacer = || DynamoPacer::new(stack.dynamodb.clone(), stack.table("CampaignsTable"));
+        let (running, oa, fresh) = (pacer(), pacer(), pacer());
+        super::the_accounts_rate_binds_senders_of_campaigns_started_at_another(&running, &oa, &fresh).await
     }
 }

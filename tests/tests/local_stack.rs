@@ -446,3 +446,87 @@ async fn a_cart_campaign_previewed_at_n_messages_reaches_exactly_n_friends_once_
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn a_campaign_created_again_skips_friends_an_earlier_run_reached_unless_created_with_resend() {
+    require_functions();
+    let _turn = CART_SEGMENT.lock().await;
+    require_service("line-sim", &setting("LINE_API_BASE"));
+    let (ok, out) = oa(&["rules", "apply", "examples/bakery-rules.yaml"]);
+    assert!(ok, "{out}");
+    let (ok, out) = oa(&["settings", "apply", "examples/account.yaml"]);
+    assert!(ok, "{out}");
+    let sim = line_sim::client::SimClient::new(&setting("LINE_API_BASE"));
+    let carts: Vec<String> = (0..6).map(|_| sample::user_id()).collect();
+    let follows = carts.iter().map(|u| serde_json::json!({ "type": "follow", "userId": u })).collect();
+    assert_eq!(sim.send(None, follows).await.unwrap().status, 200);
+    for u in &carts {
+        let (ok, out) = oa(&["events", "send", "--type", "add_to_cart", "--user", u, "--property", "sku=tart-1"]);
+        assert!(ok, "{out}");
+    }
+    let started = std::time::Instant::now();
+    while !carts.iter().all(|u| oa(&["tags", "of", u]).1.contains("cart:open")) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "the tagger did not tag in 20 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let id = format!("again-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let text = format!("Your cart misses you ({id})");
+    let example = std::fs::read_to_string(repo_root().join("examples/cart-abandoners.campaign.yaml")).unwrap();
+    let file = std::env::temp_dir().join(format!("{id}.campaign.yaml"));
+    let body = example
+        .replace("id: cart-2026-11", &format!("id: {id}"))
+        .replace("Your cart misses you: 10% off today with code CART10", &text);
+    std::fs::write(&file, body).unwrap();
+    let json = |out: &str| -> Value { serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap() };
+    // One run: create, preview, start, wait. (preview, status)
+    let run = |extra: &'static [&'static str]| {
+        let file = file.to_str().unwrap().to_string();
+        let id = id.clone();
+        async move {
+            let mut create = vec!["campaign", "create", file.as_str()];
+            create.extend_from_slice(extra);
+            let (ok, out) = oa(&create);
+            assert!(ok && out.contains("draft"), "{out}");
+            let (ok, out) = oa(&["campaign", "preview", &id, "--json"]);
+            assert!(ok, "{out}");
+            let preview = json(&out);
+            let (ok, out) = oa(&["campaign", "start", &id]);
+            assert!(ok, "{out}");
+            let (ok, out) = oa(&["campaign", "status", &id, "--wait", "--json"]);
+            assert!(ok, "{out}");
+            let status = json(&out);
+            assert_eq!(status["state"], "done", "{status}");
+            assert_eq!(status["sent"], preview["billable"], "preview {preview}\nstatus {status}");
+            (preview, status)
+        }
+    };
+    let got = |u: String| {
+        let (sim, text) = (&sim, &text);
+        async move { sim.deliveries(&u).await.unwrap().iter().filter(|d| d["messages"][0]["text"] == text.as_str()).count() }
+    };
+    let (_, first) = run(&[]).await;
+    let mut reached = vec![];
+    for u in &carts {
+        let k = got(u.clone()).await;
+        assert!(k <= 1, "{u} got the first run {k} times");
+        if k == 1 {
+            reached.push(u.clone());
+        }
+    }
+    assert!(!reached.is_empty(), "{first}");
+    // Created again (a fixed typo, say): friends the first run reached are skipped as alreadySent.
+    let (preview, second) = run(&[]).await;
+    let already = preview["skipped"]["alreadySent"].as_u64().unwrap();
+    assert!(already >= reached.len() as u64, "{preview}");
+    let counted = second["planSkipped"]["alreadySent"].as_u64().unwrap() + second["skippedBy"]["alreadySent"].as_u64().unwrap();
+    assert_eq!(counted, already, "{second}");
+    for u in &reached {
+        assert_eq!(got(u.clone()).await, 1, "{u} was pushed the campaign again");
+    }
+    // Created with --resend: they get it again.
+    let (preview, _) = run(&["--resend"]).await;
+    assert_eq!(preview["skipped"]["alreadySent"], 0, "{preview}");
+    for u in &reached {
+        assert_eq!(got(u.clone()).await, 2, "--resend reaches {u} again");
+    }
+}

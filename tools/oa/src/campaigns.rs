@@ -10,7 +10,7 @@ use shared::adapters::line::LineClient;
 use shared::campaign::admin::{plan_label, Admin, Previewed, Resolved};
 use shared::campaign::file::{AccountSettings, CampaignFile};
 use shared::campaign::model::{Campaign, Counters, Skip};
-use shared::campaign::ports::CampaignAdmin;
+use shared::campaign::ports::{CampaignAdmin, Pacer};
 use shared::ports::WorkQueue;
 use shared::segment::resolve::SegmentIndex;
 
@@ -28,6 +28,8 @@ pub struct Campaigns {
     /// campaign-queue and multicast-queue.
     pub plans: Box<dyn WorkQueue>,
     pub batches: Box<dyn WorkQueue>,
+    /// The fleet's send schedule, which holds the account's `sendRate`.
+    pub pacer: Box<dyn Pacer>,
 }
 
 /// Reads and validates a campaign file; errors read `FILE:LINE:COLUMN: message`.
@@ -74,6 +76,8 @@ impl Campaigns {
             Publish::Published { version } => version,
             Publish::Conflict => return Err("someone applied settings at the same time: run it again".into()),
         };
+        // Running campaigns slow down (or speed up) to it too.
+        self.pacer.set_rate(settings.send_rate).await?;
         let before: Vec<String> = live.map(|(_, s)| s.suppress).unwrap_or_default();
         for line in self.admin().sync_settings_opt_outs(&before, &settings.suppress, now_ms).await? {
             out.push_str(&format!("  {line}\n"));

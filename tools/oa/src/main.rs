@@ -773,6 +773,7 @@ async fn campaigns(env: &CampaignEnv, local: bool, change: Option<&str>) -> Resu
         announce(local, &sdk, "AWS_ENDPOINT_URL_DYNAMODB", what);
     }
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let dynamodb_for_pacer = dynamodb.clone();
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     // The access token (validator, quota, test pushes): LINE_SECRET_ARN, or locally the variable.
     const SECRETS: &[SecretName] = &[SecretName::ChannelAccessToken];
@@ -798,6 +799,7 @@ async fn campaigns(env: &CampaignEnv, local: bool, change: Option<&str>) -> Resu
         line,
         plans: Box::new(SqsWorkQueue::new(sqs.clone(), &env.campaign_queue_url)),
         batches: Box::new(SqsWorkQueue::new(sqs, &env.multicast_queue_url)),
+        pacer: Box::new(shared::adapters::dynamodb::schedule::DynamoPacer::new(dynamodb_for_pacer, &env.campaigns_table)),
     })
 }
 

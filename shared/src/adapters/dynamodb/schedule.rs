@@ -16,8 +16,9 @@ use crate::ports::BackendError;
 pub struct DynamoPacer {
     client: aws_sdk_dynamodb::Client,
     table: String,
-    /// The schedule as this process last saw it (its cut, for the interval of the next claim).
-    seen: std::sync::Arc<std::sync::Mutex<PaceState>>,
+    /// The schedule as this process last saw it (its cut and the account's rate, for the
+    /// interval of the next claim); None until first read.
+    seen: std::sync::Arc<std::sync::Mutex<Option<PaceState>>>,
     answers: std::sync::Arc<AnswerTimes>,
 }
 
@@ -31,7 +32,30 @@ impl DynamoPacer {
     }
 
     fn seen(&self) -> PaceState {
-        self.seen.lock().map(|s| *s).unwrap_or_default()
+        self.seen.lock().ok().and_then(|s| *s).unwrap_or_default()
+    }
+
+    /// The schedule read once, so a process's first claim is at the account's rate too.
+    async fn load(&self) -> Result<(), BackendError> {
+        if self.seen.lock().is_ok_and(|s| s.is_some()) {
+            return Ok(());
+        }
+        let item = self.read().await?;
+        self.remember(Some(&item.unwrap_or_default()));
+        Ok(())
+    }
+
+    async fn read(&self) -> Result<Option<Item>, BackendError> {
+        Ok(self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| BackendError::Store { operation: "GetItem", message: describe(&e) })?
+            .item)
     }
 
     fn remember(&self, item: Option<&Item>) {
@@ -40,8 +64,9 @@ impl DynamoPacer {
             (Some(r), Some(at)) => r.parse::<f64>().ok().map(|r| (r, at)),
             _ => None,
         };
+        let rate = int(item, "sendRate").and_then(|r| u32::try_from(r).ok());
         if let Ok(mut s) = self.seen.lock() {
-            *s = PaceState { next_us: int(item, "next").unwrap_or(0), cut };
+            *s = Some(PaceState { next_us: int(item, "next").unwrap_or(0), cut, rate });
         }
     }
 
@@ -77,6 +102,7 @@ impl DynamoPacer {
 #[async_trait]
 impl Pacer for DynamoPacer {
     async fn claim(&self, rate: u32, now_us: i64) -> Result<Option<i64>, BackendError> {
+        self.load().await?;
         let now_ms = now_us.div_euclid(1000);
         let horizon_us = now_us + MAX_WAIT_MS * 1000;
         for _ in 0..8 {
@@ -106,22 +132,23 @@ impl Pacer for DynamoPacer {
                 return Ok(Some(now_us));
             }
             // Neither busy within the horizon nor idle: full beyond it (or just moved; look again).
-            let item = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(Self::key()))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| BackendError::Store { operation: "GetItem", message: describe(&e) })?
-                .item;
+            let item = self.read().await?;
             if item.as_ref().and_then(|i| int(i, "next")).is_some_and(|next| next > horizon_us) {
                 self.remember(item.as_ref());
                 return Ok(None);
             }
         }
         Err(BackendError::Store { operation: "UpdateItem", message: "the send schedule is contended".into() })
+    }
+
+    async fn set_rate(&self, rate: u32) -> Result<(), BackendError> {
+        self.update("SET sendRate = :r", "attribute_not_exists(sendRate) OR sendRate <> :r", vec![(":r", n(rate))]).await?;
+        if let Ok(mut s) = self.seen.lock() {
+            if let Some(s) = s.as_mut() {
+                s.rate = Some(rate);
+            }
+        }
+        Ok(())
     }
 
     async fn rate_limited(&self, rate: u32, now_ms: i64) -> Result<(), BackendError> {
@@ -144,7 +171,7 @@ impl Pacer for DynamoPacer {
             self.update("SET cutRate = :r, cutAt = :now", once, values()).await?;
         }
         if let Ok(mut s) = self.seen.lock() {
-            s.cut = Some((cut, now_ms));
+            s.get_or_insert_with(PaceState::default).cut = Some((cut, now_ms));
         }
         tracing::warn!(rate = cut, "LINE rate-limited a multicast: the fleet slows down");
         Ok(())

@@ -41,6 +41,13 @@ impl Pacer for MemoryPacer {
         Ok(Some(slot))
     }
 
+    async fn set_rate(&self, rate: u32) -> Result<(), BackendError> {
+        self.state
+            .lock()
+            .map(|mut s| s.rate = Some(rate))
+            .map_err(|_| BackendError::Store { operation: "pace", message: "memory pacer poisoned".into() })
+    }
+
     async fn rate_limited(&self, rate: u32, now_ms: i64) -> Result<(), BackendError> {
         let mut s = self
             .state
