@@ -593,15 +593,19 @@ async fn a_later_run_of_a_campaign_skips_friends_an_earlier_one_reached(f: &dyn 
     assert_eq!(store.reserve(&reached, &other, NOW).await.unwrap(), Reservation::Reserved);
     let t = Demand::new("c~run3".into(), &[], &Zone::default(), true, 0, NOW).once_per_campaign("c", false);
     assert_eq!(store.reserve(&reached, &t.generation(1), NOW).await.unwrap(), Reservation::Refused(Skip::AlreadySent));
-    // --resend: sent again, and marked as this run's.
+    // --resend: sent again; the mark stays the earlier run's, so giving the resend back does not
+    // make a later run forget that the earlier one reached them.
     let resend = demand("c~run4", 5, 0, NOW).once_per_campaign("c", true).generation(1);
     assert_eq!(store.reserve(&reached, &resend, NOW).await.unwrap(), Reservation::Reserved);
+    store.release(&reached, &resend, &resend.attributes()).await.unwrap();
     let friends = store.friend_caps(std::slice::from_ref(&reached), &resend).await.unwrap();
-    assert_eq!(friends[&reached].sent.get("c"), Some(&resend.member));
-    // The earlier run's stale give-back leaves the later run's mark.
-    store.release(&reached, &first, &first.attributes()).await.unwrap();
-    let friends = store.friend_caps(std::slice::from_ref(&reached), &resend).await.unwrap();
-    assert_eq!(friends[&reached].sent.get("c"), Some(&resend.member));
+    assert_eq!(friends[&reached].sent.get("c"), Some(&first.member));
+    let later = demand("c~run5", 5, 0, NOW).once_per_campaign("c", false).generation(1);
+    assert_eq!(store.reserve(&reached, &later, NOW).await.unwrap(), Reservation::Refused(Skip::AlreadySent));
+    // A stale give-back of another run's round leaves the mark too.
+    store.release(&reached, &second, &second.attributes()).await.unwrap();
+    let friends = store.friend_caps(std::slice::from_ref(&reached), &later).await.unwrap();
+    assert_eq!(friends[&reached].sent.get("c"), Some(&first.member));
 }
 
 /// LINE took a push long after it was reserved: the friend's last push moves to then (while it

@@ -13,7 +13,7 @@ use super::model::{Campaign, Created, PlanMessage, State};
 use super::plan::count;
 use super::ports::{CampaignAdmin, Multicaster};
 use super::price::Plan;
-use super::give_back::give_back;
+use super::give_back::{give_back, give_back_unsent};
 use super::resume::{requeue, resumes_to, Requeued};
 use crate::line::answer::LineError;
 use crate::ports::{BackendError, WorkQueue};
@@ -24,6 +24,8 @@ use tokio::time::Instant;
 /// How long `resume` queues batches itself; the plan message it sent first has the planner queue
 /// the rest.
 const RESUME_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+/// The delay of the plan message a resume sends before anything else: past [`RESUME_WITHIN`].
+const RESUME_SAFETY_NET_SECS: u32 = 90;
 
 /// Why a command did nothing. The texts are what `oa` prints.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ pub enum AdminError {
     CannotResume { id: String, state: State },
     #[error("campaign {id} vanished")]
     Vanished { id: String },
+    #[error("campaign {id}: batch {batch} of its last run is being sent right now; try again in a minute")]
+    Busy { id: String, batch: u32 },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -95,6 +99,18 @@ impl Admin<'_> {
         resend: bool,
         now_ms: i64,
     ) -> Result<Campaign, AdminError> {
+        // The run being replaced gives back what its batches reserved and LINE surely never
+        // took: its friends were not reached, and must not count as `alreadySent`.
+        if let Some(old) = self.store.get(&file.id).await? {
+            if matches!(old.state, State::Draft | State::Cancelled | State::Done) {
+                let owner = format!("oa-{}", crate::campaign::model::uuid_simple());
+                for (number, _) in self.store.open_batches(&old).await? {
+                    if !give_back_unsent(self.store, self.store, &old, number, &owner, now_ms, 60_000).await? {
+                        return Err(AdminError::Busy { id: file.id.clone(), batch: number });
+                    }
+                }
+            }
+        }
         match self.store.create(file, source, resend, now_ms).await? {
             Created::Created { .. } => self.reread(&file.id).await,
             Created::InUse { state } => Err(AdminError::InUse { id: file.id.clone(), state }),
@@ -198,13 +214,18 @@ impl Admin<'_> {
     /// same, which brings back batches whose messages went to the dead-letter queue.
     pub async fn resume(&self, id: &str, now_ms: i64) -> Result<Campaign, AdminError> {
         let c = self.get(id).await?;
+        if !matches!(c.state, State::Paused | State::Scheduled | State::Planning | State::Sending) {
+            return Err(AdminError::CannotResume { id: id.to_string(), state: c.state });
+        }
+        // The plan message first, delayed past this command: a resume cut short anywhere after
+        // it (Ctrl-C, a crash, a throttled call) is finished by the planner, which queues the open
+        // batches too (and finds a campaign still paused if it never got that far).
+        self.plans.send(&PlanMessage::requeue(&c, Some(0))?, RESUME_SAFETY_NET_SECS).await?;
         let c = match c.state {
             State::Paused => self.change(id, &[State::Paused], resumes_to(&c, now_ms), None).await?,
-            State::Scheduled | State::Planning | State::Sending => c,
-            state => return Err(AdminError::CannotResume { id: id.to_string(), state }),
+            _ => c,
         };
-        // The plan message first: a resume cut short here (Ctrl-C, a throttled call) is finished
-        // by the planner, which queues the open batches too.
+        // And one now, so planning goes on at once.
         self.plans.send(&PlanMessage::requeue(&c, Some(0))?, 0).await?;
         let deadline = Instant::now() + RESUME_WITHIN;
         if let Requeued::Stopped { next, .. } = requeue(self.store, self.store, self.batches, &c, 0, deadline, now_ms).await? {

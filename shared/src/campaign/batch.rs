@@ -73,8 +73,10 @@ pub struct Batch {
     pub call_open: bool,
     pub attempts: u64,
     pub request_id: Option<String>,
-    /// The account budget month and messages this batch took (`monthlyBudget`).
+    /// The account budget month and messages this batch took (`monthlyBudget`), and the
+    /// reservation round that took them (a take is given back only by its own round).
     pub budget: Option<(String, u64)>,
+    pub budget_round: u32,
 }
 
 impl Batch {
@@ -99,6 +101,7 @@ impl Batch {
             attempts: 0,
             request_id: None,
             budget: None,
+            budget_round: 0,
         }
     }
 
@@ -111,13 +114,11 @@ impl Batch {
                 || (self.state == BatchState::Held && self.held_from == Some(BatchState::Planned)))
     }
 
-    /// The recipients a reservation may have reached: the frozen send list, or (a reservation cut
-    /// short before the freeze) every recipient.
+    /// The recipients a reservation may have reached: every one (a reservation answered as
+    /// refused may have been applied by a retried request; a release is fenced by its round, so
+    /// one of a friend it never reached changes nothing).
     pub fn reserved_users(&self) -> Vec<&str> {
-        match &self.frozen {
-            Some(_) => self.send_list(),
-            None => self.to.iter().map(String::as_str).collect(),
-        }
+        self.to.iter().map(String::as_str).collect()
     }
 
     /// The frozen send list.

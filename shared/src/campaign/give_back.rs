@@ -6,7 +6,7 @@
 
 use futures::stream::{self, StreamExt};
 
-use super::batch::Batch;
+use super::batch::{Batch, BatchState};
 use super::caps::Demand;
 use super::classify::Classifier;
 use super::model::Campaign;
@@ -30,6 +30,38 @@ pub async fn give_back(
     store.return_budget(c, batch).await?;
     store.gave_back(c, batch.number, batch.generation).await?;
     Ok(())
+}
+
+/// Gives back what batch `number` of `c`'s run reserved, if LINE surely never took it (no call
+/// open), under the batch's lease (a sender may still be at it): for a run that is being
+/// replaced. A batch LINE may have taken keeps its reservation, and its friends stay marked as
+/// reached. False: another sender holds the lease.
+pub async fn give_back_unsent(
+    store: &dyn CampaignStore,
+    caps: &dyn CapStore,
+    c: &Campaign,
+    number: u32,
+    owner: &str,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<bool, BackendError> {
+    let Some(batch) = store.batch(c, number).await? else { return Ok(true) };
+    if batch.slots_to_give_back() {
+        give_back(store, caps, c, &batch, now_ms).await?;
+        return Ok(true);
+    }
+    if !batch.reserved || batch.call_open || !matches!(batch.state, BatchState::Planned | BatchState::Frozen) {
+        return Ok(true);
+    }
+    if !store.lease(c, number, owner, now_ms, now_ms + lease_ms).await? {
+        return Ok(false);
+    }
+    let result = match store.batch(c, number).await? {
+        Some(b) if b.reserved && !b.call_open => give_back(store, caps, c, &b, now_ms).await,
+        _ => Ok(()),
+    };
+    let _ = store.release_lease(c, number, owner).await;
+    result.map(|()| true)
 }
 
 /// Gives `demand`'s slots in `attributes` back for every one of `to` (a few at once).

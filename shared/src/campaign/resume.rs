@@ -57,7 +57,11 @@ pub async fn requeue(
                 give_back(store, caps, c, &batch, now_ms).await?;
             }
             let Some(batch) = store.batch(c, number).await? else { continue };
-            if !store.unhold(c, &batch).await? {
+            // Not taken back here: another requeue (the planner's, a person's) may have taken it
+            // back just now, and may yet fail to queue it.
+            if !store.unhold(c, &batch).await?
+                && !store.batch(c, number).await?.is_some_and(|b| matches!(b.state, BatchState::Planned | BatchState::Frozen))
+            {
                 continue;
             }
         }

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use super::batch::{retry_key, Batch, BatchState, Settlement};
 use super::caps::{Demand, Reservation};
 use super::classify::Classifier;
-use super::give_back::give_back;
+use super::give_back::{give_back, give_back_unsent, release_all};
 use super::file::Period;
 use super::model::{period_attribute, BatchMessage, Campaign, PlanMessage, Skip, Skips, State};
 use super::pace::{LATE_RECORD_US, MAX_WAIT_MS};
@@ -306,9 +306,12 @@ impl Sender<'_> {
             }
             match answer {
                 Ok(Accepted { request_id }) | Err(LineError::RetryKeyAccepted { accepted_request_id: request_id }) => {
-                    self.went_out(c, batch, &to).await?;
                     let outcome = settlement(BatchState::Sent, to.len() as u64, request_id, None);
                     self.settle(c, batch, &outcome).await?;
+                    // Best effort: a push that stays at its reservation's time errs on the safe side.
+                    if let Err(e) = self.went_out(c, batch, &to).await {
+                        tracing::warn!(campaign = %c.id, batch = batch.number, error = %e, "could not move the last push to when it went out");
+                    }
                     return Ok(Sent::Sent { recipients: to.len() as u64 });
                 }
                 Err(LineError::MonthlyLimit) => {
@@ -430,24 +433,11 @@ impl Sender<'_> {
     /// may still hold it). One LINE may have taken keeps its reservation, and its friends stay
     /// marked as reached.
     async fn replaced(&self, old: Campaign, number: u32) -> Result<(), Retry> {
-        let Some(batch) = self.store.batch(&old, number).await? else { return Ok(()) };
-        if batch.slots_to_give_back() {
-            give_back(self.store, self.caps, &old, &batch, self.clock.now_ms()).await?;
-            return Ok(());
-        }
-        if !batch.reserved || batch.call_open || !matches!(batch.state, BatchState::Planned | BatchState::Frozen) {
-            return Ok(());
-        }
-        let now = self.clock.now_ms();
-        if !self.store.lease(&old, number, &self.owner, now, now + self.lease.as_millis() as i64).await? {
+        let (now, lease) = (self.clock.now_ms(), self.lease.as_millis() as i64);
+        if !give_back_unsent(self.store, self.caps, &old, number, &self.owner, now, lease).await? {
             return Err(Retry::Leased);
         }
-        let result = match self.store.batch(&old, number).await? {
-            Some(b) if b.reserved && !b.call_open => give_back(self.store, self.caps, &old, &b, now).await,
-            _ => Ok(()),
-        };
-        let _ = self.store.release_lease(&old, number, &self.owner).await;
-        Ok(result?)
+        Ok(())
     }
 
     /// Decides the batch (again) before a call that LINE surely has not taken: what an earlier
@@ -457,6 +447,8 @@ impl Sender<'_> {
     /// budget).
     async fn decide(&self, c: &Campaign, batch: &mut Batch) -> Result<Option<Sent>, Retry> {
         give_back(self.store, self.caps, c, batch, self.clock.now_ms()).await?;
+        // (A take of this round that landed after its give-back: a sender whose lease ran out.)
+        self.store.return_budget(c, batch).await?;
         batch.reserved = false;
         batch.budget = None;
         if batch.state == BatchState::Frozen {
@@ -471,15 +463,35 @@ impl Sender<'_> {
         let now = self.clock.now_ms();
         let demand = Classifier::of(c, now).demand;
         let attrs = demand.attributes();
-        // Recorded before the first reservation, so every path can give back what it reserves.
-        if !self.store.begin_reserve(c, batch, &self.owner, &attrs, now).await? {
+        // A full lease for the round (another sender takes the batch only once it expires), and
+        // the round recorded before its first reservation, so every path can give it back.
+        if !self.store.lease(c, batch.number, &self.owner, now, now + self.lease.as_millis() as i64).await?
+            || !self.store.begin_reserve(c, batch, &self.owner, &attrs, now).await?
+        {
             return Err(Retry::Leased);
         }
         batch.generation += 1;
         batch.reserved = true;
         batch.reserved_at_ms = Some(now);
         batch.cap_attrs = attrs;
-        let (mask, skips) = self.reserve(batch, &demand.generation(batch.generation)).await?;
+        let demand = demand.generation(batch.generation);
+        let decided = self.reserve_and_freeze(c, batch, &demand).await;
+        if decided.is_err() {
+            // What this round reserved goes back now (the next sender would, but a sender that
+            // lost its lease may have reserved after that one's give-back).
+            let to = batch.reserved_users();
+            if let Err(e) = release_all(self.caps, &to, &demand, &batch.cap_attrs).await {
+                tracing::warn!(campaign = %c.id, batch = batch.number, error = %e, "could not give a cut-short round back");
+            }
+        }
+        decided
+    }
+
+    /// Reserves every recipient under `demand`, freezes the send list with a new retry key and
+    /// takes the budget. Some: the batch ended here (every recipient skipped, or held for the
+    /// budget).
+    async fn reserve_and_freeze(&self, c: &Campaign, batch: &mut Batch, demand: &Demand) -> Result<Option<Sent>, Retry> {
+        let (mask, skips) = self.reserve(batch, demand).await?;
         let key = retry_key();
         if !self.store.freeze(c, batch.number, &self.owner, &mask, &skips, &key, self.clock.now_ms()).await? {
             return Err(Retry::Leased);
@@ -505,6 +517,7 @@ impl Sender<'_> {
                 return self.hold(c, batch, true, reason).await.map(Some);
             }
             batch.budget = Some((month, count));
+            batch.budget_round = batch.generation;
         }
         Ok(None)
     }

@@ -69,13 +69,13 @@ impl DynamoCampaigns {
             .get_item()
             .table_name(&self.campaigns)
             .set_key(Some(batch_key(&c.id, &c.run, number)))
-            .projection_expression("budgetMonth, budgetTaken, gen")
+            .projection_expression("budgetMonth, budgetTaken, budgetGen")
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| err("GetItem", describe(&e)))?
             .item;
-        Ok(item.and_then(|i| text(&i, "budgetMonth").map(|m| (m.to_string(), uint(&i, "budgetTaken"), uint(&i, "gen") as u32))))
+        Ok(item.and_then(|i| text(&i, "budgetMonth").map(|m| (m.to_string(), uint(&i, "budgetTaken"), uint(&i, "budgetGen") as u32))))
     }
 }
 
@@ -120,6 +120,7 @@ impl BatchRepo for DynamoCampaigns {
             attempts: uint(&item, "attempts"),
             request_id: text(&item, "requestId").map(str::to_string),
             budget: text(&item, "budgetMonth").map(|m| (m.to_string(), uint(&item, "budgetTaken"))),
+            budget_round: uint(&item, "budgetGen") as u32,
             to,
         }))
     }
@@ -364,9 +365,12 @@ impl BatchRepo for DynamoCampaigns {
         let batch_update = Update::builder()
             .table_name(&self.campaigns)
             .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
-            .update_expression("SET budgetMonth = :m, budgetTaken = :n")
+            .update_expression("SET budgetMonth = :m, budgetTaken = :n, budgetGen = :g")
             .condition_expression(format!("attribute_not_exists(budgetMonth) AND {}", of_generation(batch.generation)))
-            .set_expression_attribute_values(Some(with_generation(batch.generation, [(":m", s(month)), (":n", n(count))])))
+            .set_expression_attribute_values(Some(with_generation(
+                batch.generation,
+                [(":m", s(month)), (":n", n(count)), (":g", n(batch.generation))],
+            )))
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
         let budget_update = Update::builder()
@@ -400,15 +404,11 @@ impl BatchRepo for DynamoCampaigns {
             let batch_update = Update::builder()
                 .table_name(&self.campaigns)
                 .set_key(Some(batch_key(&c.id, &c.run, batch.number)))
-                .update_expression("REMOVE budgetMonth, budgetTaken")
-                .condition_expression(format!(
-                    "budgetMonth = :m AND budgetTaken = :n AND {}",
-                    of_generation(batch.generation)
-                ))
-                .set_expression_attribute_values(Some(with_generation(
-                    batch.generation,
-                    [(":m", s(&month)), (":n", n(count))],
-                )))
+                .update_expression("REMOVE budgetMonth, budgetTaken, budgetGen")
+                .condition_expression("budgetMonth = :m AND budgetTaken = :n AND budgetGen = :g")
+                .expression_attribute_values(":m", s(&month))
+                .expression_attribute_values(":n", n(count))
+                .expression_attribute_values(":g", n(taken_by))
                 .build()
                 .map_err(|e| err("TransactWriteItems", e.to_string()))?;
             let budget_update = Update::builder()

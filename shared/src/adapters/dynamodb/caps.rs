@@ -205,9 +205,7 @@ impl CapStore for DynamoCampaigns {
                 .await;
             conditional(forgotten.map(|_| ()), "UpdateItem")?;
         }
-        if demand.transactional {
-            return Ok(());
-        }
+        // (A transactional member has no slots nor last push: the steps below find nothing of it.)
         let names: HashMap<String, String> =
             attributes.iter().enumerate().map(|(i, a)| (format!("#p{i}"), a.clone())).collect();
         let deletes: Vec<String> = (0..attributes.len()).map(|i| format!("#p{i} :ms")).collect();
@@ -294,10 +292,12 @@ fn sent_clause(
     let Some(a) = demand.sent_attribute() else { return String::new() };
     names.insert("#sent".into(), a);
     values.insert(":mark".into(), s(&demand.member));
-    if !demand.resend {
-        values.insert(":thisrun".into(), s(&format!("{}~", demand.run_member)));
-        condition.push("(attribute_not_exists(#sent) OR begins_with(#sent, :thisrun))".into());
+    if demand.resend {
+        // An earlier run's mark stays: it is not this run's to give back.
+        return ", #sent = if_not_exists(#sent, :mark)".into();
     }
+    values.insert(":thisrun".into(), s(&format!("{}~", demand.run_member)));
+    condition.push("(attribute_not_exists(#sent) OR begins_with(#sent, :thisrun))".into());
     ", #sent = :mark".into()
 }
 

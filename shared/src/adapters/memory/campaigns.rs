@@ -399,7 +399,10 @@ impl BatchRepo for MemoryCampaigns {
         self.with(|s| {
             let Some(b) = s.batches.get_mut(&key(c, batch.number)) else { return false };
             if let Some(taken) = &b.budget {
-                return *taken == (month.to_string(), n) && b.generation == batch.generation;
+                return *taken == (month.to_string(), n) && b.budget_round == batch.generation;
+            }
+            if b.generation != batch.generation {
+                return false;
             }
             let used = s.budget_used.entry(month.to_string()).or_default();
             if *used + n > limit {
@@ -407,6 +410,7 @@ impl BatchRepo for MemoryCampaigns {
             }
             *used += n;
             b.budget = Some((month.to_string(), n));
+            b.budget_round = batch.generation;
             true
         })
     }
@@ -415,7 +419,7 @@ impl BatchRepo for MemoryCampaigns {
         // What the stored batch took, whatever the caller's copy says, if the take is the
         // caller's generation's (a stale give-back never returns a later round's take).
         self.with(|s| {
-            let Some(b) = s.batches.get_mut(&key(c, batch.number)).filter(|b| b.generation == batch.generation) else {
+            let Some(b) = s.batches.get_mut(&key(c, batch.number)).filter(|b| b.budget_round == batch.generation) else {
                 return;
             };
             if let Some((month, n)) = b.budget.take() {

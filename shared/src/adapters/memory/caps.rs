@@ -36,9 +36,15 @@ fn not_sent_before(f: &FriendCaps, demand: &Demand) -> bool {
     demand.resend || demand.campaign.as_ref().and_then(|id| f.sent.get(id)).is_none_or(|r| demand.is_this_run(r))
 }
 
+/// Marks the friend as reached by the demand's run (a run that resends leaves an earlier run's
+/// mark: it is not this run's to give back).
 fn mark_sent(f: &mut FriendCaps, demand: &Demand) {
     if let Some(id) = &demand.campaign {
-        f.sent.insert(id.clone(), demand.member.clone());
+        if demand.resend {
+            f.sent.entry(id.clone()).or_insert_with(|| demand.member.clone());
+        } else {
+            f.sent.insert(id.clone(), demand.member.clone());
+        }
     }
 }
 
@@ -120,9 +126,6 @@ impl CapStore for MemoryCampaigns {
                         f.sent.remove(id);
                     }
                 }
-                if demand.transactional {
-                    return;
-                }
                 for a in attributes {
                     if let Some(set) = f.sets.get_mut(a) {
                         set.retain(|m| m != member);
@@ -143,7 +146,7 @@ impl CapStore for MemoryCampaigns {
     async fn pushed(&self, user: &str, demand: &Demand, at_ms: i64) -> Result<(), BackendError> {
         self.with(|s| {
             if let Some((at, by)) = s.friends.get_mut(user).and_then(|f| f.last_push.as_mut()) {
-                if *by == demand.member {
+                if *by == demand.member && *at < at_ms {
                     *at = at_ms;
                 }
             }

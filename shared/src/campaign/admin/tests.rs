@@ -179,8 +179,11 @@ async fn resume_of_a_paused_campaign_takes_its_held_batch_back_and_queues_it_wit
     assert_eq!((stored.state, stored.counters.held), (State::Sending, 0));
     assert_eq!(w.store.stored_batch(&c, 0).unwrap().state, BatchState::Planned);
     assert_eq!(w.batch_messages(), vec![BatchMessage { campaign: "r".into(), run: c.run.clone(), batch: 0 }]);
-    // The plan message was sent first, asking the planner to queue the open batches too.
-    assert_eq!(w.plan_messages(), vec![PlanMessage { campaign: "r".into(), run: c.run.clone(), requeue_from: Some(0) }]);
+    // The plan message was sent first (delayed past the command), asking the planner to queue
+    // the open batches too; and one at once, for planning to go on.
+    let requeue = PlanMessage { campaign: "r".into(), run: c.run.clone(), requeue_from: Some(0) };
+    assert_eq!(w.plan_messages(), vec![requeue.clone(), requeue]);
+    assert_eq!(w.plans.sent().iter().map(|(_, delay)| *delay).collect::<Vec<_>>(), [90, 0]);
 }
 
 #[tokio::test]
@@ -366,7 +369,8 @@ async fn a_resume_cut_short_is_finished_by_the_planner_from_the_plan_message_it_
     let w = World { batches: MemoryWorkQueue::refusing_after(1), ..World::default() };
     let c = three_held_batches(&w).await;
     assert!(w.admin().resume("r", NOW).await.is_err(), "cut short");
-    assert_eq!(w.plan_messages(), vec![PlanMessage { campaign: "r".into(), run: c.run.clone(), requeue_from: Some(0) }]);
+    let requeue = PlanMessage { campaign: "r".into(), run: c.run.clone(), requeue_from: Some(0) };
+    assert_eq!(w.plan_messages(), vec![requeue.clone(), requeue]);
     let stored = w.store.campaign("r").unwrap();
     // Batch 0 was queued, batch 1 taken back but not queued, batch 2 still held.
     assert_eq!((stored.state, stored.counters.held), (State::Sending, 1));
@@ -404,4 +408,30 @@ async fn a_requeue_stops_at_its_deadline_and_continues_from_where_it_stopped() {
     assert_eq!(r, Requeued::All { queued: 2 });
     assert_eq!(w.batch_messages().iter().map(|m| m.batch).collect::<Vec<_>>(), [1, 2], "from batch 1 on");
     assert_eq!(w.store.stored_batch(&c, 0).unwrap().state, BatchState::Held, "before it: untouched");
+}
+
+#[tokio::test]
+async fn a_campaign_created_again_first_gives_back_what_its_cancelled_run_reserved_and_never_sent() {
+    let w = World::default();
+    let friends = users(3);
+    friends.iter().for_each(|u| w.store.add_friend(u, true, false));
+    let c = Campaign { caps: vec![Cap { per: Period::Month, max: 2 }], ..campaign("c", &[], false) };
+    w.store.insert(c.clone());
+    let page = PlannedPage { segment: 3, to: friends.clone(), ..PlannedPage::default() };
+    assert!(w.store.commit_page(&c, &page, None, NOW).await.unwrap());
+    // A sender reserved and froze the batch; LINE refused it (no call open); then it was cancelled.
+    assert!(w.store.lease(&c, 0, "s1", NOW, NOW + 1).await.unwrap());
+    let demand = Classifier::of(&c, NOW).demand;
+    let planned = w.store.batch(&c, 0).await.unwrap().unwrap();
+    assert!(w.store.begin_reserve(&c, &planned, "s1", &demand.attributes(), NOW).await.unwrap());
+    for u in &friends {
+        assert_eq!(w.store.reserve(u, &demand.generation(1), NOW).await.unwrap(), Reservation::Reserved);
+    }
+    assert!(w.store.freeze(&c, 0, "s1", &[true; 3], &Skips::default(), "key", NOW).await.unwrap());
+    assert!(w.store.transition("c", &c.run, &[State::Sending], State::Cancelled, None).await.unwrap());
+    let again = w.create("c", "", NOW + 10).await.unwrap();
+    assert_ne!(again.run, c.run);
+    let caps = w.store.friend_caps(&friends, &Classifier::of(&again, NOW).demand).await.unwrap();
+    assert!(caps.values().all(|f| f.sent.is_empty() && f.last_push.is_none()), "nobody counts as reached");
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &demand.attributes()[0]).is_empty()), "nor holds a slot");
 }

@@ -542,6 +542,8 @@ async fn a_reservation_cut_short_by_a_storage_error_is_given_back_by_whoever_com
     let w = World::new(&friends);
     let c = w.campaign("a", Some(1), &friends).await;
     w.store.fail_reservation_at.store(3, Ordering::SeqCst);
+    // (The sender's own give-back of the cut-short round fails too.)
+    w.store.fail_releases.store(4, Ordering::SeqCst);
     assert!(matches!(w.send(&c, "s1").await, Err(Retry::Backend(_))));
     let reserved = friends.iter().filter(|u| !w.store.cap_set(u, &w.month()).is_empty()).count();
     assert!(reserved >= 2, "reservations were made before the error: {reserved}");
@@ -628,4 +630,16 @@ async fn a_batch_line_may_have_taken_in_november_counts_in_novembers_budget_when
     assert_eq!(w.line.calls().last().unwrap().1, "409");
     assert_eq!((w.store.budget_used("m2026-11"), w.store.budget_used("m2026-12")), (3, 0));
     assert!(friends.iter().all(|u| w.line.received(u) == 1));
+}
+
+#[tokio::test]
+async fn a_round_cut_short_by_a_storage_error_is_given_back_by_its_own_sender_at_once() {
+    let friends = users(4);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(1), &friends).await;
+    w.store.fail_reservation_at.store(3, Ordering::SeqCst);
+    assert!(matches!(w.send(&c, "s1").await, Err(Retry::Backend(_))));
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).is_empty()), "nothing left reserved");
+    assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Sent { recipients: 4 });
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).len() == 1));
 }
