@@ -235,7 +235,7 @@ async fn a_message_lines_validator_refuses_is_refused_at_create_and_a_401_pauses
 }
 
 #[tokio::test]
-async fn a_campaign_recreated_under_the_same_id_after_a_cancel_is_delivered_with_new_retry_keys() {
+async fn a_campaign_recreated_under_the_same_id_skips_whom_it_reached_unless_resent_with_new_retry_keys() {
     let rig = CampaignRig::new(ACCOUNT).await;
     let all = users(3);
     for u in &all {
@@ -253,7 +253,15 @@ async fn a_campaign_recreated_under_the_same_id_after_a_cancel_is_delivered_with
     rig.oa.cancel("weekly").await.unwrap();
     rig.pump(WAIT).await;
     assert_eq!(rig.campaign("weekly").await.counters.sent, 0);
-    let again = rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
+    // Created again, it skips the friends the first run reached...
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
+    rig.oa.start("weekly", rig.clock.now_ms()).await.unwrap();
+    assert_eq!(rig.pump(WAIT).await, 0);
+    let k = rig.campaign("weekly").await.counters;
+    assert_eq!((k.segment, k.sent, k.plan_skipped.already_sent, k.planned), (3, 0, 3, 0));
+    assert!(rig.campaign("weekly").await.counters.problems(true).is_empty());
+    // ... unless created with --resend: a new run, sent with new retry keys.
+    let again = rig.oa.create(&file, true, rig.clock.now_ms()).await.unwrap();
     assert_ne!(again.run, first.run);
     rig.oa.start("weekly", rig.clock.now_ms()).await.unwrap();
     assert_eq!(rig.pump(WAIT).await, 0);

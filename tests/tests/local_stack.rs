@@ -518,7 +518,8 @@ async fn a_campaign_created_again_skips_friends_an_earlier_run_reached_unless_cr
     let (preview, second) = run(&[]).await;
     let already = preview["skipped"]["alreadySent"].as_u64().unwrap();
     assert!(already >= reached.len() as u64, "{preview}");
-    let counted = second["planSkipped"]["alreadySent"].as_u64().unwrap() + second["skippedBy"]["alreadySent"].as_u64().unwrap();
+    let counted =
+        second["planSkipped"]["alreadySent"].as_u64().unwrap() + second["skippedBy"]["alreadySent"].as_u64().unwrap();
     assert_eq!(counted, already, "{second}");
     for u in &reached {
         assert_eq!(got(u.clone()).await, 1, "{u} was pushed the campaign again");

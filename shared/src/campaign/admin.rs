@@ -9,11 +9,11 @@ use super::batch::{retry_key, BatchState};
 use super::caps::Demand;
 use super::classify::Classifier;
 use super::file::{AccountSettings, CampaignFile};
+use super::give_back::{give_back, give_back_unsent};
 use super::model::{Campaign, Created, PlanMessage, State};
 use super::plan::count;
 use super::ports::{CampaignAdmin, Multicaster};
 use super::price::Plan;
-use super::give_back::{give_back, give_back_unsent};
 use super::resume::{requeue, resumes_to, Requeued};
 use crate::line::answer::LineError;
 use crate::ports::{BackendError, WorkQueue};
@@ -131,7 +131,17 @@ impl Admin<'_> {
             Previewed::File(f) => {
                 let budget = f.budget.map(|b| b.messages);
                 let member = format!("{}~preview", f.id);
-                (f.id.clone(), member, f.segment.clone(), f.transactional, f.holdout, budget, f.batch_size, false, false)
+                (
+                    f.id.clone(),
+                    member,
+                    f.segment.clone(),
+                    f.transactional,
+                    f.holdout,
+                    budget,
+                    f.batch_size,
+                    false,
+                    false,
+                )
             }
             Previewed::Stored(id) => {
                 let c = self.get(id).await?;
@@ -228,7 +238,9 @@ impl Admin<'_> {
         // And one now, so planning goes on at once.
         self.plans.send(&PlanMessage::requeue(&c, Some(0))?, 0).await?;
         let deadline = Instant::now() + RESUME_WITHIN;
-        if let Requeued::Stopped { next, .. } = requeue(self.store, self.store, self.batches, &c, 0, deadline, now_ms).await? {
+        if let Requeued::Stopped { next, .. } =
+            requeue(self.store, self.store, self.batches, &c, 0, deadline, now_ms).await?
+        {
             tracing::info!(campaign = id, next, "resume: the planner queues the rest of the batches");
         }
         // As it is now: its held batches were taken back.

@@ -104,9 +104,16 @@ impl Planner<'_> {
         // stopped); held batches left behind (a resume cut short) are taken back and queued too.
         let from = message.requeue_from.or((c.counters.held > 0).then_some(0));
         if let (true, Some(from)) = (c.state.sends(), from) {
-            if let Requeued::Stopped { next, .. } =
-                requeue(self.store, self.caps, self.batches, &c, from, deadline.checked_sub(std::time::Duration::from_secs(5)).unwrap_or(deadline), now)
-                    .await?
+            if let Requeued::Stopped { next, .. } = requeue(
+                self.store,
+                self.caps,
+                self.batches,
+                &c,
+                from,
+                deadline.checked_sub(std::time::Duration::from_secs(5)).unwrap_or(deadline),
+                now,
+            )
+            .await?
             {
                 self.plans.send(&PlanMessage::requeue(&c, Some(next))?, 0).await?;
                 return Ok(Planned::Continued { pages: 0 });

@@ -160,7 +160,8 @@ impl<T: CampaignRepo + BatchRepo + ?Sized> CampaignStore for T {}
 pub trait CapStore: Send + Sync {
     /// Follow state, opt-out, the demand's cap sets and what the friend remembers of the demand's
     /// campaign, of each friend (absent friends: not following).
-    async fn friend_caps(&self, users: &[String], demand: &Demand) -> Result<HashMap<String, FriendCaps>, BackendError>;
+    async fn friend_caps(&self, users: &[String], demand: &Demand)
+        -> Result<HashMap<String, FriendCaps>, BackendError>;
     /// Every cap period of the demand, the minimum gap, follow state and opt-out, checked and
     /// reserved at once. A retry of the same member finds its own push and passes, and is reserved
     /// in the periods that began since, under their caps.
@@ -188,8 +189,13 @@ pub trait OptOuts: Send + Sync {
 pub trait CampaignAdmin: CampaignStore + CapStore + OptOuts {
     /// Creates the campaign as a draft (a new run), or replaces a draft, cancelled or done one of
     /// the same id.
-    async fn create(&self, file: &CampaignFile, source: &str, resend: bool, now_ms: i64)
-        -> Result<Created, BackendError>;
+    async fn create(
+        &self,
+        file: &CampaignFile,
+        source: &str,
+        resend: bool,
+        now_ms: i64,
+    ) -> Result<Created, BackendError>;
     /// Starts a draft: takes the account's caps, time zone and policy, and goes to `to`
     /// (planning, or scheduled). None: the campaign is not a draft (or does not exist).
     async fn start(

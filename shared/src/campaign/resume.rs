@@ -60,7 +60,10 @@ pub async fn requeue(
             // Not taken back here: another requeue (the planner's, a person's) may have taken it
             // back just now, and may yet fail to queue it.
             if !store.unhold(c, &batch).await?
-                && !store.batch(c, number).await?.is_some_and(|b| matches!(b.state, BatchState::Planned | BatchState::Frozen))
+                && !store
+                    .batch(c, number)
+                    .await?
+                    .is_some_and(|b| matches!(b.state, BatchState::Planned | BatchState::Frozen))
             {
                 continue;
             }

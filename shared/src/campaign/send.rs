@@ -10,8 +10,8 @@ use jiff::Timestamp;
 use super::batch::{retry_key, Batch, BatchState, Settlement};
 use super::caps::{Demand, Reservation};
 use super::classify::Classifier;
-use super::give_back::{give_back, give_back_unsent, release_all};
 use super::file::Period;
+use super::give_back::{give_back, give_back_unsent, release_all};
 use super::model::{period_attribute, BatchMessage, Campaign, PlanMessage, Skip, Skips, State};
 use super::pace::{LATE_RECORD_US, MAX_WAIT_MS};
 use super::ports::{CampaignStore, CapStore, Multicaster, Pacer};
@@ -490,7 +490,12 @@ impl Sender<'_> {
     /// Reserves every recipient under `demand`, freezes the send list with a new retry key and
     /// takes the budget. Some: the batch ended here (every recipient skipped, or held for the
     /// budget).
-    async fn reserve_and_freeze(&self, c: &Campaign, batch: &mut Batch, demand: &Demand) -> Result<Option<Sent>, Retry> {
+    async fn reserve_and_freeze(
+        &self,
+        c: &Campaign,
+        batch: &mut Batch,
+        demand: &Demand,
+    ) -> Result<Option<Sent>, Retry> {
         let (mask, skips) = self.reserve(batch, demand).await?;
         let key = retry_key();
         if !self.store.freeze(c, batch.number, &self.owner, &mask, &skips, &key, self.clock.now_ms()).await? {
@@ -532,8 +537,11 @@ impl Sender<'_> {
             return Ok(());
         }
         let demand = Classifier::of(c, now).demand.generation(batch.generation);
-        let results: Vec<Result<(), BackendError>> =
-            stream::iter(to.iter()).map(|user| self.caps.pushed(user, &demand, now)).buffer_unordered(16).collect().await;
+        let results: Vec<Result<(), BackendError>> = stream::iter(to.iter())
+            .map(|user| self.caps.pushed(user, &demand, now))
+            .buffer_unordered(16)
+            .collect()
+            .await;
         results.into_iter().collect()
     }
 

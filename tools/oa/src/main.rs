@@ -799,7 +799,10 @@ async fn campaigns(env: &CampaignEnv, local: bool, change: Option<&str>) -> Resu
         line,
         plans: Box::new(SqsWorkQueue::new(sqs.clone(), &env.campaign_queue_url)),
         batches: Box::new(SqsWorkQueue::new(sqs, &env.multicast_queue_url)),
-        pacer: Box::new(shared::adapters::dynamodb::schedule::DynamoPacer::new(dynamodb_for_pacer, &env.campaigns_table)),
+        pacer: Box::new(shared::adapters::dynamodb::schedule::DynamoPacer::new(
+            dynamodb_for_pacer,
+            &env.campaigns_table,
+        )),
     })
 }
 

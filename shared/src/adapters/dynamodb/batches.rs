@@ -75,7 +75,9 @@ impl DynamoCampaigns {
             .await
             .map_err(|e| err("GetItem", describe(&e)))?
             .item;
-        Ok(item.and_then(|i| text(&i, "budgetMonth").map(|m| (m.to_string(), uint(&i, "budgetTaken"), uint(&i, "budgetGen") as u32))))
+        Ok(item.and_then(|i| {
+            text(&i, "budgetMonth").map(|m| (m.to_string(), uint(&i, "budgetTaken"), uint(&i, "budgetGen") as u32))
+        }))
     }
 }
 

@@ -52,7 +52,11 @@ fn slot_clauses(
 #[async_trait]
 impl CapStore for DynamoCampaigns {
     /// Follow state, opt-out and the given cap sets of each friend (absent friends: not following).
-    async fn friend_caps(&self, users: &[String], demand: &Demand) -> Result<HashMap<String, FriendCaps>, BackendError> {
+    async fn friend_caps(
+        &self,
+        users: &[String],
+        demand: &Demand,
+    ) -> Result<HashMap<String, FriendCaps>, BackendError> {
         let attributes = demand.attributes();
         let mut names =
             HashMap::from([("#u".to_string(), "userId".to_string()), ("#st".to_string(), "state".to_string())]);
@@ -338,7 +342,6 @@ impl DynamoCampaigns {
             .await;
         conditional(result.map(|_| ()), "UpdateItem")
     }
-
 }
 
 #[async_trait]

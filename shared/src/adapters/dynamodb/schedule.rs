@@ -142,7 +142,8 @@ impl Pacer for DynamoPacer {
     }
 
     async fn set_rate(&self, rate: u32) -> Result<(), BackendError> {
-        self.update("SET sendRate = :r", "attribute_not_exists(sendRate) OR sendRate <> :r", vec![(":r", n(rate))]).await?;
+        self.update("SET sendRate = :r", "attribute_not_exists(sendRate) OR sendRate <> :r", vec![(":r", n(rate))])
+            .await?;
         if let Ok(mut s) = self.seen.lock() {
             if let Some(s) = s.as_mut() {
                 s.rate = Some(rate);

@@ -419,7 +419,8 @@ impl BatchRepo for MemoryCampaigns {
         // What the stored batch took, whatever the caller's copy says, if the take is the
         // caller's generation's (a stale give-back never returns a later round's take).
         self.with(|s| {
-            let Some(b) = s.batches.get_mut(&key(c, batch.number)).filter(|b| b.budget_round == batch.generation) else {
+            let Some(b) = s.batches.get_mut(&key(c, batch.number)).filter(|b| b.budget_round == batch.generation)
+            else {
                 return;
             };
             if let Some((month, n)) = b.budget.take() {
@@ -483,7 +484,10 @@ impl BatchRepo for MemoryCampaigns {
             true
         })?;
         if lost {
-            return Err(BackendError::Store { operation: "TransactWriteItems", message: "injected: answer lost".into() });
+            return Err(BackendError::Store {
+                operation: "TransactWriteItems",
+                message: "injected: answer lost".into(),
+            });
         }
         Ok(settled)
     }

@@ -83,13 +83,18 @@ fn reserve_retry(s: &mut Store, user: &str, demand: &Demand) -> bool {
 
 #[async_trait]
 impl CapStore for MemoryCampaigns {
-    async fn friend_caps(&self, users: &[String], demand: &Demand) -> Result<HashMap<String, FriendCaps>, BackendError> {
+    async fn friend_caps(
+        &self,
+        users: &[String],
+        demand: &Demand,
+    ) -> Result<HashMap<String, FriendCaps>, BackendError> {
         self.with(|s| {
             users
                 .iter()
                 .filter_map(|u| {
                     let f = s.friends.get(u)?;
-                    let sets = demand.slots.keys().map(|a| (a.clone(), f.sets.get(a).cloned().unwrap_or_default())).collect();
+                    let sets =
+                        demand.slots.keys().map(|a| (a.clone(), f.sets.get(a).cloned().unwrap_or_default())).collect();
                     let sent = f.sent.iter().filter(|(id, _)| demand.campaign.as_ref() == Some(*id));
                     let sent = sent.map(|(id, r)| (id.clone(), r.clone())).collect();
                     Some((u.clone(), FriendCaps { sets, sent, ..f.clone() }))
@@ -99,7 +104,8 @@ impl CapStore for MemoryCampaigns {
     }
 
     async fn reserve(&self, user: &str, demand: &Demand, now_ms: i64) -> Result<Reservation, BackendError> {
-        if self.fail_reservation_at.load(Ordering::SeqCst) > 0 && self.fail_reservation_at.fetch_sub(1, Ordering::SeqCst) == 1
+        if self.fail_reservation_at.load(Ordering::SeqCst) > 0
+            && self.fail_reservation_at.fetch_sub(1, Ordering::SeqCst) == 1
         {
             return Err(BackendError::Store { operation: "UpdateItem", message: "injected".into() });
         }

@@ -340,8 +340,9 @@ async fn a_preview_counts_who_gets_it_and_why_not_and_a_stored_campaign_keeps_it
     assert_eq!(w.store.campaign("sweets").unwrap().preview, Some(stored));
 }
 
-/// Campaign `r`, fully planned in three batches of one friend each, paused, every batch held.
-async fn three_held_batches(w: &World) -> Campaign {
+/// Campaign `r`, fully planned in three batches of one friend each, paused, its first `held`
+/// batches held.
+async fn three_batches(w: &World, held: u32) -> Campaign {
     let friends = users(3);
     friends.iter().for_each(|u| w.store.add_friend(u, true, false));
     let mut c = campaign("r", &[], false);
@@ -354,12 +355,12 @@ async fn three_held_batches(w: &World) -> Campaign {
         c.plan_page += 1;
     }
     assert!(w.store.transition("r", &c.run, &[State::Sending], State::Paused, Some("quota")).await.unwrap());
-    for n in 0..3 {
+    for n in 0..held {
         assert!(w.store.lease(&c, n, "s1", NOW, NOW + 90_000).await.unwrap());
         let batch = w.store.batch(&c, n).await.unwrap().unwrap();
         assert!(w.store.hold(&c, &batch, "s1", false).await.unwrap());
     }
-    assert_eq!(w.store.campaign("r").unwrap().counters.held, 3);
+    assert_eq!(w.store.campaign("r").unwrap().counters.held, u64::from(held));
     w.store.campaign("r").unwrap()
 }
 
@@ -367,13 +368,14 @@ async fn three_held_batches(w: &World) -> Campaign {
 async fn a_resume_cut_short_is_finished_by_the_planner_from_the_plan_message_it_sent_first() {
     // The batch queue throttles the resume after one message.
     let w = World { batches: MemoryWorkQueue::refusing_after(1), ..World::default() };
-    let c = three_held_batches(&w).await;
+    let c = three_batches(&w, 2).await;
     assert!(w.admin().resume("r", NOW).await.is_err(), "cut short");
     let requeue = PlanMessage { campaign: "r".into(), run: c.run.clone(), requeue_from: Some(0) };
     assert_eq!(w.plan_messages(), vec![requeue.clone(), requeue]);
     let stored = w.store.campaign("r").unwrap();
-    // Batch 0 was queued, batch 1 taken back but not queued, batch 2 still held.
-    assert_eq!((stored.state, stored.counters.held), (State::Sending, 1));
+    // Batch 0 was queued, batch 1 taken back but not queued: nothing is held any more, and
+    // nothing else would queue it (it is not the last batch either).
+    assert_eq!((stored.state, stored.counters.held), (State::Sending, 0));
     // The planner takes the plan message and queues the rest.
     let batches = MemoryWorkQueue::default();
     let index = MemoryIndex::new(std::iter::empty());
@@ -386,19 +388,22 @@ async fn a_resume_cut_short_is_finished_by_the_planner_from_the_plan_message_it_
         clock: &crate::ports::SystemClock,
     };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    assert!(matches!(planner.run(&w.plan_messages()[0], deadline).await.unwrap(), crate::campaign::plan::Planned::Finished { .. }));
+    assert!(matches!(
+        planner.run(&w.plan_messages()[0], deadline).await.unwrap(),
+        crate::campaign::plan::Planned::Finished { .. }
+    ));
     assert_eq!(w.store.campaign("r").unwrap().counters.held, 0);
     let mut queued: Vec<u32> =
         batches.sent().iter().map(|(b, _)| serde_json::from_str::<BatchMessage>(b).unwrap().batch).collect();
     queued.dedup();
-    assert_eq!(queued, [0, 1, 2], "every open batch, the one queued before included (duplicates are harmless)");
+    assert!(queued.contains(&1), "the batch left unqueued is queued: {queued:?} (duplicates are harmless)");
     assert!((0..3).all(|n| w.store.stored_batch(&c, n).unwrap().state == BatchState::Planned));
 }
 
 #[tokio::test]
 async fn a_requeue_stops_at_its_deadline_and_continues_from_where_it_stopped() {
     let w = World::default();
-    let c = three_held_batches(&w).await;
+    let c = three_batches(&w, 3).await;
     assert!(w.store.transition("r", &c.run, &[State::Paused], State::Sending, None).await.unwrap());
     let past = tokio::time::Instant::now();
     let r = requeue(&w.store, &w.store, &w.batches, &c, 1, past, NOW).await.unwrap();

@@ -481,7 +481,10 @@ async fn a_frozen_batch_refused_by_429s_is_decided_again_in_the_month_it_goes_ou
     w.line.script((0..4).map(|_| Answer::Refuse(LineError::RateLimited)));
     assert!(matches!(w.send(&c, "s1").await, Err(Retry::Line(LineError::RateLimited))));
     let frozen = w.store.stored_batch(&c, 0).unwrap();
-    assert_eq!((frozen.state, frozen.call_open, frozen.frozen.clone()), (BatchState::Frozen, false, Some(vec![true; 3])));
+    assert_eq!(
+        (frozen.state, frozen.call_open, frozen.frozen.clone()),
+        (BatchState::Frozen, false, Some(vec![true; 3]))
+    );
     assert!(friends.iter().all(|u| w.store.cap_set(u, "cap#m2026-11").len() == 1), "reserved in November");
     let november_key = w.line.calls()[0].0.clone();
     // Since the freeze: friend 0 opted out, friend 1 got two December pushes from other campaigns.
