@@ -1,14 +1,12 @@
 //! One contract suite, two stores: every case below runs against the in-memory adapters the
 //! logic's tests use (`in_memory::…`) and against the DynamoDB adapters on DynamoDB Local
-//! (`on_dynamodb_local::…`), so the two cannot drift apart. LINE's twin is held to line-sim the
-//! same way (`line_in_memory::…`, `line_on_line_sim::…`): a retry key is remembered for 24 hours,
-//! then forgotten.
+//! (`on_dynamodb_local::…`), so the two cannot drift apart. LINE's twin and the send schedule are
+//! held to theirs the same way in `twins.rs`.
 //!
-//! The cases go through the ports only ([`CampaignAdmin`] and what it extends, [`Multicaster`]);
-//! a fixture gives each store its friends as the webhook would record them.
+//! The cases go through the ports only ([`CampaignAdmin`] and what it extends); a fixture gives
+//! each store its friends as the webhook would record them.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use integration_tests::TestStack;
@@ -19,7 +17,7 @@ use shared::campaign::batch::{Batch, BatchState, Settlement};
 use shared::campaign::caps::{Demand, Reservation};
 use shared::campaign::file::{AccountSettings, CampaignFile, Cap, Period};
 use shared::campaign::model::{Campaign, Created, PlannedPage, Skip, Skips, State};
-use shared::campaign::ports::{CampaignAdmin, Pacer};
+use shared::campaign::ports::CampaignAdmin;
 use shared::ports::{FriendChange, FriendStore};
 use shared::rules::window::Zone;
 
@@ -671,157 +669,3 @@ contract!(
     a_later_run_of_a_campaign_skips_friends_an_earlier_one_reached,
     a_push_that_went_out_late_moves_the_last_push_to_then,
 );
-
-// ---- LINE and its twin ----------------------------------------------------------------------
-
-/// LINE's multicast under contract, with a clock that can be moved on.
-#[async_trait]
-trait LineFixture: Send + Sync {
-    fn line(&self) -> &dyn shared::campaign::ports::Multicaster;
-    async fn advance(&self, ms: i64);
-}
-
-struct TestClock(AtomicI64);
-
-impl shared::ports::Clock for TestClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-struct LineTwin {
-    line: shared::adapters::memory::line::MemoryLine,
-    clock: Arc<TestClock>,
-}
-
-#[async_trait]
-impl LineFixture for LineTwin {
-    fn line(&self) -> &dyn shared::campaign::ports::Multicaster {
-        &self.line
-    }
-    async fn advance(&self, ms: i64) {
-        self.clock.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-struct LineSimFixture {
-    sim: line_sim::LineSim,
-    client: shared::adapters::line::LineClient,
-}
-
-#[async_trait]
-impl LineFixture for LineSimFixture {
-    fn line(&self) -> &dyn shared::campaign::ports::Multicaster {
-        &self.client
-    }
-    async fn advance(&self, ms: i64) {
-        self.sim.client().advance_clock(ms / 1000).await.expect("line-sim moves its clock");
-    }
-}
-
-async fn line_twin() -> LineTwin {
-    let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
-    LineTwin { line: shared::adapters::memory::line::MemoryLine::with_clock(clock.clone()), clock }
-}
-
-async fn line_sim(friends: &[String]) -> LineSimFixture {
-    use shared::config::Secret;
-    use shared::secrets::{SecretName, Secrets, StaticStore};
-    let token = integration_tests::pipeline::ACCESS_TOKEN;
-    let config = line_sim::SimConfig::new(integration_tests::CHANNEL_SECRET, token);
-    let sim = line_sim::LineSim::start(config, ([127, 0, 0, 1], 0).into()).await.expect("line-sim starts");
-    let listed: Vec<serde_json::Value> =
-        friends.iter().map(|u| serde_json::json!({ "userId": u, "displayName": u })).collect();
-    sim.client().add_friends(serde_json::Value::Array(listed)).await.unwrap();
-    let store = StaticStore(std::collections::BTreeMap::from([(SecretName::ChannelAccessToken, Secret::new(token))]));
-    let secrets = Arc::new(Secrets::load(Arc::new(store), &[SecretName::ChannelAccessToken]).await.unwrap());
-    let client =
-        shared::adapters::line::LineClient::new(&sim.base_url(), secrets, std::time::Duration::from_secs(5)).unwrap();
-    LineSimFixture { sim, client }
-}
-
-/// A retry key LINE took answers 409 with the request it was taken with, for 24 hours; then it
-/// is a new key and the same request goes out again (why a batch first called over 23 hours ago
-/// is never retried by itself).
-async fn a_retry_key_is_remembered_for_24_hours(f: &dyn LineFixture) {
-    let (a, b) = (user(1), user(2));
-    let to = [a.as_str(), b.as_str()];
-    let messages = [serde_json::json!({ "type": "text", "text": "hello" })];
-    let key = "6b6c2f3e-2a4b-4c8e-9d7a-0a1b2c3d4e5f";
-    let first = f.line().multicast(&to, &messages, key, None).await.expect("taken");
-    let again = f.line().multicast(&to, &messages, key, None).await;
-    match again {
-        Err(shared::line::answer::LineError::RetryKeyAccepted { accepted_request_id }) => {
-            assert_eq!(accepted_request_id, first.request_id, "the request it was taken with")
-        }
-        other => panic!("a key taken 0 s ago: {other:?}"),
-    }
-    f.advance(23 * 3_600_000).await;
-    assert!(f.line().multicast(&to, &messages, key, None).await.is_err(), "23 hours later: still remembered");
-    f.advance(3_600_000 + 1_000).await;
-    let later = f.line().multicast(&to, &messages, key, None).await.expect("24 hours later: a new key");
-    assert_ne!(later.request_id, first.request_id);
-    let month = f.line().month().await.expect("the quota endpoints answer");
-    assert_eq!(month.used, 4, "two deliveries to two friends");
-}
-
-mod line_in_memory {
-    #[tokio::test]
-    async fn a_retry_key_is_remembered_for_24_hours() {
-        super::a_retry_key_is_remembered_for_24_hours(&super::line_twin().await).await
-    }
-}
-
-mod line_on_line_sim {
-    #[tokio::test]
-    async fn a_retry_key_is_remembered_for_24_hours() {
-        let friends = [super::user(1), super::user(2)];
-        super::a_retry_key_is_remembered_for_24_hours(&super::line_sim(&friends).await).await
-    }
-}
-
-// ---- the fleet's send schedule ----------------------------------------------------------------
-
-/// The account's `sendRate`, set on the shared schedule (`oa settings apply`), binds a sender
-/// whose campaign started at another rate: at once in a process that reads the schedule fresh,
-/// from its next claim in one that had read it before.
-async fn the_accounts_rate_binds_senders_of_campaigns_started_at_another(
-    running: &dyn Pacer,
-    oa: &dyn Pacer,
-    fresh: &dyn Pacer,
-) {
-    let interval = |rate| shared::campaign::pace::PaceState::default().interval_us(rate, 0);
-    let t = (NOW + 3_600_000) * 1000;
-    let a = running.claim(200, t).await.unwrap().unwrap();
-    let b = running.claim(200, t).await.unwrap().unwrap();
-    assert_eq!(b - a, interval(200), "the campaign started at 200 a second");
-    oa.set_rate(10).await.unwrap();
-    let c = running.claim(200, t).await.unwrap().unwrap();
-    let d = running.claim(200, t).await.unwrap().unwrap();
-    let e = running.claim(200, t).await.unwrap().unwrap();
-    assert!([interval(200), interval(10)].contains(&(d - c)), "at most one claim at the old rate");
-    assert_eq!(e - d, interval(10), "10 a second from then on");
-    let f = fresh.claim(200, t).await.unwrap().unwrap();
-    let g = fresh.claim(200, t).await.unwrap().unwrap();
-    assert_eq!(g - f, interval(10), "a process that starts later claims at it from its first claim");
-}
-
-mod pacer_in_memory {
-    #[tokio::test]
-    async fn the_accounts_rate_binds_senders_of_campaigns_started_at_another() {
-        let pacer = shared::adapters::memory::schedule::MemoryPacer::default();
-        super::the_accounts_rate_binds_senders_of_campaigns_started_at_another(&pacer, &pacer, &pacer).await
-    }
-}
-
-mod pacer_on_dynamodb_local {
-    use shared::adapters::dynamodb::schedule::DynamoPacer;
-
-    #[tokio::test]
-    async fn the_accounts_rate_binds_senders_of_campaigns_started_at_another() {
-        let stack = integration_tests::TestStack::new().await;
-        let pacer = || DynamoPacer::new(stack.dynamodb.clone(), stack.table("CampaignsTable"));
-        let (running, oa, fresh) = (pacer(), pacer(), pacer());
-        super::the_accounts_rate_binds_senders_of_campaigns_started_at_another(&running, &oa, &fresh).await
-    }
-}
