@@ -128,8 +128,8 @@ mod line_on_line_sim {
 // ---- the fleet's send schedule ----------------------------------------------------------------
 
 /// The account's `sendRate`, set on the shared schedule (`oa settings apply`), binds a sender
-/// whose campaign started at another rate: at once in a process that reads the schedule fresh,
-/// from its next claim in one that had read it before.
+/// whose campaign started at a higher rate from its next claim (one that had read the schedule
+/// before finds its claim refused and reads it again), and never speeds one up.
 async fn the_accounts_rate_binds_senders_of_campaigns_started_at_another(
     running: &dyn Pacer,
     oa: &dyn Pacer,
@@ -140,15 +140,20 @@ async fn the_accounts_rate_binds_senders_of_campaigns_started_at_another(
     let a = running.claim(200, t).await.unwrap().unwrap();
     let b = running.claim(200, t).await.unwrap().unwrap();
     assert_eq!(b - a, interval(200), "the campaign started at 200 a second");
-    oa.set_rate(10).await.unwrap();
+    oa.set_rate(10, 2).await.unwrap();
+    oa.set_rate(300, 1).await.unwrap(); // an older settings version's, applied late: no effect
     let c = running.claim(200, t).await.unwrap().unwrap();
     let d = running.claim(200, t).await.unwrap().unwrap();
     let e = running.claim(200, t).await.unwrap().unwrap();
-    assert!([interval(200), interval(10)].contains(&(d - c)), "at most one claim at the old rate");
-    assert_eq!(e - d, interval(10), "10 a second from then on");
+    assert_eq!((d - c, e - d), (interval(10), interval(10)), "10 a second from the next claim on, not one at 200");
     let f = fresh.claim(200, t).await.unwrap().unwrap();
     let g = fresh.claim(200, t).await.unwrap().unwrap();
     assert_eq!(g - f, interval(10), "a process that starts later claims at it from its first claim");
+    // Raised again, it never makes a campaign faster than its own rate.
+    oa.set_rate(1000, 3).await.unwrap();
+    let h = fresh.claim(20, t).await.unwrap().unwrap();
+    let i = fresh.claim(20, t).await.unwrap().unwrap();
+    assert!(i - h >= interval(20), "a campaign at 20 a second stays at 20 or slower");
 }
 
 mod pacer_in_memory {

@@ -50,7 +50,14 @@ pub async fn give_back_unsent(
         give_back(store, caps, c, &batch, now_ms).await?;
         return Ok(true);
     }
-    if !batch.reserved || batch.call_open || !matches!(batch.state, BatchState::Planned | BatchState::Frozen) {
+    if !matches!(batch.state, BatchState::Planned | BatchState::Frozen) {
+        return Ok(true);
+    }
+    // A sender at it now may be about to reserve (or be reserving): busy.
+    if batch.lease_owner.as_deref().is_some_and(|o| o != owner) && batch.lease_until_ms >= now_ms {
+        return Ok(false);
+    }
+    if !batch.reserved || batch.call_open {
         return Ok(true);
     }
     if !store.lease(c, number, owner, now_ms, now_ms + lease_ms).await? {

@@ -59,19 +59,24 @@ pub struct PaceState {
     pub next_us: i64,
     /// The rate after the last cut, and when it was cut.
     pub cut: Option<(f64, i64)>,
-    /// The account's `sendRate` as `oa settings apply` last set it on the schedule: it binds
-    /// every campaign, those already running included (None: never set; a campaign's own).
+    /// The account's `sendRate` as `oa settings apply` last set it on the schedule: no campaign
+    /// sends faster, those already running included (None: never set; a campaign's own rate).
     pub rate: Option<u32>,
 }
 
 impl PaceState {
     /// Requests a second now: `rate`, or less while climbing back from a cut.
     pub fn effective_rate(&self, rate: u32, now_ms: i64) -> f64 {
-        let rate = f64::from(self.rate.unwrap_or(rate).max(1));
+        let rate = f64::from(self.rate_for(rate).max(1));
         match self.cut {
             Some((cut, at)) => (cut + rate * RAISE_PER_SEC * ((now_ms - at).max(0) as f64 / 1000.0)).min(rate),
             None => rate,
         }
+    }
+
+    /// A campaign's rate under the account's: the lower (a race or a crash can only slow it).
+    pub fn rate_for(&self, campaign_rate: u32) -> u32 {
+        self.rate.map_or(campaign_rate, |r| r.min(campaign_rate))
     }
 
     /// Microseconds between two requests.

@@ -234,9 +234,10 @@ pub trait Pacer: Send + Sync {
     /// MAX_WAIT_MS`, and nothing was claimed (a claim that is given up would push every later
     /// sender back).
     async fn claim(&self, rate: u32, earliest_us: i64) -> Result<Option<i64>, BackendError>;
-    /// The account's `sendRate` (`oa settings apply`): every sender claims at it from then on,
-    /// whatever rate its campaign started with.
-    async fn set_rate(&self, rate: u32) -> Result<(), BackendError>;
+    /// The account's `sendRate` of settings `version` (`oa settings apply`; an older version's
+    /// never overwrites it): no sender claims faster from then on, whatever rate its campaign
+    /// started with.
+    async fn set_rate(&self, rate: u32, version: u64) -> Result<(), BackendError>;
     /// LINE answered a rate-limit 429: the whole fleet slows down.
     async fn rate_limited(&self, rate: u32, now_ms: i64) -> Result<(), BackendError>;
     /// The earliest time (µs) the request of `slot` may leave: see [`super::pace::floor_after`].

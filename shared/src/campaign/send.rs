@@ -460,6 +460,12 @@ impl Sender<'_> {
             batch.retry_key = None;
             batch.skips = Skips::default();
         }
+        // A pause or cancel since the batch was picked up (or since its last call) holds it.
+        let now_state = self.store.get(&c.id).await?.filter(|n| n.run == c.run).map(|n| n.state);
+        if now_state.is_none_or(|s| !s.sends()) {
+            let why = format!("campaign is {}", now_state.map_or("gone", |s| s.name()));
+            return self.hold(c, batch, true, why).await.map(Some);
+        }
         let now = self.clock.now_ms();
         let demand = Classifier::of(c, now).demand;
         let attrs = demand.attributes();

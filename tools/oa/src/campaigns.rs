@@ -77,7 +77,7 @@ impl Campaigns {
             Publish::Conflict => return Err("someone applied settings at the same time: run it again".into()),
         };
         // Running campaigns slow down (or speed up) to it too.
-        self.pacer.set_rate(settings.send_rate).await?;
+        self.pacer.set_rate(settings.send_rate, version).await?;
         let before: Vec<String> = live.map(|(_, s)| s.suppress).unwrap_or_default();
         for line in self.admin().sync_settings_opt_outs(&before, &settings.suppress, now_ms).await? {
             out.push_str(&format!("  {line}\n"));

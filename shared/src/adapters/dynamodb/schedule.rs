@@ -105,14 +105,19 @@ impl Pacer for DynamoPacer {
         self.load().await?;
         let now_ms = now_us.div_euclid(1000);
         let horizon_us = now_us + MAX_WAIT_MS * 1000;
+        // The interval is computed at the account's rate as last seen; the claim holds only while
+        // the stored rate is no lower (a lowered rate is read again first).
+        let rate_holds = "(attribute_not_exists(sendRate) OR sendRate >= :sr)";
         for _ in 0..8 {
-            let interval = self.seen().interval_us(rate, now_ms);
+            let seen = self.seen();
+            let interval = seen.interval_us(rate, now_ms);
+            let used = n(seen.rate_for(rate));
             // A busy schedule: take its next slot, unless it is beyond the horizon.
             let busy = self
                 .update(
                     "SET #next = #next + :i",
-                    "#next BETWEEN :now AND :horizon",
-                    vec![(":i", n(interval)), (":now", n(now_us)), (":horizon", n(horizon_us))],
+                    &format!("#next BETWEEN :now AND :horizon AND {rate_holds}"),
+                    vec![(":i", n(interval)), (":now", n(now_us)), (":horizon", n(horizon_us)), (":sr", used.clone())],
                 )
                 .await?;
             if let Some(old) = busy {
@@ -123,8 +128,8 @@ impl Pacer for DynamoPacer {
             let idle = self
                 .update(
                     "SET #next = :after",
-                    "attribute_not_exists(#next) OR #next < :now",
-                    vec![(":after", n(now_us + interval)), (":now", n(now_us))],
+                    &format!("(attribute_not_exists(#next) OR #next < :now) AND {rate_holds}"),
+                    vec![(":after", n(now_us + interval)), (":now", n(now_us)), (":sr", used)],
                 )
                 .await?;
             if let Some(old) = idle {
@@ -133,20 +138,27 @@ impl Pacer for DynamoPacer {
             }
             // Neither busy within the horizon nor idle: full beyond it (or just moved; look again).
             let item = self.read().await?;
+            self.remember(Some(&item.clone().unwrap_or_default()));
             if item.as_ref().and_then(|i| int(i, "next")).is_some_and(|next| next > horizon_us) {
-                self.remember(item.as_ref());
                 return Ok(None);
             }
         }
         Err(BackendError::Store { operation: "UpdateItem", message: "the send schedule is contended".into() })
     }
 
-    async fn set_rate(&self, rate: u32) -> Result<(), BackendError> {
-        self.update("SET sendRate = :r", "attribute_not_exists(sendRate) OR sendRate <> :r", vec![(":r", n(rate))])
+    async fn set_rate(&self, rate: u32, version: u64) -> Result<(), BackendError> {
+        let set = self
+            .update(
+                "SET sendRate = :r, rateVersion = :v",
+                "attribute_not_exists(rateVersion) OR rateVersion < :v",
+                vec![(":r", n(rate)), (":v", n(version))],
+            )
             .await?;
-        if let Ok(mut s) = self.seen.lock() {
-            if let Some(s) = s.as_mut() {
-                s.rate = Some(rate);
+        if set.is_some() {
+            if let Ok(mut s) = self.seen.lock() {
+                if let Some(s) = s.as_mut() {
+                    s.rate = Some(rate);
+                }
             }
         }
         Ok(())

@@ -325,8 +325,9 @@ impl BatchRepo for MemoryCampaigns {
         cap_attrs: &[String],
         now_ms: i64,
     ) -> Result<bool, BackendError> {
-        self.with(|s| match s.batches.get_mut(&key(c, batch.number)) {
-            Some(b)
+        let sends = |s: &Store| s.campaigns.get(&c.id).is_some_and(|st| st.run == c.run && st.state.sends());
+        self.with(|s| match (sends(s), s.batches.get_mut(&key(c, batch.number))) {
+            (true, Some(b))
                 if b.state == BatchState::Planned
                     && b.lease_owner.as_deref() == Some(owner)
                     && !b.reserved
@@ -416,10 +417,10 @@ impl BatchRepo for MemoryCampaigns {
     }
 
     async fn return_budget(&self, c: &Campaign, batch: &Batch) -> Result<(), BackendError> {
-        // What the stored batch took, whatever the caller's copy says, if the take is the
-        // caller's generation's (a stale give-back never returns a later round's take).
+        // What the stored batch took, whatever the caller's copy says, unless a later round took
+        // it (a stale give-back never returns a later round's take; an earlier one's left over is).
         self.with(|s| {
-            let Some(b) = s.batches.get_mut(&key(c, batch.number)).filter(|b| b.budget_round == batch.generation)
+            let Some(b) = s.batches.get_mut(&key(c, batch.number)).filter(|b| b.budget_round <= batch.generation)
             else {
                 return;
             };
@@ -526,10 +527,9 @@ impl BatchRepo for MemoryCampaigns {
             if b.state != BatchState::Held || (b.held_from == Some(BatchState::Planned) && b.reserved) {
                 return false;
             }
+            let Some(stored) = s.campaigns.get_mut(&c.id).filter(|st| st.run == c.run) else { return false };
             b.state = b.held_from.take().unwrap_or(BatchState::Planned);
-            if let Some(stored) = s.campaigns.get_mut(&c.id) {
-                stored.counters.held -= b.to.len() as u64;
-            }
+            stored.counters.held = stored.counters.held.saturating_sub(b.to.len() as u64);
             true
         })
     }

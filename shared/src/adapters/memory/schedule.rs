@@ -13,6 +13,8 @@ pub struct MemoryPacer {
     state: std::sync::Mutex<PaceState>,
     anchor: std::sync::Mutex<Option<i64>>,
     answers: AnswerTimes,
+    /// The settings version of the rate set.
+    rate_version: std::sync::Mutex<u64>,
 }
 
 impl MemoryPacer {
@@ -41,11 +43,14 @@ impl Pacer for MemoryPacer {
         Ok(Some(slot))
     }
 
-    async fn set_rate(&self, rate: u32) -> Result<(), BackendError> {
-        self.state
-            .lock()
-            .map(|mut s| s.rate = Some(rate))
-            .map_err(|_| BackendError::Store { operation: "pace", message: "memory pacer poisoned".into() })
+    async fn set_rate(&self, rate: u32, version: u64) -> Result<(), BackendError> {
+        let poisoned = || BackendError::Store { operation: "pace", message: "memory pacer poisoned".into() };
+        let mut set = self.rate_version.lock().map_err(|_| poisoned())?;
+        if *set < version {
+            *set = version;
+            self.state.lock().map(|mut s| s.rate = Some(rate)).map_err(|_| poisoned())?;
+        }
+        Ok(())
     }
 
     async fn rate_limited(&self, rate: u32, now_ms: i64) -> Result<(), BackendError> {

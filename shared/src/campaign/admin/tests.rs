@@ -434,7 +434,12 @@ async fn a_campaign_created_again_first_gives_back_what_its_cancelled_run_reserv
     }
     assert!(w.store.freeze(&c, 0, "s1", &[true; 3], &Skips::default(), "key", NOW).await.unwrap());
     assert!(w.store.transition("c", &c.run, &[State::Sending], State::Cancelled, None).await.unwrap());
-    let again = w.create("c", "", NOW + 10).await.unwrap();
+    // A sender at the batch right now (it may be about to reserve): the create waits for it.
+    assert!(w.store.lease(&c, 0, "s2", NOW + 5, NOW + 1_000).await.unwrap());
+    let busy = w.create("c", "", NOW + 10).await.unwrap_err();
+    assert!(matches!(busy, AdminError::Busy { batch: 0, .. }), "{busy:?}");
+    assert_eq!(w.store.campaign("c").unwrap().run, c.run, "nothing replaced");
+    let again = w.create("c", "", NOW + 2_000).await.unwrap();
     assert_ne!(again.run, c.run);
     let caps = w.store.friend_caps(&friends, &Classifier::of(&again, NOW).demand).await.unwrap();
     assert!(caps.values().all(|f| f.sent.is_empty() && f.last_push.is_none()), "nobody counts as reached");
