@@ -85,6 +85,26 @@ async fn line_sim(friends: &[String]) -> LineSimFixture {
     LineSimFixture { sim, client }
 }
 
+/// A LINE no connection can be made to (the port closed): the call is refused before a byte of it
+/// was sent, so the sender knows LINE has nothing (and decides the batch again), unlike a timeout.
+#[tokio::test]
+async fn a_line_no_connection_reaches_is_unreachable_not_maybe_taken() {
+    use shared::campaign::ports::Multicaster;
+    use shared::config::Secret;
+    use shared::line::answer::LineError;
+    use shared::secrets::{SecretName, Secrets, StaticStore};
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let token = integration_tests::pipeline::ACCESS_TOKEN;
+    let store = StaticStore(std::collections::BTreeMap::from([(SecretName::ChannelAccessToken, Secret::new(token))]));
+    let secrets = Arc::new(Secrets::load(Arc::new(store), &[SecretName::ChannelAccessToken]).await.unwrap());
+    let base = format!("http://{closed}");
+    let client = shared::adapters::line::LineClient::new(&base, secrets, std::time::Duration::from_secs(5)).unwrap();
+    let messages = [serde_json::json!({ "type": "text", "text": "hi" })];
+    let e = client.multicast(&[user(1).as_str()], &messages, "key", None).await.unwrap_err();
+    assert!(matches!(e, LineError::Unreachable(_)), "{e:?}");
+    assert!(e.is_retryable() && !e.is_ambiguous());
+}
+
 /// A retry key LINE took answers 409 with the request it was taken with, for 24 hours; then it
 /// is a new key and the same request goes out again (why a batch first called over 23 hours ago
 /// is never retried by itself).

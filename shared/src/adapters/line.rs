@@ -200,6 +200,9 @@ impl LineClient {
     fn transport(&self, e: reqwest::Error) -> LineError {
         if e.is_timeout() {
             LineError::Timeout(self.timeout)
+        } else if e.is_connect() {
+            // Before any byte of the request: LINE surely has nothing.
+            LineError::Unreachable(e.without_url().to_string())
         } else {
             // Without the URL: it is not secret, but the error chain is what helps.
             LineError::Transport(e.without_url().to_string())

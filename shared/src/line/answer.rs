@@ -27,6 +27,10 @@ pub enum LineError {
     Timeout(Duration),
     #[error("could not reach LINE: {0}")]
     Transport(String),
+    /// No connection to LINE could be made (refused, no route, TLS failed): not a byte of the
+    /// request was sent, so LINE surely has nothing.
+    #[error("could not connect to LINE: {0}")]
+    Unreachable(String),
     /// 401: the access token is not valid, even after reading the secret again. Every request
     /// would get this: systemic, not a problem of one message.
     #[error("LINE refused the access token (401); the secret was read again and still fails")]
@@ -44,7 +48,11 @@ impl LineError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            LineError::RateLimited | LineError::Server { .. } | LineError::Timeout(_) | LineError::Transport(_)
+            LineError::RateLimited
+                | LineError::Server { .. }
+                | LineError::Timeout(_)
+                | LineError::Transport(_)
+                | LineError::Unreachable(_)
         )
     }
 
@@ -64,6 +72,7 @@ impl LineError {
             LineError::Server { .. } => "serverError",
             LineError::Timeout(_) => "timeout",
             LineError::Transport(_) => "transport",
+            LineError::Unreachable(_) => "unreachable",
             LineError::Unauthorized => "unauthorized",
             LineError::Forbidden { .. } => "forbidden",
             LineError::Rejected { .. } => "rejected",

@@ -646,3 +646,16 @@ async fn a_round_cut_short_by_a_storage_error_is_given_back_by_its_own_sender_at
     assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Sent { recipients: 4 });
     assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).len() == 1));
 }
+
+#[tokio::test]
+async fn a_call_that_never_connected_is_surely_not_taken_and_the_batch_is_decided_again() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(2), &friends).await;
+    w.line.script([Answer::Refuse(LineError::Unreachable("connection refused".into()))]);
+    assert_eq!(w.send(&c, "s1").await.unwrap(), Sent::Sent { recipients: 2 });
+    let calls = w.line.calls();
+    assert_eq!(calls.len(), 2);
+    assert_ne!(calls[0].0, calls[1].0, "decided again, with a new key: LINE had nothing");
+    assert!(friends.iter().all(|u| w.line.received(u) == 1 && w.store.cap_set(u, &w.month()).len() == 1));
+}
