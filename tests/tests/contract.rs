@@ -505,9 +505,6 @@ async fn a_reservation_round_is_recorded_first_and_a_new_one_waits_for_the_give_
     let attrs = vec!["cap#m2026-11".to_string()];
     assert!(store.lease(&c, 0, "a", NOW, NOW + 60_000).await.unwrap());
     assert!(!store.begin_reserve(&c, &batch, "b", &attrs, NOW).await.unwrap(), "not its lease");
-    assert!(store.transition("c", &c.run, &[State::Sending], State::Paused, None).await.unwrap());
-    assert!(!store.begin_reserve(&c, &batch, "a", &attrs, NOW).await.unwrap(), "the campaign does not send");
-    assert!(store.transition("c", &c.run, &[State::Paused], State::Sending, None).await.unwrap());
     assert!(store.begin_reserve(&c, &batch, "a", &attrs, NOW).await.unwrap());
     let first = store.batch(&c, 0).await.unwrap().unwrap();
     assert_eq!((first.generation, first.reserved, first.cap_attrs.clone()), (1, true, attrs.clone()));

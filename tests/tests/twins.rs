@@ -89,7 +89,6 @@ async fn line_sim(friends: &[String]) -> LineSimFixture {
 /// was sent, so the sender knows LINE has nothing (and decides the batch again), unlike a timeout.
 #[tokio::test]
 async fn a_line_no_connection_reaches_is_unreachable_not_maybe_taken() {
-    use shared::campaign::ports::Multicaster;
     use shared::config::Secret;
     use shared::line::answer::LineError;
     use shared::secrets::{SecretName, Secrets, StaticStore};

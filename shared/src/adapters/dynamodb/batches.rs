@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Update};
 
 use super::attr::{flag, int, n, s, string_set, text, uint};
 use super::call::{conditional, err};
@@ -223,7 +223,7 @@ impl BatchRepo for DynamoCampaigns {
         cap_attrs: &[String],
         now_ms: i64,
     ) -> Result<bool, BackendError> {
-        let mut request = Update::builder();
+        let mut request = self.client.update_item();
         let mut set = "SET gen = :next, reserved = :t, reservedAt = :now".to_string();
         if !cap_attrs.is_empty() {
             set.push_str(", capAttrs = :attrs");
@@ -244,26 +244,9 @@ impl BatchRepo for DynamoCampaigns {
             .expression_attribute_values(":next", n(batch.generation + 1))
             .expression_attribute_values(":t", AttributeValue::Bool(true))
             .expression_attribute_values(":now", n(now_ms))
-            .build()
-            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        // Only while this run is the campaign's and it sends: a sender that read the campaign
-        // before a cancel (or a re-create) reserves nothing.
-        let sending = ConditionCheck::builder()
-            .table_name(&self.campaigns)
-            .set_key(Some(meta_key(&c.id)))
-            .condition_expression("#run = :run AND #state IN (:planning, :sending)")
-            .expression_attribute_names("#run", "run")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":run", s(&c.run))
-            .expression_attribute_values(":planning", s(State::Planning.name()))
-            .expression_attribute_values(":sending", s(State::Sending.name()))
-            .build()
-            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        self.transact(vec![
-            TransactWriteItem::builder().update(batch_update).build(),
-            TransactWriteItem::builder().condition_check(sending).build(),
-        ])
-        .await
+            .send()
+            .await;
+        conditional(batch_update.map(|_| ()), "UpdateItem")
     }
 
     /// Freezes the send list (`mask` over the recipients), the skips and the retry key, before

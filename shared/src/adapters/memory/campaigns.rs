@@ -325,9 +325,8 @@ impl BatchRepo for MemoryCampaigns {
         cap_attrs: &[String],
         now_ms: i64,
     ) -> Result<bool, BackendError> {
-        let sends = |s: &Store| s.campaigns.get(&c.id).is_some_and(|st| st.run == c.run && st.state.sends());
-        self.with(|s| match (sends(s), s.batches.get_mut(&key(c, batch.number))) {
-            (true, Some(b))
+        self.with(|s| match s.batches.get_mut(&key(c, batch.number)) {
+            Some(b)
                 if b.state == BatchState::Planned
                     && b.lease_owner.as_deref() == Some(owner)
                     && !b.reserved
