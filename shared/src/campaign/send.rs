@@ -190,7 +190,9 @@ impl Sender<'_> {
                 return Ok(Sent::Unknown);
             }
             if !maybe_taken && !decided {
-                if let Some(done) = self.decide(c, batch).await? {
+                // (The campaign and the lease are fresh on the first try; a later one reads and
+                // renews them.)
+                if let Some(done) = self.decide(c, batch, attempt > 0).await? {
                     return Ok(done);
                 }
                 decided = true;
@@ -445,10 +447,12 @@ impl Sender<'_> {
     /// checked and reserved under a new generation, the send list frozen with a new retry key,
     /// and the budget taken. Some: the batch ended here (every recipient skipped, or held for the
     /// budget).
-    async fn decide(&self, c: &Campaign, batch: &mut Batch) -> Result<Option<Sent>, Retry> {
+    async fn decide(&self, c: &Campaign, batch: &mut Batch, again: bool) -> Result<Option<Sent>, Retry> {
         give_back(self.store, self.caps, c, batch, self.clock.now_ms()).await?;
-        // (A take of this round that landed after its give-back: a sender whose lease ran out.)
-        self.store.return_budget(c, batch).await?;
+        // (A take of an earlier round left over: a sender whose lease ran out.)
+        if batch.budget.is_some() {
+            self.store.return_budget(c, batch).await?;
+        }
         batch.reserved = false;
         batch.budget = None;
         if batch.state == BatchState::Frozen {
@@ -460,20 +464,23 @@ impl Sender<'_> {
             batch.retry_key = None;
             batch.skips = Skips::default();
         }
-        // A pause or cancel since the batch was picked up (or since its last call) holds it.
-        let now_state = self.store.get(&c.id).await?.filter(|n| n.run == c.run).map(|n| n.state);
-        if now_state.is_none_or(|s| !s.sends()) {
-            let why = format!("campaign is {}", now_state.map_or("gone", |s| s.name()));
-            return self.hold(c, batch, true, why).await.map(Some);
-        }
         let now = self.clock.now_ms();
+        if again {
+            // A pause or cancel since the last call holds the batch; and a full lease for the
+            // round (another sender takes the batch only once it expires).
+            let now_state = self.store.get(&c.id).await?.filter(|n| n.run == c.run).map(|n| n.state);
+            if now_state.is_none_or(|s| !s.sends()) {
+                let why = format!("campaign is {}", now_state.map_or("gone", |s| s.name()));
+                return self.hold(c, batch, true, why).await.map(Some);
+            }
+            if !self.store.lease(c, batch.number, &self.owner, now, now + self.lease.as_millis() as i64).await? {
+                return Err(Retry::Leased);
+            }
+        }
         let demand = Classifier::of(c, now).demand;
         let attrs = demand.attributes();
-        // A full lease for the round (another sender takes the batch only once it expires), and
-        // the round recorded before its first reservation, so every path can give it back.
-        if !self.store.lease(c, batch.number, &self.owner, now, now + self.lease.as_millis() as i64).await?
-            || !self.store.begin_reserve(c, batch, &self.owner, &attrs, now).await?
-        {
+        // The round recorded before its first reservation, so every path can give it back.
+        if !self.store.begin_reserve(c, batch, &self.owner, &attrs, now).await? {
             return Err(Retry::Leased);
         }
         batch.generation += 1;
