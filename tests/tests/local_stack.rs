@@ -347,6 +347,17 @@ async fn a_signed_body_cut_inside_a_utf8_character_gets_a_400_from_the_running_s
 /// cart campaign created, previewed and started with the CLI; the campaign and multicast functions
 /// run under `cargo lambda watch`, fed by the poller. What the preview said is what line-sim
 /// delivered and billed, once per friend; the third campaign of the month stops at the cap.
+/// `users` follow the account (through line-sim's signed webhook) and each adds a tart to their
+/// cart (a signed shop event through `oa`).
+async fn follow_with_open_carts(sim: &line_sim::client::SimClient, users: &[String]) {
+    let follows = users.iter().map(|u| serde_json::json!({ "type": "follow", "userId": u })).collect();
+    assert_eq!(sim.send(None, follows).await.unwrap().status, 200);
+    for u in users {
+        let (ok, out) = oa(&["events", "send", "--type", "add_to_cart", "--user", u, "--property", "sku=tart-1"]);
+        assert!(ok, "{out}");
+    }
+}
+
 #[tokio::test]
 async fn a_cart_campaign_previewed_at_n_messages_reaches_exactly_n_friends_once_and_the_cap_stops_the_third() {
     require_functions();
@@ -362,12 +373,7 @@ async fn a_cart_campaign_previewed_at_n_messages_reaches_exactly_n_friends_once_
     let (buyer, opted_out) = (sample::user_id(), sample::user_id());
     let mut everyone = carts.clone();
     everyone.extend([buyer.clone(), opted_out.clone()]);
-    let follows = everyone.iter().map(|u| serde_json::json!({ "type": "follow", "userId": u })).collect();
-    assert_eq!(sim.send(None, follows).await.unwrap().status, 200);
-    for u in &everyone {
-        let (ok, out) = oa(&["events", "send", "--type", "add_to_cart", "--user", u, "--property", "sku=tart-1"]);
-        assert!(ok, "{out}");
-    }
+    follow_with_open_carts(&sim, &everyone).await;
     let (ok, out) = oa(&["events", "send", "--type", "purchase", "--user", &buyer, "--property", "category=tarts"]);
     assert!(ok, "{out}");
     let (ok, out) = oa(&["suppress", "add", &opted_out]);
@@ -458,12 +464,7 @@ async fn a_campaign_created_again_skips_friends_an_earlier_run_reached_unless_cr
     assert!(ok, "{out}");
     let sim = line_sim::client::SimClient::new(&setting("LINE_API_BASE"));
     let carts: Vec<String> = (0..6).map(|_| sample::user_id()).collect();
-    let follows = carts.iter().map(|u| serde_json::json!({ "type": "follow", "userId": u })).collect();
-    assert_eq!(sim.send(None, follows).await.unwrap().status, 200);
-    for u in &carts {
-        let (ok, out) = oa(&["events", "send", "--type", "add_to_cart", "--user", u, "--property", "sku=tart-1"]);
-        assert!(ok, "{out}");
-    }
+    follow_with_open_carts(&sim, &carts).await;
     let started = std::time::Instant::now();
     while !carts.iter().all(|u| oa(&["tags", "of", u]).1.contains("cart:open")) {
         assert!(started.elapsed() < std::time::Duration::from_secs(20), "the tagger did not tag in 20 s");
