@@ -465,17 +465,17 @@ impl Sender<'_> {
             batch.skips = Skips::default();
         }
         let now = self.clock.now_ms();
-        if again {
-            // A pause or cancel since the last call holds the batch; and a full lease for the
-            // round (another sender takes the batch only once it expires).
-            let now_state = self.store.get(&c.id).await?.filter(|n| n.run == c.run).map(|n| n.state);
-            if now_state.is_none_or(|s| !s.sends()) {
-                let why = format!("campaign is {}", now_state.map_or("gone", |s| s.name()));
-                return self.hold(c, batch, true, why).await.map(Some);
-            }
-            if !self.store.lease(c, batch.number, &self.owner, now, now + self.lease.as_millis() as i64).await? {
-                return Err(Retry::Leased);
-            }
+        // Read under the lease: a pause, a cancel or a re-create since the campaign was read
+        // holds the batch before anything is reserved (a re-create waits while the lease is held).
+        let now_state = self.store.get(&c.id).await?.filter(|n| n.run == c.run).map(|n| n.state);
+        if now_state.is_none_or(|s| !s.sends()) {
+            let why = format!("campaign is {}", now_state.map_or("gone", |s| s.name()));
+            return self.hold(c, batch, true, why).await.map(Some);
+        }
+        // A full lease for the round on a later try (another sender takes the batch only once it
+        // expires); the first try's was just taken.
+        if again && !self.store.lease(c, batch.number, &self.owner, now, now + self.lease.as_millis() as i64).await? {
+            return Err(Retry::Leased);
         }
         let demand = Classifier::of(c, now).demand;
         let attrs = demand.attributes();

@@ -659,3 +659,20 @@ async fn a_call_that_never_connected_is_surely_not_taken_and_the_batch_is_decide
     assert_ne!(calls[0].0, calls[1].0, "decided again, with a new key: LINE had nothing");
     assert!(friends.iter().all(|u| w.line.received(u) == 1 && w.store.cap_set(u, &w.month()).len() == 1));
 }
+
+#[tokio::test]
+async fn a_campaign_recreated_after_the_sender_read_it_gets_no_reservation_from_the_old_run() {
+    let friends = users(2);
+    let w = World::new(&friends);
+    let c = w.campaign("a", Some(1), &friends).await;
+    // The sender read the campaign; then it was cancelled and created again; then the sender
+    // took the lease of the old run's batch.
+    let now = w.clock.now_ms();
+    assert!(w.store.lease(&c, 0, "s1", now, now + 90_000).await.unwrap());
+    w.store.insert(Campaign { run: "a-run-2".into(), state: State::Draft, ..c.clone() });
+    let mut batch = w.store.stored_batch(&c, 0).unwrap();
+    assert!(w.sender("s1").leased(&c, &mut batch).await.is_err(), "the old run holds nothing");
+    assert!(friends.iter().all(|u| w.store.cap_set(u, &w.month()).is_empty()), "nobody reserved");
+    let caps = w.store.friend_caps(&friends, &Classifier::of(&c, now).demand).await.unwrap();
+    assert!(caps.values().all(|f| f.sent.is_empty() && f.last_push.is_none()), "nobody marked as reached");
+}
