@@ -287,7 +287,7 @@ impl Sender<'_> {
             if answer.is_ok() && self.fail(|f| *f == Failpoint::DieAfterLineAccepted).is_some() {
                 return Err(Retry::Died);
             }
-            // LINE's words alone do not decide a monthly limit: its quota endpoints confirm it.
+            // LINE's "monthly limit" decides; another 429 asks its quota endpoints.
             let answer = match answer {
                 Err(e @ (LineError::MonthlyLimit | LineError::RateLimited)) => Err(self.which_429(e, to.len()).await),
                 other => other,
@@ -398,15 +398,19 @@ impl Sender<'_> {
         }
     }
 
-    /// A 429 is the monthly limit only when LINE's quota endpoints say the month is used up
-    /// (this batch would not fit); otherwise it is the rate limit. If they cannot be read, LINE's
-    /// words decide.
+    /// A 429 is the monthly limit when LINE says so ("You have reached your monthly limit."): its
+    /// usage figures lag behind its own refusal, so they cannot overrule it. Any other 429 is the
+    /// monthly limit only when LINE's quota endpoints say the month is used up (this batch would
+    /// not fit), and the rate limit otherwise, or when they cannot be read.
     async fn which_429(&self, said: LineError, recipients: usize) -> LineError {
+        if said == LineError::MonthlyLimit {
+            return said;
+        }
         match self.line.month().await {
             Ok(month) if month.quota.is_some_and(|q| month.used + recipients as u64 > q) => LineError::MonthlyLimit,
             Ok(_) => LineError::RateLimited,
             Err(e) => {
-                tracing::warn!(error = %e, "could not read the month's quota: trusting the 429's message");
+                tracing::warn!(error = %e, "could not read the month's quota: taking the 429 for the rate limit");
                 said
             }
         }

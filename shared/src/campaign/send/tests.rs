@@ -360,23 +360,33 @@ async fn a_batch_settles_once_whoever_else_tries() {
 }
 
 #[tokio::test]
-async fn a_429_is_the_monthly_limit_only_when_the_quota_endpoints_say_so() {
+async fn a_429_is_the_monthly_limit_when_line_says_so_or_its_quota_endpoints_do() {
     let friends = users(2);
     let w = World::new(&friends);
+    // LINE's words say "monthly limit" while its usage lags (the quota shows room): LINE's own
+    // refusal decides, and the campaign pauses on the quota.
     let c = w.campaign("a", Some(2), &friends).await;
-    // LINE's words say "monthly limit", its quota has room: a rate limit, retried.
     w.line.set_quota(Some(1_000));
     w.line.script([Answer::Refuse(LineError::MonthlyLimit)]);
-    assert_eq!(w.send(&c, "s1").await.unwrap(), Sent::Sent { recipients: 2 });
-    assert!(w.pacer.state().cut.is_some(), "the fleet slowed down");
-    // Its words say "rate limit", the month is used up: the campaign pauses on the quota.
+    assert!(matches!(w.send(&c, "s1").await.unwrap(), Sent::Held(_)));
+    let stored = w.store.campaign("a").unwrap();
+    assert_eq!(stored.state, State::Paused);
+    assert!(stored.reason.unwrap().starts_with("quota"));
+    assert_eq!(w.line.received(&friends[0]), 0);
+    // Its words say "rate limit", the month is used up: the quota endpoints decide, it pauses.
     let c = w.campaign("b", None, &friends).await;
-    w.line.set_quota(Some(3));
+    w.line.set_quota(Some(1));
     w.line.script([Answer::Refuse(LineError::RateLimited)]);
     assert!(matches!(w.send(&c, "s2").await.unwrap(), Sent::Held(_)));
     let stored = w.store.campaign("b").unwrap();
     assert_eq!(stored.state, State::Paused);
     assert!(stored.reason.unwrap().starts_with("quota"));
+    // A rate limit with room in the month: retried, and the fleet slows down.
+    let c = w.campaign("c", None, &friends).await;
+    w.line.set_quota(None);
+    w.line.script([Answer::Refuse(LineError::RateLimited)]);
+    assert_eq!(w.send(&c, "s3").await.unwrap(), Sent::Sent { recipients: 2 });
+    assert!(w.pacer.state().cut.is_some(), "the fleet slowed down");
 }
 
 #[tokio::test]
