@@ -26,6 +26,11 @@ use crate::segment::resolve::Cursor;
 #[async_trait]
 pub trait CampaignRepo: Send + Sync {
     async fn get(&self, id: &str) -> Result<Option<Campaign>, BackendError>;
+    /// Only the campaign's current run and state (read before every call to LINE, so a store
+    /// keeps it small and off the counters' and the file's items).
+    async fn state(&self, id: &str) -> Result<Option<(String, State)>, BackendError> {
+        Ok(self.get(id).await?.map(|c| (c.run, c.state)))
+    }
     /// Moves the campaign's `run` from one of `from` to `to` (with `reason`, or none).
     async fn transition(
         &self,

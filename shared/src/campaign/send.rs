@@ -215,7 +215,7 @@ impl Sender<'_> {
                 }
                 self.sleep_until(slot - CHECK_LEAD_US).await;
                 // Right before the call: a pause or cancel since the batch was picked up holds it.
-                let now_state = self.store.get(&c.id).await?.filter(|n| n.run == c.run).map(|n| n.state);
+                let now_state = self.store.state(&c.id).await?.filter(|(run, _)| *run == c.run).map(|(_, s)| s);
                 if now_state.is_none_or(|s| !s.sends()) {
                     let why = format!("campaign is {}", now_state.map_or("gone", |s| s.name()));
                     return self.hold(c, batch, !maybe_taken, why).await;
@@ -471,7 +471,7 @@ impl Sender<'_> {
         let now = self.clock.now_ms();
         // Read under the lease: a pause, a cancel or a re-create since the campaign was read
         // holds the batch before anything is reserved (a re-create waits while the lease is held).
-        let now_state = self.store.get(&c.id).await?.filter(|n| n.run == c.run).map(|n| n.state);
+        let now_state = self.store.state(&c.id).await?.filter(|(run, _)| *run == c.run).map(|(_, s)| s);
         if now_state.is_none_or(|s| !s.sends()) {
             let why = format!("campaign is {}", now_state.map_or("gone", |s| s.name()));
             return self.hold(c, batch, true, why).await.map(Some);

@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem, Update};
 
 use super::attr::{flag, int, n, s, string_set, text, uint};
 use super::call::{conditional, err};
-use super::campaigns::{adds, batch_key, budget_key, meta_key, recipients_key, skip_deltas, DynamoCampaigns};
+use super::campaigns::{batch_key, budget_key, count_update, meta_key, recipients_key, skip_deltas, DynamoCampaigns};
 use crate::adapters::sdk::describe;
 use crate::campaign::batch::{Batch, BatchState, Settlement};
 use crate::campaign::model::{Campaign, Skips, State};
@@ -496,7 +496,6 @@ impl BatchRepo for DynamoCampaigns {
             .set_expression_attribute_values(Some(batch_values))
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        let mut values = HashMap::from([(":run".to_string(), s(&c.run)), (":now".to_string(), n(now_ms))]);
         let mut deltas = vec![
             ("sent", outcome.sent as i64),
             ("failed", outcome.failed as i64),
@@ -504,20 +503,15 @@ impl BatchRepo for DynamoCampaigns {
             ("settled", 1),
         ];
         deltas.extend(skip_deltas("send", &batch.skips));
-        let mut names = HashMap::from([("#run".to_string(), "run".to_string())]);
-        let adds = adds(&deltas, &mut names, &mut values);
-        let mut update = "SET lastSentAt = :now, firstSentAt = if_not_exists(firstSentAt, :now)".to_string();
-        update.push_str(&format!(" ADD {}", adds.join(", ")));
-        let meta_update = Update::builder()
-            .table_name(&self.campaigns)
-            .set_key(Some(meta_key(&c.id)))
-            .update_expression(update)
-            .condition_expression("#run = :run")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .build()
-            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        self.transact_updates([batch_update, meta_update]).await
+        let count_update = count_update(
+            &self.campaigns,
+            c,
+            batch.number,
+            &deltas,
+            "SET lastSentAt = :now, firstSentAt = if_not_exists(firstSentAt, :now)",
+            HashMap::from([(":now".to_string(), n(now_ms))]),
+        )?;
+        self.transact_updates([batch_update, count_update]).await
     }
 
     /// Holds a batch while its campaign is paused or cancelled: its recipients count as held.
@@ -549,20 +543,27 @@ impl BatchRepo for DynamoCampaigns {
             .set_expression_attribute_values(Some(values))
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        let meta_update = Update::builder()
+        // Only while the campaign (this run) is not sending: a check on `meta`, which a hold,
+        // rare, may read in a transaction.
+        let not_sending = ConditionCheck::builder()
             .table_name(&self.campaigns)
             .set_key(Some(meta_key(&c.id)))
-            .update_expression("ADD held :n")
             .condition_expression("#run = :run AND NOT (#state IN (:planning, :sending))")
             .expression_attribute_names("#run", "run")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":planning", s(State::Planning.name()))
             .expression_attribute_values(":sending", s(State::Sending.name()))
-            .expression_attribute_values(":n", n(batch.to.len()))
             .expression_attribute_values(":run", s(&c.run))
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        self.transact_updates([batch_update, meta_update]).await
+        let held = [("held", batch.to.len() as i64)];
+        let count_update = count_update(&self.campaigns, c, batch.number, &held, "", HashMap::new())?;
+        self.transact(vec![
+            TransactWriteItem::builder().update(batch_update).build(),
+            TransactWriteItem::builder().condition_check(not_sending).build(),
+            TransactWriteItem::builder().update(count_update).build(),
+        ])
+        .await
     }
 
     /// Takes a held batch back to where it was held from; its recipients stop counting as held.
@@ -579,17 +580,9 @@ impl BatchRepo for DynamoCampaigns {
             .expression_attribute_values(":held", s(BatchState::Held.name()))
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        let meta_update = Update::builder()
-            .table_name(&self.campaigns)
-            .set_key(Some(meta_key(&c.id)))
-            .update_expression("ADD held :n")
-            .condition_expression("#run = :run")
-            .expression_attribute_names("#run", "run")
-            .expression_attribute_values(":n", n(-(batch.to.len() as i64)))
-            .expression_attribute_values(":run", s(&c.run))
-            .build()
-            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        self.transact_updates([batch_update, meta_update]).await
+        let held = [("held", -(batch.to.len() as i64))];
+        let count_update = count_update(&self.campaigns, c, batch.number, &held, "", HashMap::new())?;
+        self.transact_updates([batch_update, count_update]).await
     }
 
     /// A person's decision on a batch whose outcome is unknown: `delivered` (LINE's statistics
@@ -619,19 +612,9 @@ impl BatchRepo for DynamoCampaigns {
             .expression_attribute_values(":now", n(now_ms))
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        let meta_update = Update::builder()
-            .table_name(&self.campaigns)
-            .set_key(Some(meta_key(&c.id)))
-            .update_expression(format!("ADD #unknown :minus, {} :n", if delivered { "sent" } else { "failed" }))
-            .condition_expression("#run = :run")
-            .expression_attribute_names("#run", "run")
-            .expression_attribute_names("#unknown", "unknown")
-            .expression_attribute_values(":minus", n(-n_to))
-            .expression_attribute_values(":n", n(n_to))
-            .expression_attribute_values(":run", s(&c.run))
-            .build()
-            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
-        self.transact_updates([batch_update, meta_update]).await
+        let deltas = [("unknown", -n_to), (if delivered { "sent" } else { "failed" }, n_to)];
+        let count_update = count_update(&self.campaigns, c, batch.number, &deltas, "", HashMap::new())?;
+        self.transact_updates([batch_update, count_update]).await
     }
 }
 

@@ -3,11 +3,20 @@
 //! the caps and opt-outs in [`super::caps`].
 //!
 //! Campaigns table (key `pk`, `sk`):
-//! - `c#<id>` / `meta`: the campaign: its file (the segment in `expression`), `run` (new at every create: ids are reused, runs are
-//!   not), state and reason, the caps and time zone taken at start, the planner's checkpoint
-//!   (`planPage`, `cursor`, `planDone`, `lastBatch`) and the counters ([`crate::campaign::model::Counters`]), each an
-//!   attribute changed with `ADD` in the same transaction as the batch it counts. `kind` =
-//!   `campaign` puts it in the `byKind` index (keys only) that `oa campaign list` reads.
+//! - `c#<id>` / `meta`: the campaign's small state, read before every call to LINE: `run` (new at
+//!   every create: ids are reused, runs are not), state and reason, the caps, time zone and policy
+//!   taken at start, and the planner's checkpoint (`planPage`, `cursor`, `planDone`, `lastBatch`).
+//!   `kind` = `campaign` puts it in the `byKind` index (keys only) that `oa campaign list` reads.
+//!   No settle writes it: under a kilobyte, it is read for one unit.
+//! - `c#<id>` / `run#<run>#file`: what a run never changes (the segment in `expression`, the
+//!   messages, the file as written in `source`) and the last preview: read by the planner and at
+//!   the start of a sender's invocation, never on the per-batch path.
+//! - `c#<id>` / `run#<run>#n#<00..15>`: the run's counters ([`crate::campaign::model::Counters`]),
+//!   sharded by batch number ([`COUNTER_SHARDS`]); each is changed with `ADD` in the same
+//!   transaction as the batch it counts (or the page, for the planner's), and a campaign's counters
+//!   are their sum. Small, so a settle costs 2 write units on it wherever the campaign is.
+//!   (A campaign written before the shards kept its counters and file on `meta`: they are read
+//!   and added in, see `docs/campaigns.md`, "Upgrading a deployed stack".)
 //! - `c#<id>` / `r#<run>#<n>`: batch n's recipients (at most 500) and the friends drawn into the
 //!   holdout on its page, written once by the planner and never changed.
 //! - `c#<id>` / `b#<run>#<n>`: batch n's state: `planned` → `frozen` (with the send list as a bitmap
@@ -26,7 +35,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use serde_json::Value;
 
@@ -59,31 +68,28 @@ pub(super) fn recipients_key(id: &str, run: &str, number: u32) -> HashMap<String
     HashMap::from([("pk".into(), s(&format!("c#{id}"))), ("sk".into(), s(&format!("r#{run}#{number:06}")))])
 }
 
-/// Attribute names of the counters.
-const COUNTERS: [&str; 19] = [
-    "segment",
-    "holdout",
-    "planSkipCap",
-    "planSkipBudget",
-    "planSkipSuppressed",
-    "planSkipBlocked",
-    "planSkipAlreadySent",
-    "planned",
-    "sent",
-    "skipCap",
-    "skipBudget",
-    "skipSuppressed",
-    "skipBlocked",
-    "skipAlreadySent",
-    "failed",
-    "held",
-    "unknown",
-    "batches",
-    "settled",
-];
+/// Counter items per run. A settle adds to the shard of its batch number, so the batches sent
+/// side by side (consecutive numbers) write different items: at LINE's 200 multicasts a second,
+/// each shard takes about 13 settles a second, far from one item's 1,000 write units and rarely
+/// in two transactions at once.
+pub const COUNTER_SHARDS: u32 = 16;
 
-fn counters_of(item: &Item) -> Counters {
-    let u = |k: &str| uint(item, k);
+/// What run `run` never changes: its file and messages, and the last preview.
+pub(super) fn file_key(id: &str, run: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".into(), s(&format!("c#{id}"))), ("sk".into(), s(&format!("run#{run}#file")))])
+}
+
+/// The counter shard batch (or page) `number` of run `run` counts on.
+pub(super) fn counter_key(id: &str, run: &str, number: u32) -> HashMap<String, AttributeValue> {
+    let shard = number % COUNTER_SHARDS;
+    HashMap::from([("pk".into(), s(&format!("c#{id}"))), ("sk".into(), s(&format!("run#{run}#n#{shard:02}")))])
+}
+
+/// The counters summed over `items` (the shards, and `meta` of a campaign from before them). A
+/// shard may hold a negative count (an old campaign's unknown batch resolved on a shard): only the
+/// sum is a count.
+fn counters_of(items: &[&Item]) -> Counters {
+    let u = |k: &str| items.iter().map(|i| int(i, k).unwrap_or(0)).sum::<i64>().max(0) as u64;
     Counters {
         segment: u("segment"),
         holdout: u("holdout"),
@@ -147,39 +153,73 @@ pub(super) fn skip_deltas(prefix: &'static str, skips: &Skips) -> Vec<(&'static 
     Skip::ALL.iter().map(|w| (name(*w), skips.get(*w) as i64)).collect()
 }
 
-fn campaign_from_item(item: &Item) -> Option<Campaign> {
-    let json = |k: &str| text(item, k).and_then(|t| serde_json::from_str::<Value>(t).ok());
+/// The campaign from its `meta` item, its run's `file` item and counter shards. Without a file
+/// item (a campaign from before it), the file and counters are read from `meta`.
+fn campaign_from_items(meta: &Item, file: Option<&Item>, shards: &[&Item]) -> Option<Campaign> {
+    let body = file.unwrap_or(meta);
+    let json = |item: &Item, k: &str| text(item, k).and_then(|t| serde_json::from_str::<Value>(t).ok());
+    let mut counted: Vec<&Item> = shards.to_vec();
+    counted.push(meta);
+    let first_sent = counted.iter().filter_map(|i| int(i, "firstSentAt")).min();
+    let last_sent = counted.iter().filter_map(|i| int(i, "lastSentAt")).max();
     Some(Campaign {
-        id: text(item, "id")?.to_string(),
-        run: text(item, "run")?.to_string(),
-        name: text(item, "name").unwrap_or_default().to_string(),
-        segment: text(item, "expression").unwrap_or_default().to_string(),
-        messages: json("messages").and_then(|v| v.as_array().cloned()).unwrap_or_default(),
-        holdout_bps: uint(item, "holdoutBps") as u32,
-        budget: int(item, "budget").map(|b| b.max(0) as u64),
-        transactional: flag(item, "transactional"),
-        not_before_ms: int(item, "notBefore").unwrap_or(0),
-        state: text(item, "state").and_then(State::parse)?,
-        reason: text(item, "reason").map(str::to_string),
-        source: text(item, "source").unwrap_or_default().to_string(),
-        created_at_ms: int(item, "createdAt").unwrap_or(0),
-        started_at_ms: int(item, "startedAt"),
-        first_sent_at_ms: int(item, "firstSentAt"),
-        last_sent_at_ms: int(item, "lastSentAt"),
-        caps: json("caps").and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default(),
-        timezone: text(item, "timezone").unwrap_or("UTC").to_string(),
-        plan_page: uint(item, "planPage") as u32,
-        cursor: json("cursor").and_then(|v| serde_json::from_value(v).ok()),
-        plan_done: flag(item, "planDone"),
-        last_batch: int(item, "lastBatch").map(|b| b as u32),
-        counters: counters_of(item),
-        preview: json("preview"),
-        batch_size: int(item, "batchSize").map_or(MAX_BATCH, |b| b.clamp(1, i64::from(MAX_BATCH)) as u32),
-        aggregation_unit: text(item, "aggregationUnit").map(str::to_string),
-        resend: flag(item, "resend"),
-        policy: json("policy").and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default(),
-        resume_at_ms: int(item, "resumeAt"),
+        id: text(meta, "id")?.to_string(),
+        run: text(meta, "run")?.to_string(),
+        name: text(meta, "name").unwrap_or_default().to_string(),
+        segment: text(body, "expression").unwrap_or_default().to_string(),
+        messages: json(body, "messages").and_then(|v| v.as_array().cloned()).unwrap_or_default(),
+        holdout_bps: uint(meta, "holdoutBps") as u32,
+        budget: int(meta, "budget").map(|b| b.max(0) as u64),
+        transactional: flag(meta, "transactional"),
+        not_before_ms: int(meta, "notBefore").unwrap_or(0),
+        state: text(meta, "state").and_then(State::parse)?,
+        reason: text(meta, "reason").map(str::to_string),
+        source: text(body, "source").unwrap_or_default().to_string(),
+        created_at_ms: int(meta, "createdAt").unwrap_or(0),
+        started_at_ms: int(meta, "startedAt"),
+        first_sent_at_ms: first_sent,
+        last_sent_at_ms: last_sent,
+        caps: json(meta, "caps").and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default(),
+        timezone: text(meta, "timezone").unwrap_or("UTC").to_string(),
+        plan_page: uint(meta, "planPage") as u32,
+        cursor: json(meta, "cursor").and_then(|v| serde_json::from_value(v).ok()),
+        plan_done: flag(meta, "planDone"),
+        last_batch: int(meta, "lastBatch").map(|b| b as u32),
+        counters: counters_of(&counted),
+        preview: json(body, "preview").or_else(|| json(meta, "preview")),
+        batch_size: int(meta, "batchSize").map_or(MAX_BATCH, |b| b.clamp(1, i64::from(MAX_BATCH)) as u32),
+        aggregation_unit: text(meta, "aggregationUnit").map(str::to_string),
+        resend: flag(meta, "resend"),
+        policy: json(meta, "policy").and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default(),
+        resume_at_ms: int(meta, "resumeAt"),
     })
+}
+
+/// An update of the counter shard of batch (or page) `number`: `deltas` added, `set` clauses
+/// (with their values in `values`) set. No condition: the batch (or page) written in the same
+/// transaction carries it.
+pub(super) fn count_update(
+    table: &str,
+    c: &Campaign,
+    number: u32,
+    deltas: &[(&str, i64)],
+    set: &str,
+    mut values: HashMap<String, AttributeValue>,
+) -> Result<Update, BackendError> {
+    let mut names = HashMap::new();
+    let adds = adds(deltas, &mut names, &mut values);
+    let mut update = set.to_string();
+    if !adds.is_empty() {
+        update.push_str(&format!(" ADD {}", adds.join(", ")));
+    }
+    Update::builder()
+        .table_name(table)
+        .set_key(Some(counter_key(&c.id, &c.run, number)))
+        .update_expression(update.trim())
+        .set_expression_attribute_names((!names.is_empty()).then_some(names))
+        .set_expression_attribute_values((!values.is_empty()).then_some(values))
+        .build()
+        .map_err(|e| err("TransactWriteItems", e.to_string()))
 }
 
 /// Campaigns, their batches and the friends' caps in DynamoDB (the campaigns and users tables).
@@ -216,6 +256,53 @@ impl DynamoCampaigns {
         call::transact(&self.client, &self.meter, actions).await
     }
 
+    /// The campaign's `meta` item, strongly consistent.
+    async fn meta(&self, id: &str) -> Result<Option<Item>, BackendError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| err("GetItem", describe(&e)))?;
+        Ok(out.item)
+    }
+
+    /// Run `run`'s items whose sort key begins with `run#<run>#<prefix>`, strongly consistent.
+    async fn run_items(&self, id: &str, run: &str, prefix: &str) -> Result<Vec<Item>, BackendError> {
+        let mut items = vec![];
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.campaigns)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(&format!("c#{id}")))
+                .expression_attribute_values(":prefix", s(&format!("run#{run}#{prefix}")))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| err("Query", describe(&e)))?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// The run's counters now (the shards', and an old campaign's on `meta`).
+    async fn counted(&self, meta: &Item, id: &str, run: &str) -> Result<Counters, BackendError> {
+        let shards = self.run_items(id, run, "n#").await?;
+        let mut items: Vec<&Item> = shards.iter().collect();
+        items.push(meta);
+        Ok(counters_of(&items))
+    }
+
     /// A transaction of updates only (an item and the counters or budget it moves).
     pub(super) async fn transact_updates(
         &self,
@@ -228,16 +315,33 @@ impl DynamoCampaigns {
 #[async_trait]
 impl CampaignRepo for DynamoCampaigns {
     async fn get(&self, id: &str) -> Result<Option<Campaign>, BackendError> {
+        let Some(meta) = self.meta(id).await? else { return Ok(None) };
+        let Some(run) = text(&meta, "run") else { return Ok(None) };
+        let items = self.run_items(id, run, "").await?;
+        let file_sk = format!("run#{run}#file");
+        let file = items.iter().find(|i| text(i, "sk") == Some(file_sk.as_str()));
+        let shards: Vec<&Item> = items.iter().filter(|i| text(i, "sk") != Some(file_sk.as_str())).collect();
+        Ok(campaign_from_items(&meta, file, &shards))
+    }
+
+    /// Only the `meta` item's run and state: one read unit, on the path of every call to LINE.
+    async fn state(&self, id: &str) -> Result<Option<(String, State)>, BackendError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.campaigns)
             .set_key(Some(meta_key(id)))
+            .projection_expression("#run, #state")
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_names("#state", "state")
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| err("GetItem", describe(&e)))?;
-        Ok(out.item.as_ref().and_then(campaign_from_item))
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|i| Some((text(i, "run")?.to_string(), text(i, "state").and_then(State::parse)?))))
     }
 
     /// Moves the campaign's `run` from one of `from` to `to` (with `reason`, or none). False: it
@@ -345,12 +449,11 @@ impl CampaignRepo for DynamoCampaigns {
             ("batches", i64::from(has_batch)),
         ];
         deltas.extend(skip_deltas("plan", &page.skipped));
-        let mut names = HashMap::from([
+        let names = HashMap::from([
             ("#state".to_string(), "state".to_string()),
             ("#run".to_string(), "run".to_string()),
             ("#cursor".to_string(), "cursor".to_string()),
         ]);
-        let adds = adds(&deltas, &mut names, &mut values);
         let mut set = vec!["planPage = :next", "planDone = :done"];
         if let Some(cursor) = next {
             {
@@ -367,9 +470,6 @@ impl CampaignRepo for DynamoCampaigns {
             set.push("#state = :sending");
         }
         let mut update_expression = format!("SET {}", set.join(", "));
-        if !adds.is_empty() {
-            update_expression.push_str(&format!(" ADD {}", adds.join(", ")));
-        }
         if next.is_none() {
             update_expression.push_str(" REMOVE #cursor");
         }
@@ -383,6 +483,10 @@ impl CampaignRepo for DynamoCampaigns {
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
         let mut actions = vec![TransactWriteItem::builder().update(meta).build()];
+        if deltas.iter().any(|(_, d)| *d != 0) {
+            let count = count_update(&self.campaigns, c, number, &deltas, "", HashMap::new())?;
+            actions.push(TransactWriteItem::builder().update(count).build());
+        }
         if has_batch {
             let mut recipients = recipients_key(&c.id, &c.run, number);
             recipients.insert("to".into(), s(&page.to.join(",")));
@@ -418,34 +522,43 @@ impl CampaignRepo for DynamoCampaigns {
 
     /// Marks the campaign done (or needing attention, when some outcomes are unknown) once
     /// planning finished and every batch settled. True: this call changed it.
+    ///
+    /// The counters are summed before the conditional update on `meta`: once planning is done the
+    /// number of batches is final and a settled batch never unsettles, so a sum that shows every
+    /// batch settled stays true. (An unknown outcome resolved in between leaves the campaign
+    /// needing attention with none unknown: the sweep's `done_when_resolved` finishes it.)
     async fn finish_if_done(&self, c: &Campaign) -> Result<bool, BackendError> {
-        for (to, unknown) in [(State::Done, "#unknown = :zero"), (State::NeedsAttention, "#unknown > :zero")] {
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.campaigns)
-                .set_key(Some(meta_key(&c.id)))
-                .update_expression("SET #state = :to, doneAt = :now")
-                .condition_expression(format!(
-                    "#run = :run AND planDone = :t AND settled = batches AND #state IN (:planning, :sending) AND {unknown}"
-                ))
-                .expression_attribute_names("#state", "state")
-                .expression_attribute_names("#run", "run")
-                .expression_attribute_names("#unknown", "unknown")
-                .expression_attribute_values(":to", s(to.name()))
-                .expression_attribute_values(":now", n(crate::ports::Clock::now_ms(&crate::ports::SystemClock)))
-                .expression_attribute_values(":run", s(&c.run))
-                .expression_attribute_values(":t", AttributeValue::Bool(true))
-                .expression_attribute_values(":zero", n(0))
-                .expression_attribute_values(":planning", s(State::Planning.name()))
-                .expression_attribute_values(":sending", s(State::Sending.name()))
-                .send()
-                .await;
-            if conditional(result.map(|_| ()), "UpdateItem")? {
-                return Ok(true);
-            }
+        let Some(meta) = self.meta(&c.id).await? else { return Ok(false) };
+        let state = text(&meta, "state").and_then(State::parse);
+        if text(&meta, "run") != Some(c.run.as_str())
+            || !flag(&meta, "planDone")
+            || !matches!(state, Some(State::Planning | State::Sending))
+        {
+            return Ok(false);
         }
-        Ok(false)
+        let counted = self.counted(&meta, &c.id, &c.run).await?;
+        if counted.settled < counted.batches {
+            return Ok(false);
+        }
+        let to = if counted.unknown > 0 { State::NeedsAttention } else { State::Done };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.campaigns)
+            .set_key(Some(meta_key(&c.id)))
+            .update_expression("SET #state = :to, doneAt = :now")
+            .condition_expression("#run = :run AND planDone = :t AND #state IN (:planning, :sending)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_values(":to", s(to.name()))
+            .expression_attribute_values(":now", n(crate::ports::Clock::now_ms(&crate::ports::SystemClock)))
+            .expression_attribute_values(":run", s(&c.run))
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":planning", s(State::Planning.name()))
+            .expression_attribute_values(":sending", s(State::Sending.name()))
+            .send()
+            .await;
+        conditional(result.map(|_| ()), "UpdateItem")
     }
 }
 
@@ -468,14 +581,11 @@ impl CampaignAdmin for DynamoCampaigns {
             ("id", s(&file.id)),
             ("run", s(&run)),
             ("name", s(&file.name)),
-            ("expression", s(&file.segment)),
-            ("messages", s(&messages)),
             ("holdoutBps", n(file.holdout)),
             ("transactional", AttributeValue::Bool(file.transactional)),
             ("resend", AttributeValue::Bool(resend)),
             ("notBefore", n(file.schedule.not_before_ms())),
             ("state", s(State::Draft.name())),
-            ("source", s(source)),
             ("createdAt", n(now_ms)),
             ("planPage", n(0)),
             ("batchSize", n(file.batch_size)),
@@ -488,12 +598,7 @@ impl CampaignAdmin for DynamoCampaigns {
         if let Some(unit) = &file.aggregation_unit {
             item.insert("aggregationUnit".into(), s(unit));
         }
-        for c in COUNTERS {
-            item.insert(c.into(), n(0));
-        }
-        let result = self
-            .client
-            .put_item()
+        let meta = Put::builder()
             .table_name(&self.campaigns)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk) OR #state IN (:draft, :cancelled, :done)")
@@ -501,15 +606,24 @@ impl CampaignAdmin for DynamoCampaigns {
             .expression_attribute_values(":draft", s(State::Draft.name()))
             .expression_attribute_values(":cancelled", s(State::Cancelled.name()))
             .expression_attribute_values(":done", s(State::Done.name()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Created::Created { run }),
-            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
-                let state = self.get(&file.id).await?.map_or(State::Draft, |c| c.state);
-                Ok(Created::InUse { state })
-            }
-            Err(e) => Err(err("PutItem", describe(&e))),
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let mut body = file_key(&file.id, &run);
+        for (k, v) in [("expression", s(&file.segment)), ("messages", s(&messages)), ("source", s(source))] {
+            body.insert(k.into(), v);
+        }
+        let body = Put::builder()
+            .table_name(&self.campaigns)
+            .set_item(Some(body))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))?;
+        let actions =
+            vec![TransactWriteItem::builder().put(meta).build(), TransactWriteItem::builder().put(body).build()];
+        if self.transact(actions).await? {
+            Ok(Created::Created { run })
+        } else {
+            let state = self.get(&file.id).await?.map_or(State::Draft, |c| c.state);
+            Ok(Created::InUse { state })
         }
     }
 
@@ -542,11 +656,10 @@ impl CampaignAdmin for DynamoCampaigns {
             .expression_attribute_values(":caps", s(&caps))
             .expression_attribute_values(":tz", s(settings.timezone.name()))
             .expression_attribute_values(":policy", s(&policy))
-            .return_values(ReturnValue::AllNew)
             .send()
             .await;
         match result {
-            Ok(out) => Ok(out.attributes.as_ref().and_then(campaign_from_item)),
+            Ok(_) => self.get(id).await,
             Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => Ok(None),
             Err(e) => Err(err("UpdateItem", describe(&e))),
         }
@@ -588,35 +701,46 @@ impl CampaignAdmin for DynamoCampaigns {
         Ok(out)
     }
 
+    /// On the current run's file item (on `meta` for a campaign from before it).
     async fn save_preview(&self, id: &str, preview: &Value) -> Result<(), BackendError> {
-        self.client
-            .update_item()
-            .table_name(&self.campaigns)
-            .set_key(Some(meta_key(id)))
-            .update_expression("SET preview = :p")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":p", s(&preview.to_string()))
-            .send()
-            .await
-            .map_err(|e| err("UpdateItem", describe(&e)))?;
-        Ok(())
+        let Some((run, _)) = self.state(id).await? else {
+            return Err(err("UpdateItem", format!("campaign {id} does not exist")));
+        };
+        for key in [file_key(id, &run), meta_key(id)] {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.campaigns)
+                .set_key(Some(key))
+                .update_expression("SET preview = :p")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_values(":p", s(&preview.to_string()))
+                .send()
+                .await;
+            if conditional(result.map(|_| ()), "UpdateItem")? {
+                return Ok(());
+            }
+        }
+        Err(err("UpdateItem", format!("campaign {id} does not exist")))
     }
 
     /// Needs attention → done once no outcome is unknown any more.
     async fn done_when_resolved(&self, c: &Campaign) -> Result<bool, BackendError> {
+        let Some(meta) = self.meta(&c.id).await? else { return Ok(false) };
+        if text(&meta, "run") != Some(c.run.as_str()) || self.counted(&meta, &c.id, &c.run).await?.unknown > 0 {
+            return Ok(false);
+        }
         let result = self
             .client
             .update_item()
             .table_name(&self.campaigns)
             .set_key(Some(meta_key(&c.id)))
             .update_expression("SET #state = :done REMOVE reason")
-            .condition_expression("#run = :run AND #state = :needs AND #unknown = :zero")
+            .condition_expression("#run = :run AND #state = :needs")
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#run", "run")
-            .expression_attribute_names("#unknown", "unknown")
             .expression_attribute_values(":done", s(State::Done.name()))
             .expression_attribute_values(":needs", s(State::NeedsAttention.name()))
-            .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":run", s(&c.run))
             .send()
             .await;
