@@ -626,6 +626,53 @@ async fn a_push_that_went_out_late_moves_the_last_push_to_then(f: &dyn Fixture) 
     assert_eq!(last_push(store, &friend, NOW).await, Some((3_600_000, "a~1".to_string())), "not b's push");
 }
 
+/// A friend's item keeps only the cap periods that may still count: each reservation removes the
+/// ones that ended days before, recent ones in its own update and older ones (a long pause) after.
+async fn past_periods_go_as_a_friend_is_reserved(f: &dyn Fixture) {
+    let store = f.store();
+    let caps = [Period::Day, Period::Week, Period::Month].map(|per| Cap { per, max: 2 });
+    let at = |member: &str, ms: i64| Demand::new(member.into(), &caps, &Zone::default(), false, 0, ms);
+    let (friend, paused) = (user(1), user(2));
+    f.follow(&friend).await;
+    f.follow(&paused).await;
+    let (a, old) = (at("a~1", NOW), at("o~1", NOW - 200 * DAY_MS));
+    assert_eq!(store.reserve(&friend, &a, NOW).await.unwrap(), Reservation::Reserved);
+    assert_eq!(store.reserve(&paused, &old, NOW - 200 * DAY_MS).await.unwrap(), Reservation::Reserved);
+    // Ten days on (the day and the week are past, the month still counts), then two months on.
+    for (days, gone, kept) in [(10, 2, 1), (60, 3, 0)] {
+        let later = at(&format!("b{days}~1"), NOW + days * DAY_MS);
+        assert_eq!(store.reserve(&friend, &later, NOW + days * DAY_MS).await.unwrap(), Reservation::Reserved);
+        let seen = store.friend_caps(std::slice::from_ref(&friend), &looking_at(&a.attributes())).await.unwrap();
+        let left = |m: &str| {
+            a.attributes()
+                .iter()
+                .filter(|p| seen[&friend].sets.get(*p).is_some_and(|s| s.iter().any(|x| x == m)))
+                .count()
+        };
+        assert_eq!((3 - left("a~1"), left("a~1")), (gone, kept), "{days} days on");
+        let now = store.friend_caps(std::slice::from_ref(&friend), &later).await.unwrap();
+        assert!(
+            later.attributes().iter().all(|p| now[&friend].sets[p].contains(&later.member)),
+            "the current periods are kept"
+        );
+    }
+    // A friend reserved again after 200 days loses every period of then.
+    let b = at("b~1", NOW);
+    assert_eq!(store.reserve(&paused, &b, NOW).await.unwrap(), Reservation::Reserved);
+    let seen = store.friend_caps(std::slice::from_ref(&paused), &looking_at(&old.attributes())).await.unwrap();
+    assert!(
+        old.attributes().iter().all(|p| seen[&paused].sets.get(p).is_none_or(Vec::is_empty)),
+        "{:?}",
+        seen[&paused].sets
+    );
+    // Giving back a push whose periods were removed removes nothing more and brings none back.
+    store.release(&paused, &old, &old.attributes()).await.unwrap();
+    let seen = store.friend_caps(std::slice::from_ref(&paused), &looking_at(&old.attributes())).await.unwrap();
+    assert!(old.attributes().iter().all(|p| seen[&paused].sets.get(p).is_none_or(Vec::is_empty)));
+    let now = store.friend_caps(std::slice::from_ref(&paused), &b).await.unwrap();
+    assert!(b.attributes().iter().all(|p| now[&paused].sets[p] == vec!["b~1".to_string()]));
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod in_memory {
@@ -668,4 +715,5 @@ contract!(
     a_stale_give_back_touches_nothing_of_a_later_round,
     a_later_run_of_a_campaign_skips_friends_an_earlier_one_reached,
     a_push_that_went_out_late_moves_the_last_push_to_then,
+    past_periods_go_as_a_friend_is_reserved,
 );

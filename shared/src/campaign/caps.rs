@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::file::Cap;
-use super::model::{cap_slots, Skip};
+use super::model::{cap_slots, is_past_period, past_periods, Skip};
 use crate::rules::window::Zone;
 
 /// A friend as the cap check sees them.
@@ -41,6 +41,13 @@ pub struct Demand {
     pub run_member: String,
     /// Created with `--resend`: marked, not checked.
     pub resend: bool,
+    /// Cap periods that ended days ago: removed in the same update that reserves a friend, so
+    /// the item (billed on its whole size at every update) does not grow period by period.
+    pub past: Vec<String>,
+    /// When the demand was made (which periods are past is measured from it).
+    pub at_ms: i64,
+    /// Its time zone's name.
+    pub zone: String,
 }
 
 impl Demand {
@@ -48,7 +55,24 @@ impl Demand {
         let at = jiff::Timestamp::from_millisecond(now_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let slots = if transactional { BTreeMap::new() } else { cap_slots(caps, at, zone) };
         let min_gap_ms = if transactional { 0 } else { min_gap_ms };
-        Demand { run_member: member.clone(), member, slots, transactional, min_gap_ms, campaign: None, resend: false }
+        Demand {
+            run_member: member.clone(),
+            member,
+            slots,
+            transactional,
+            min_gap_ms,
+            campaign: None,
+            resend: false,
+            past: past_periods(now_ms, zone),
+            at_ms: now_ms,
+            zone: zone.name().to_string(),
+        }
+    }
+
+    /// Whether the friend's attribute `attribute` is a cap period that ended days before the
+    /// demand (one to remove).
+    pub fn is_past(&self, attribute: &str) -> bool {
+        self.at_ms > 0 && is_past_period(attribute, self.at_ms, &Zone::parse(&self.zone).unwrap_or_default())
     }
 
     /// Checked and marked against earlier runs of campaign `id` (unless `resend`).

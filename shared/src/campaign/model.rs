@@ -237,6 +237,52 @@ pub fn period_attribute(period: Period, at: Timestamp, zone: &Zone) -> String {
 }
 
 /// The caps in force at `at`: each cap's attribute and its most campaigns.
+/// How long after a cap period ends its attribute is removed: longer than any two time zones are
+/// apart, so no campaign of the account (each with the time zone it started with) still counts
+/// it.
+pub const PRUNE_AFTER_MS: i64 = 3 * 24 * 3_600_000;
+
+/// The periods of each kind a reservation at `now_ms` removes from a friend's item as it goes:
+/// the 7 days, 3 weeks and 2 months before the ones that ended [`PRUNE_AFTER_MS`] ago or later.
+/// (A friend pushed again after a longer pause keeps older ones: the store removes those it
+/// finds after the update, see [`is_past_period`].)
+pub fn past_periods(now_ms: i64, zone: &Zone) -> Vec<String> {
+    let base = Timestamp::from_millisecond(now_ms - PRUNE_AFTER_MS).unwrap_or(Timestamp::UNIX_EPOCH);
+    let date = base.to_zoned(zone.tz().clone()).date();
+    let mut out = vec![];
+    for k in 1..=7i64 {
+        if let Ok(d) = date.checked_sub(jiff::Span::new().days(k)) {
+            out.push(format!("cap#d{:04}-{:02}-{:02}", d.year(), d.month(), d.day()));
+        }
+    }
+    for k in 1..=3i64 {
+        if let Ok(d) = date.checked_sub(jiff::Span::new().days(7 * k)) {
+            let week = d.iso_week_date();
+            out.push(format!("cap#w{:04}-{:02}", week.year(), week.week()));
+        }
+    }
+    let months = i32::from(date.year()) * 12 + i32::from(date.month()) - 1;
+    for k in 1..=2 {
+        let m = months - k;
+        out.push(format!("cap#m{:04}-{:02}", m.div_euclid(12), m.rem_euclid(12) + 1));
+    }
+    out
+}
+
+/// Whether `attribute` is a cap period that ended [`PRUNE_AFTER_MS`] or more before `now_ms`:
+/// earlier (in the attribute's own order, which is time's) than the period of its kind then.
+pub fn is_past_period(attribute: &str, now_ms: i64, zone: &Zone) -> bool {
+    let base = Timestamp::from_millisecond(now_ms - PRUNE_AFTER_MS).unwrap_or(Timestamp::UNIX_EPOCH);
+    let period = match attribute.get(..5) {
+        Some("cap#m") => Period::Month,
+        Some("cap#w") => Period::Week,
+        Some("cap#d") => Period::Day,
+        _ => return false,
+    };
+    let then = period_attribute(period, base, zone);
+    attribute.len() == then.len() && attribute < then.as_str()
+}
+
 pub fn cap_slots(caps: &[Cap], at: Timestamp, zone: &Zone) -> BTreeMap<String, u32> {
     caps.iter().map(|c| (period_attribute(c.per, at, zone), c.max)).collect()
 }
@@ -434,5 +480,26 @@ mod tests {
         assert_eq!(period_attribute(Period::Day, at, &zone), "cap#d2026-12-01");
         assert_eq!(period_attribute(Period::Week, at, &zone), "cap#w2026-49");
         assert_eq!(period_attribute(Period::Month, at, &Zone::default()), "cap#m2026-11");
+    }
+
+    #[test]
+    fn past_periods_are_the_ones_that_ended_three_days_before() {
+        // 2027-01-05T12:00Z: three days before is 2027-01-02 (ISO week 2026-53).
+        let now = 1_799_150_400_000;
+        let zone = Zone::default();
+        let past = past_periods(now, &zone);
+        assert_eq!(past.len(), 12);
+        assert!(past.contains(&"cap#d2027-01-01".to_string()));
+        assert!(past.contains(&"cap#d2026-12-26".to_string()));
+        assert!(!past.contains(&"cap#d2027-01-02".to_string()));
+        assert!(past.contains(&"cap#w2026-52".to_string()));
+        assert!(!past.contains(&"cap#w2026-53".to_string()));
+        assert!(past.contains(&"cap#m2026-12".to_string()) && past.contains(&"cap#m2026-11".to_string()));
+        assert!(past.iter().all(|a| is_past_period(a, now, &zone)));
+        for current in ["cap#d2027-01-05", "cap#d2027-01-02", "cap#w2027-01", "cap#m2027-01", "sent#x", "cap#m"] {
+            assert!(!is_past_period(current, now, &zone), "{current}");
+        }
+        assert!(is_past_period("cap#d2025-03-01", now, &zone));
+        assert!(is_past_period("cap#w2025-09", now, &zone));
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity, ReturnValue};
 
 use super::attr::{int, n, s, string_set, text, Item};
 use super::call::{conditional, consumed, err};
@@ -157,6 +157,19 @@ impl CapStore for DynamoCampaigns {
             if !adds.is_empty() {
                 update.push_str(&format!(" ADD {}", adds.join(", ")));
             }
+            // Periods long over go in the same update (an absent one is no cost).
+            let past: Vec<String> = demand
+                .past
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    names.insert(format!("#x{i}"), a.clone());
+                    format!("#x{i}")
+                })
+                .collect();
+            if !past.is_empty() {
+                update.push_str(&format!(" REMOVE {}", past.join(", ")));
+            }
         } else {
             update.push_str("SET lastCheckedAt = :now");
             update.push_str(&mark);
@@ -172,12 +185,20 @@ impl CapStore for DynamoCampaigns {
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            // (Returned values cost no read units.)
+            .return_values(ReturnValue::AllNew)
             .send()
             .await;
+        let mut older = vec![];
         if let Ok(out) = &result {
             self.meter.write(out.consumed_capacity().and_then(|c| c.capacity_units).unwrap_or(0.0));
+            older =
+                out.attributes().into_iter().flatten().map(|(k, _)| k).filter(|k| demand.is_past(k)).cloned().collect();
         }
         if conditional(result.map(|_| ()), "UpdateItem")? {
+            if !older.is_empty() {
+                self.prune(user, &older).await;
+            }
             return Ok(Reservation::Reserved);
         }
         // Our own earlier reservation (a retry) passes: its periods may have ended since (a retry
@@ -306,6 +327,27 @@ fn sent_clause(
 }
 
 impl DynamoCampaigns {
+    /// Removes periods older than a reservation's own removal reaches (a friend pushed again after
+    /// a long pause): once per such friend, best effort (a failure leaves them for the next one).
+    async fn prune(&self, user: &str, attributes: &[String]) {
+        let names: HashMap<String, String> =
+            attributes.iter().enumerate().map(|(i, a)| (format!("#x{i}"), a.clone())).collect();
+        let remove: Vec<&String> = names.keys().collect();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.users)
+            .key("userId", s(user))
+            .update_expression(format!("REMOVE {}", remove.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")))
+            .condition_expression("attribute_exists(userId)")
+            .set_expression_attribute_names(Some(names.clone()))
+            .send()
+            .await;
+        if let Err(e) = conditional(result.map(|_| ()), "UpdateItem") {
+            tracing::warn!(error = %e, periods = attributes.len(), "past cap periods not removed: the next reservation tries again");
+        }
+    }
+
     /// The second step of a retried reservation: while the friend follows, is not opted out and
     /// their last push recorded is this member's, adds the member to the demand's current periods
     /// (those begun since the first reservation) under the same cap conditions. True: reserved.

@@ -65,6 +65,7 @@ fn reserve_fresh(s: &mut Store, user: &str, demand: &Demand, now_ms: i64) -> boo
     }
     add_to_periods(f, demand);
     mark_sent(f, demand);
+    f.sets.retain(|a, _| !demand.is_past(a));
     let before = f.last_push.replace((now_ms, demand.member.clone()));
     s.prev_push.insert(user.to_string(), before);
     true
