@@ -17,6 +17,9 @@ pub struct Config {
     /// CAMPAIGN_QUEUE_URL: continuations (a segment larger than one invocation plans) and
     /// scheduled starts.
     pub campaign_queue_url: String,
+    /// METRICS_NAMESPACE: the CloudWatch namespace of the sweep's metrics (the stack's name;
+    /// default `line-oa`).
+    pub metrics_namespace: String,
     /// AWS_OPERATION_TIMEOUT_MS (default 3000).
     pub aws_operation_timeout: Duration,
 }
@@ -29,6 +32,7 @@ impl Config {
             tags_table: required(env, "TAGS_TABLE")?,
             multicast_queue_url: queue_url(env, "MULTICAST_QUEUE_URL")?,
             campaign_queue_url: queue_url(env, "CAMPAIGN_QUEUE_URL")?,
+            metrics_namespace: env.get("METRICS_NAMESPACE").unwrap_or_else(|| "line-oa".into()),
             aws_operation_timeout: Duration::from_millis(parsed_or(env, "AWS_OPERATION_TIMEOUT_MS", 3000u64)?),
         })
     }

@@ -2,6 +2,10 @@
 //! run. Planning is idempotent (each page is committed with the planner's checkpoint in one
 //! transaction), so a redelivered or duplicated message goes on from the checkpoint. Near the
 //! invocation's deadline the planner queues a continuation and returns.
+//!
+//! The same function runs the sweep ([`shared::campaign::sweep`]) when its EventBridge schedule
+//! invokes it (`"source": "aws.events"`, every 5 minutes): the sweep's counts go to CloudWatch as
+//! embedded-metric log lines, which the stack's alarms watch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +17,7 @@ use shared::adapters::dynamodb::tags::DynamoTags;
 use shared::adapters::sqs::SqsWorkQueue;
 use shared::campaign::model::PlanMessage;
 use shared::campaign::plan::{Planned, Planner};
+use shared::campaign::sweep::{Sweeper, Swept};
 use shared::ports::{Clock, SystemClock, WorkQueue};
 use tracing::{info, warn};
 
@@ -24,6 +29,8 @@ pub struct Deps {
     pub batches: Arc<dyn WorkQueue>,
     pub plans: Arc<dyn WorkQueue>,
     pub clock: Arc<dyn Clock>,
+    /// Where the sweep's metrics go.
+    pub metrics_namespace: String,
 }
 
 impl Deps {
@@ -36,6 +43,7 @@ impl Deps {
             batches: Arc::new(SqsWorkQueue::new(sqs.clone(), &config.multicast_queue_url)),
             plans: Arc::new(SqsWorkQueue::new(sqs, &config.campaign_queue_url)),
             clock: Arc::new(SystemClock),
+            metrics_namespace: config.metrics_namespace.clone(),
         }
     }
 }
@@ -50,11 +58,41 @@ pub enum Outcome {
     Retry(String),
 }
 
-pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+/// A schedule's event (EventBridge), or an SQS batch.
+pub async fn function_handler(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Result<serde_json::Value, Error> {
+    if is_schedule(&event.payload) {
+        let swept = sweep(deps).await?;
+        return Ok(serde_json::to_value(swept)?);
+    }
+    let sqs: SqsEvent = serde_json::from_value(event.payload)
+        .map_err(|e| format!("neither an SQS batch nor a schedule's event: {e}"))?;
     // Leave time to queue a continuation before Lambda's own timeout.
     let left = Duration::from_millis(event.context.deadline.saturating_sub(deps.clock.now_ms().max(0) as u64));
     let deadline = tokio::time::Instant::now() + left.min(Duration::from_secs(900));
-    Ok(handle_batch(deps, &event.payload.records, deadline).await)
+    Ok(serde_json::to_value(handle_batch(deps, &sqs.records, deadline).await)?)
+}
+
+/// An EventBridge scheduled event (`"source": "aws.events"`).
+pub fn is_schedule(payload: &serde_json::Value) -> bool {
+    payload.get("source").and_then(serde_json::Value::as_str) == Some("aws.events")
+}
+
+/// One sweep over every campaign; its counts are printed as CloudWatch embedded-metric lines.
+pub async fn sweep(deps: &Deps) -> Result<Swept, Error> {
+    let sweeper = Sweeper { store: &deps.store, batches: deps.batches.as_ref(), clock: deps.clock.as_ref() };
+    let swept = sweeper.run().await?;
+    for line in swept.metrics(&deps.metrics_namespace, deps.clock.now_ms()) {
+        // Embedded metric format: a JSON line of its own on stdout, which CloudWatch Logs reads.
+        println!("{line}");
+    }
+    info!(
+        finished = swept.finished.len(),
+        requeued = swept.requeued,
+        needing_attention = swept.needing_attention,
+        stalled = swept.stalled.len(),
+        "swept"
+    );
+    Ok(swept)
 }
 
 pub async fn handle_batch(deps: &Deps, records: &[SqsMessage], deadline: tokio::time::Instant) -> SqsBatchResponse {

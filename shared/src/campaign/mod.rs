@@ -15,7 +15,8 @@
 //!
 //! The use cases, each tested in memory:
 //! - [`plan`]: preview and planning; [`send`]: one batch to LINE, exactly once;
-//! - [`resume`]: a paused campaign back on its way; [`admin`]: what people do (`oa campaign`,
+//! - [`resume`]: a paused campaign back on its way; [`sweep`]: the scheduled look that finishes,
+//!   requeues and counts for the alarms; [`admin`]: what people do (`oa campaign`,
 //!   `oa suppress`).
 
 pub mod admin;
@@ -31,3 +32,4 @@ pub mod ports;
 pub mod price;
 pub mod resume;
 pub mod send;
+pub mod sweep;

@@ -1,0 +1,167 @@
+//! The sweep: a scheduled look over every campaign (every 5 minutes on AWS, an EventBridge
+//! schedule on the campaign function; `oa local poll` runs it locally), for what no message will
+//! do by itself and for what a person must be paged about.
+//!
+//! It finishes campaigns whose batches all settled (a settle whose finish was lost), takes a
+//! campaign that needed attention to done once its unknown outcomes were resolved, and queues again
+//! the batches whose lease expired long ago (a sender that died with the batch's message gone to
+//! the dead-letter queue). What it counts becomes the metrics the alarms watch: campaigns needing
+//! attention, paused (by reason), and stalled (sending, and no batch settled for 15 minutes).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::batch::BatchState;
+use super::model::{BatchMessage, Campaign, State};
+use super::ports::CampaignAdmin;
+use crate::ports::{BackendError, Clock, WorkQueue};
+
+/// A batch whose lease expired this long ago is queued again (its sender is surely gone, and its
+/// message may be in the dead-letter queue).
+pub const LEASE_EXPIRED_LONG_AGO_MS: i64 = 5 * 60_000;
+/// A sending campaign with no batch settled for this long is stalled.
+pub const STALLED_AFTER_MS: i64 = 15 * 60_000;
+
+/// Why a campaign is paused, as the `Reason` dimension of `CampaignsPaused`: the first three
+/// need a person (and are alarmed on), the last two do not.
+pub const PAUSE_REASONS: [&str; 5] = ["quota", "budget", "line", "quietHours", "person"];
+
+/// The pause reason's kind (see [`PAUSE_REASONS`]).
+pub fn pause_kind(reason: Option<&str>) -> &'static str {
+    match reason.unwrap_or_default() {
+        r if r.starts_with("quota") => "quota",
+        r if r.starts_with("budget") => "budget",
+        r if r.starts_with("LINE refused") => "line",
+        r if r.starts_with("quiet hours") => "quietHours",
+        _ => "person",
+    }
+}
+
+/// What one sweep found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Swept {
+    /// Campaigns it finished (done, or needing attention).
+    pub finished: Vec<String>,
+    /// Batches it queued again.
+    pub requeued: u32,
+    pub needing_attention: u32,
+    /// Paused campaigns by [`pause_kind`] (every kind, zeros included).
+    pub paused: BTreeMap<String, u32>,
+    /// Sending campaigns with no batch settled for [`STALLED_AFTER_MS`].
+    pub stalled: Vec<String>,
+}
+
+impl Swept {
+    /// The EMF log lines (CloudWatch embedded metric format) of what it counted, in `namespace`:
+    /// one without dimensions (`CampaignsNeedingAttention`, `CampaignsStalled`, and the
+    /// `CampaignsPaused` that need a person) and one per pause reason.
+    pub fn metrics(&self, namespace: &str, now_ms: i64) -> Vec<String> {
+        let paused = |k: &str| self.paused.get(k).copied().unwrap_or(0);
+        let needing_person: u32 = PAUSE_REASONS[..3].iter().map(|k| paused(k)).sum();
+        let line = |dimensions: serde_json::Value, metrics: &[&str], values: serde_json::Value| {
+            let mut doc = serde_json::json!({
+                "_aws": {
+                    "Timestamp": now_ms,
+                    "CloudWatchMetrics": [{
+                        "Namespace": namespace,
+                        "Dimensions": dimensions,
+                        "Metrics": metrics.iter().map(|m| serde_json::json!({ "Name": m, "Unit": "Count" })).collect::<Vec<_>>(),
+                    }],
+                },
+            });
+            if let (Some(doc), Some(values)) = (doc.as_object_mut(), values.as_object()) {
+                doc.extend(values.clone());
+            }
+            doc.to_string()
+        };
+        let mut out = vec![line(
+            serde_json::json!([[]]),
+            &["CampaignsNeedingAttention", "CampaignsStalled", "CampaignsPausedNeedingAction"],
+            serde_json::json!({
+                "CampaignsNeedingAttention": self.needing_attention,
+                "CampaignsStalled": self.stalled.len(),
+                "CampaignsPausedNeedingAction": needing_person,
+                "stalled": self.stalled,
+                "finished": self.finished,
+                "requeued": self.requeued,
+            }),
+        )];
+        for kind in PAUSE_REASONS {
+            out.push(line(
+                serde_json::json!([["Reason"]]),
+                &["CampaignsPaused"],
+                serde_json::json!({ "Reason": kind, "CampaignsPaused": paused(kind) }),
+            ));
+        }
+        out
+    }
+}
+
+pub struct Sweeper<'a> {
+    pub store: &'a dyn CampaignAdmin,
+    pub batches: &'a dyn WorkQueue,
+    pub clock: &'a dyn Clock,
+}
+
+impl Sweeper<'_> {
+    /// One sweep over every campaign. A campaign that cannot be read or moved is left for the
+    /// next sweep (and logged); only listing them can fail the sweep.
+    pub async fn run(&self) -> Result<Swept, BackendError> {
+        let mut swept =
+            Swept { paused: PAUSE_REASONS.iter().map(|k| (k.to_string(), 0)).collect(), ..Swept::default() };
+        for c in self.store.list().await? {
+            if let Err(e) = self.one(&c, &mut swept).await {
+                tracing::warn!(campaign = %c.id, error = %e, "sweep: campaign left for the next sweep");
+            }
+        }
+        Ok(swept)
+    }
+
+    async fn one(&self, c: &Campaign, swept: &mut Swept) -> Result<(), BackendError> {
+        let now = self.clock.now_ms();
+        match c.state {
+            State::NeedsAttention => {
+                if self.store.done_when_resolved(c).await? {
+                    swept.finished.push(c.id.clone());
+                } else {
+                    swept.needing_attention += 1;
+                }
+            }
+            State::Paused => *swept.paused.entry(pause_kind(c.reason.as_deref()).to_string()).or_default() += 1,
+            State::Planning | State::Sending => {
+                if self.store.finish_if_done(c).await? {
+                    // Done, or needing attention (its unknown outcomes are for a person).
+                    let now_state = self.store.state(&c.id).await?.map(|(_, s)| s);
+                    swept.finished.push(c.id.clone());
+                    if now_state == Some(State::NeedsAttention) {
+                        swept.needing_attention += 1;
+                    }
+                    return Ok(());
+                }
+                let open = self.store.open_batches(c).await?;
+                for (number, state) in &open {
+                    if *state == BatchState::Held {
+                        continue;
+                    }
+                    let Some(batch) = self.store.batch(c, *number).await? else { continue };
+                    if batch.lease_until_ms > 0 && batch.lease_until_ms < now - LEASE_EXPIRED_LONG_AGO_MS {
+                        // A duplicate is harmless: a batch is leased and settles once.
+                        self.batches.send(&BatchMessage::body(c, *number)?, 0).await?;
+                        swept.requeued += 1;
+                    }
+                }
+                let moved = c.last_sent_at_ms.or(c.started_at_ms).unwrap_or(c.created_at_ms);
+                if c.state == State::Sending && !open.is_empty() && now - moved > STALLED_AFTER_MS {
+                    swept.stalled.push(c.id.clone());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

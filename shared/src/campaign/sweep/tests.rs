@@ -1,0 +1,149 @@
+//! The sweep against the in-memory ports.
+
+use super::*;
+use crate::adapters::memory::campaigns::{campaign, MemoryCampaigns};
+use crate::adapters::memory::queue::MemoryWorkQueue;
+use crate::campaign::batch::Settlement;
+use crate::campaign::model::PlannedPage;
+use crate::campaign::ports::{BatchRepo, CampaignRepo};
+
+/// 2026-11-15T00:00Z
+const NOW: i64 = 1_794_700_800_000;
+const MINUTE_MS: i64 = 60_000;
+
+struct At(i64);
+impl Clock for At {
+    fn now_ms(&self) -> i64 {
+        self.0
+    }
+}
+
+fn users(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("U{i:032x}")).collect()
+}
+
+#[derive(Default)]
+struct World {
+    store: MemoryCampaigns,
+    batches: MemoryWorkQueue,
+}
+
+impl World {
+    async fn sweep(&self, now_ms: i64) -> Swept {
+        let clock = At(now_ms);
+        Sweeper { store: &self.store, batches: &self.batches, clock: &clock }.run().await.unwrap()
+    }
+
+    /// A campaign sending `pages` batches of one friend each, planned in full.
+    async fn sending(&self, id: &str, pages: usize) -> Campaign {
+        let mut c = campaign(id, &[], false);
+        c.started_at_ms = Some(NOW);
+        self.store.insert(c.clone());
+        for (i, friend) in users(pages).into_iter().enumerate() {
+            let page = PlannedPage { segment: 1, to: vec![friend], holdout: vec![], skipped: Default::default() };
+            let c = self.store.get(id).await.unwrap().unwrap();
+            let next = (i + 1 < pages).then_some(crate::segment::resolve::Cursor { shard: 0, after: None });
+            assert!(self.store.commit_page(&c, &page, next.as_ref(), NOW).await.unwrap());
+        }
+        self.store.get(id).await.unwrap().unwrap()
+    }
+
+    async fn settle(&self, c: &Campaign, number: u32, state: BatchState, at: i64) {
+        assert!(self.store.lease(c, number, "s", at, at + MINUTE_MS).await.unwrap());
+        let skips = Default::default();
+        assert!(self.store.freeze(c, number, "s", &[true], &skips, "key", at).await.unwrap());
+        let batch = self.store.batch(c, number).await.unwrap().unwrap();
+        let (sent, unknown) = if state == BatchState::Unknown { (0, 1) } else { (1, 0) };
+        let outcome =
+            Settlement { state, sent, failed: 0, unknown, request_id: None, error: None, release_slots: false };
+        assert!(self.store.settle(c, &batch, "s", &outcome, at).await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_campaign_whose_batches_all_settled_is_finished_and_one_still_sending_is_left() {
+    let w = World::default();
+    let done = w.sending("done", 2).await;
+    w.settle(&done, 0, BatchState::Sent, NOW).await;
+    w.settle(&done, 1, BatchState::Sent, NOW).await;
+    let going = w.sending("going", 2).await;
+    w.settle(&going, 0, BatchState::Sent, NOW).await;
+    // (The settle's own finish was lost: still sending.)
+    assert_eq!(w.store.campaign("done").unwrap().state, State::Sending);
+    let swept = w.sweep(NOW + MINUTE_MS).await;
+    assert_eq!(swept.finished, vec!["done".to_string()]);
+    assert_eq!(w.store.campaign("done").unwrap().state, State::Done);
+    assert_eq!(w.store.campaign("going").unwrap().state, State::Sending);
+    assert!(swept.stalled.is_empty() && swept.requeued == 0, "{swept:?}");
+}
+
+#[tokio::test]
+async fn a_batch_whose_lease_expired_long_ago_is_queued_again_and_a_fresh_one_is_not() {
+    let w = World::default();
+    let c = w.sending("c", 3).await;
+    // Batch 0: its sender died 10 minutes ago. Batch 1: leased a minute ago. Batch 2: never leased
+    // (its message is still on its way through the queue).
+    assert!(w.store.lease(&c, 0, "dead", NOW, NOW + MINUTE_MS).await.unwrap());
+    let now = NOW + 11 * MINUTE_MS;
+    assert!(w.store.lease(&c, 1, "alive", now - MINUTE_MS, now + MINUTE_MS).await.unwrap());
+    let swept = w.sweep(now).await;
+    assert_eq!(swept.requeued, 1);
+    let sent: Vec<BatchMessage> = w.batches.sent().iter().map(|(b, _)| serde_json::from_str(b).unwrap()).collect();
+    assert_eq!(sent, vec![BatchMessage { campaign: "c".into(), run: c.run.clone(), batch: 0 }]);
+}
+
+#[tokio::test]
+async fn stalled_needing_attention_and_paused_campaigns_are_counted_for_the_alarms() {
+    let w = World::default();
+    // Sending, nothing settled for 20 minutes: stalled. Another settled 5 minutes ago: not.
+    let stuck = w.sending("stuck", 2).await;
+    w.settle(&stuck, 0, BatchState::Sent, NOW).await;
+    let moving = w.sending("moving", 2).await;
+    w.settle(&moving, 0, BatchState::Sent, NOW + 15 * MINUTE_MS).await;
+    // All settled, one unknown: the sweep finishes it as needing attention.
+    let unsure = w.sending("unsure", 1).await;
+    w.settle(&unsure, 0, BatchState::Unknown, NOW).await;
+    for (id, reason) in [
+        ("q", "quota: LINE's monthly message limit is reached"),
+        ("b", "budget: the account's monthly budget of 5 messages is used up (m2026-11)"),
+        ("t", "LINE refused the campaign: LINE refused the access token (401)"),
+        ("h", "quiet hours: resumes by itself at 2026-11-15T13:00:00Z"),
+        ("p", "paused by a person"),
+    ] {
+        let mut c = campaign(id, &[], false);
+        c.state = State::Paused;
+        c.reason = Some(reason.into());
+        w.store.insert(c);
+    }
+    let now = NOW + 20 * MINUTE_MS;
+    let swept = w.sweep(now).await;
+    assert_eq!(swept.stalled, vec!["stuck".to_string()]);
+    assert_eq!((swept.finished.clone(), swept.needing_attention), (vec!["unsure".to_string()], 1));
+    assert_eq!(w.store.campaign("unsure").unwrap().state, State::NeedsAttention);
+    let paused: Vec<(String, u32)> = swept.paused.clone().into_iter().collect();
+    assert_eq!(
+        paused,
+        [("budget", 1), ("line", 1), ("person", 1), ("quietHours", 1), ("quota", 1)].map(|(k, n)| (k.to_string(), n))
+    );
+    // The metrics as CloudWatch reads them: one line without dimensions, one per reason.
+    let lines: Vec<serde_json::Value> =
+        swept.metrics("oa-test", now).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[0]["CampaignsStalled"], 1);
+    assert_eq!(lines[0]["CampaignsNeedingAttention"], 1);
+    assert_eq!(lines[0]["CampaignsPausedNeedingAction"], 3, "quota, budget and LINE's refusal");
+    assert_eq!(lines[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "oa-test");
+    assert_eq!(lines[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([[]]));
+    let quota = lines.iter().find(|l| l["Reason"] == "quota").unwrap();
+    assert_eq!(
+        (quota["CampaignsPaused"].clone(), quota["_aws"]["CloudWatchMetrics"][0]["Dimensions"].clone()),
+        (serde_json::json!(1), serde_json::json!([["Reason"]]))
+    );
+    // The unknown outcome resolved by a person: the next sweep takes it to done.
+    let unsure = w.store.campaign("unsure").unwrap();
+    let batch = w.store.batch(&unsure, 0).await.unwrap().unwrap();
+    assert!(w.store.resolve_unknown(&unsure, &batch, true, now).await.unwrap());
+    let swept = w.sweep(now + MINUTE_MS).await;
+    assert_eq!((swept.finished, swept.needing_attention), (vec!["unsure".to_string()], 0));
+    assert_eq!(w.store.campaign("unsure").unwrap().state, State::Done);
+}
