@@ -173,7 +173,7 @@ up_functions() {
   ensure_venv
   say "starting cargo lambda watch on 127.0.0.1:$LAMBDA_PORT"
   ( cd "$ROOT" && start functions "$LOGS/functions.log" cargo lambda watch --invoke-address 127.0.0.1 \
-      --invoke-port "$LAMBDA_PORT" --env-file "$LOCAL/run.env" --concurrency 4 )
+      --invoke-port "$LAMBDA_PORT" --env-file "$LOCAL/run.env" --concurrency 5 )
   wait_for "cargo lambda watch" "$LAMBDA_PORT" 300 "$LOGS/functions.log"
   warm_up
 }

@@ -358,6 +358,14 @@ enum LocalCommand {
         /// Where `cargo lambda watch` serves the Lambda Invoke API.
         #[arg(long, env = "LAMBDA_INVOKE_URL", default_value = "http://127.0.0.1:9000")]
         invoke_url: String,
+        /// Most invocations at once per queue, whatever the template's MaximumConcurrency says
+        /// (two cores locally; `cargo lambda watch --concurrency` must allow as many).
+        #[arg(long, env = "POLL_MAX_CONCURRENCY", default_value_t = 5)]
+        max_concurrency: usize,
+        /// Seconds between two runs of each scheduled function (the template's schedules run
+        /// every few minutes on AWS; sooner here, so a local campaign is swept while you look).
+        #[arg(long, env = "SWEEP_EVERY_SECS", default_value_t = 30)]
+        sweep_every: u64,
     },
 }
 
@@ -502,8 +510,8 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
             println!("[front] {listen} -> {upstream}");
             Ok(oa::front::serve(listen, &upstream).await?)
         }
-        Command::Local(LocalCommand::Poll { template, stack: name, invoke_url }) => {
-            poll(&template, &name, &invoke_url).await
+        Command::Local(LocalCommand::Poll { template, stack: name, invoke_url, max_concurrency, sweep_every }) => {
+            poll(&template, &name, &invoke_url, max_concurrency, sweep_every).await
         }
         Command::Rules(command) => rules(command, local).await,
         Command::Sim(command) => sim(command).await,
@@ -574,7 +582,13 @@ fn report((status, text): (u16, String), label: &str) -> Result<(), AnyError> {
     }
 }
 
-async fn poll(template: &std::path::Path, name: &str, invoke_url: &str) -> Result<(), AnyError> {
+async fn poll(
+    template: &std::path::Path,
+    name: &str,
+    invoke_url: &str,
+    max_concurrency: usize,
+    sweep_every: u64,
+) -> Result<(), AnyError> {
     use std::sync::Arc;
     let template = stack::Template::load(template)?;
     let sdk = aws_config().await;
@@ -583,9 +597,10 @@ async fn poll(template: &std::path::Path, name: &str, invoke_url: &str) -> Resul
     let invoker: Arc<dyn oa::poller::Invoker> = Arc::new(oa::poller::HttpInvoker::new(invoke_url));
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut pollers = vec![];
-    for m in oa::poller::mappings(&template)? {
+    for mut m in oa::poller::mappings(&template)? {
+        m.max_concurrency = m.max_concurrency.min(max_concurrency.max(1));
         let url = stack::queue_url(&template, name, &m.queue, &sqs).await?;
-        println!("[poll] {} -> {} ({url}, batch {})", m.queue, m.binary, m.batch_size);
+        println!("[poll] {} -> {} ({url}, batch {}, {} at once)", m.queue, m.binary, m.batch_size, m.max_concurrency);
         pollers.push(oa::poller::Poller::new(m, sqs.clone(), &url, &region, invoker.clone()));
     }
     let log = |m: &oa::poller::Mapping, r: &oa::poller::PollReport| match &r.invoke_error {
@@ -595,8 +610,30 @@ async fn poll(template: &std::path::Path, name: &str, invoke_url: &str) -> Resul
             m.queue, m.binary, r.received, r.deleted, r.returned
         ),
     };
-    // Every queue polled at once, until the process is stopped.
-    futures::future::join_all(pollers.iter().map(|p| p.run(stop.clone(), log))).await;
+    // The schedules (the sweep), every `sweep_every` seconds instead of the template's rate.
+    let every = std::time::Duration::from_secs(sweep_every.max(1));
+    let schedules = oa::poller::schedules(&template)?;
+    for s in &schedules {
+        println!("[schedule] {} ({}) every {}s here", s.binary, s.expression, every.as_secs());
+    }
+    let scheduled = schedules.iter().map(|s| {
+        let (invoker, region) = (invoker.clone(), region.clone());
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+                match invoker.invoke(&s.binary, oa::poller::scheduled_event(&region, &now)).await {
+                    Ok(answer) => println!("[schedule] {}: {answer}", s.binary),
+                    Err(e) => println!("[schedule] {}: {e}", s.binary),
+                }
+            }
+        }
+    });
+    // Every queue polled at once, and the schedules, until the process is stopped.
+    tokio::join!(
+        futures::future::join_all(pollers.iter().map(|p| p.run(stop.clone(), log))),
+        futures::future::join_all(scheduled),
+    );
     Ok(())
 }
 

@@ -31,6 +31,62 @@ pub struct Mapping {
     pub batch_size: i32,
     pub batching_window_secs: i32,
     pub report_batch_item_failures: bool,
+    /// `ScalingConfig.MaximumConcurrency` (its parameter's default): this many invocations at
+    /// once, as Lambda's event source mapping runs (1 when not set).
+    pub max_concurrency: usize,
+}
+
+/// A schedule of the template (`Type: Schedule`): the function is invoked with EventBridge's
+/// "Scheduled Event".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub function: String,
+    pub binary: String,
+    /// `rate(N minutes)` as written.
+    pub expression: String,
+}
+
+fn binary_of(f: &crate::stack::Resource) -> Result<String, StackError> {
+    f.properties
+        .get("CodeUri")
+        .and_then(Yaml::as_str)
+        .and_then(|u| u.trim_end_matches('/').rsplit('/').next())
+        .map(str::to_string)
+        .ok_or_else(|| StackError::Template(format!("{}: CodeUri missing", f.logical_id)))
+}
+
+/// Every schedule of the template.
+pub fn schedules(template: &Template) -> Result<Vec<Schedule>, StackError> {
+    let mut out = vec![];
+    for f in template.of_kind("AWS::Serverless::Function") {
+        let Some(Yaml::Mapping(events)) = f.properties.get("Events") else { continue };
+        for (_, event) in events {
+            if event.get("Type").and_then(Yaml::as_str) != Some("Schedule") {
+                continue;
+            }
+            let expression =
+                event.get("Properties").and_then(|p| p.get("Schedule")).and_then(Yaml::as_str).ok_or_else(|| {
+                    StackError::Template(format!("{}: Schedule event without a Schedule", f.logical_id))
+                })?;
+            out.push(Schedule { function: f.logical_id.clone(), binary: binary_of(f)?, expression: expression.into() });
+        }
+    }
+    Ok(out)
+}
+
+/// The event EventBridge invokes a scheduled function with.
+pub fn scheduled_event(region: &str, now: &str) -> Value {
+    json!({
+        "version": "0",
+        "id": format!("local-{now}"),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": now,
+        "region": region,
+        "resources": [],
+        "detail": {},
+    })
 }
 
 /// Every SQS event source mapping in the template.
@@ -46,13 +102,7 @@ pub fn mappings(template: &Template) -> Result<Vec<Mapping>, StackError> {
             let queue = props.get("Queue").and_then(get_att_arn).ok_or_else(|| {
                 StackError::Template(format!("{}: SQS event Queue must be !GetAtt X.Arn", f.logical_id))
             })?;
-            let binary = f
-                .properties
-                .get("CodeUri")
-                .and_then(Yaml::as_str)
-                .and_then(|u| u.trim_end_matches('/').rsplit('/').next())
-                .ok_or_else(|| StackError::Template(format!("{}: CodeUri missing", f.logical_id)))?
-                .to_string();
+            let binary = binary_of(f)?;
             let int = |k: &str, d: i32| props.get(k).and_then(Yaml::as_i64).map(|v| v as i32).unwrap_or(d);
             let report = props
                 .get("FunctionResponseTypes")
@@ -65,6 +115,11 @@ pub fn mappings(template: &Template) -> Result<Vec<Mapping>, StackError> {
                 batch_size: int("BatchSize", 10),
                 batching_window_secs: int("MaximumBatchingWindowInSeconds", 0),
                 report_batch_item_failures: report,
+                max_concurrency: props
+                    .get("ScalingConfig")
+                    .and_then(|s| s.get("MaximumConcurrency"))
+                    .and_then(|v| template.number(v))
+                    .map_or(1, |n| n.clamp(1, 1000) as usize),
             });
         }
     }
@@ -242,8 +297,15 @@ impl Poller {
         })
     }
 
-    /// Polls until `stop` turns true, reporting each non-empty round to `log`.
+    /// Polls with `MaximumConcurrency` pollers at once (each receives, invokes and deletes in
+    /// turn, so at most that many invocations run at once), until `stop` turns true, reporting
+    /// each non-empty round to `log`.
     pub async fn run(&self, stop: tokio::sync::watch::Receiver<bool>, log: impl Fn(&Mapping, &PollReport)) {
+        let log = &log;
+        futures::future::join_all((0..self.mapping.max_concurrency).map(|_| self.run_one(stop.clone(), log))).await;
+    }
+
+    async fn run_one(&self, stop: tokio::sync::watch::Receiver<bool>, log: &impl Fn(&Mapping, &PollReport)) {
         while !*stop.borrow() {
             match self.poll_once().await {
                 Ok(r) if r.received > 0 => log(&self.mapping, &r),
@@ -272,6 +334,20 @@ mod tests {
         assert_eq!(reply.queue, "ReplyQueue");
         assert_eq!(reply.batch_size, 10);
         assert!(reply.report_batch_item_failures);
+        assert_eq!(reply.max_concurrency, 20, "the parameter's default");
+        let multicast = m.iter().find(|m| m.function == "MulticastFunction").expect("multicast mapping");
+        assert_eq!(multicast.max_concurrency, 5);
+    }
+
+    #[test]
+    fn the_template_schedules_the_sweep_on_the_campaign_function() {
+        let template =
+            Template::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml"))
+                .unwrap();
+        let s = schedules(&template).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].binary.as_str(), s[0].expression.as_str()), ("campaign", "rate(5 minutes)"));
+        assert_eq!(scheduled_event("ap-northeast-1", "2026-12-07T00:00:00Z")["source"], "aws.events");
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct Resource {
 #[derive(Debug, Clone)]
 pub struct Template {
     pub resources: Vec<Resource>,
+    /// Each parameter's `Default`, by name.
+    pub defaults: BTreeMap<String, Value>,
 }
 
 impl Template {
@@ -67,7 +69,18 @@ impl Template {
                 Resource { logical_id, kind, properties }
             })
             .collect();
-        Ok(Self { resources })
+        let defaults = match doc.get("Parameters") {
+            Some(Value::Mapping(p)) => {
+                p.iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.get("Default")?.clone()))).collect()
+            }
+            _ => BTreeMap::new(),
+        };
+        Ok(Self { resources, defaults })
+    }
+
+    /// A number, or a `!Ref` to a parameter whose default is one.
+    pub fn number(&self, v: &Value) -> Option<i64> {
+        v.as_i64().or_else(|| self.defaults.get(ref_target(v)?)?.as_i64())
     }
 
     pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Resource> + 'a {
@@ -99,6 +112,9 @@ impl Stack {
                 let (Some(name), Some(target)) = (k.as_str(), ref_target(v)) else {
                     continue;
                 };
+                if target == "AWS::StackName" {
+                    env.insert(name.to_string(), self.name.clone());
+                }
                 if let Some(value) = self.tables.get(target).or_else(|| self.queue_urls.get(target)) {
                     env.insert(name.to_string(), value.clone());
                 }
