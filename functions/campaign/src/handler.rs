@@ -58,6 +58,9 @@ pub enum Outcome {
     Retry(String),
 }
 
+/// How long an invocation plans when the runtime gives no deadline (locally).
+const NO_DEADLINE: Duration = Duration::from_secs(60);
+
 /// A schedule's event (EventBridge), or an SQS batch.
 pub async fn function_handler(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Result<serde_json::Value, Error> {
     if is_schedule(&event.payload) {
@@ -66,9 +69,11 @@ pub async fn function_handler(deps: &Deps, event: LambdaEvent<serde_json::Value>
     }
     let sqs: SqsEvent = serde_json::from_value(event.payload)
         .map_err(|e| format!("neither an SQS batch nor a schedule's event: {e}"))?;
-    // Leave time to queue a continuation before Lambda's own timeout.
+    // Leave time to queue a continuation before Lambda's own timeout. A deadline already past
+    // is none at all (`cargo lambda watch` gives 0): then a minute, as a 60 s function would have.
     let left = Duration::from_millis(event.context.deadline.saturating_sub(deps.clock.now_ms().max(0) as u64));
-    let deadline = tokio::time::Instant::now() + left.min(Duration::from_secs(900));
+    let left = if left.is_zero() { NO_DEADLINE } else { left.min(Duration::from_secs(900)) };
+    let deadline = tokio::time::Instant::now() + left;
     Ok(serde_json::to_value(handle_batch(deps, &sqs.records, deadline).await)?)
 }
 
@@ -104,7 +109,12 @@ pub async fn handle_batch(deps: &Deps, records: &[SqsMessage], deadline: tokio::
             // Reported failed, as the other consumers do: after maxReceiveCount it is in the DLQ,
             // whose alarm fires, instead of gone.
             Outcome::Unreadable(e) => warn!(message_id = ?record.message_id, error = %e, "not a plan message"),
-            Outcome::Planned(p) => info!(message_id = ?record.message_id, outcome = ?p, "planned"),
+            Outcome::Planned(p) => info!(
+                message_id = ?record.message_id,
+                outcome = ?p,
+                left_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64,
+                "planned"
+            ),
         }
         if matches!(outcome, Outcome::Retry(_) | Outcome::Unreadable(_)) {
             response.add_failure(record.message_id.clone().unwrap_or_default());
