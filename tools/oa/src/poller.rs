@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use serde_yaml::Value as Yaml;
 use shared::adapters::sdk::describe;
@@ -220,6 +221,16 @@ impl Poller {
 
     /// One receive → invoke → delete round.
     pub async fn poll_once(&self) -> Result<PollReport, String> {
+        let messages = self.receive().await?;
+        if messages.is_empty() {
+            return Ok(PollReport::default());
+        }
+        self.process(&messages).await
+    }
+
+    /// Up to `BatchSize` messages (all system attributes), waiting for the batching window (at
+    /// least a second) when there are none.
+    async fn receive(&self) -> Result<Vec<aws_sdk_sqs::types::Message>, String> {
         // Standard queues may gather a batch for up to the window; FIFO ones take what is there.
         let wait = RECEIVE_WAIT.max(Duration::from_secs(self.mapping.batching_window_secs.clamp(0, 20) as u64));
         let received = self
@@ -233,10 +244,12 @@ impl Poller {
             .send()
             .await
             .map_err(|e| format!("ReceiveMessage {}: {}", self.queue_url, describe(&e)))?;
-        let messages = received.messages.unwrap_or_default();
-        if messages.is_empty() {
-            return Ok(PollReport::default());
-        }
+        Ok(received.messages.unwrap_or_default())
+    }
+
+    /// Invokes the function with `messages` as one SQS event and deletes those it did not report
+    /// failed.
+    async fn process(&self, messages: &[aws_sdk_sqs::types::Message]) -> Result<PollReport, String> {
         let records: Vec<Value> = messages.iter().map(|m| self.record(m)).collect();
         let mut report = PollReport { received: messages.len(), ..PollReport::default() };
         let failed: HashSet<String> =
@@ -297,23 +310,43 @@ impl Poller {
         })
     }
 
-    /// Polls with `MaximumConcurrency` pollers at once (each receives, invokes and deletes in
-    /// turn, so at most that many invocations run at once), until `stop` turns true, reporting
-    /// each non-empty round to `log`.
+    /// Polls until `stop` turns true (then lets the invocations under way finish), as Lambda's
+    /// event source mapping does: one receive at a time, and each batch received invoked at once
+    /// while fewer than `MaximumConcurrency` invocations run (an idle queue costs one long poll,
+    /// a busy one up to that many invocations at once). Each batch's round is reported to `log`.
     pub async fn run(&self, stop: tokio::sync::watch::Receiver<bool>, log: impl Fn(&Mapping, &PollReport)) {
-        let log = &log;
-        futures::future::join_all((0..self.mapping.max_concurrency).map(|_| self.run_one(stop.clone(), log))).await;
-    }
-
-    async fn run_one(&self, stop: tokio::sync::watch::Receiver<bool>, log: &impl Fn(&Mapping, &PollReport)) {
-        while !*stop.borrow() {
-            match self.poll_once().await {
-                Ok(r) if r.received > 0 => log(&self.mapping, &r),
-                Ok(_) => {}
-                Err(e) => {
-                    log(&self.mapping, &PollReport { invoke_error: Some(e), ..PollReport::default() });
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+        type Running<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+        let max = self.mapping.max_concurrency.max(1);
+        let mut running: futures::stream::FuturesUnordered<Running<'_, PollReport>> = Default::default();
+        // A receive is never dropped half-way (its messages would stay invisible until the
+        // visibility timeout): it runs to its end while invocations finish beside it.
+        let mut receiving: Option<Running<'_, Result<Vec<aws_sdk_sqs::types::Message>, String>>> = None;
+        loop {
+            if receiving.is_none() && running.len() < max && !*stop.borrow() {
+                receiving = Some(Box::pin(self.receive()));
+            }
+            if receiving.is_none() && running.is_empty() {
+                return;
+            }
+            tokio::select! {
+                received = async { receiving.as_mut().expect("checked").await }, if receiving.is_some() => {
+                    receiving = None;
+                    match received {
+                        Ok(messages) if messages.is_empty() => {}
+                        Ok(messages) => running.push(Box::pin(async move {
+                            self.process(&messages).await.unwrap_or_else(|e| PollReport {
+                                received: messages.len(),
+                                invoke_error: Some(e),
+                                ..PollReport::default()
+                            })
+                        })),
+                        Err(e) => {
+                            log(&self.mapping, &PollReport { invoke_error: Some(e), ..PollReport::default() });
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
                 }
+                Some(report) = running.next(), if !running.is_empty() => log(&self.mapping, &report),
             }
         }
     }
