@@ -168,6 +168,16 @@ impl TestStack {
         Self { stack, sdk, dynamodb, sqs }
     }
 
+    /// The stack `make local-up` runs (`oa-local`), as it is.
+    pub async fn running() -> Self {
+        let sdk = local_sdk().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let template = oa::stack::Template::load(&repo_root().join("infra/template.yaml")).expect("template loads");
+        let stack = oa::stack::provision(&template, "oa-local", &dynamodb, &sqs).await.expect("the local stack is up");
+        Self { stack, sdk, dynamodb, sqs }
+    }
+
     pub fn table(&self, logical_id: &str) -> &str {
         &self.stack.tables[logical_id]
     }

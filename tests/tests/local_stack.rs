@@ -532,3 +532,43 @@ async fn a_campaign_created_again_skips_friends_an_earlier_run_reached_unless_cr
         assert_eq!(got(u.clone()).await, 2, "--resend reaches {u} again");
     }
 }
+
+/// The sweep through the running stack: the campaign function, invoked as its EventBridge
+/// schedule would (the poller does it every 30 s here), answers what it found and writes its
+/// counts as CloudWatch embedded metrics on its log.
+#[tokio::test]
+async fn the_sweep_runs_on_the_campaign_function_and_writes_its_metrics_for_cloudwatch() {
+    use oa::poller::Invoker;
+    require_functions();
+    let invoker = oa::poller::HttpInvoker::new(&setting("LAMBDA_INVOKE_URL"));
+    let log = repo_root().join(".local/logs/functions.log");
+    let before = std::fs::metadata(&log).map_or(0, |m| m.len());
+    let event = oa::poller::scheduled_event("ap-northeast-1", "2026-12-07T00:00:00Z");
+    let answer = invoker.invoke("campaign", event).await.unwrap();
+    let paused = answer["paused"].as_object().expect("paused by reason");
+    let reasons: Vec<&str> = paused.keys().map(String::as_str).collect();
+    assert_eq!(reasons, ["budget", "line", "person", "quietHours", "quota"], "{answer}");
+    assert!(answer["stalled"].is_array() && answer["finished"].is_array() && answer["requeued"].is_u64(), "{answer}");
+    // The metric lines, as CloudWatch Logs reads them (the log is written as the function runs).
+    let started = std::time::Instant::now();
+    let metrics = loop {
+        let text = std::fs::read(&log).unwrap();
+        let new = String::from_utf8_lossy(&text[before as usize..]).into_owned();
+        let lines: Vec<Value> = new
+            .lines()
+            .filter_map(|l| l.find('{').map(|i| &l[i..]))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("_aws").is_some())
+            .collect();
+        if lines.len() >= 6 || started.elapsed() > std::time::Duration::from_secs(5) {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let totals = metrics.iter().find(|m| m.get("CampaignsStalled").is_some()).expect("the totals line");
+    assert_eq!(totals["_aws"]["CloudWatchMetrics"][0]["Namespace"], "oa-local");
+    assert_eq!(totals["CampaignsStalled"], answer["stalled"].as_array().unwrap().len());
+    assert_eq!(totals["CampaignsNeedingAttention"], answer["needingAttention"]);
+    let by_reason = metrics.iter().filter(|m| m["Reason"].is_string()).count();
+    assert!(by_reason >= 5, "one line per reason: {metrics:?}");
+}

@@ -13,7 +13,13 @@
 //!    transactional campaign of one friend a batch makes `--requests` requests, sent by
 //!    `--senders` (default 5) senders at once. Achieved rate (first to last request on line-sim's log), 429s, the most
 //!    requests in any 100 ms window.
-//! 3. The cap reservation's cost: write units per 1,000 recipients with 1, 2 and 3 caps.
+//! 3. The cap reservation's cost: write units per 1,000 recipients with 1, 2 and 3 caps, and
+//!    after a year of day, week and month caps.
+//! 4. With `--stack-rate R` (needs the functions: `make local-up`): the fleet's rate through the
+//!    running stack, as a user sees it. `--requests` friends seeded into its tables, the account's
+//!    `sendRate` set to R with `oa settings apply`, a transactional campaign of one friend a batch
+//!    created and started with `oa`, planned and sent by the functions under `cargo lambda watch`
+//!    as the poller feeds them; line-sim's (the stack's) limit set to R.
 //!
 //! Prints Markdown tables (the README's).
 
@@ -223,8 +229,87 @@ fn item_size(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::A
         .sum()
 }
 
+/// Runs `oa --local ARGS` from the repository, and its output.
+fn oa(args: &[&str]) -> String {
+    // `oa` of the same build, beside this binary (`cargo build -p oa` in the same profile).
+    let bin = std::env::current_exe().expect("own path").with_file_name("oa");
+    assert!(bin.exists(), "{} is missing: cargo build -p oa (in the same profile) first", bin.display());
+    let out = std::process::Command::new(bin)
+        .current_dir(integration_tests::repo_root())
+        .arg("--local")
+        .args(args)
+        .output()
+        .expect("oa runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "oa {args:?}: {text}");
+    text
+}
+
+async fn stack_rate(requests: usize, rate: u32) {
+    use integration_tests::setting;
+    integration_tests::require_service("The functions (cargo lambda watch)", &setting("WEBHOOK_URL"));
+    let stack = TestStack::running().await;
+    let run = ulid::Ulid::new().to_string().to_lowercase();
+    let tag = format!("rate{}", &run[..10]);
+    let now = SystemClock.now_ms();
+    let facts = FriendFacts {
+        blocked: false,
+        followed_at_ms: Some(now - 86_400_000),
+        tags: [(tag.clone(), TagFacts { tagged_at_ms: now - 1000, expires_at_ms: None })].into(),
+    };
+    let friends: Vec<String> = (0..requests).map(|_| integration_tests::pipeline::user()).collect();
+    bulk_friends(&stack, friends.iter().map(|u| (u.clone(), facts.clone()))).await;
+    let sim = line_sim::client::SimClient::new(&setting("LINE_API_BASE"));
+    sim.configure(json!({ "rateLimits": { "multicast": rate }, "logCapacity": 100000 })).await.unwrap();
+    let before = sim.requests("multicast").await.unwrap().len();
+    let dir = std::env::temp_dir().join(format!("stack-rate-{run}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let account = std::fs::read_to_string(integration_tests::repo_root().join("examples/account.yaml")).unwrap();
+    let settings = dir.join("account.yaml");
+    let account: String = account.lines().filter(|l| !l.starts_with("sendRate:")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&settings, format!("{account}sendRate: {rate}\n")).unwrap();
+    oa(&["settings", "apply", settings.to_str().unwrap()]);
+    let id = format!("rate-{run}");
+    let file = dir.join("rate.campaign.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "id: {id}\nname: rate\nsegment: {tag}\nmessages: [\"Rate check\"]\nbatchSize: 1\ntransactional: true\n"
+        ),
+    )
+    .unwrap();
+    oa(&["campaign", "create", file.to_str().unwrap()]);
+    let started = Instant::now();
+    oa(&["campaign", "start", &id]);
+    let status = oa(&["campaign", "status", &id, "--wait", "--json"]);
+    let took = started.elapsed();
+    let status: serde_json::Value = serde_json::from_str(&status[status.find('{').unwrap()..]).unwrap();
+    assert_eq!((status["state"].as_str(), status["sent"].as_u64()), (Some("done"), Some(requests as u64)), "{status}");
+    let log: Vec<serde_json::Value> = sim.requests("multicast").await.unwrap().split_off(before);
+    let refused = log.iter().filter(|r| r["status"] == 429).count();
+    let (most, achieved) = windows(&log);
+    let at = arrivals_us(&log);
+    let mut spans: Vec<i64> = at.windows(1 + (rate as usize).div_ceil(10)).map(|w| w[w.len() - 1] - w[0]).collect();
+    spans.sort_unstable();
+    println!("\nThe fleet's rate through the running stack ({requests} batches of one friend, `oa campaign start` to done):\n");
+    println!("| sendRate | achieved | of sendRate | 429s | most in 100 ms | allowed in 100 ms | shortest window of allowed+1 | start to done |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {rate}/s | {achieved:.2}/s | {:.3} | {refused} | {most} | {} | {:.1} ms | {:.1} s |",
+        achieved / f64::from(rate),
+        (f64::from(rate) / 10.0).ceil(),
+        spans.first().copied().unwrap_or(0) as f64 / 1000.0,
+        took.as_secs_f64()
+    );
+}
+
 #[tokio::main]
 async fn main() {
+    let stack = arg("--stack-rate", 0) as u32;
+    if stack > 0 {
+        stack_rate(arg("--requests", 200) as usize, stack).await;
+        return;
+    }
     let friends = arg("--friends", 100_000);
     let requests = arg("--requests", 200) as usize;
     let send_rate = arg("--rate", 20) as u32;
