@@ -230,7 +230,14 @@ pub struct DynamoCampaigns {
     pub(super) users: String,
     /// Capacity the planner's and the sender's main calls consumed (for benchmarks and logs).
     pub(super) meter: Arc<Meter>,
+    /// Runs' file items read by this process, by (id, run): a run's file never changes, so every
+    /// batch a sender handles after the first reads only `meta` and the counters. (Its preview
+    /// may: the process that saves one updates its copy; senders do not read previews.)
+    files: Arc<std::sync::Mutex<HashMap<(String, String), Item>>>,
 }
+
+/// How many runs' files a process keeps (a few campaigns at once; a new one evicts them all).
+const FILES_KEPT: usize = 64;
 
 impl DynamoCampaigns {
     pub fn new(client: Client, campaigns_table: impl Into<String>, users_table: impl Into<String>) -> Self {
@@ -239,6 +246,7 @@ impl DynamoCampaigns {
             campaigns: campaigns_table.into(),
             users: users_table.into(),
             meter: Default::default(),
+            files: Default::default(),
         }
     }
 
@@ -317,11 +325,25 @@ impl CampaignRepo for DynamoCampaigns {
     async fn get(&self, id: &str) -> Result<Option<Campaign>, BackendError> {
         let Some(meta) = self.meta(id).await? else { return Ok(None) };
         let Some(run) = text(&meta, "run") else { return Ok(None) };
-        let items = self.run_items(id, run, "").await?;
-        let file_sk = format!("run#{run}#file");
-        let file = items.iter().find(|i| text(i, "sk") == Some(file_sk.as_str()));
-        let shards: Vec<&Item> = items.iter().filter(|i| text(i, "sk") != Some(file_sk.as_str())).collect();
-        Ok(campaign_from_items(&meta, file, &shards))
+        let key = (id.to_string(), run.to_string());
+        let kept = self.files.lock().ok().and_then(|f| f.get(&key).cloned());
+        let (file, shards) = match kept {
+            Some(file) => (Some(file), self.run_items(id, run, "n#").await?),
+            None => {
+                let mut items = self.run_items(id, run, "").await?;
+                let file_sk = format!("run#{run}#file");
+                let file = items.iter().position(|i| text(i, "sk") == Some(file_sk.as_str())).map(|p| items.remove(p));
+                if let (Some(file), Ok(mut files)) = (&file, self.files.lock()) {
+                    if files.len() >= FILES_KEPT {
+                        files.clear();
+                    }
+                    files.insert(key, file.clone());
+                }
+                (file, items)
+            }
+        };
+        let shards: Vec<&Item> = shards.iter().collect();
+        Ok(campaign_from_items(&meta, file.as_ref(), &shards))
     }
 
     /// Only the `meta` item's run and state: one read unit, on the path of every call to LINE.
@@ -718,6 +740,9 @@ impl CampaignAdmin for DynamoCampaigns {
                 .send()
                 .await;
             if conditional(result.map(|_| ()), "UpdateItem")? {
+                if let Ok(mut files) = self.files.lock() {
+                    files.remove(&(id.to_string(), run.clone()));
+                }
                 return Ok(());
             }
         }
