@@ -209,6 +209,37 @@ async fn reservation_cost() {
             writes / 1_000.0
         );
     }
+    reservation_after_a_year(&stack, &store).await;
+}
+
+/// A friend pushed every day for a year under day, week and month caps: what the last
+/// reservation costs, and the item's size, with past periods pruned as they go.
+async fn reservation_after_a_year(stack: &TestStack, store: &DynamoCampaigns) {
+    let zone = shared::rules::window::Zone::parse("Asia/Taipei").unwrap();
+    let caps =
+        [Cap { per: Period::Month, max: 40 }, Cap { per: Period::Week, max: 10 }, Cap { per: Period::Day, max: 2 }];
+    let friends: Vec<String> = (2_000..2_010).map(user_id).collect();
+    let now = SystemClock.now_ms();
+    let facts = FriendFacts { blocked: false, followed_at_ms: Some(now - 400 * 86_400_000), tags: Default::default() };
+    bulk_friends(stack, friends.iter().map(|u| (u.clone(), facts.clone()))).await;
+    let start = now - 365 * 86_400_000;
+    let mut last = 0.0;
+    for day in 0..=365 {
+        let at = start + day * 86_400_000;
+        let demand = Demand::new(format!("daily-{day}~0123456789ab"), &caps, &zone, false, 0, at);
+        let before = store.units();
+        for u in &friends {
+            store.reserve(u, &demand, at).await.unwrap();
+        }
+        last = (store.units().writes - before.writes) / friends.len() as f64;
+    }
+    let item = integration_tests::get_item(&stack.dynamodb, stack.table("UsersTable"), "userId", &friends[0]).await;
+    let periods = item.as_ref().map_or(0, |i| i.keys().filter(|k| k.starts_with("cap#")).count());
+    println!(
+        "\nAfter a year of daily pushes under month + week + day caps: {last:.2} write units a reservation, \
+         {periods} cap periods on the item, about {} bytes.",
+        item.as_ref().map_or(0, item_size)
+    );
 }
 
 /// An item's size as DynamoDB bills it: attribute names plus values (strings as UTF-8, numbers
