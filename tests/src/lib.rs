@@ -297,6 +297,26 @@ pub async fn get_item(
         .item
 }
 
+/// The item at (`pk`, `sk`) of a campaigns-style table, strongly consistent (empty if absent).
+pub async fn get_item_by(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    sk: &str,
+) -> HashMap<String, AttributeValue> {
+    dynamodb
+        .get_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S(pk.into()))
+        .key("sk", AttributeValue::S(sk.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get works")
+        .item
+        .unwrap_or_default()
+}
+
 /// Receives and deletes every message on the queue at `url`, as a consumer would; returns their
 /// bodies in the order received. Two empty polls in a row end it.
 pub async fn drain_queue(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! Upgrading a deployed stack with a campaign mid-send: the campaign as the code before the counter
 //! shards wrote it (its counters, file and messages on `c#<id>/meta`) is read, sent on, counted and
-//! finished by the code of today, on DynamoDB Local. No drain is needed before a deploy.
+//! finished by the code of today, on DynamoDB Local, and keeps counting where the code before can
+//! see it. No drain is needed before a deploy.
 
 use std::collections::HashMap;
 
@@ -99,6 +100,11 @@ async fn a_campaign_written_before_the_counter_shards_is_sent_on_counted_and_fin
     assert!(store.settle(&c, &batch, "s", &outcome, now).await.unwrap());
     let c = store.get("old").await.unwrap().unwrap();
     assert_eq!((c.counters.batches, c.counters.settled, c.counters.sent), (2, 2, 2));
+    // Still counted on meta, to its end: the code before the shards, if it still runs during the
+    // deploy, finishes the campaign only once meta says every batch settled, and that is true.
+    let meta = integration_tests::get_item_by(&stack.dynamodb, stack.table("CampaignsTable"), "c#old", "meta").await;
+    let count = |k: &str| meta.get(k).and_then(|v| v.as_n().ok()).cloned();
+    assert_eq!((count("settled"), count("batches")), (Some("2".into()), Some("2".into())));
     assert_eq!(c.last_sent_at_ms, Some(now), "the latest settle, wherever it was counted");
     // A preview saved now goes where the campaign keeps it.
     store.save_preview("old", &serde_json::json!({ "billable": 1 })).await.unwrap();

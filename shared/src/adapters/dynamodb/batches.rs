@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem,
 
 use super::attr::{flag, int, n, s, string_set, text, uint};
 use super::call::{conditional, err};
-use super::campaigns::{batch_key, budget_key, count_update, meta_key, recipients_key, skip_deltas, DynamoCampaigns};
+use super::campaigns::{batch_key, budget_key, meta_key, recipients_key, skip_deltas, DynamoCampaigns};
 use crate::adapters::sdk::describe;
 use crate::campaign::batch::{Batch, BatchState, Settlement};
 use crate::campaign::model::{Campaign, Skips, State};
@@ -503,8 +503,7 @@ impl BatchRepo for DynamoCampaigns {
             ("settled", 1),
         ];
         deltas.extend(skip_deltas("send", &batch.skips));
-        let count_update = count_update(
-            &self.campaigns,
+        let count_update = self.count_update(
             c,
             batch.number,
             &deltas,
@@ -557,7 +556,20 @@ impl BatchRepo for DynamoCampaigns {
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
         let held = [("held", batch.to.len() as i64)];
-        let count_update = count_update(&self.campaigns, c, batch.number, &held, "", HashMap::new())?;
+        if self.counts_on_meta(c) {
+            // A run from before the counter shards: the check and the count are one update.
+            let mut names = HashMap::from([("#state".to_string(), "state".to_string())]);
+            let mut values = HashMap::from([
+                (":planning".to_string(), s(State::Planning.name())),
+                (":sending".to_string(), s(State::Sending.name())),
+            ]);
+            let adds = super::campaigns::adds(&held, &mut names, &mut values);
+            let mut meta = self.count_update(c, batch.number, &[], &format!("ADD {}", adds.join(", ")), values)?;
+            meta.condition_expression = Some("#run = :run AND NOT (#state IN (:planning, :sending))".into());
+            meta.expression_attribute_names.get_or_insert_with(HashMap::new).extend(names);
+            return self.transact_updates([batch_update, meta]).await;
+        }
+        let count_update = self.count_update(c, batch.number, &held, "", HashMap::new())?;
         self.transact(vec![
             TransactWriteItem::builder().update(batch_update).build(),
             TransactWriteItem::builder().condition_check(not_sending).build(),
@@ -581,7 +593,7 @@ impl BatchRepo for DynamoCampaigns {
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
         let held = [("held", -(batch.to.len() as i64))];
-        let count_update = count_update(&self.campaigns, c, batch.number, &held, "", HashMap::new())?;
+        let count_update = self.count_update(c, batch.number, &held, "", HashMap::new())?;
         self.transact_updates([batch_update, count_update]).await
     }
 
@@ -613,7 +625,7 @@ impl BatchRepo for DynamoCampaigns {
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
         let deltas = [("unknown", -n_to), (if delivered { "sent" } else { "failed" }, n_to)];
-        let count_update = count_update(&self.campaigns, c, batch.number, &deltas, "", HashMap::new())?;
+        let count_update = self.count_update(c, batch.number, &deltas, "", HashMap::new())?;
         self.transact_updates([batch_update, count_update]).await
     }
 }

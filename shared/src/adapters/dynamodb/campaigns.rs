@@ -195,33 +195,6 @@ fn campaign_from_items(meta: &Item, file: Option<&Item>, shards: &[&Item]) -> Op
     })
 }
 
-/// An update of the counter shard of batch (or page) `number`: `deltas` added, `set` clauses
-/// (with their values in `values`) set. No condition: the batch (or page) written in the same
-/// transaction carries it.
-pub(super) fn count_update(
-    table: &str,
-    c: &Campaign,
-    number: u32,
-    deltas: &[(&str, i64)],
-    set: &str,
-    mut values: HashMap<String, AttributeValue>,
-) -> Result<Update, BackendError> {
-    let mut names = HashMap::new();
-    let adds = adds(deltas, &mut names, &mut values);
-    let mut update = set.to_string();
-    if !adds.is_empty() {
-        update.push_str(&format!(" ADD {}", adds.join(", ")));
-    }
-    Update::builder()
-        .table_name(table)
-        .set_key(Some(counter_key(&c.id, &c.run, number)))
-        .update_expression(update.trim())
-        .set_expression_attribute_names((!names.is_empty()).then_some(names))
-        .set_expression_attribute_values((!values.is_empty()).then_some(values))
-        .build()
-        .map_err(|e| err("TransactWriteItems", e.to_string()))
-}
-
 /// Campaigns, their batches and the friends' caps in DynamoDB (the campaigns and users tables).
 #[derive(Clone)]
 pub struct DynamoCampaigns {
@@ -234,6 +207,10 @@ pub struct DynamoCampaigns {
     /// batch a sender handles after the first reads only `meta` and the counters. (Its preview
     /// may: the process that saves one updates its copy; senders do not read previews.)
     files: Arc<std::sync::Mutex<HashMap<(String, String), Item>>>,
+    /// Runs this process read without a file item: written before the counter shards, they keep
+    /// counting on `meta` to their end, so that the code before the shards, still running during a
+    /// deploy, finishes them only when every batch settled.
+    legacy: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 /// How many runs' files a process keeps (a few campaigns at once; a new one evicts them all).
@@ -247,6 +224,7 @@ impl DynamoCampaigns {
             users: users_table.into(),
             meter: Default::default(),
             files: Default::default(),
+            legacy: Default::default(),
         }
     }
 
@@ -311,6 +289,45 @@ impl DynamoCampaigns {
         Ok(counters_of(&items))
     }
 
+    /// Whether `c`'s run counts on `meta` (a run from before the counter shards).
+    pub(super) fn counts_on_meta(&self, c: &Campaign) -> bool {
+        self.legacy.lock().is_ok_and(|l| l.contains(&(c.id.clone(), c.run.clone())))
+    }
+
+    /// An update adding `deltas` to the counters batch (or page) `number` counts on, with `set`
+    /// clauses (their values in `values`): its shard, with no condition (the batch or page written
+    /// in the same transaction carries it); or `meta` for a run from before the shards, on the
+    /// condition that the run is still `c`'s.
+    pub(super) fn count_update(
+        &self,
+        c: &Campaign,
+        number: u32,
+        deltas: &[(&str, i64)],
+        set: &str,
+        mut values: HashMap<String, AttributeValue>,
+    ) -> Result<Update, BackendError> {
+        let mut names = HashMap::new();
+        let adds = adds(deltas, &mut names, &mut values);
+        let mut update = set.to_string();
+        if !adds.is_empty() {
+            update.push_str(&format!(" ADD {}", adds.join(", ")));
+        }
+        let on_meta = self.counts_on_meta(c);
+        let builder = Update::builder().table_name(&self.campaigns).update_expression(update.trim());
+        let builder = if on_meta {
+            names.insert("#run".into(), "run".into());
+            values.insert(":run".into(), s(&c.run));
+            builder.set_key(Some(meta_key(&c.id))).condition_expression("#run = :run")
+        } else {
+            builder.set_key(Some(counter_key(&c.id, &c.run, number)))
+        };
+        builder
+            .set_expression_attribute_names((!names.is_empty()).then_some(names))
+            .set_expression_attribute_values((!values.is_empty()).then_some(values))
+            .build()
+            .map_err(|e| err("TransactWriteItems", e.to_string()))
+    }
+
     /// A transaction of updates only (an item and the counters or budget it moves).
     pub(super) async fn transact_updates(
         &self,
@@ -342,6 +359,11 @@ impl CampaignRepo for DynamoCampaigns {
                 (file, items)
             }
         };
+        if file.is_none() {
+            if let Ok(mut legacy) = self.legacy.lock() {
+                legacy.insert((id.to_string(), run.to_string()));
+            }
+        }
         let shards: Vec<&Item> = shards.iter().collect();
         Ok(campaign_from_items(&meta, file.as_ref(), &shards))
     }
@@ -492,6 +514,15 @@ impl CampaignRepo for DynamoCampaigns {
             set.push("#state = :sending");
         }
         let mut update_expression = format!("SET {}", set.join(", "));
+        let on_meta = self.counts_on_meta(c);
+        let mut names = names;
+        if on_meta {
+            // (One update of `meta` in the transaction: the counts go in it.)
+            let adds = adds(&deltas, &mut names, &mut values);
+            if !adds.is_empty() {
+                update_expression.push_str(&format!(" ADD {}", adds.join(", ")));
+            }
+        }
         if next.is_none() {
             update_expression.push_str(" REMOVE #cursor");
         }
@@ -505,8 +536,8 @@ impl CampaignRepo for DynamoCampaigns {
             .build()
             .map_err(|e| err("TransactWriteItems", e.to_string()))?;
         let mut actions = vec![TransactWriteItem::builder().update(meta).build()];
-        if deltas.iter().any(|(_, d)| *d != 0) {
-            let count = count_update(&self.campaigns, c, number, &deltas, "", HashMap::new())?;
+        if !on_meta && deltas.iter().any(|(_, d)| *d != 0) {
+            let count = self.count_update(c, number, &deltas, "", HashMap::new())?;
             actions.push(TransactWriteItem::builder().update(count).build());
         }
         if has_batch {

@@ -233,7 +233,7 @@ impl CampaignRepo for MemoryCampaigns {
             Some(stored)
                 if stored.run == c.run
                     && stored.plan_done
-                    && stored.counters.settled == stored.counters.batches
+                    && stored.counters.settled >= stored.counters.batches
                     && stored.state.sends() =>
             {
                 stored.state = if stored.counters.unknown > 0 { State::NeedsAttention } else { State::Done };
@@ -459,7 +459,13 @@ impl BatchRepo for MemoryCampaigns {
             if b.state != batch.state || b.lease_owner.as_deref() != Some(owner) {
                 return false;
             }
-            let Some(stored) = s.campaigns.get_mut(&c.id).filter(|st| st.run == c.run) else { return false };
+            // An earlier run's batch still settles; its counts go to that run, which nobody reads any
+            // more (its own counter shards in DynamoDB).
+            let mut earlier_run = c.clone();
+            let stored = match s.campaigns.get_mut(&c.id).filter(|st| st.run == c.run) {
+                Some(stored) => stored,
+                None => &mut earlier_run,
+            };
             b.state = outcome.state;
             if outcome.request_id.is_some() {
                 b.request_id = outcome.request_id.clone();
@@ -526,7 +532,13 @@ impl BatchRepo for MemoryCampaigns {
             if b.state != BatchState::Held || (b.held_from == Some(BatchState::Planned) && b.reserved) {
                 return false;
             }
-            let Some(stored) = s.campaigns.get_mut(&c.id).filter(|st| st.run == c.run) else { return false };
+            // An earlier run's batch still settles; its counts go to that run, which nobody reads any
+            // more (its own counter shards in DynamoDB).
+            let mut earlier_run = c.clone();
+            let stored = match s.campaigns.get_mut(&c.id).filter(|st| st.run == c.run) {
+                Some(stored) => stored,
+                None => &mut earlier_run,
+            };
             b.state = b.held_from.take().unwrap_or(BatchState::Planned);
             stored.counters.held = stored.counters.held.saturating_sub(b.to.len() as u64);
             true
@@ -545,7 +557,13 @@ impl BatchRepo for MemoryCampaigns {
             let Some(b) = s.batches.get_mut(&key(c, batch.number)).filter(|b| b.state == BatchState::Unknown) else {
                 return false;
             };
-            let Some(stored) = s.campaigns.get_mut(&c.id).filter(|st| st.run == c.run) else { return false };
+            // An earlier run's batch still settles; its counts go to that run, which nobody reads any
+            // more (its own counter shards in DynamoDB).
+            let mut earlier_run = c.clone();
+            let stored = match s.campaigns.get_mut(&c.id).filter(|st| st.run == c.run) {
+                Some(stored) => stored,
+                None => &mut earlier_run,
+            };
             b.state = if delivered { BatchState::Sent } else { BatchState::Failed };
             if delivered {
                 b.reserved = false;
