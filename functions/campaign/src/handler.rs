@@ -85,8 +85,10 @@ pub fn is_schedule(payload: &serde_json::Value) -> bool {
 /// One sweep over every campaign; its counts are printed as CloudWatch embedded-metric lines.
 pub async fn sweep(deps: &Deps) -> Result<Swept, Error> {
     let sweeper = Sweeper { store: &deps.store, batches: deps.batches.as_ref(), clock: deps.clock.as_ref() };
+    // Stamped with the sweep's start, which the schedule keeps 5 minutes apart.
+    let started = deps.clock.now_ms();
     let swept = sweeper.run().await?;
-    for line in swept.metrics(&deps.metrics_namespace, deps.clock.now_ms()) {
+    for line in swept.metrics(&deps.metrics_namespace, started) {
         // Embedded metric format: a JSON line of its own on stdout, which CloudWatch Logs reads.
         println!("{line}");
     }

@@ -236,7 +236,6 @@ pub fn period_attribute(period: Period, at: Timestamp, zone: &Zone) -> String {
     }
 }
 
-/// The caps in force at `at`: each cap's attribute and its most campaigns.
 /// How long after a cap period ends its attribute is removed: longer than any two time zones are
 /// apart, so no campaign of the account (each with the time zone it started with) still counts
 /// it.
@@ -283,6 +282,7 @@ pub fn is_past_period(attribute: &str, now_ms: i64, zone: &Zone) -> bool {
     attribute.len() == then.len() && attribute < then.as_str()
 }
 
+/// The caps in force at `at`: each cap's attribute and its most campaigns.
 pub fn cap_slots(caps: &[Cap], at: Timestamp, zone: &Zone) -> BTreeMap<String, u32> {
     caps.iter().map(|c| (period_attribute(c.per, at, zone), c.max)).collect()
 }

@@ -3,25 +3,29 @@
 //! do by itself and for what a person must be paged about.
 //!
 //! It finishes campaigns whose batches all settled (a settle whose finish was lost), takes a
-//! campaign that needed attention to done once its unknown outcomes were resolved, and queues again
-//! the batches whose lease expired long ago (a sender that died with the batch's message gone to
-//! the dead-letter queue). What it counts becomes the metrics the alarms watch: campaigns needing
-//! attention, paused (by reason), and stalled (sending, and no batch settled for 15 minutes).
+//! campaign that needed attention to done once its unknown outcomes were resolved (finishing the
+//! give-backs a resolve left cut short first), and, in a campaign that stalled, queues again every
+//! open batch no sender holds (a batch whose message went to the dead-letter queue after LINE kept
+//! failing, or whose sender died). What it counts becomes the metrics the alarms watch: campaigns
+//! needing attention, paused (by reason), and stalled (sending, and no batch settled for 15
+//! minutes).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::batch::BatchState;
+use super::give_back::give_back;
 use super::model::{BatchMessage, Campaign, State};
 use super::ports::CampaignAdmin;
 use crate::ports::{BackendError, Clock, WorkQueue};
 
-/// A batch whose lease expired this long ago is queued again (its sender is surely gone, and its
-/// message may be in the dead-letter queue).
-pub const LEASE_EXPIRED_LONG_AGO_MS: i64 = 5 * 60_000;
-/// A sending campaign with no batch settled for this long is stalled.
+/// A sending campaign with no batch settled for this long is stalled: its open batches that no
+/// sender holds are queued again.
 pub const STALLED_AFTER_MS: i64 = 15 * 60_000;
+/// At most this many batches of one campaign are queued again by one sweep (the next sweep goes
+/// on), so a stalled campaign of many batches cannot take the sweep past its timeout.
+pub const MAX_REQUEUED_PER_SWEEP: usize = 2_000;
 
 /// Why a campaign is paused, as the `Reason` dimension of `CampaignsPaused`: the first three
 /// need a person (and are alarmed on), the last two do not.
@@ -123,7 +127,16 @@ impl Sweeper<'_> {
         let now = self.clock.now_ms();
         match c.state {
             State::NeedsAttention => {
-                if self.store.done_when_resolved(c).await? {
+                if c.counters.unknown == 0 {
+                    // A resolve cut short may have left failed batches' slots and budget taken.
+                    for (number, _) in self.store.batches_in(c, &[BatchState::Failed]).await? {
+                        let Some(batch) = self.store.batch(c, number).await? else { continue };
+                        if batch.slots_to_give_back() {
+                            give_back(self.store, self.store, c, &batch, now).await?;
+                        }
+                    }
+                }
+                if c.counters.unknown == 0 && self.store.done_when_resolved(c).await? {
                     swept.finished.push(c.id.clone());
                 } else {
                     swept.needing_attention += 1;
@@ -140,22 +153,29 @@ impl Sweeper<'_> {
                     }
                     return Ok(());
                 }
+                let moved = c.last_sent_at_ms.or(c.started_at_ms).unwrap_or(c.created_at_ms);
+                if c.state != State::Sending || now - moved <= STALLED_AFTER_MS {
+                    return Ok(());
+                }
                 let open = self.store.open_batches(c).await?;
-                for (number, state) in &open {
-                    if *state == BatchState::Held {
+                if open.is_empty() {
+                    return Ok(());
+                }
+                swept.stalled.push(c.id.clone());
+                let mut requeued = 0;
+                for (number, state) in open {
+                    if state == BatchState::Held || requeued == MAX_REQUEUED_PER_SWEEP {
                         continue;
                     }
-                    let Some(batch) = self.store.batch(c, *number).await? else { continue };
-                    if batch.lease_until_ms > 0 && batch.lease_until_ms < now - LEASE_EXPIRED_LONG_AGO_MS {
-                        // A duplicate is harmless: a batch is leased and settles once.
-                        self.batches.send(&BatchMessage::body(c, *number)?, 0).await?;
-                        swept.requeued += 1;
+                    let Some(batch) = self.store.batch(c, number).await? else { continue };
+                    // A batch a live sender holds is left to it; any other may have lost its
+                    // message (a duplicate is harmless: a batch is leased and settles once).
+                    if batch.lease_until_ms <= now {
+                        self.batches.send(&BatchMessage::body(c, number)?, 0).await?;
+                        requeued += 1;
                     }
                 }
-                let moved = c.last_sent_at_ms.or(c.started_at_ms).unwrap_or(c.created_at_ms);
-                if c.state == State::Sending && !open.is_empty() && now - moved > STALLED_AFTER_MS {
-                    swept.stalled.push(c.id.clone());
-                }
+                swept.requeued += requeued as u32;
             }
             _ => {}
         }

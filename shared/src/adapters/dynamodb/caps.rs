@@ -330,21 +330,25 @@ impl DynamoCampaigns {
     /// Removes periods older than a reservation's own removal reaches (a friend pushed again after
     /// a long pause): once per such friend, best effort (a failure leaves them for the next one).
     async fn prune(&self, user: &str, attributes: &[String]) {
-        let names: HashMap<String, String> =
-            attributes.iter().enumerate().map(|(i, a)| (format!("#x{i}"), a.clone())).collect();
-        let remove: Vec<&String> = names.keys().collect();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.users)
-            .key("userId", s(user))
-            .update_expression(format!("REMOVE {}", remove.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")))
-            .condition_expression("attribute_exists(userId)")
-            .set_expression_attribute_names(Some(names.clone()))
-            .send()
-            .await;
-        if let Err(e) = conditional(result.map(|_| ()), "UpdateItem") {
-            tracing::warn!(error = %e, periods = attributes.len(), "past cap periods not removed: the next reservation tries again");
+        // In updates of 100 (an expression is at most 4 KB; years of daily caps are hundreds).
+        for chunk in attributes.chunks(100) {
+            let names: HashMap<String, String> =
+                chunk.iter().enumerate().map(|(i, a)| (format!("#x{i}"), a.clone())).collect();
+            let remove: Vec<String> = (0..chunk.len()).map(|i| format!("#x{i}")).collect();
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.users)
+                .key("userId", s(user))
+                .update_expression(format!("REMOVE {}", remove.join(", ")))
+                .condition_expression("attribute_exists(userId)")
+                .set_expression_attribute_names(Some(names))
+                .send()
+                .await;
+            if let Err(e) = conditional(result.map(|_| ()), "UpdateItem") {
+                tracing::warn!(error = %e, periods = chunk.len(), "past cap periods not removed: the next reservation tries again");
+                return;
+            }
         }
     }
 

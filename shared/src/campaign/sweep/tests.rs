@@ -5,7 +5,7 @@ use crate::adapters::memory::campaigns::{campaign, MemoryCampaigns};
 use crate::adapters::memory::queue::MemoryWorkQueue;
 use crate::campaign::batch::Settlement;
 use crate::campaign::model::PlannedPage;
-use crate::campaign::ports::{BatchRepo, CampaignRepo};
+use crate::campaign::ports::{BatchRepo, CampaignRepo, CapStore};
 
 /// 2026-11-15T00:00Z
 const NOW: i64 = 1_794_700_800_000;
@@ -78,18 +78,64 @@ async fn a_campaign_whose_batches_all_settled_is_finished_and_one_still_sending_
 }
 
 #[tokio::test]
-async fn a_batch_whose_lease_expired_long_ago_is_queued_again_and_a_fresh_one_is_not() {
+async fn a_stalled_campaign_gets_every_batch_no_sender_holds_queued_again_and_a_moving_one_nothing() {
     let w = World::default();
-    let c = w.sending("c", 3).await;
-    // Batch 0: its sender died 10 minutes ago. Batch 1: leased a minute ago. Batch 2: never leased
-    // (its message is still on its way through the queue).
+    let c = w.sending("c", 4).await;
+    w.settle(&c, 3, BatchState::Sent, NOW).await;
+    // Batch 0: its sender died. Batch 1: a sender holds it now. Batch 2: never leased (its
+    // message went to the dead-letter queue after LINE kept failing, and the lease was let go).
     assert!(w.store.lease(&c, 0, "dead", NOW, NOW + MINUTE_MS).await.unwrap());
-    let now = NOW + 11 * MINUTE_MS;
+    let now = NOW + 20 * MINUTE_MS;
     assert!(w.store.lease(&c, 1, "alive", now - MINUTE_MS, now + MINUTE_MS).await.unwrap());
+    // Another campaign settled a minute ago, with a batch whose sender died: SQS brings that one
+    // back by itself; the sweep leaves it.
+    let moving = w.sending("moving", 2).await;
+    assert!(w.store.lease(&moving, 0, "dead", NOW, NOW + MINUTE_MS).await.unwrap());
+    w.settle(&moving, 1, BatchState::Sent, now - MINUTE_MS).await;
     let swept = w.sweep(now).await;
-    assert_eq!(swept.requeued, 1);
+    assert_eq!((swept.stalled.clone(), swept.requeued), (vec!["c".to_string()], 2));
     let sent: Vec<BatchMessage> = w.batches.sent().iter().map(|(b, _)| serde_json::from_str(b).unwrap()).collect();
-    assert_eq!(sent, vec![BatchMessage { campaign: "c".into(), run: c.run.clone(), batch: 0 }]);
+    let again = |batch| BatchMessage { campaign: "c".into(), run: c.run.clone(), batch };
+    assert_eq!(sent, vec![again(0), again(2)]);
+}
+
+#[tokio::test]
+async fn a_resolve_cut_short_is_finished_before_the_sweep_calls_the_campaign_done() {
+    let w = World::default();
+    let c = w.sending("c", 1).await;
+    let friend = users(1).remove(0);
+    w.store.add_friend(&friend, true, false);
+    // The batch reserved its friend, then its outcome was unknown.
+    assert!(w.store.lease(&c, 0, "s", NOW, NOW + MINUTE_MS).await.unwrap());
+    let batch = w.store.batch(&c, 0).await.unwrap().unwrap();
+    let attrs = crate::campaign::classify::Classifier::of(&c, NOW).demand.attributes();
+    assert!(w.store.begin_reserve(&c, &batch, "s", &attrs, NOW).await.unwrap());
+    let demand = crate::campaign::classify::Classifier::of(&c, NOW).demand.generation(1);
+    assert_eq!(w.store.reserve(&friend, &demand, NOW).await.unwrap(), crate::campaign::caps::Reservation::Reserved);
+    let skips = Default::default();
+    assert!(w.store.freeze(&c, 0, "s", &[true], &skips, "key", NOW).await.unwrap());
+    let batch = w.store.batch(&c, 0).await.unwrap().unwrap();
+    let unknown = Settlement {
+        state: BatchState::Unknown,
+        sent: 0,
+        failed: 0,
+        unknown: 1,
+        request_id: None,
+        error: None,
+        release_slots: false,
+    };
+    assert!(w.store.settle(&c, &batch, "s", &unknown, NOW).await.unwrap());
+    assert!(w.store.finish_if_done(&c).await.unwrap());
+    // A person resolved it as not delivered, and the command stopped before giving the slot back.
+    let c = w.store.campaign("c").unwrap();
+    let batch = w.store.batch(&c, 0).await.unwrap().unwrap();
+    assert!(w.store.resolve_unknown(&c, &batch, false, NOW).await.unwrap());
+    assert!(w.store.batch(&c, 0).await.unwrap().unwrap().slots_to_give_back());
+    let swept = w.sweep(NOW + MINUTE_MS).await;
+    assert_eq!(swept.finished, vec!["c".to_string()]);
+    assert!(!w.store.batch(&c, 0).await.unwrap().unwrap().slots_to_give_back(), "the slot went back first");
+    let caps = w.store.friend_caps(std::slice::from_ref(&friend), &demand).await.unwrap();
+    assert!(caps[&friend].last_push.is_none(), "the friend's push is given back");
 }
 
 #[tokio::test]
