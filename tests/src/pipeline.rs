@@ -130,6 +130,9 @@ impl Pipeline {
                 .into_iter()
                 .find(|m| m.function == function)
                 .unwrap_or_else(|| panic!("{function} has an SQS event source"));
+            // One invocation at a time: the test's webhook, pollers and functions share one
+            // thread, and the template's 20 at once starve the webhook past its deadline.
+            let mapping = oa::poller::Mapping { max_concurrency: 1, ..mapping };
             let queue_url = stack.queue_url(&mapping.queue).to_string();
             let poller = Poller::new(mapping, stack.sqs.clone(), &queue_url, "ap-northeast-1", invoker.clone());
             let stopped = stopped.clone();

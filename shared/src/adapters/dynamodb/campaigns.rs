@@ -12,7 +12,7 @@
 //!   messages, the file as written in `source`) and the last preview: read by the planner and at
 //!   the start of a sender's invocation, never on the per-batch path.
 //! - `c#<id>` / `run#<run>#n#<00..15>`: the run's counters ([`crate::campaign::model::Counters`]),
-//!   sharded by batch number ([`COUNTER_SHARDS`]); each is changed with `ADD` in the same
+//!   sharded by batch number (`COUNTER_SHARDS`, in counters.rs); each is changed with `ADD` in the same
 //!   transaction as the batch it counts (or the page, for the planner's), and a campaign's counters
 //!   are their sum. Small, so a settle costs 2 write units on it wherever the campaign is.
 //!   (A campaign written before the shards kept its counters and file on `meta`: they are read
@@ -68,27 +68,15 @@ pub(super) fn recipients_key(id: &str, run: &str, number: u32) -> HashMap<String
     HashMap::from([("pk".into(), s(&format!("c#{id}"))), ("sk".into(), s(&format!("r#{run}#{number:06}")))])
 }
 
-/// Counter items per run. A settle adds to the shard of its batch number, so the batches sent
-/// side by side (consecutive numbers) write different items: at LINE's 200 multicasts a second,
-/// each shard takes about 13 settles a second, far from one item's 1,000 write units and rarely
-/// in two transactions at once.
-pub const COUNTER_SHARDS: u32 = 16;
-
 /// What run `run` never changes: its file and messages, and the last preview.
 pub(super) fn file_key(id: &str, run: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([("pk".into(), s(&format!("c#{id}"))), ("sk".into(), s(&format!("run#{run}#file")))])
 }
 
-/// The counter shard batch (or page) `number` of run `run` counts on.
-pub(super) fn counter_key(id: &str, run: &str, number: u32) -> HashMap<String, AttributeValue> {
-    let shard = number % COUNTER_SHARDS;
-    HashMap::from([("pk".into(), s(&format!("c#{id}"))), ("sk".into(), s(&format!("run#{run}#n#{shard:02}")))])
-}
-
 /// The counters summed over `items` (the shards, and `meta` of a campaign from before them). A
 /// shard may hold a negative count (an old campaign's unknown batch resolved on a shard): only the
 /// sum is a count.
-fn counters_of(items: &[&Item]) -> Counters {
+pub(super) fn counters_of(items: &[&Item]) -> Counters {
     let u = |k: &str| items.iter().map(|i| int(i, k).unwrap_or(0)).sum::<i64>().max(0) as u64;
     Counters {
         segment: u("segment"),
@@ -210,7 +198,7 @@ pub struct DynamoCampaigns {
     /// Runs this process read without a file item: written before the counter shards, they keep
     /// counting on `meta` to their end, so that the code before the shards, still running during a
     /// deploy, finishes them only when every batch settled.
-    legacy: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    pub(super) legacy: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 /// How many runs' files a process keeps (a few campaigns at once; a new one evicts them all).
@@ -257,7 +245,7 @@ impl DynamoCampaigns {
     }
 
     /// Run `run`'s items whose sort key begins with `run#<run>#<prefix>`, strongly consistent.
-    async fn run_items(&self, id: &str, run: &str, prefix: &str) -> Result<Vec<Item>, BackendError> {
+    pub(super) async fn run_items(&self, id: &str, run: &str, prefix: &str) -> Result<Vec<Item>, BackendError> {
         let mut items = vec![];
         let mut start = None;
         loop {
@@ -279,53 +267,6 @@ impl DynamoCampaigns {
                 return Ok(items);
             }
         }
-    }
-
-    /// The run's counters now (the shards', and an old campaign's on `meta`).
-    async fn counted(&self, meta: &Item, id: &str, run: &str) -> Result<Counters, BackendError> {
-        let shards = self.run_items(id, run, "n#").await?;
-        let mut items: Vec<&Item> = shards.iter().collect();
-        items.push(meta);
-        Ok(counters_of(&items))
-    }
-
-    /// Whether `c`'s run counts on `meta` (a run from before the counter shards).
-    pub(super) fn counts_on_meta(&self, c: &Campaign) -> bool {
-        self.legacy.lock().is_ok_and(|l| l.contains(&(c.id.clone(), c.run.clone())))
-    }
-
-    /// An update adding `deltas` to the counters batch (or page) `number` counts on, with `set`
-    /// clauses (their values in `values`): its shard, with no condition (the batch or page written
-    /// in the same transaction carries it); or `meta` for a run from before the shards, on the
-    /// condition that the run is still `c`'s.
-    pub(super) fn count_update(
-        &self,
-        c: &Campaign,
-        number: u32,
-        deltas: &[(&str, i64)],
-        set: &str,
-        mut values: HashMap<String, AttributeValue>,
-    ) -> Result<Update, BackendError> {
-        let mut names = HashMap::new();
-        let adds = adds(deltas, &mut names, &mut values);
-        let mut update = set.to_string();
-        if !adds.is_empty() {
-            update.push_str(&format!(" ADD {}", adds.join(", ")));
-        }
-        let on_meta = self.counts_on_meta(c);
-        let builder = Update::builder().table_name(&self.campaigns).update_expression(update.trim());
-        let builder = if on_meta {
-            names.insert("#run".into(), "run".into());
-            values.insert(":run".into(), s(&c.run));
-            builder.set_key(Some(meta_key(&c.id))).condition_expression("#run = :run")
-        } else {
-            builder.set_key(Some(counter_key(&c.id, &c.run, number)))
-        };
-        builder
-            .set_expression_attribute_names((!names.is_empty()).then_some(names))
-            .set_expression_attribute_values((!values.is_empty()).then_some(values))
-            .build()
-            .map_err(|e| err("TransactWriteItems", e.to_string()))
     }
 
     /// A transaction of updates only (an item and the counters or budget it moves).

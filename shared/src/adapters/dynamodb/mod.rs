@@ -12,6 +12,7 @@ pub mod batches;
 pub mod call;
 pub mod campaigns;
 pub mod caps;
+pub mod counters;
 pub mod ingest;
 pub mod rules;
 pub mod schedule;
