@@ -235,11 +235,13 @@ async fn a_lease_keeps_other_senders_off_until_it_expires(f: &dyn Fixture) {
     assert!(store.lease(&c, 0, "a", NOW, NOW + 1000).await.unwrap());
     assert!(!store.lease(&c, 0, "b", NOW + 10, NOW + 1010).await.unwrap());
     assert!(store.lease(&c, 0, "a", NOW + 10, NOW + 2000).await.unwrap(), "its owner renews it");
-    store.release_lease(&c, 0, "b").await.unwrap();
+    store.release_lease(&c, 0, "b", NOW + 15).await.unwrap();
     assert!(!store.lease(&c, 0, "b", NOW + 20, NOW + 1020).await.unwrap(), "only its owner lets it go");
     assert!(store.lease(&c, 0, "b", NOW + 2001, NOW + 3000).await.unwrap(), "expired");
-    store.release_lease(&c, 0, "b").await.unwrap();
-    assert!(store.lease(&c, 0, "a", NOW + 2002, NOW + 3000).await.unwrap(), "let go");
+    store.release_lease(&c, 0, "b", NOW + 2002).await.unwrap();
+    let leases = store.open_leases(&c).await.unwrap();
+    assert_eq!(leases, vec![(0, BatchState::Planned, NOW + 2002)], "it ended when let go");
+    assert!(store.lease(&c, 0, "a", NOW + 2003, NOW + 3000).await.unwrap(), "let go");
     assert!(!store.lease(&c, 1, "a", NOW, NOW + 1000).await.unwrap(), "no such batch");
 }
 

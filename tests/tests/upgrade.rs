@@ -111,7 +111,8 @@ async fn a_campaign_written_before_the_counter_shards_is_sent_on_counted_and_fin
     assert_eq!(store.get("old").await.unwrap().unwrap().preview.unwrap()["billable"], 1);
     // The sweep finishes it (a settle's own finish would too).
     let queue = MemoryWorkQueue::default();
-    let swept = Sweeper { store: &store, batches: &queue, clock: &SystemClock }.run().await.unwrap();
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let swept = Sweeper { store: &store, batches: &queue, clock: &SystemClock, until }.run().await.unwrap();
     assert!(swept.finished.contains(&"old".to_string()), "{swept:?}");
     assert_eq!(store.get("old").await.unwrap().unwrap().state, State::Done);
     assert!(store.list().await.unwrap().iter().any(|c| c.id == "old"));

@@ -63,17 +63,19 @@ const NO_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A schedule's event (EventBridge), or an SQS batch.
 pub async fn function_handler(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Result<serde_json::Value, Error> {
+    // A deadline already past is none at all (`cargo lambda watch` gives 0): then a minute, as a
+    // 60 s function would have.
+    let left = Duration::from_millis(event.context.deadline.saturating_sub(deps.clock.now_ms().max(0) as u64));
+    let left = if left.is_zero() { NO_DEADLINE } else { left.min(Duration::from_secs(900)) };
+    let deadline = tokio::time::Instant::now() + left;
     if is_schedule(&event.payload) {
-        let swept = sweep(deps).await?;
+        // Time left to print the metrics of what was swept.
+        let swept = sweep(deps, deadline - Duration::from_secs(10).min(left / 2)).await?;
         return Ok(serde_json::to_value(swept)?);
     }
     let sqs: SqsEvent = serde_json::from_value(event.payload)
         .map_err(|e| format!("neither an SQS batch nor a schedule's event: {e}"))?;
-    // Leave time to queue a continuation before Lambda's own timeout. A deadline already past
-    // is none at all (`cargo lambda watch` gives 0): then a minute, as a 60 s function would have.
-    let left = Duration::from_millis(event.context.deadline.saturating_sub(deps.clock.now_ms().max(0) as u64));
-    let left = if left.is_zero() { NO_DEADLINE } else { left.min(Duration::from_secs(900)) };
-    let deadline = tokio::time::Instant::now() + left;
+    // Planning leaves time to queue a continuation before Lambda's own timeout.
     Ok(serde_json::to_value(handle_batch(deps, &sqs.records, deadline).await)?)
 }
 
@@ -83,8 +85,8 @@ pub fn is_schedule(payload: &serde_json::Value) -> bool {
 }
 
 /// One sweep over every campaign; its counts are printed as CloudWatch embedded-metric lines.
-pub async fn sweep(deps: &Deps) -> Result<Swept, Error> {
-    let sweeper = Sweeper { store: &deps.store, batches: deps.batches.as_ref(), clock: deps.clock.as_ref() };
+pub async fn sweep(deps: &Deps, until: tokio::time::Instant) -> Result<Swept, Error> {
+    let sweeper = Sweeper { store: &deps.store, batches: deps.batches.as_ref(), clock: deps.clock.as_ref(), until };
     // Stamped with the sweep's start, which the schedule keeps 5 minutes apart.
     let started = deps.clock.now_ms();
     let swept = sweeper.run().await?;

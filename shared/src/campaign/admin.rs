@@ -109,6 +109,12 @@ impl Admin<'_> {
                         return Err(AdminError::Busy { id: file.id.clone(), batch: number });
                     }
                 }
+                // And a failed batch a resolve (`--not-delivered`) cut short left reserved.
+                for (number, _) in self.store.batches_in(&old, &[BatchState::Failed]).await? {
+                    if let Some(batch) = self.store.batch(&old, number).await?.filter(|b| b.slots_to_give_back()) {
+                        give_back(self.store, self.store, &old, &batch, now_ms).await?;
+                    }
+                }
             }
         }
         match self.store.create(file, source, resend, now_ms).await? {

@@ -67,7 +67,7 @@ pub async fn give_back_unsent(
         Some(b) if b.reserved && !b.call_open => give_back(store, caps, c, &b, now_ms).await,
         _ => Ok(()),
     };
-    let _ = store.release_lease(c, number, owner).await;
+    let _ = store.release_lease(c, number, owner, now_ms).await;
     result.map(|()| true)
 }
 

@@ -79,7 +79,18 @@ pub trait BatchRepo: Send + Sync {
         now_ms: i64,
         until_ms: i64,
     ) -> Result<bool, BackendError>;
-    async fn release_lease(&self, c: &Campaign, number: u32, owner: &str) -> Result<(), BackendError>;
+    /// Lets go of the lease at `now_ms` (it ends then: the next sender takes the batch at once,
+    /// and the sweep sees when it was last worked on).
+    async fn release_lease(&self, c: &Campaign, number: u32, owner: &str, now_ms: i64) -> Result<(), BackendError>;
+    /// The run's open batches with when their lease ends (0: never leased), by number.
+    async fn open_leases(&self, c: &Campaign) -> Result<Vec<(u32, BatchState, i64)>, BackendError> {
+        let mut out = vec![];
+        for (number, state) in self.open_batches(c).await? {
+            let until = self.batch(c, number).await?.map_or(0, |b| b.lease_until_ms);
+            out.push((number, state, until));
+        }
+        Ok(out)
+    }
     /// Begins reservation round `batch.generation + 1` of a planned batch: records it (and the
     /// cap attributes it reserves) before the first reservation is made. False: the lease was
     /// lost, the batch moved on, or an earlier round was not given back.

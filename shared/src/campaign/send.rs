@@ -160,7 +160,7 @@ impl Sender<'_> {
         };
         if matches!(result, Err(Retry::Line(_) | Retry::Backend(_) | Retry::Resumed | Retry::Paced(_))) {
             // Let the next delivery have it at once (a dead sender's lease expires instead).
-            let _ = self.store.release_lease(&c, batch.number, &self.owner).await;
+            let _ = self.store.release_lease(&c, batch.number, &self.owner, self.clock.now_ms()).await;
         }
         result
     }

@@ -4,11 +4,12 @@
 //!
 //! It finishes campaigns whose batches all settled (a settle whose finish was lost), takes a
 //! campaign that needed attention to done once its unknown outcomes were resolved (finishing the
-//! give-backs a resolve left cut short first), and, in a campaign that stalled, queues again every
-//! open batch no sender holds (a batch whose message went to the dead-letter queue after LINE kept
-//! failing, or whose sender died). What it counts becomes the metrics the alarms watch: campaigns
-//! needing attention, paused (by reason), and stalled (sending, and no batch settled for 15
-//! minutes).
+//! give-backs a resolve left cut short first), and queues again the open batches nobody worked on
+//! for [`IDLE_AFTER_MS`]: a sender takes the batch's lease at every receive of its message and
+//! lets it end when it gives the message back, so a batch idle that long has lost its message (to
+//! the dead-letter queue after LINE kept failing, or with a sender that died). What it counts
+//! becomes the metrics the alarms watch: campaigns needing attention, paused (by reason), and
+//! stalled (sending, and no batch settled for 15 minutes).
 
 use std::collections::BTreeMap;
 
@@ -20,12 +21,14 @@ use super::model::{BatchMessage, Campaign, State};
 use super::ports::CampaignAdmin;
 use crate::ports::{BackendError, Clock, WorkQueue};
 
-/// A sending campaign with no batch settled for this long is stalled: its open batches that no
-/// sender holds are queued again.
+/// A sending campaign with no batch settled for this long is stalled.
 pub const STALLED_AFTER_MS: i64 = 15 * 60_000;
-/// At most this many batches of one campaign are queued again by one sweep (the next sweep goes
-/// on), so a stalled campaign of many batches cannot take the sweep past its timeout.
-pub const MAX_REQUEUED_PER_SWEEP: usize = 2_000;
+/// A batch whose lease ended this long ago has lost its message: a live message comes back every
+/// 120 s (the queue's visibility timeout), and each receive takes the lease (90 s).
+pub const IDLE_AFTER_MS: i64 = 10 * 60_000;
+/// At most this many batches are queued again by one sweep (the next sweep goes on), so that a
+/// LINE outage over many campaigns cannot take the sweep past its timeout.
+pub const MAX_REQUEUED_PER_SWEEP: u32 = 2_000;
 
 /// Why a campaign is paused, as the `Reason` dimension of `CampaignsPaused`: the first three
 /// need a person (and are alarmed on), the last two do not.
@@ -107,16 +110,25 @@ pub struct Sweeper<'a> {
     pub store: &'a dyn CampaignAdmin,
     pub batches: &'a dyn WorkQueue,
     pub clock: &'a dyn Clock,
+    /// When to stop looking at more campaigns (what was counted is still reported).
+    pub until: tokio::time::Instant,
 }
 
 impl Sweeper<'_> {
-    /// One sweep over every campaign. A campaign that cannot be read or moved is left for the
-    /// next sweep (and logged); only listing them can fail the sweep.
+    /// One sweep over every campaign, in a new order each time (a sweep cut short by its deadline
+    /// leaves different ones for the next). A campaign that cannot be read or moved is left for
+    /// the next sweep (and logged); only listing them can fail the sweep.
     pub async fn run(&self) -> Result<Swept, BackendError> {
         let mut swept =
             Swept { paused: PAUSE_REASONS.iter().map(|k| (k.to_string(), 0)).collect(), ..Swept::default() };
-        for c in self.store.list().await? {
-            if let Err(e) = self.one(&c, &mut swept).await {
+        let mut campaigns = self.store.list().await?;
+        fastrand::shuffle(&mut campaigns);
+        for c in &campaigns {
+            if tokio::time::Instant::now() >= self.until {
+                tracing::warn!(left = campaigns.len(), "sweep: out of time, the next sweep goes on");
+                break;
+            }
+            if let Err(e) = self.one(c, &mut swept).await {
                 tracing::warn!(campaign = %c.id, error = %e, "sweep: campaign left for the next sweep");
             }
         }
@@ -127,19 +139,21 @@ impl Sweeper<'_> {
         let now = self.clock.now_ms();
         match c.state {
             State::NeedsAttention => {
-                if c.counters.unknown == 0 {
-                    // A resolve cut short may have left failed batches' slots and budget taken.
-                    for (number, _) in self.store.batches_in(c, &[BatchState::Failed]).await? {
-                        let Some(batch) = self.store.batch(c, number).await? else { continue };
-                        if batch.slots_to_give_back() {
-                            give_back(self.store, self.store, c, &batch, now).await?;
-                        }
+                // Counted first: a give-back that fails must not hide it from the alarm.
+                swept.needing_attention += 1;
+                if c.counters.unknown > 0 {
+                    return Ok(());
+                }
+                // A resolve cut short may have left failed batches' slots and budget taken.
+                for (number, _) in self.store.batches_in(c, &[BatchState::Failed]).await? {
+                    let Some(batch) = self.store.batch(c, number).await? else { continue };
+                    if batch.slots_to_give_back() {
+                        give_back(self.store, self.store, c, &batch, now).await?;
                     }
                 }
-                if c.counters.unknown == 0 && self.store.done_when_resolved(c).await? {
+                if self.store.done_when_resolved(c).await? {
+                    swept.needing_attention -= 1;
                     swept.finished.push(c.id.clone());
-                } else {
-                    swept.needing_attention += 1;
                 }
             }
             State::Paused => *swept.paused.entry(pause_kind(c.reason.as_deref()).to_string()).or_default() += 1,
@@ -153,29 +167,23 @@ impl Sweeper<'_> {
                     }
                     return Ok(());
                 }
+                let open = self.store.open_leases(c).await?;
                 let moved = c.last_sent_at_ms.or(c.started_at_ms).unwrap_or(c.created_at_ms);
-                if c.state != State::Sending || now - moved <= STALLED_AFTER_MS {
-                    return Ok(());
+                if c.state == State::Sending && !open.is_empty() && now - moved > STALLED_AFTER_MS {
+                    swept.stalled.push(c.id.clone());
                 }
-                let open = self.store.open_batches(c).await?;
-                if open.is_empty() {
-                    return Ok(());
-                }
-                swept.stalled.push(c.id.clone());
-                let mut requeued = 0;
-                for (number, state) in open {
-                    if state == BatchState::Held || requeued == MAX_REQUEUED_PER_SWEEP {
-                        continue;
+                for (number, state, until) in open {
+                    if swept.requeued >= MAX_REQUEUED_PER_SWEEP {
+                        break;
                     }
-                    let Some(batch) = self.store.batch(c, number).await? else { continue };
-                    // A batch a live sender holds is left to it; any other may have lost its
-                    // message (a duplicate is harmless: a batch is leased and settles once).
-                    if batch.lease_until_ms <= now {
+                    // Never leased: its message is still on its way (the planner queues each batch
+                    // it commits, and queues the last one again when it picks up).
+                    if state != BatchState::Held && until > 0 && until < now - IDLE_AFTER_MS {
+                        // A duplicate is harmless: a batch is leased and settles once.
                         self.batches.send(&BatchMessage::body(c, number)?, 0).await?;
-                        requeued += 1;
+                        swept.requeued += 1;
                     }
                 }
-                swept.requeued += requeued as u32;
             }
             _ => {}
         }

@@ -198,18 +198,58 @@ impl BatchRepo for DynamoCampaigns {
     }
 
     /// Lets go of the lease (the batch goes back to the queue for a retry).
-    async fn release_lease(&self, c: &Campaign, number: u32, owner: &str) -> Result<(), BackendError> {
+    async fn release_lease(&self, c: &Campaign, number: u32, owner: &str, now_ms: i64) -> Result<(), BackendError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.campaigns)
             .set_key(Some(batch_key(&c.id, &c.run, number)))
-            .update_expression("REMOVE leaseUntil, leaseOwner")
+            .update_expression("SET leaseUntil = :now REMOVE leaseOwner")
             .condition_expression("leaseOwner = :owner")
             .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":now", n(now_ms))
             .send()
             .await;
         conditional(result.map(|_| ()), "UpdateItem").map(|_| ())
+    }
+
+    /// One query, as `batches_in`, with `leaseUntil` projected (a Query is billed on the items it
+    /// reads, whatever it projects).
+    async fn open_leases(&self, c: &Campaign) -> Result<Vec<(u32, BatchState, i64)>, BackendError> {
+        let states = [BatchState::Planned, BatchState::Frozen, BatchState::Held];
+        let mut values: HashMap<String, AttributeValue> =
+            states.iter().enumerate().map(|(i, st)| (format!(":s{i}"), s(st.name()))).collect();
+        values.insert(":pk".into(), s(&format!("c#{}", c.id)));
+        values.insert(":prefix".into(), s(&format!("b#{}#", c.run)));
+        let mut out = vec![];
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.campaigns)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .filter_expression("#state IN (:s0, :s1, :s2)")
+                .expression_attribute_names("#state", "state")
+                .set_expression_attribute_values(Some(values.clone()))
+                .projection_expression("sk, #state, leaseUntil")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| err("Query", describe(&e)))?;
+            for item in page.items() {
+                let number = text(item, "sk").and_then(|k| k.rsplit('#').next()).and_then(|n| n.parse().ok());
+                let state = text(item, "state").and_then(BatchState::parse);
+                if let (Some(n), Some(st)) = (number, state) {
+                    out.push((n, st, int(item, "leaseUntil").unwrap_or(0)));
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     /// Records reservation round `batch.generation + 1` (and its cap attributes) on a planned

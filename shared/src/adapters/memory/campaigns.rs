@@ -286,11 +286,11 @@ impl BatchRepo for MemoryCampaigns {
         })
     }
 
-    async fn release_lease(&self, c: &Campaign, number: u32, owner: &str) -> Result<(), BackendError> {
+    async fn release_lease(&self, c: &Campaign, number: u32, owner: &str, now_ms: i64) -> Result<(), BackendError> {
         self.with(|s| {
             if let Some(b) = s.batches.get_mut(&key(c, number)).filter(|b| b.lease_owner.as_deref() == Some(owner)) {
                 b.lease_owner = None;
-                b.lease_until_ms = 0;
+                b.lease_until_ms = now_ms;
             }
         })
     }

@@ -445,3 +445,44 @@ async fn a_campaign_created_again_first_gives_back_what_its_cancelled_run_reserv
     assert!(caps.values().all(|f| f.sent.is_empty() && f.last_push.is_none()), "nobody counts as reached");
     assert!(friends.iter().all(|u| w.store.cap_set(u, &demand.attributes()[0]).is_empty()), "nor holds a slot");
 }
+
+#[tokio::test]
+async fn a_campaign_created_again_gives_back_what_a_resolve_cut_short_left_reserved() {
+    let w = World::default();
+    let friend = users(1).remove(0);
+    w.store.add_friend(&friend, true, false);
+    let mut c = campaign("cut", &[], false);
+    c.run = "old-run".into();
+    w.store.insert(c.clone());
+    let page = PlannedPage { segment: 1, to: vec![friend.clone()], holdout: vec![], skipped: Skips::default() };
+    assert!(w.store.commit_page(&c, &page, None, NOW).await.unwrap());
+    let c = w.store.campaign("cut").unwrap();
+    assert!(w.store.lease(&c, 0, "s", NOW, NOW + 60_000).await.unwrap());
+    let batch = w.store.batch(&c, 0).await.unwrap().unwrap();
+    let classifier = Classifier::of(&c, NOW);
+    assert!(w.store.begin_reserve(&c, &batch, "s", &classifier.demand.attributes(), NOW).await.unwrap());
+    let demand = classifier.demand.generation(1);
+    assert_eq!(w.store.reserve(&friend, &demand, NOW).await.unwrap(), Reservation::Reserved);
+    assert!(w.store.freeze(&c, 0, "s", &[true], &Skips::default(), "key", NOW).await.unwrap());
+    let batch = w.store.batch(&c, 0).await.unwrap().unwrap();
+    let unknown = Settlement {
+        state: BatchState::Unknown,
+        sent: 0,
+        failed: 0,
+        unknown: 1,
+        request_id: None,
+        error: None,
+        release_slots: false,
+    };
+    assert!(w.store.settle(&c, &batch, "s", &unknown, NOW).await.unwrap());
+    // Resolved as not delivered; the command stopped before giving the slot back; then cancelled.
+    let batch = w.store.batch(&c, 0).await.unwrap().unwrap();
+    assert!(w.store.resolve_unknown(&c, &batch, false, NOW).await.unwrap());
+    let any = [State::Planning, State::Sending, State::NeedsAttention];
+    assert!(w.store.transition("cut", &c.run, &any, State::Cancelled, None).await.unwrap());
+    assert!(w.store.batch(&c, 0).await.unwrap().unwrap().slots_to_give_back());
+    w.create("cut", "", NOW + 1_000).await.unwrap();
+    assert!(!w.store.batch(&c, 0).await.unwrap().unwrap().slots_to_give_back(), "given back");
+    let caps = w.store.friend_caps(std::slice::from_ref(&friend), &demand).await.unwrap();
+    assert!(caps[&friend].last_push.is_none() && caps[&friend].sent.is_empty(), "{:?}", caps[&friend]);
+}

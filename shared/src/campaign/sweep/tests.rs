@@ -31,7 +31,8 @@ struct World {
 impl World {
     async fn sweep(&self, now_ms: i64) -> Swept {
         let clock = At(now_ms);
-        Sweeper { store: &self.store, batches: &self.batches, clock: &clock }.run().await.unwrap()
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        Sweeper { store: &self.store, batches: &self.batches, clock: &clock, until }.run().await.unwrap()
     }
 
     /// A campaign sending `pages` batches of one friend each, planned in full.
@@ -78,25 +79,27 @@ async fn a_campaign_whose_batches_all_settled_is_finished_and_one_still_sending_
 }
 
 #[tokio::test]
-async fn a_stalled_campaign_gets_every_batch_no_sender_holds_queued_again_and_a_moving_one_nothing() {
+async fn a_batch_nobody_worked_on_for_ten_minutes_is_queued_again_and_no_other() {
     let w = World::default();
-    let c = w.sending("c", 4).await;
-    w.settle(&c, 3, BatchState::Sent, NOW).await;
-    // Batch 0: its sender died. Batch 1: a sender holds it now. Batch 2: never leased (its
-    // message went to the dead-letter queue after LINE kept failing, and the lease was let go).
-    assert!(w.store.lease(&c, 0, "dead", NOW, NOW + MINUTE_MS).await.unwrap());
+    let c = w.sending("c", 5).await;
     let now = NOW + 20 * MINUTE_MS;
+    // Batch 0: its sender died 19 minutes ago (its message is in the dead-letter queue).
+    assert!(w.store.lease(&c, 0, "dead", NOW, NOW + MINUTE_MS).await.unwrap());
+    // Batch 1: a sender holds it now. Batch 2: never leased (its message is on its way).
     assert!(w.store.lease(&c, 1, "alive", now - MINUTE_MS, now + MINUTE_MS).await.unwrap());
-    // Another campaign settled a minute ago, with a batch whose sender died: SQS brings that one
-    // back by itself; the sweep leaves it.
-    let moving = w.sending("moving", 2).await;
-    assert!(w.store.lease(&moving, 0, "dead", NOW, NOW + MINUTE_MS).await.unwrap());
-    w.settle(&moving, 1, BatchState::Sent, now - MINUTE_MS).await;
+    // Batch 3: LINE keeps failing; its message comes back every 2 minutes, each time leased and
+    // let go: last let go 2 minutes ago.
+    assert!(w.store.lease(&c, 3, "retrying", now - 3 * MINUTE_MS, now).await.unwrap());
+    w.store.release_lease(&c, 3, "retrying", now - 2 * MINUTE_MS).await.unwrap();
+    // Batch 4 settled at the start: nothing since, so the campaign is stalled (and paged about).
+    w.settle(&c, 4, BatchState::Sent, NOW).await;
     let swept = w.sweep(now).await;
-    assert_eq!((swept.stalled.clone(), swept.requeued), (vec!["c".to_string()], 2));
+    assert_eq!((swept.stalled.clone(), swept.requeued), (vec!["c".to_string()], 1));
     let sent: Vec<BatchMessage> = w.batches.sent().iter().map(|(b, _)| serde_json::from_str(b).unwrap()).collect();
-    let again = |batch| BatchMessage { campaign: "c".into(), run: c.run.clone(), batch };
-    assert_eq!(sent, vec![again(0), again(2)]);
+    assert_eq!(sent, vec![BatchMessage { campaign: "c".into(), run: c.run.clone(), batch: 0 }]);
+    // Once the outage outlasts the queue's receives, batch 3 goes idle too, and comes back.
+    let swept = w.sweep(now + 9 * MINUTE_MS).await;
+    assert_eq!(swept.requeued, 2, "batches 0 (again: its copy was not taken yet) and 3");
 }
 
 #[tokio::test]
