@@ -7,7 +7,7 @@
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 /// The crates whose level follows `AWS_LAMBDA_LOG_LEVEL`.
-const OWN_CRATES: &[&str] = &["shared", "webhook", "keyword_reply", "tagger"];
+const OWN_CRATES: &[&str] = &["shared", "webhook", "keyword_reply", "tagger", "campaign", "multicast"];
 
 /// The filter for `level` (a tracing level name; INFO when unset or unknown).
 pub fn filter(level: Option<&str>) -> EnvFilter {
@@ -62,9 +62,13 @@ mod tests {
                 tracing::info!(target: "lambda_runtime", "runtime info still shows");
                 tracing::debug!(target: "shared::ingest", "ours");
                 tracing::debug!(target: "keyword_reply::handler", "ours too");
+                tracing::debug!(target: "campaign::handler", "the planner's");
+                tracing::debug!(target: "multicast::handler", "the sender's");
             });
             let seen = seen.0.lock().unwrap().clone();
-            assert_eq!(seen, ["lambda_runtime", "shared::ingest", "keyword_reply::handler"], "{level}");
+            let ours = ["shared::ingest", "keyword_reply::handler", "campaign::handler", "multicast::handler"];
+            assert_eq!(seen[0], "lambda_runtime", "{level}");
+            assert_eq!(seen[1..], ours, "{level}");
         }
         let seen = Seen::default();
         let subscriber = tracing_subscriber::registry().with(filter(Some("WARN"))).with(seen.clone());
