@@ -572,3 +572,20 @@ async fn the_sweep_runs_on_the_campaign_function_and_writes_its_metrics_for_clou
     let by_reason = metrics.iter().filter(|m| m["Reason"].is_string()).count();
     assert!(by_reason >= 5, "one line per reason: {metrics:?}");
 }
+
+/// `oa` is a command: `make local-up` links it into `.local/bin`, and `--local` finds the
+/// repository's settings from any directory inside it.
+#[test]
+fn oa_from_local_bin_finds_the_local_stack_from_a_directory_inside_the_repository() {
+    require_functions();
+    let oa = repo_root().join(".local/bin/oa");
+    assert!(oa.exists(), "make local-up links {}", oa.display());
+    let out =
+        Command::new(&oa).current_dir(repo_root().join("docs")).args(["--local", "campaign", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let outside =
+        Command::new(&oa).current_dir(std::env::temp_dir()).args(["--local", "campaign", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&outside.stderr);
+    assert!(!outside.status.success() && text.contains("run oa inside the repository"), "{text}");
+}

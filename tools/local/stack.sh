@@ -158,6 +158,8 @@ build() {
   # One build of every binary (functions and the oa CLI), shared by provisioning, watch and tests.
   say "building the workspace"
   (cd "$ROOT" && cargo build -q --workspace --bins) || die "the workspace does not build"
+  # `oa` as a command: .local/bin/oa is the build's binary.
+  mkdir -p "$LOCAL/bin" && ln -sf "$(cargo_target)/debug/oa" "$LOCAL/bin/oa"
 }
 
 provision() {
@@ -241,6 +243,10 @@ cmd_up() {
   up_functions
   up_poller
   say "up. Settings: local.env (effective: .local/run.env). Stop with: make local-down"
+  case ":$PATH:" in
+    *":$LOCAL/bin:"*) ;;
+    *) say "oa is in .local/bin; to type it from anywhere: export PATH=\"$LOCAL/bin:\$PATH\"" ;;
+  esac
 }
 
 cmd_down() { # [names...]: default all

@@ -445,7 +445,9 @@ fn main() -> ExitCode {
     // Before parsing: flags read their defaults from the environment.
     let args: Vec<String> = std::env::args().collect();
     if oa::target::is_local(&args) {
-        match oa::target::local_settings(std::path::Path::new(".")) {
+        let here = std::env::current_dir().unwrap_or_else(|_| ".".into());
+        let root = oa::target::repository_root(&here).unwrap_or(here);
+        match oa::target::local_settings(&root) {
             Ok((settings, _)) => {
                 for (name, value) in oa::target::local_changes(&settings, |n| std::env::var(n).ok()) {
                     // Single-threaded here: nothing else reads the environment yet.

@@ -12,9 +12,17 @@
 
 use std::path::Path;
 
-/// The files the local stack's settings come from, first match wins (relative to the repo root,
-/// the working directory).
+/// The files the local stack's settings come from, first match wins (relative to the repository's
+/// root: the working directory or the nearest one above it with `local.env`).
 pub const LOCAL_FILES: [&str; 2] = [".local/run.env", "local.env"];
+
+/// The repository's root as seen from `dir`: `dir` or the nearest directory above it that holds
+/// `local.env` and `infra/template.yaml`.
+pub fn repository_root(dir: &Path) -> Option<std::path::PathBuf> {
+    dir.ancestors()
+        .find(|d| d.join("local.env").is_file() && d.join("infra/template.yaml").is_file())
+        .map(Path::to_path_buf)
+}
 
 /// Subcommands that only ever talk to the local stack.
 const LOCAL_ONLY: [&str; 2] = ["local", "sim"];
@@ -48,7 +56,10 @@ pub fn local_settings(root: &Path) -> Result<(Settings, Vec<String>), String> {
         read.push(file.to_string());
     }
     if read.is_empty() {
-        return Err("--local: neither .local/run.env nor local.env is here; run oa from the repository's root".into());
+        return Err(format!(
+            "--local: no local.env in {} or any directory above it; run oa inside the repository",
+            root.display()
+        ));
     }
     Ok((settings, read))
 }
@@ -125,5 +136,23 @@ mod tests {
         assert!(describe(true, Some("http://127.0.0.1:8000"), None, "table t").contains("LOCAL"));
         let aws = describe(false, None, Some("ap-northeast-1"), "table prod-rules");
         assert!(aws.contains("AWS, region ap-northeast-1") && aws.contains("prod-rules"), "{aws}");
+    }
+
+    #[test]
+    fn the_repository_is_found_from_any_directory_inside_it() {
+        let root = std::env::temp_dir().join(format!("oa-root-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("infra")).unwrap();
+        std::fs::create_dir_all(root.join("docs/deep/er")).unwrap();
+        std::fs::write(root.join("infra/template.yaml"), "Resources: {}\n").unwrap();
+        std::fs::write(root.join("local.env"), "RULES_TABLE=oa-local-rules\n").unwrap();
+        assert_eq!(repository_root(&root.join("docs/deep/er")), Some(root.clone()));
+        assert_eq!(repository_root(&root), Some(root.clone()));
+        // A directory with only a local.env of its own is not a repository.
+        std::fs::write(root.join("docs/local.env"), "X=1\n").unwrap();
+        assert_eq!(repository_root(&root.join("docs/deep")), Some(root.clone()));
+        assert_eq!(repository_root(&std::env::temp_dir()), None);
+        let (settings, read) = local_settings(&repository_root(&root.join("docs")).unwrap()).unwrap();
+        assert_eq!((settings[0].0.as_str(), read), ("RULES_TABLE", vec!["local.env".to_string()]));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
