@@ -10,7 +10,9 @@ It fails when:
   variable that is not an ARN);
 - an SQS event source has no MaximumConcurrency, or a queue consumer has reserved concurrency;
 - a function's log group has no retention, an alarm does not notify the AlarmTopicArn
-  parameter, or a log metric filter counts something no alarm watches.
+  parameter, or a log metric filter counts something no alarm watches;
+- a table would go with the stack (no Retain deletion and replace policies), or a table or queue
+  is not in the stack's Outputs.
 
 Usage: check_template.py [TEMPLATE] [SDK_CALLS]   (defaults: infra/template.yaml, infra/sdk-calls.yaml)
 """
@@ -169,6 +171,14 @@ def check(template, table):
             if "AlarmTopicArn" not in actions:
                 errors.append(f"{k}: does not notify the AlarmTopicArn topic")
             alarmed.add(v["Properties"].get("MetricName"))
+    outputs = json.dumps(template.get("Outputs") or {})
+    for k, v in template["Resources"].items():
+        kind = v.get("Type")
+        if kind == "AWS::DynamoDB::Table":
+            if v.get("DeletionPolicy") != "Retain" or v.get("UpdateReplacePolicy") != "Retain":
+                errors.append(f"{k}: deleting or replacing the stack would delete its data (Retain both policies)")
+        if kind in ("AWS::DynamoDB::Table", "AWS::SQS::Queue") and f'"Ref": "{k}"' not in outputs:
+            errors.append(f"{k}: not in the stack's Outputs (oa --stack reads them)")
     for k, v in resources.items():
         if v["Type"] == "AWS::Logs::MetricFilter":
             for t in v["Properties"].get("MetricTransformations") or []:

@@ -81,6 +81,14 @@ class CheckTemplate(unittest.TestCase):
         self.assertIn("TaggerFunction: no log group of its own with a retention", errors)
         self.assertIn("TagDeadLetterAlarm: does not notify", errors)
 
+    def test_tables_are_kept_and_every_table_and_queue_is_an_output(self):
+        t = copy.deepcopy(TEMPLATE)
+        del t["Resources"]["UsersTable"]["DeletionPolicy"]
+        del t["Outputs"]["MulticastQueueUrl"]
+        errors = self.errors(t)
+        self.assertIn("UsersTable: deleting or replacing the stack would delete its data", errors)
+        self.assertIn("MulticastQueue: not in the stack's Outputs", errors)
+
 
 if __name__ == "__main__":
     unittest.main()
