@@ -18,6 +18,10 @@ struct Cli {
     /// go to AWS with the SDK's usual credentials, and nothing is read from those files.
     #[arg(long, global = true)]
     local: bool,
+    /// A deployed stack: its tables, queues, URLs and secret come from its CloudFormation Outputs
+    /// (given before the command: `oa --stack prod rules list`).
+    #[arg(long, value_name = "NAME", conflicts_with = "local")]
+    stack: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -459,6 +463,24 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else if let Some(name) = oa::target::stack_name(&args) {
+        let outputs = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(stack_outputs(&name)));
+        match outputs {
+            Ok(outputs) => {
+                for (var, value) in oa::target::stack_settings(&outputs) {
+                    // Single-threaded here: nothing else reads the environment yet.
+                    unsafe { std::env::set_var(var, value) };
+                }
+            }
+            Err(e) => {
+                eprintln!("error: --stack {name}: {e}");
                 return ExitCode::FAILURE;
             }
         }
@@ -1047,6 +1069,24 @@ async fn campaign(command: CampaignCommand, local: bool) -> Result<(), AnyError>
         }
     }
     Ok(())
+}
+
+/// A deployed stack's Outputs (CloudFormation `DescribeStacks`), as (key, value).
+async fn stack_outputs(name: &str) -> Result<Vec<(String, String)>, String> {
+    let sdk = aws_config().await;
+    let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "no region".into());
+    let out = aws_sdk_cloudformation::Client::new(&sdk)
+        .describe_stacks()
+        .stack_name(name)
+        .send()
+        .await
+        .map_err(|e| format!("cannot read the stack in {region}: {}", shared::adapters::sdk::describe(&e)))?;
+    let stack = out.stacks().first().ok_or_else(|| format!("no stack {name} in {region}"))?;
+    Ok(stack
+        .outputs()
+        .iter()
+        .filter_map(|o| Some((o.output_key()?.to_string(), o.output_value()?.to_string())))
+        .collect())
 }
 
 async fn aws_config() -> aws_config::SdkConfig {

@@ -24,6 +24,54 @@ pub fn repository_root(dir: &Path) -> Option<std::path::PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// A deployed stack's Outputs and the setting each gives (`oa --stack NAME`); the URLs are the
+/// Function URL's base, to which the route is added.
+const STACK_OUTPUTS: [(&str, &str, &str); 12] = [
+    ("EventsTable", "EVENTS_TABLE", ""),
+    ("UsersTable", "USERS_TABLE", ""),
+    ("TagsTable", "TAGS_TABLE", ""),
+    ("RulesTable", "RULES_TABLE", ""),
+    ("CampaignsTable", "CAMPAIGNS_TABLE", ""),
+    ("ReplyQueueUrl", "REPLY_QUEUE_URL", ""),
+    ("TagQueueUrl", "TAG_QUEUE_URL", ""),
+    ("CampaignQueueUrl", "CAMPAIGN_QUEUE_URL", ""),
+    ("MulticastQueueUrl", "MULTICAST_QUEUE_URL", ""),
+    ("WebhookUrl", "WEBHOOK_URL", "webhook"),
+    ("EventsUrl", "EVENTS_URL", "events"),
+    ("SecretArn", "LINE_SECRET_ARN", ""),
+];
+
+/// The global `--stack NAME` (given before the command), if any.
+pub fn stack_name(args: &[String]) -> Option<String> {
+    let mut words = args.iter().skip(1);
+    while let Some(a) = words.next() {
+        if let Some(name) = a.strip_prefix("--stack=") {
+            return Some(name.to_string());
+        }
+        if a == "--stack" {
+            return words.next().cloned();
+        }
+        if !a.starts_with('-') || a == "--" {
+            return None;
+        }
+    }
+    None
+}
+
+/// The settings a deployed stack's Outputs give: every table's and queue's variable, the webhook
+/// and events URLs, and the secret's ARN.
+pub fn stack_settings(outputs: &[(String, String)]) -> Settings {
+    STACK_OUTPUTS
+        .iter()
+        .filter_map(|(key, var, route)| {
+            let (_, value) = outputs.iter().find(|(k, _)| k == key)?;
+            let value =
+                if route.is_empty() { value.clone() } else { format!("{}/{route}", value.trim_end_matches('/')) };
+            Some((var.to_string(), value))
+        })
+        .collect()
+}
+
 /// Subcommands that only ever talk to the local stack.
 const LOCAL_ONLY: [&str; 2] = ["local", "sim"];
 
@@ -154,5 +202,34 @@ mod tests {
         let (settings, read) = local_settings(&repository_root(&root.join("docs")).unwrap()).unwrap();
         assert_eq!((settings[0].0.as_str(), read), ("RULES_TABLE", vec!["local.env".to_string()]));
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_stacks_outputs_name_its_tables_queues_urls_and_secret() {
+        let args = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(stack_name(&args("oa --stack prod rules list")), Some("prod".into()));
+        assert_eq!(stack_name(&args("oa --stack=prod rules list")), Some("prod".into()));
+        // The local poller's own --stack is not the global one.
+        assert_eq!(stack_name(&args("oa local poll --stack oa-local")), None);
+        let outputs: Vec<(String, String)> = [
+            ("RulesTable", "prod-rules"),
+            ("MulticastQueueUrl", "https://sqs.ap-northeast-1.amazonaws.com/123456789012/prod-multicast"),
+            ("WebhookUrl", "https://abc.lambda-url.ap-northeast-1.on.aws/"),
+            ("EventsUrl", "https://abc.lambda-url.ap-northeast-1.on.aws/"),
+            ("SomethingElse", "x"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let settings = stack_settings(&outputs);
+        let get = |n: &str| settings.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("RULES_TABLE"), Some("prod-rules"));
+        assert_eq!(
+            get("MULTICAST_QUEUE_URL"),
+            Some("https://sqs.ap-northeast-1.amazonaws.com/123456789012/prod-multicast")
+        );
+        assert_eq!(get("WEBHOOK_URL"), Some("https://abc.lambda-url.ap-northeast-1.on.aws/webhook"));
+        assert_eq!(get("EVENTS_URL"), Some("https://abc.lambda-url.ap-northeast-1.on.aws/events"));
+        assert_eq!(settings.len(), 4);
     }
 }
