@@ -61,6 +61,51 @@ fn with_generation<const N: usize>(g: u32, values: [(&str, AttributeValue); N]) 
 }
 
 impl DynamoCampaigns {
+    /// The run's batches in one of `states`, by number: state and when the lease ends (0: never
+    /// leased).
+    async fn query_batches(
+        &self,
+        c: &Campaign,
+        states: &[BatchState],
+    ) -> Result<Vec<(u32, BatchState, i64)>, BackendError> {
+        let mut values: HashMap<String, AttributeValue> =
+            states.iter().enumerate().map(|(i, st)| (format!(":s{i}"), s(st.name()))).collect();
+        values.insert(":pk".into(), s(&format!("c#{}", c.id)));
+        values.insert(":prefix".into(), s(&format!("b#{}#", c.run)));
+        let list: Vec<String> = (0..states.len()).map(|i| format!(":s{i}")).collect();
+        let mut out = vec![];
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.campaigns)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .filter_expression(format!("#state IN ({})", list.join(", ")))
+                .expression_attribute_names("#state", "state")
+                .set_expression_attribute_values(Some(values.clone()))
+                .projection_expression("sk, #state, leaseUntil")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| err("Query", describe(&e)))?;
+            for item in page.items() {
+                let number = text(item, "sk").and_then(|k| k.rsplit('#').next()).and_then(|n| n.parse().ok());
+                let state = text(item, "state").and_then(BatchState::parse);
+                if let (Some(n), Some(st)) = (number, state) {
+                    out.push((n, st, int(item, "leaseUntil").unwrap_or(0)));
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        out.sort_unstable_by_key(|(n, _, _)| *n);
+        Ok(out)
+    }
+
     /// The budget month and messages the stored batch record shows taken, and the round that took
     /// them.
     async fn stored_budget(&self, c: &Campaign, number: u32) -> Result<Option<(String, u64, u32)>, BackendError> {
@@ -129,42 +174,7 @@ impl BatchRepo for DynamoCampaigns {
 
     /// The run's batches in one of `states`, by number, with their state.
     async fn batches_in(&self, c: &Campaign, states: &[BatchState]) -> Result<Vec<(u32, BatchState)>, BackendError> {
-        let mut values: HashMap<String, AttributeValue> =
-            states.iter().enumerate().map(|(i, st)| (format!(":s{i}"), s(st.name()))).collect();
-        values.insert(":pk".into(), s(&format!("c#{}", c.id)));
-        values.insert(":prefix".into(), s(&format!("b#{}#", c.run)));
-        let list: Vec<String> = (0..states.len()).map(|i| format!(":s{i}")).collect();
-        let mut out = vec![];
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.campaigns)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .filter_expression(format!("#state IN ({})", list.join(", ")))
-                .expression_attribute_names("#state", "state")
-                .set_expression_attribute_values(Some(values.clone()))
-                .projection_expression("sk, #state")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| err("Query", describe(&e)))?;
-            for item in page.items() {
-                let number = text(item, "sk").and_then(|k| k.rsplit('#').next()).and_then(|n| n.parse().ok());
-                let state = text(item, "state").and_then(BatchState::parse);
-                if let (Some(n), Some(st)) = (number, state) {
-                    out.push((n, st));
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        out.sort_unstable_by_key(|(n, _)| *n);
-        Ok(out)
+        Ok(self.query_batches(c, states).await?.into_iter().map(|(n, st, _)| (n, st)).collect())
     }
 
     /// Takes the batch's lease for `owner` until `until_ms`, unless another owner holds an
@@ -213,43 +223,9 @@ impl BatchRepo for DynamoCampaigns {
         conditional(result.map(|_| ()), "UpdateItem").map(|_| ())
     }
 
-    /// One query, as `batches_in`, with `leaseUntil` projected (a Query is billed on the items it
-    /// reads, whatever it projects).
+    /// One query (a Query is billed on the items it reads, whatever it projects).
     async fn open_leases(&self, c: &Campaign) -> Result<Vec<(u32, BatchState, i64)>, BackendError> {
-        let states = [BatchState::Planned, BatchState::Frozen, BatchState::Held];
-        let mut values: HashMap<String, AttributeValue> =
-            states.iter().enumerate().map(|(i, st)| (format!(":s{i}"), s(st.name()))).collect();
-        values.insert(":pk".into(), s(&format!("c#{}", c.id)));
-        values.insert(":prefix".into(), s(&format!("b#{}#", c.run)));
-        let mut out = vec![];
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.campaigns)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .filter_expression("#state IN (:s0, :s1, :s2)")
-                .expression_attribute_names("#state", "state")
-                .set_expression_attribute_values(Some(values.clone()))
-                .projection_expression("sk, #state, leaseUntil")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| err("Query", describe(&e)))?;
-            for item in page.items() {
-                let number = text(item, "sk").and_then(|k| k.rsplit('#').next()).and_then(|n| n.parse().ok());
-                let state = text(item, "state").and_then(BatchState::parse);
-                if let (Some(n), Some(st)) = (number, state) {
-                    out.push((n, st, int(item, "leaseUntil").unwrap_or(0)));
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        self.query_batches(c, &[BatchState::Planned, BatchState::Frozen, BatchState::Held]).await
     }
 
     /// Records reservation round `batch.generation + 1` (and its cap attributes) on a planned
