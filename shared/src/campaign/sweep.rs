@@ -157,8 +157,11 @@ impl Sweeper<'_> {
                 }
             }
             State::Paused => *swept.paused.entry(pause_kind(c.reason.as_deref()).to_string()).or_default() += 1,
-            State::Planning | State::Sending => {
-                if self.store.finish_if_done(c).await? {
+            // A cancelled run too: a batch of it whose message was lost still holds its friends'
+            // slots and the budget until a sender, finding the campaign cancelled, holds it and
+            // gives them back.
+            State::Planning | State::Sending | State::Cancelled => {
+                if c.state != State::Cancelled && self.store.finish_if_done(c).await? {
                     // Done, or needing attention (its unknown outcomes are for a person).
                     let now_state = self.store.state(&c.id).await?.map(|(_, s)| s);
                     swept.finished.push(c.id.clone());
@@ -169,16 +172,19 @@ impl Sweeper<'_> {
                 }
                 let open = self.store.open_leases(c).await?;
                 let moved = c.last_sent_at_ms.or(c.started_at_ms).unwrap_or(c.created_at_ms);
-                if c.state == State::Sending && !open.is_empty() && now - moved > STALLED_AFTER_MS {
+                let stalled = c.state == State::Sending && !open.is_empty() && now - moved > STALLED_AFTER_MS;
+                if stalled {
                     swept.stalled.push(c.id.clone());
                 }
                 for (number, state, until) in open {
                     if swept.requeued >= MAX_REQUEUED_PER_SWEEP {
                         break;
                     }
-                    // Never leased: its message is still on its way (the planner queues each batch
-                    // it commits, and queues the last one again when it picks up).
-                    if state != BatchState::Held && until > 0 && until < now - IDLE_AFTER_MS {
+                    // Never leased: its message is on its way, unless the campaign stalled (a
+                    // planner that committed a page and died before queueing its batch, while
+                    // another planner went on past it).
+                    let idle = if until == 0 { stalled } else { until < now - IDLE_AFTER_MS };
+                    if state != BatchState::Held && idle {
                         // A duplicate is harmless: a batch is leased and settles once.
                         self.batches.send(&BatchMessage::body(c, number)?, 0).await?;
                         swept.requeued += 1;

@@ -91,15 +91,34 @@ async fn a_batch_nobody_worked_on_for_ten_minutes_is_queued_again_and_no_other()
     // let go: last let go 2 minutes ago.
     assert!(w.store.lease(&c, 3, "retrying", now - 3 * MINUTE_MS, now).await.unwrap());
     w.store.release_lease(&c, 3, "retrying", now - 2 * MINUTE_MS).await.unwrap();
-    // Batch 4 settled at the start: nothing since, so the campaign is stalled (and paged about).
+    // Batch 4 settled at the start: nothing since, so the campaign is stalled (and paged about);
+    // then a batch never leased has lost its message too (a planner died between its commit and
+    // its queueing while another went on).
     w.settle(&c, 4, BatchState::Sent, NOW).await;
     let swept = w.sweep(now).await;
-    assert_eq!((swept.stalled.clone(), swept.requeued), (vec!["c".to_string()], 1));
+    assert_eq!((swept.stalled.clone(), swept.requeued), (vec!["c".to_string()], 2));
     let sent: Vec<BatchMessage> = w.batches.sent().iter().map(|(b, _)| serde_json::from_str(b).unwrap()).collect();
-    assert_eq!(sent, vec![BatchMessage { campaign: "c".into(), run: c.run.clone(), batch: 0 }]);
+    let again = |batch| BatchMessage { campaign: "c".into(), run: c.run.clone(), batch };
+    assert_eq!(sent, vec![again(0), again(2)]);
     // Once the outage outlasts the queue's receives, batch 3 goes idle too, and comes back.
     let swept = w.sweep(now + 9 * MINUTE_MS).await;
-    assert_eq!(swept.requeued, 2, "batches 0 (again: its copy was not taken yet) and 3");
+    assert_eq!(swept.requeued, 3, "batches 0 and 2 (again: their copies were not taken yet) and 3");
+    // A campaign that moves leaves a never-leased batch to its message on the way.
+    let moving = w.sending("moving", 2).await;
+    w.settle(&moving, 1, BatchState::Sent, now - MINUTE_MS).await;
+    let before = w.batches.sent().len();
+    w.sweep(now).await;
+    assert!(w.batches.sent()[before..].iter().all(|(b, _)| !b.contains("\"moving\"")));
+}
+
+#[tokio::test]
+async fn a_cancelled_campaigns_batch_that_lost_its_message_is_queued_again_to_be_given_back() {
+    let w = World::default();
+    let c = w.sending("c", 1).await;
+    assert!(w.store.lease(&c, 0, "dead", NOW, NOW + MINUTE_MS).await.unwrap());
+    assert!(w.store.transition("c", &c.run, &[State::Sending], State::Cancelled, None).await.unwrap());
+    let swept = w.sweep(NOW + 20 * MINUTE_MS).await;
+    assert_eq!((swept.requeued, swept.stalled.len()), (1, 0), "queued again, not counted stalled");
 }
 
 #[tokio::test]
