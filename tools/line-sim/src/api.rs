@@ -26,6 +26,9 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/v2/bot/message/quota/consumption", get(consumption))
         .route("/v2/bot/profile/{user_id}", get(profile))
         .route("/v2/bot/followers/ids", get(followers))
+        .route("/v2/bot/info", get(bot_info))
+        .route("/v2/bot/channel/webhook/endpoint", get(webhook_endpoint).put(set_webhook_endpoint))
+        .route("/v2/bot/channel/webhook/test", post(test_webhook))
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -172,4 +175,94 @@ async fn followers(
     headers: HeaderMap,
 ) -> Response {
     handle(&sim, Api::Followers, &headers, &[], |st, _, _| st.followers(q.start.as_deref(), q.limit)).await
+}
+
+async fn bot_info(AxumState(sim): AxumState<Arc<Sim>>, headers: HeaderMap) -> Response {
+    handle(&sim, Api::Channel, &headers, &[], |_, _, _| {
+        let body = json!({
+            "userId": crate::sender::BOT_USER_ID,
+            "basicId": "@000sim",
+            "displayName": "line-sim",
+            "chatMode": "bot",
+            "markAsReadMode": "auto",
+        });
+        Ok(Outcome { delivered_to: 0, billed: 0, body })
+    })
+    .await
+}
+
+async fn webhook_endpoint(AxumState(sim): AxumState<Arc<Sim>>, headers: HeaderMap) -> Response {
+    let webhook = sim.webhook.lock().expect("webhook").clone();
+    handle(&sim, Api::Channel, &headers, &[], |_, _, _| match webhook.url {
+        // LINE answers 404 before a URL was ever set.
+        None => Err(Refusal::new(404, "Not found")),
+        Some(url) => {
+            Ok(Outcome { delivered_to: 0, billed: 0, body: json!({ "endpoint": url, "active": webhook.active }) })
+        }
+    })
+    .await
+}
+
+/// The endpoint in a `PUT .../webhook/endpoint` or `POST .../webhook/test` body.
+fn endpoint_of(body: &[u8], required: bool) -> Result<Option<String>, Refusal> {
+    let invalid = |why: &str| {
+        let mut r = Refusal::new(400, "The request body has 1 error(s)");
+        r.details.push(("endpoint".into(), why.into()));
+        r
+    };
+    let value: Value = if body.is_empty() && !required {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|_| invalid("Invalid JSON"))?
+    };
+    match value.get("endpoint") {
+        None | Some(Value::Null) if !required => Ok(None),
+        Some(Value::String(url)) if url.starts_with("https://") || url.starts_with("http://") => {
+            if url.len() > 500 {
+                return Err(invalid("must be at most 500 characters"));
+            }
+            Ok(Some(url.clone()))
+        }
+        _ => Err(invalid("must be a valid URL")),
+    }
+}
+
+async fn set_webhook_endpoint(AxumState(sim): AxumState<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(&sim, Api::Channel, &headers, &body, |_, _, _| {
+        let url = endpoint_of(&body, true)?;
+        sim.webhook.lock().expect("webhook").url = url;
+        Ok(Outcome { delivered_to: 0, billed: 0, body: json!({}) })
+    })
+    .await
+}
+
+/// LINE's "Verify": a signed webhook with no events to the given endpoint (or the channel's), and
+/// what it answered.
+async fn test_webhook(AxumState(sim): AxumState<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut endpoint = None;
+    let checked = handle(&sim, Api::Channel, &headers, &body, |_, _, _| {
+        endpoint = endpoint_of(&body, false)?;
+        Ok(Outcome { delivered_to: 0, billed: 0, body: json!({}) })
+    })
+    .await;
+    if checked.status() != StatusCode::OK {
+        return checked;
+    }
+    let Some(url) = endpoint.or_else(|| sim.webhook.lock().expect("webhook").url.clone()) else {
+        return (StatusCode::BAD_REQUEST, Json(json!({ "message": "The webhook URL is not set" }))).into_response();
+    };
+    let timestamp =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let (success, status, reason, detail) = match sim.post(&url, None, vec![]).await {
+        Ok(r) if (200..300).contains(&r.status) => (true, r.status as i64, "OK".to_string(), r.status.to_string()),
+        Ok(r) => (false, r.status as i64, "ERROR_STATUS_CODE".into(), r.status.to_string()),
+        Err(e) => (false, 0, "COULD_NOT_CONNECT".into(), e),
+    };
+    let body =
+        json!({ "success": success, "timestamp": timestamp, "statusCode": status, "reason": reason, "detail": detail });
+    let mut response = Json(body).into_response();
+    if let Some(id) = checked.headers().get("x-line-request-id") {
+        response.headers_mut().insert("x-line-request-id", id.clone());
+    }
+    response
 }

@@ -140,7 +140,7 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
 
 impl Sim {
     fn target(&self, url: Option<String>) -> Result<String, String> {
-        url.or_else(|| self.webhook_url.clone())
+        url.or_else(|| self.webhook.lock().expect("webhook").url.clone())
             .ok_or_else(|| "no webhook URL: give \"url\" or start the sim with WEBHOOK_URL".into())
     }
 
@@ -178,7 +178,12 @@ impl Sim {
         self.post(&url, request.destination, events).await
     }
 
-    async fn post(&self, url: &str, destination: Option<String>, events: Vec<Value>) -> Result<SendResult, String> {
+    pub(crate) async fn post(
+        &self,
+        url: &str,
+        destination: Option<String>,
+        events: Vec<Value>,
+    ) -> Result<SendResult, String> {
         let destination = destination.unwrap_or_else(|| BOT_USER_ID.to_string());
         let body = serde_json::to_vec(&json!({ "destination": destination, "events": events })).expect("json");
         let response = self

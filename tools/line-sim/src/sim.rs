@@ -31,11 +31,19 @@ impl SimConfig {
     }
 }
 
+/// The channel's webhook URL and whether "Use webhook" is on.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: Option<String>,
+    pub active: bool,
+}
+
 /// The shared state behind every route.
 pub struct Sim {
     pub(crate) state: Mutex<State>,
     pub(crate) channel_secret: String,
-    pub(crate) webhook_url: Option<String>,
+    /// The channel's webhook setting, as the console and `PUT .../webhook/endpoint` set it.
+    pub(crate) webhook: Mutex<Webhook>,
     pub(crate) http: reqwest::Client,
 }
 
@@ -44,7 +52,7 @@ impl Sim {
         Sim {
             state: Mutex::new(State::new(config.access_token, config.settings, config.seed)),
             channel_secret: config.channel_secret,
-            webhook_url: config.webhook_url,
+            webhook: Mutex::new(Webhook { active: config.webhook_url.is_some(), url: config.webhook_url }),
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("TLS backend"),
         }
     }

@@ -19,11 +19,13 @@ pub enum Api {
     Profile,
     Validate,
     Followers,
+    /// The channel's own settings: bot info, the webhook endpoint and its test.
+    Channel,
 }
 
 impl Api {
-    pub const ALL: [Api; 7] =
-        [Api::Reply, Api::Push, Api::Multicast, Api::Quota, Api::Profile, Api::Validate, Api::Followers];
+    pub const ALL: [Api; 8] =
+        [Api::Reply, Api::Push, Api::Multicast, Api::Quota, Api::Profile, Api::Validate, Api::Followers, Api::Channel];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -34,6 +36,7 @@ impl Api {
             Api::Profile => "profile",
             Api::Validate => "validate",
             Api::Followers => "followers",
+            Api::Channel => "channel",
         }
     }
 
@@ -71,6 +74,7 @@ impl Default for Settings {
                 (Api::Profile, 2_000.0),
                 (Api::Validate, 2_000.0),
                 (Api::Followers, 2_000.0),
+                (Api::Channel, 2_000.0),
             ]),
             monthly_quota: None,
             reply_token_ttl_secs: 60,
