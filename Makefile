@@ -1,5 +1,5 @@
 # The front door. `make local-up` runs everything locally; `make test` runs every test.
-.PHONY: local-up local-down local-status test unit fuzz bench build lint fmt
+.PHONY: local-up local-down local-status test unit fuzz bench build deploy destroy lint fmt
 
 local-up:        ## Install (first time), start and provision the local stack; serve the functions
 	@tools/local/stack.sh up
@@ -33,7 +33,15 @@ bench:           ## Benchmarks (the handler benchmark needs `make local-up`)
 
 ARCH ?= arm64
 build:           ## Release artifacts for AWS (target/lambda/<function>/bootstrap); ARCH=arm64|x86-64
-	PATH="$(CURDIR)/.local/venv/bin:$$PATH" cargo lambda build --release --$(ARCH) --package webhook --package keyword-reply --package tagger --package campaign --package multicast
+	@tools/local/stack.sh build $(ARCH)
+
+# The environment of infra/samconfig.toml to deploy: staging (stack oa-staging) or prod (oa-prod).
+ENV ?= staging
+deploy: build    ## Build, then deploy ENV (guided the first time); the secret <stack>/line must exist (oa secrets put)
+	@infra/deploy.sh deploy $(ENV)
+
+destroy:         ## Delete ENV's stack (sam delete); its tables are kept
+	@infra/deploy.sh destroy $(ENV)
 
 lint:
 	cargo fmt --all -- --check

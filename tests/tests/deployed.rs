@@ -53,3 +53,413 @@ async fn oa_with_a_stack_name_finds_its_tables_in_the_stacks_outputs() {
     let (ok, out) = oa(&["--stack", "no-such-stack", "rules", "list"]);
     assert!(!ok && out.contains("--stack no-such-stack"), "{out}");
 }
+
+/// `oa ARGS` as against AWS, with `env` set, `stdin` piped in, and every AWS service moto serves
+/// pointed at it; run off the async runtime so an in-process line-sim keeps answering.
+async fn oa_with(args: &[&str], env: &[(&str, String)], stdin: &str) -> (bool, String) {
+    let moto = setting("AWS_ENDPOINT_URL_SQS");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let stdin = stdin.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(oa_binary())
+            .current_dir(std::env::temp_dir())
+            .env("AWS_ENDPOINT_URL_CLOUDFORMATION", &moto)
+            .env("AWS_ENDPOINT_URL_LAMBDA", &moto)
+            .env("AWS_ENDPOINT_URL_CLOUDWATCH", &moto)
+            // What a deployed stack's secret holds is read from Secrets Manager, never local.env.
+            .env_remove("LINE_CHANNEL_SECRET")
+            .env_remove("LINE_CHANNEL_ACCESS_TOKEN")
+            .env_remove("SHOP_EVENTS_SECRET")
+            .envs(env)
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// A line-sim in this process, signing with local.env's channel secret (so the local webhook takes
+/// its test request) and taking `token`.
+async fn sim(token: &str) -> line_sim::LineSim {
+    let mut config = line_sim::SimConfig::new(setting("LINE_CHANNEL_SECRET"), token);
+    config.webhook_url = Some(setting("WEBHOOK_URL"));
+    line_sim::LineSim::start(config, ([127, 0, 0, 1], 0).into()).await.unwrap()
+}
+
+async fn secret_keys(sdk: &aws_config::SdkConfig, id: &str) -> serde_json::Value {
+    let out = aws_sdk_secretsmanager::Client::new(sdk).get_secret_value().secret_id(id).send().await.unwrap();
+    serde_json::from_str(out.secret_string().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oa_secrets_put_writes_the_three_keys_checks_the_token_with_line_and_keeps_the_shop_secret() {
+    let stack = TestStack::new().await;
+    let line = sim("the-long-lived-token").await;
+    let name = format!("{}/line", stack.stack.name);
+    let env = [("LINE_API_BASE", line.base_url())];
+    let channel_secret = "0123456789abcdef0123456789abcdef";
+
+    // Refused before anything is written: a channel secret that is not one, a token LINE refuses.
+    let (ok, out) = oa_with(&["secrets", "put", "--name", &name], &env, "not-a-secret\nthe-long-lived-token\n").await;
+    assert!(!ok && out.contains("32 hexadecimal characters"), "{out}");
+    let (ok, out) = oa_with(&["secrets", "put", "--name", &name], &env, &format!("{channel_secret}\nrevoked\n")).await;
+    assert!(!ok && out.contains("LINE refused the channel access token"), "{out}");
+    let (ok, out) = oa_with(&["secrets", "arn", "--name", &name], &env, "").await;
+    assert!(!ok && out.contains(&format!("no secret {name}")), "nothing was created: {out}");
+
+    // Created: the ARN alone on the last line of stdout, the three keys the functions read.
+    let (ok, out) =
+        oa_with(&["secrets", "put", "--name", &name], &env, &format!("{channel_secret}\nthe-long-lived-token\n")).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("LINE takes the token: bot line-sim"), "{out}");
+    let (ok, arn) = oa_with(&["secrets", "arn", "--name", &name], &env, "").await;
+    assert!(ok && arn.trim().starts_with("arn:aws:secretsmanager:"), "{arn}");
+    assert!(out.lines().any(|l| l == arn.trim()), "put prints the ARN: {out}");
+    assert!(!out.contains(channel_secret) && !out.contains("the-long-lived-token"), "no value is printed: {out}");
+    let first = secret_keys(&stack.sdk, arn.trim()).await;
+    assert_eq!(first["channelSecret"], channel_secret);
+    assert_eq!(first["channelAccessToken"], "the-long-lived-token");
+    let shop = first["shopEventsSecret"].as_str().unwrap().to_string();
+    assert_eq!(shop.len(), 64, "a generated shop secret: {shop}");
+
+    // A new token: the shop secret the shop backend signs with stays, unless asked for a new one.
+    line_sim::client::SimClient::new(&line.base_url()).set_access_token("a-reissued-token").await.unwrap();
+    let (ok, out) =
+        oa_with(&["secrets", "put", "--name", &name], &env, &format!("{channel_secret}\na-reissued-token\n")).await;
+    assert!(ok && out.contains("shopEventsSecret: kept"), "{out}");
+    let second = secret_keys(&stack.sdk, arn.trim()).await;
+    assert_eq!(
+        (second["channelAccessToken"].as_str(), second["shopEventsSecret"].as_str()),
+        (Some("a-reissued-token"), Some(shop.as_str()))
+    );
+    let (ok, printed) = oa_with(&["secrets", "shop-secret", "--name", &name], &env, "").await;
+    assert!(ok && printed.trim() == shop, "{printed}");
+    let (ok, out) = oa_with(
+        &["secrets", "put", "--name", &name, "--new-shop-secret"],
+        &env,
+        &format!("{channel_secret}\na-reissued-token\n"),
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert_ne!(secret_keys(&stack.sdk, arn.trim()).await["shopEventsSecret"].as_str(), Some(shop.as_str()));
+}
+
+#[tokio::test]
+async fn oa_dlq_lists_dead_letters_without_their_text_and_redrive_moves_them_back_in_their_groups() {
+    let stack = TestStack::new().await;
+    let (queue, dlq) = (stack.queue_url("ReplyQueue").to_string(), stack.queue_url("ReplyDeadLetterQueue").to_string());
+    for (i, user) in ["U1", "U1", "U2"].iter().enumerate() {
+        let body = serde_json::json!({ "type": "message", "text": format!("private words {i}") }).to_string();
+        stack
+            .sqs
+            .send_message()
+            .queue_url(&dlq)
+            .message_body(body)
+            .message_group_id(*user)
+            .message_deduplication_id(format!("d{i}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let env = [("REPLY_QUEUE_URL", queue.clone()), ("REPLY_DLQ_URL", dlq.clone())];
+    let (ok, out) = oa_with(&["dlq", "list", "reply"], &env, "").await;
+    assert!(ok, "{out}");
+    assert!(out.contains("reply: 3 dead letters"), "{out}");
+    assert_eq!(out.matches("type message").count(), 3, "{out}");
+    assert!(out.contains("group U1") && out.contains("group U2"), "{out}");
+    assert!(!out.contains("private words"), "no friend's text without --body: {out}");
+    assert!(out.contains("oa dlq redrive reply"), "{out}");
+    let (ok, out) = oa_with(&["dlq", "list", "replies"], &env, "").await;
+    assert!(!ok && out.contains("one of reply, tag, campaign, multicast"), "{out}");
+
+    let (ok, out) = oa_with(&["dlq", "redrive", "reply"], &env, "").await;
+    assert!(ok && out.contains("3 message(s) moved"), "{out}");
+    let (ok, out) = oa_with(&["dlq", "list", "reply"], &env, "").await;
+    assert!(ok && out.contains("reply: 0 dead letters"), "{out}");
+    let mut groups = vec![];
+    loop {
+        let got = stack
+            .sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
+            .send()
+            .await
+            .unwrap();
+        if got.messages().is_empty() {
+            break;
+        }
+        for m in got.messages() {
+            let group =
+                m.attributes().unwrap()[&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId].clone();
+            groups.push((group, m.body().unwrap().to_string()));
+            stack
+                .sqs
+                .delete_message()
+                .queue_url(&queue)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    groups.sort();
+    assert_eq!(groups.len(), 3, "{groups:?}");
+    assert_eq!(groups.iter().map(|(g, _)| g.as_str()).collect::<Vec<_>>(), ["U1", "U1", "U2"]);
+    assert!(groups[0].1.contains("private words 0") && groups[1].1.contains("private words 1"), "in order: {groups:?}");
+}
+
+/// A stack as CloudFormation (moto) knows it: this test's tables and queues in its Outputs, one
+/// event source mapping among its resources; and two alarms named as CloudFormation names them,
+/// one of this stack and one of a stack whose name starts with this one's (moto's CloudFormation
+/// does not create alarms, so they are made directly).
+async fn deployed_stack(stack: &TestStack, secret_arn: &str) -> String {
+    let name = format!("oa-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let base = setting("WEBHOOK_URL").trim_end_matches("webhook").to_string();
+    let mut outputs = serde_json::json!({
+        "WebhookUrl": { "Value": base },
+        "EventsUrl": { "Value": base },
+        "SecretArn": { "Value": secret_arn },
+    });
+    for table in ["EventsTable", "UsersTable", "TagsTable", "RulesTable", "CampaignsTable"] {
+        outputs[table] = serde_json::json!({ "Value": stack.table(table) });
+    }
+    for q in ["Reply", "Tag", "Campaign", "Multicast"] {
+        outputs[format!("{q}QueueUrl")] = serde_json::json!({ "Value": stack.queue_url(&format!("{q}Queue")) });
+        outputs[format!("{q}DeadLetterQueueUrl")] =
+            serde_json::json!({ "Value": stack.queue_url(&format!("{q}DeadLetterQueue")) });
+    }
+    let template = serde_json::json!({
+        "Resources": {
+            "Role": { "Type": "AWS::IAM::Role", "Properties": {
+                "AssumeRolePolicyDocument": { "Version": "2012-10-17", "Statement": [{ "Effect": "Allow",
+                    "Principal": { "Service": "lambda.amazonaws.com" }, "Action": "sts:AssumeRole" }] } } },
+            "Function": { "Type": "AWS::Lambda::Function", "Properties": {
+                "FunctionName": format!("{name}-multicast"), "Runtime": "provided.al2023", "Handler": "bootstrap",
+                "Role": { "Fn::GetAtt": ["Role", "Arn"] }, "Code": { "ZipFile": "bootstrap" } } },
+            "Queue": { "Type": "AWS::SQS::Queue", "Properties": { "QueueName": format!("{name}-multicast") } },
+            "Mapping": { "Type": "AWS::Lambda::EventSourceMapping", "Properties": {
+                "FunctionName": { "Ref": "Function" }, "EventSourceArn": { "Fn::GetAtt": ["Queue", "Arn"] }, "BatchSize": 4 } },
+        },
+        "Outputs": outputs,
+    });
+    let cfn = aws_sdk_cloudformation::Client::from_conf(
+        aws_sdk_cloudformation::config::Builder::from(&stack.sdk).endpoint_url(setting("AWS_ENDPOINT_URL_SQS")).build(),
+    );
+    cfn.create_stack().stack_name(&name).template_body(template.to_string()).send().await.unwrap();
+    let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
+        aws_sdk_cloudwatch::config::Builder::from(&stack.sdk).endpoint_url(setting("AWS_ENDPOINT_URL_SQS")).build(),
+    );
+    for alarm in [format!("{name}-MulticastDeadLetterAlarm-1A2B3C"), format!("{name}-other-WebhookErrorsAlarm-4D5E6F")]
+    {
+        cloudwatch
+            .put_metric_alarm()
+            .alarm_name(&alarm)
+            .namespace("AWS/SQS")
+            .metric_name("ApproximateNumberOfMessagesVisible")
+            .statistic(aws_sdk_cloudwatch::types::Statistic::Maximum)
+            .period(60)
+            .evaluation_periods(1)
+            .threshold(0.0)
+            .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
+            .send()
+            .await
+            .unwrap();
+        cloudwatch
+            .set_alarm_state()
+            .alarm_name(&alarm)
+            .state_value(aws_sdk_cloudwatch::types::StateValue::Ok)
+            .state_reason("test")
+            .send()
+            .await
+            .unwrap();
+    }
+    // Another stack's alarm firing is not this stack's problem.
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name(format!("{name}-other-WebhookErrorsAlarm-4D5E6F"))
+        .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
+        .state_reason("test")
+        .send()
+        .await
+        .unwrap();
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oa_doctor_checks_a_deployed_stack_and_says_what_is_wrong() {
+    let stack = TestStack::new().await;
+    let line = sim("doctor-token").await;
+    let secret = stack
+        .secret(serde_json::json!({
+            "channelSecret": setting("LINE_CHANNEL_SECRET"),
+            "channelAccessToken": "doctor-token",
+            "shopEventsSecret": "s",
+        }))
+        .await;
+    let name = deployed_stack(&stack, &secret).await;
+    let env = [("LINE_API_BASE", line.base_url())];
+    let moto = |sdk: &aws_config::SdkConfig| {
+        aws_config::SdkConfig::builder()
+            .region(sdk.region().cloned())
+            .credentials_provider(sdk.credentials_provider().unwrap())
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .endpoint_url(setting("AWS_ENDPOINT_URL_SQS"))
+            .build()
+    };
+
+    // Healthy, but nothing published yet: warnings, and a pass.
+    let (ok, out) = oa_with(&["--stack", &name, "doctor"], &env, "").await;
+    assert!(ok, "{out}");
+    for line in [
+        "ok    secret",
+        "ok    webhook",
+        "ok    tables        5 tables active",
+        "ok    dead-letters",
+        "ok    line-token    LINE takes the access token: bot line-sim",
+        "ok    line-webhook",
+        "ok    line-verify",
+        "ok    mappings      1 event source mappings enabled",
+        "ok    alarms        none of the stack's 1 alarms fires",
+        "warn  rules         no rules published",
+        "warn  settings",
+        "ok    quota",
+    ] {
+        assert!(out.contains(line), "{line:?} in\n{out}");
+    }
+
+    // Broken five ways: each named, with what to do, and the exit status says so.
+    let lambda = aws_sdk_lambda::Client::new(&moto(&stack.sdk));
+    let uuid = lambda
+        .list_event_source_mappings()
+        .send()
+        .await
+        .unwrap()
+        .event_source_mappings()
+        .iter()
+        .find(|m| m.function_arn().is_some_and(|f| f.ends_with(&format!("{name}-multicast"))))
+        .and_then(|m| m.uuid().map(str::to_string))
+        .unwrap();
+    lambda.update_event_source_mapping().uuid(&uuid).enabled(false).send().await.unwrap();
+    aws_sdk_cloudwatch::Client::new(&moto(&stack.sdk))
+        .set_alarm_state()
+        .alarm_name(format!("{name}-MulticastDeadLetterAlarm-1A2B3C"))
+        .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
+        .state_reason("test")
+        .send()
+        .await
+        .unwrap();
+    stack
+        .sqs
+        .send_message()
+        .queue_url(stack.queue_url("MulticastDeadLetterQueue"))
+        .message_body("{}")
+        .send()
+        .await
+        .unwrap();
+    // The console's webhook URL changed to another server's (LINE's own API sets it as the console does).
+    let put = reqwest::Client::new()
+        .put(format!("{}/v2/bot/channel/webhook/endpoint", line.base_url()))
+        .bearer_auth("doctor-token")
+        .json(&serde_json::json!({ "endpoint": "https://example.com/elsewhere" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let (ok, out) = oa_with(&["--stack", &name, "doctor"], &env, "").await;
+    assert!(!ok, "{out}");
+    assert!(out.contains(&format!("--uuid {uuid} --enabled")), "{out}");
+    assert!(out.contains(&format!("firing: {name}-MulticastDeadLetterAlarm-1A2B3C;")), "{out}");
+    assert!(out.contains("dead letters: 1 in multicast's dead-letter queue") && out.contains("oa dlq list"), "{out}");
+    assert!(out.contains("LINE sends this channel's webhooks to https://example.com/elsewhere"), "{out}");
+    assert!(out.contains("doctor: 4 check(s) failed"), "{out}");
+
+    // A token LINE no longer takes: named, and the checks that need it skipped, not failed.
+    line_sim::client::SimClient::new(&line.base_url()).set_access_token("reissued").await.unwrap();
+    let (ok, out) = oa_with(&["--stack", &name, "doctor"], &env, "").await;
+    assert!(!ok && out.contains("LINE refused the access token (401)") && out.contains("oa secrets put"), "{out}");
+    assert!(out.contains("skip  line-webhook  needs a working access token"), "{out}");
+}
+
+/// `infra/deploy.sh ACTION ENV` (what `make deploy` and `make destroy` run) with `sam` replaced by
+/// a script that records its arguments: what sam would have been asked to do, and the output.
+async fn deploy_script(action: &str, env: &str, samconfig: &std::path::Path) -> (bool, String, String) {
+    let dir = samconfig.parent().unwrap();
+    let sam = dir.join("sam");
+    let args = dir.join("sam.args");
+    let _ = std::fs::remove_file(&args);
+    std::fs::write(&sam, format!("#!/bin/sh\necho \"$@\" > {}\n", args.display())).unwrap();
+    std::fs::set_permissions(&sam, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new(repo_root().join("infra/deploy.sh"))
+        .args([action, env])
+        .env("SAM", &sam)
+        .env("OA", oa_binary())
+        .env("SAMCONFIG", samconfig)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), std::fs::read_to_string(&args).unwrap_or_default().trim().to_string(), text)
+}
+
+#[tokio::test]
+async fn make_deploy_finds_the_secret_by_name_is_guided_the_first_time_and_keeps_the_saved_answers_after() {
+    let stack = TestStack::new().await;
+    let dir = std::env::temp_dir().join(format!("deploy-{}", stack.stack.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let samconfig = dir.join("samconfig.toml");
+    let name = format!("oa-{}", stack.stack.name);
+    let section =
+        format!("version = 0.1\n\n[t.deploy.parameters]\nstack_name = \"{name}\"\nconfirm_changeset = true\n");
+    std::fs::write(&samconfig, &section).unwrap();
+
+    let (ok, sam, out) = deploy_script("deploy", "t", &samconfig).await;
+    assert!(!ok && sam.is_empty(), "no deploy without the secret: {out}");
+    assert!(out.contains(&format!("create it first with  oa secrets put --name {name}/line")), "{out}");
+    let (ok, _, out) = deploy_script("deploy", "nope", &samconfig).await;
+    assert!(!ok && out.contains("no environment 'nope' in infra/samconfig.toml (there: t)"), "{out}");
+
+    let arn = aws_sdk_secretsmanager::Client::new(&stack.sdk)
+        .create_secret()
+        .name(format!("{name}/line"))
+        .secret_string("{}")
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    let (ok, sam, out) = deploy_script("deploy", "t", &samconfig).await;
+    assert!(ok, "{out}");
+    assert_eq!(sam, format!("deploy --guided --config-env t --parameter-overrides SecretArn={arn}"));
+    assert!(out.contains("answer y to \"WebhookFunction Function Url has no authentication"), "{out}");
+
+    // What the guided deploy saved: later deploys reuse it as it is.
+    let saved = format!("{section}parameter_overrides = \"SecretArn=\\\"{arn}\\\" LogLevel=\\\"DEBUG\\\"\"\n");
+    std::fs::write(&samconfig, &saved).unwrap();
+    let (ok, sam, out) = deploy_script("deploy", "t", &samconfig).await;
+    assert!(ok, "{out}");
+    assert_eq!(sam, "deploy --config-env t");
+
+    // The secret made again (a new ARN suffix): the new ARN goes in, the other answers stay.
+    std::fs::write(&samconfig, saved.replace(&arn, &format!("{arn}-old"))).unwrap();
+    let (ok, sam, out) = deploy_script("deploy", "t", &samconfig).await;
+    assert!(ok && out.contains("the secret's ARN changed"), "{out}");
+    assert_eq!(sam, format!("deploy --config-env t --parameter-overrides LogLevel=\"DEBUG\" SecretArn=\"{arn}\""));
+
+    let (ok, sam, out) = deploy_script("destroy", "t", &samconfig).await;
+    assert!(ok, "{out}");
+    assert_eq!(sam, "delete --config-env t");
+    assert!(out.contains(&format!("kept: {name}-events, {name}-users")), "{out}");
+}

@@ -589,3 +589,49 @@ fn oa_from_local_bin_finds_the_local_stack_from_a_directory_inside_the_repositor
     let text = String::from_utf8_lossy(&outside.stderr);
     assert!(!outside.status.success() && text.contains("run oa inside the repository"), "{text}");
 }
+
+#[test]
+fn oa_doctor_passes_on_the_running_local_stack_and_skips_what_only_aws_has() {
+    require_functions();
+    let (ok, out) = oa(&["doctor"]);
+    assert!(ok, "{out}");
+    for line in [
+        "ok    secret        the environment has the channel secret, access token and shop secret",
+        "ok    webhook",
+        "ok    tables        5 tables active",
+        "ok    queues",
+        "ok    dead-letters  every dead-letter queue is empty",
+        "ok    line-token    LINE takes the access token: bot line-sim",
+        "ok    line-webhook",
+        "ok    line-verify   LINE's test request reached",
+        "ok    quota",
+        "skip  mappings      no local counterpart",
+        "skip  alarms        no local counterpart",
+    ] {
+        assert!(out.contains(line), "{line:?} in\n{out}");
+    }
+}
+
+#[test]
+fn oa_doctor_names_line_sim_when_nothing_answers_where_it_should_be() {
+    require_functions();
+    // line-sim's address with nothing listening on it: what doctor sees when line-sim is stopped.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let out = Command::new(oa_binary())
+        .current_dir(repo_root().join("docs"))
+        .env("LINE_API_BASE", &base)
+        .args(["--local", "doctor"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "FAIL  line-token    cannot reach LINE at {base} (locally that is line-sim: `make local-up` starts it)"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("skip  line-webhook  needs a working access token"), "{text}");
+    assert!(text.contains("ok    tables"), "the rest is still checked: {text}");
+}

@@ -52,6 +52,8 @@ load_env() {
   export TAG_QUEUE_URL="${TAG_QUEUE_URL/:9324/:$SQS_PORT}"
   export CAMPAIGN_QUEUE_URL="${CAMPAIGN_QUEUE_URL/:9324/:$SQS_PORT}"
   export MULTICAST_QUEUE_URL="${MULTICAST_QUEUE_URL/:9324/:$SQS_PORT}"
+  local dlq
+  for dlq in REPLY_DLQ_URL TAG_DLQ_URL CAMPAIGN_DLQ_URL MULTICAST_DLQ_URL; do export "$dlq=${!dlq/:9324/:$SQS_PORT}"; done
   export WEBHOOK_URL="${WEBHOOK_URL/:9080/:$URL_PORT}"
   export EVENTS_URL="${EVENTS_URL/:9080/:$URL_PORT}"
   export LAMBDA_INVOKE_URL="${LAMBDA_INVOKE_URL/:9000/:$LAMBDA_PORT}"
@@ -302,8 +304,36 @@ cmd_test() {
   (cd "$ROOT" && cargo test --workspace "$@")
 }
 
+# The five functions for AWS Lambda (provided.al2023): cargo lambda, with zig as the linker (both
+# from PyPI, in .local/venv), for arm64 (the template's default) or x86-64.
+FUNCTIONS="webhook keyword-reply tagger campaign multicast"
+cmd_build() {
+  local arch="${1:-arm64}" triple machine
+  case "$arch" in
+    arm64) triple=aarch64-unknown-linux-gnu; machine="b7 00" ;;
+    x86-64) triple=x86_64-unknown-linux-gnu; machine="3e 00" ;;
+    *) die "ARCH=$arch: arm64 or x86-64" ;;
+  esac
+  ensure_venv
+  if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$triple"; then
+    rustup target add "$triple" >&2 || die "the Rust standard library for $triple is not installed and rustup could not fetch it: run  rustup target add $triple"
+  fi
+  local packages=() f
+  for f in $FUNCTIONS; do packages+=(--package "$f"); done
+  say "building $FUNCTIONS for $arch (cargo lambda build --release --$arch)"
+  (cd "$ROOT" && cargo lambda build --release "--$arch" "${packages[@]}") || die "cargo lambda build failed"
+  for f in $FUNCTIONS; do
+    local out; out="$(cargo_target)/lambda/$f/bootstrap"
+    [ -f "$out" ] || die "$out is missing"
+    # ELF e_machine (bytes 18-19): 0xb7 aarch64, 0x3e x86-64.
+    [ "$(od -An -tx1 -j18 -N2 "$out" | xargs)" = "$machine" ] || die "$out is not built for $arch"
+    say "$out: $arch, $(( $(stat -c %s "$out") / 1024 )) KiB"
+  done
+}
+
 case "${1:-}" in
   up) cmd_up ;;
+  build) shift; cmd_build "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
   test) shift; cmd_test "$@" ;;

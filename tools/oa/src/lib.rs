@@ -1,14 +1,18 @@
 //! The `oa` CLI's library: the local-stack provisioner ([`stack`]), the local event-source
 //! poller ([`poller`]), rules as code ([`rules`]) and builders for signed test webhooks and shop
-//! events ([`sample`]), and which stack a command talks to ([`target`]). The integration tests
-//! use them all.
+//! events ([`sample`]), which stack a command talks to ([`target`]), and the operations after a
+//! deploy: the secret ([`secrets`]), dead letters ([`dlq`]) and the stack's check-up
+//! ([`doctor`]). The integration tests use them all.
 
 pub mod campaigns;
+pub mod dlq;
+pub mod doctor;
 pub mod friends;
 pub mod front;
 pub mod poller;
 pub mod rules;
 pub mod sample;
+pub mod secrets;
 pub mod segments;
 pub mod stack;
 pub mod target;

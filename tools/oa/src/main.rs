@@ -61,6 +61,14 @@ enum Command {
     /// Friends from before the backend: LINE's follower list into the users table.
     #[command(subcommand)]
     Friends(FriendsCommand),
+    /// The stack's secret in Secrets Manager: channel secret, access token, shop secret.
+    #[command(subcommand)]
+    Secrets(oa::secrets::SecretsCommand),
+    /// Check a stack end to end (oa --stack NAME doctor, oa --local doctor): what is wrong and what to do.
+    Doctor,
+    /// Dead letters: list what each queue's DLQ holds, move it back once the cause is fixed.
+    #[command(subcommand)]
+    Dlq(oa::dlq::DlqCommand),
 }
 
 #[derive(Subcommand)]
@@ -545,6 +553,9 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
         Command::Suppress(command) => suppress(command, local).await,
         Command::Campaign(command) => campaign(command, local).await,
         Command::Friends(command) => friends(command, local).await,
+        Command::Secrets(command) => Ok(oa::secrets::run(&aws_config().await, command).await?),
+        Command::Doctor => doctor(local, cli.stack).await,
+        Command::Dlq(command) => dlq(command, local).await,
         Command::Webhook(WebhookCommand::Sign { file, secret }) => {
             let body = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             println!("{}", shared::line::signature::sign(&secret, &body));
@@ -1072,6 +1083,50 @@ async fn campaign(command: CampaignCommand, local: bool) -> Result<(), AnyError>
 }
 
 /// A deployed stack's Outputs (CloudFormation `DescribeStacks`), as (key, value).
+async fn doctor(local: bool, stack: Option<String>) -> Result<(), AnyError> {
+    let sdk = aws_config().await;
+    let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "no region".into());
+    match (&stack, local) {
+        (_, true) => eprintln!("doctor: the local stack"),
+        (Some(name), _) => eprintln!("doctor: stack {name} in {region}"),
+        (None, _) => eprintln!("doctor: the stack the environment names, in {region} (--stack NAME reads it all)"),
+    }
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(15)).build()?;
+    let doctor = oa::doctor::Doctor { sdk, local, stack, env: Box::new(|name| std::env::var(name).ok()), http };
+    let (text, passed) = oa::doctor::report(&doctor.run().await);
+    print!("{text}");
+    if passed {
+        Ok(())
+    } else {
+        Err("the stack is not ready: see FAIL above".into())
+    }
+}
+
+async fn dlq(command: oa::dlq::DlqCommand, local: bool) -> Result<(), AnyError> {
+    use oa::dlq::DlqCommand;
+    let sdk = aws_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let env = |name: &str| std::env::var(name).ok();
+    match command {
+        DlqCommand::List { queue, limit, body } => {
+            let pairs = oa::dlq::pairs(queue.as_deref(), env)?;
+            print!("{}", oa::dlq::list(&sqs, &pairs, limit, body).await?);
+        }
+        DlqCommand::Redrive { queue, max } => {
+            let pair = oa::dlq::pairs(Some(&queue), env)?.remove(0);
+            announce(
+                local,
+                &sdk,
+                "AWS_ENDPOINT_URL_SQS",
+                &format!("move dead letters from {} to {}", pair.dlq, pair.queue),
+            );
+            let moved = oa::dlq::redrive(&sqs, &pair, max).await?;
+            println!("{moved} message(s) moved from {}'s dead-letter queue back to {}", pair.name, pair.queue);
+        }
+    }
+    Ok(())
+}
+
 async fn stack_outputs(name: &str) -> Result<Vec<(String, String)>, String> {
     let sdk = aws_config().await;
     let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "no region".into());

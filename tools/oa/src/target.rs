@@ -26,7 +26,7 @@ pub fn repository_root(dir: &Path) -> Option<std::path::PathBuf> {
 
 /// A deployed stack's Outputs and the setting each gives (`oa --stack NAME`); the URLs are the
 /// Function URL's base, to which the route is added.
-const STACK_OUTPUTS: [(&str, &str, &str); 12] = [
+const STACK_OUTPUTS: [(&str, &str, &str); 16] = [
     ("EventsTable", "EVENTS_TABLE", ""),
     ("UsersTable", "USERS_TABLE", ""),
     ("TagsTable", "TAGS_TABLE", ""),
@@ -36,6 +36,10 @@ const STACK_OUTPUTS: [(&str, &str, &str); 12] = [
     ("TagQueueUrl", "TAG_QUEUE_URL", ""),
     ("CampaignQueueUrl", "CAMPAIGN_QUEUE_URL", ""),
     ("MulticastQueueUrl", "MULTICAST_QUEUE_URL", ""),
+    ("ReplyDeadLetterQueueUrl", "REPLY_DLQ_URL", ""),
+    ("TagDeadLetterQueueUrl", "TAG_DLQ_URL", ""),
+    ("CampaignDeadLetterQueueUrl", "CAMPAIGN_DLQ_URL", ""),
+    ("MulticastDeadLetterQueueUrl", "MULTICAST_DLQ_URL", ""),
     ("WebhookUrl", "WEBHOOK_URL", "webhook"),
     ("EventsUrl", "EVENTS_URL", "events"),
     ("SecretArn", "LINE_SECRET_ARN", ""),

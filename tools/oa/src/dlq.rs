@@ -1,0 +1,301 @@
+//! Dead letters: what each queue's dead-letter queue holds (`oa dlq list`) and moving it back to
+//! its queue once the cause is fixed (`oa dlq redrive`).
+//!
+//! A redrive receives from the DLQ, sends each message to its queue as it was (body, attributes,
+//! and on a FIFO queue its message group), and only then deletes it from the DLQ. A redrive cut
+//! short (a crash, a refused send) therefore leaves a message in both queues at worst, never in
+//! neither; every consumer is idempotent, so a message handled twice does no harm. On a FIFO queue
+//! the deduplication id is the DLQ message's own id, so running the same redrive again within
+//! five minutes does not even send it twice.
+
+use std::collections::HashMap;
+
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use serde_json::Value;
+use shared::adapters::sdk::describe;
+
+/// The four queues: the short name `oa dlq` takes, the queue's and its DLQ's URL settings.
+pub const QUEUES: [(&str, &str, &str); 4] = [
+    ("reply", "REPLY_QUEUE_URL", "REPLY_DLQ_URL"),
+    ("tag", "TAG_QUEUE_URL", "TAG_DLQ_URL"),
+    ("campaign", "CAMPAIGN_QUEUE_URL", "CAMPAIGN_DLQ_URL"),
+    ("multicast", "MULTICAST_QUEUE_URL", "MULTICAST_DLQ_URL"),
+];
+
+#[derive(clap::Subcommand)]
+pub enum DlqCommand {
+    /// What each dead-letter queue holds (or one: reply, tag, campaign, multicast): how many, and
+    /// for each message its id, when it was sent, when it first failed and how often it was tried.
+    List {
+        queue: Option<String>,
+        /// Messages shown per queue (at most; SQS returns a sample, not an ordered list).
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Show each message's body too (it may hold what friends wrote).
+        #[arg(long)]
+        body: bool,
+    },
+    /// Move a dead-letter queue's messages back to its queue, once the cause is fixed.
+    Redrive {
+        queue: String,
+        /// Move at most this many.
+        #[arg(long)]
+        max: Option<usize>,
+    },
+}
+
+/// A queue and its DLQ, by URL.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub name: &'static str,
+    pub queue: String,
+    pub dlq: String,
+}
+
+/// The pairs `queue` names (all four when `None`), with their URLs from the environment.
+pub fn pairs(queue: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<Vec<Pair>, String> {
+    if let Some(q) = queue {
+        if !QUEUES.iter().any(|(n, _, _)| *n == q) {
+            let names: Vec<&str> = QUEUES.iter().map(|(n, _, _)| *n).collect();
+            return Err(format!("no queue {q:?}: one of {}", names.join(", ")));
+        }
+    }
+    QUEUES
+        .iter()
+        .filter(|(n, _, _)| queue.is_none_or(|q| q == *n))
+        .map(|(name, queue_var, dlq_var)| {
+            let get = |var: &str| {
+                env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                    format!("{var} is not set: give --stack NAME (or --local), or set it to the queue's URL")
+                })
+            };
+            Ok(Pair { name, queue: get(queue_var)?, dlq: get(dlq_var)? })
+        })
+        .collect()
+}
+
+/// One dead letter as `oa dlq list` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Letter {
+    pub id: String,
+    pub sent_ms: Option<i64>,
+    pub first_received_ms: Option<i64>,
+    pub receive_count: Option<u64>,
+    pub group: Option<String>,
+    pub body: String,
+}
+
+impl Letter {
+    fn of(m: &aws_sdk_sqs::types::Message) -> Letter {
+        let attrs = m.attributes();
+        let number = |name: MessageSystemAttributeName| attrs.and_then(|a| a.get(&name)).and_then(|v| v.parse().ok());
+        Letter {
+            id: m.message_id().unwrap_or_default().to_string(),
+            sent_ms: number(MessageSystemAttributeName::SentTimestamp),
+            first_received_ms: number(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp),
+            receive_count: number(MessageSystemAttributeName::ApproximateReceiveCount).map(|n: i64| n as u64),
+            group: attrs.and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId)).cloned(),
+            body: m.body().unwrap_or_default().to_string(),
+        }
+    }
+
+    /// One line: id, times, tries, group, and what the body is (its `type` or `kind`, never its
+    /// text unless `with_body`).
+    pub fn line(&self, with_body: bool) -> String {
+        let time = |ms: Option<i64>| {
+            ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+                .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_else(|| "?".into())
+        };
+        let what = serde_json::from_str::<Value>(&self.body)
+            .ok()
+            .and_then(|v| {
+                ["type", "kind"].iter().find_map(|k| v.get(k).and_then(Value::as_str).map(|s| format!("{k} {s}")))
+            })
+            .unwrap_or_else(|| format!("{} bytes", self.body.len()));
+        let mut line = format!(
+            "  {}  sent {}  first failed {}  tried {}  {}",
+            self.id,
+            time(self.sent_ms),
+            time(self.first_received_ms),
+            self.receive_count.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+            what
+        );
+        if let Some(g) = &self.group {
+            line.push_str(&format!("  group {g}"));
+        }
+        if with_body {
+            line.push_str(&format!("\n    {}", self.body));
+        }
+        line
+    }
+}
+
+/// How many messages a queue holds (visible, and in flight).
+pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<(u64, u64), String> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| format!("cannot read {url}: {}", describe(&e)))?;
+    let get =
+        |n: QueueAttributeName| out.attributes().and_then(|a| a.get(&n)).and_then(|v| v.parse().ok()).unwrap_or(0u64);
+    Ok((
+        get(QueueAttributeName::ApproximateNumberOfMessages),
+        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    ))
+}
+
+/// Up to `limit` messages of `url`, looked at without hiding them from anyone (visibility 0).
+pub async fn peek(sqs: &aws_sdk_sqs::Client, url: &str, limit: usize) -> Result<Vec<Letter>, String> {
+    let mut seen: Vec<Letter> = vec![];
+    // A few receives: SQS samples servers, so one receive may return fewer than there are.
+    for _ in 0..3 {
+        if seen.len() >= limit {
+            break;
+        }
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(limit.saturating_sub(seen.len()).clamp(1, 10) as i32)
+            .visibility_timeout(0)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| format!("cannot receive from {url}: {}", describe(&e)))?;
+        let mut new = 0;
+        for m in out.messages() {
+            let letter = Letter::of(m);
+            if !seen.iter().any(|l| l.id == letter.id) {
+                seen.push(letter);
+                new += 1;
+            }
+        }
+        if new == 0 {
+            break;
+        }
+    }
+    seen.truncate(limit);
+    Ok(seen)
+}
+
+/// `oa dlq list`: each pair's DLQ depth and a sample of its messages.
+pub async fn list(sqs: &aws_sdk_sqs::Client, pairs: &[Pair], limit: usize, with_body: bool) -> Result<String, String> {
+    let mut out = String::new();
+    for pair in pairs {
+        let (visible, in_flight) = depth(sqs, &pair.dlq).await?;
+        out.push_str(&format!("{}: {} dead letters", pair.name, visible + in_flight));
+        if in_flight > 0 {
+            out.push_str(&format!(" ({in_flight} being looked at by someone else)"));
+        }
+        out.push_str(&format!("  ({})\n", pair.dlq));
+        if visible > 0 {
+            for letter in peek(sqs, &pair.dlq, limit).await? {
+                out.push_str(&letter.line(with_body));
+                out.push('\n');
+            }
+            out.push_str(&format!("  after fixing the cause: oa dlq redrive {}\n", pair.name));
+        }
+    }
+    Ok(out)
+}
+
+/// How long a redrive holds the messages it received before it sends them on.
+const REDRIVE_VISIBILITY_SECS: i32 = 120;
+
+/// `oa dlq redrive`: moves up to `max` messages from the pair's DLQ to its queue; returns how
+/// many moved.
+pub async fn redrive(sqs: &aws_sdk_sqs::Client, pair: &Pair, max: Option<usize>) -> Result<usize, String> {
+    let fifo = pair.queue.ends_with(".fifo");
+    let mut moved = 0;
+    loop {
+        let want = max.map_or(10, |m| m.saturating_sub(moved).min(10));
+        if want == 0 {
+            break;
+        }
+        let out = sqs
+            .receive_message()
+            .queue_url(&pair.dlq)
+            .max_number_of_messages(want as i32)
+            .visibility_timeout(REDRIVE_VISIBILITY_SECS)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| format!("cannot receive from {}: {}", pair.dlq, describe(&e)))?;
+        if out.messages().is_empty() {
+            break;
+        }
+        for m in out.messages() {
+            let id = m.message_id().unwrap_or_default();
+            let attributes: HashMap<String, MessageAttributeValue> =
+                m.message_attributes().cloned().unwrap_or_default();
+            let mut send = sqs
+                .send_message()
+                .queue_url(&pair.queue)
+                .message_body(m.body().unwrap_or_default())
+                .set_message_attributes((!attributes.is_empty()).then_some(attributes));
+            if fifo {
+                let group = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                    .cloned()
+                    .unwrap_or_else(|| "redrive".into());
+                send = send.message_group_id(group).message_deduplication_id(id);
+            }
+            send.send().await.map_err(|e| {
+                format!("moved {moved}; cannot send {id} to {}: {} (it stays in the DLQ)", pair.queue, describe(&e))
+            })?;
+            if let Some(handle) = m.receipt_handle() {
+                sqs.delete_message().queue_url(&pair.dlq).receipt_handle(handle).send().await.map_err(|e| {
+                    format!(
+                        "moved {}; {id} was sent to {} but not deleted from the DLQ ({}): it will be there again",
+                        moved + 1,
+                        pair.name,
+                        describe(&e)
+                    )
+                })?;
+            }
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn a_queue_is_named_by_its_short_name_and_needs_both_urls() {
+        let vars = [("REPLY_QUEUE_URL", "q"), ("REPLY_DLQ_URL", "d")];
+        let p = pairs(Some("reply"), env(&vars)).unwrap();
+        assert_eq!((p[0].name, p[0].queue.as_str(), p[0].dlq.as_str()), ("reply", "q", "d"));
+        assert!(pairs(Some("replies"), env(&vars)).unwrap_err().contains("one of reply, tag, campaign, multicast"));
+        assert!(pairs(None, env(&vars)).unwrap_err().contains("TAG_QUEUE_URL is not set"));
+    }
+
+    #[test]
+    fn a_letter_shows_what_it_is_but_not_its_text_unless_asked() {
+        let letter = Letter {
+            id: "m1".into(),
+            sent_ms: Some(0),
+            first_received_ms: Some(60_000),
+            receive_count: Some(5),
+            group: Some("U1".into()),
+            body: r#"{"type":"message","text":"my address is ..."}"#.into(),
+        };
+        let line = letter.line(false);
+        assert!(line.contains("first failed 1970-01-01T00:01:00Z") && line.contains("tried 5"), "{line}");
+        assert!(line.contains("type message") && !line.contains("address"), "{line}");
+        assert!(letter.line(true).contains("my address"));
+    }
+}
