@@ -31,14 +31,15 @@ bench:           ## Benchmarks (the handler benchmark needs `make local-up`)
 	cargo run --release -p integration-tests --bin segment-bench
 	cargo run --release -p integration-tests --bin campaign-bench
 
-ARCH ?= arm64
-build:           ## Release artifacts for AWS (target/lambda/<function>/bootstrap); ARCH=arm64|x86-64
-	@tools/local/stack.sh build $(ARCH)
+# Set on the command line only (an ARCH or ENV left in the shell's environment is not taken).
+ARCH =
+build:           ## Release artifacts for AWS (target/lambda/<function>/bootstrap); ARCH=arm64 (default)|x86-64
+	@tools/local/stack.sh build $(or $(ARCH),arm64)
 
 # The environment of infra/samconfig.toml to deploy: staging (stack oa-staging) or prod (oa-prod).
-ENV ?= staging
-deploy: build    ## Build, then deploy ENV (guided the first time); the secret <stack>/line must exist (oa secrets put)
-	@infra/deploy.sh deploy $(ENV)
+ENV = staging
+deploy:          ## Build for the stack's architecture and deploy ENV (guided the first time); needs the secret <stack>/line (oa secrets put)
+	@ARCH=$(ARCH) infra/deploy.sh deploy $(ENV)
 
 destroy:         ## Delete ENV's stack (sam delete); its tables are kept
 	@infra/deploy.sh destroy $(ENV)

@@ -1,63 +1,101 @@
 #!/usr/bin/env bash
 # `make deploy` / `make destroy`: sam deploy and sam delete for one environment of samconfig.toml.
 #
-#   infra/deploy.sh deploy ENV    the first time guided (sam asks for the parameters and saves them
-#                                 in samconfig.toml), then plain `sam deploy --config-env ENV`
+#   infra/deploy.sh deploy ENV    find the secret, build for the stack's architecture, then deploy:
+#                                 guided the first time (sam asks for the parameters and saves them
+#                                 in samconfig.toml), plain `sam deploy` after
 #   infra/deploy.sh destroy ENV   sam delete (the tables are kept: DeletionPolicy Retain)
 #
-# The secret is found by name, <stack>/line (`oa secrets put --name <stack>/line` creates it), and
-# its ARN given to the stack's SecretArn parameter. OA (default: cargo run -p oa), SAM (sam) and
+# The secret is found by name, <stack>/line (`oa secrets put --name <stack>/line` creates it), in
+# the environment's saved region, and its ARN given to the stack's SecretArn parameter. ARCH
+# (arm64 or x86-64) is needed only to choose on the first deploy; later it must match what the
+# stack runs. OA (default: cargo run -p oa), SAM (sam), BUILD (tools/local/stack.sh build) and
 # SAMCONFIG (this directory's samconfig.toml) can be replaced, e.g. by a test.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$HERE")"
 CONFIG="${SAMCONFIG:-$HERE/samconfig.toml}"
 say() { printf '[deploy] %s\n' "$*" >&2; }
 die() { printf '[deploy] error: %s\n' "$*" >&2; exit 1; }
 
 action="${1:-}"; env="${2:-staging}"
 [ "$action" = deploy ] || [ "$action" = destroy ] || die "usage: $0 deploy|destroy ENV"
+python3 -c 'import tomllib' 2>/dev/null || die "python3 3.11 or later is needed to read $CONFIG"
 
-# The [ENV.deploy.parameters] section of samconfig.toml, and one key of it.
-section() { sed -n "/^\[$env\.deploy\.parameters\]/,/^\[/p" "$CONFIG"; }
-key() { section | sed -n "s/^$1 *= *\"\(.*\)\"$/\1/p" | head -n 1; }
+# The environment's settings, as shell assignments: what SAM saved under [ENV.deploy.parameters]
+# (parameter_overrides as a string or a list, as SAM reads it).
+eval "$(python3 - "$CONFIG" "$env" <<'PY'
+import shlex, sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    config = tomllib.load(f)
+def params(command):
+    return config.get(sys.argv[2], {}).get(command, {}).get("parameters", {})
+section = {**params("global"), **params("deploy")}
+raw = section.get("parameter_overrides", "")
+if isinstance(raw, list):
+    raw = " ".join(raw)
+overrides = dict(token.partition("=")[::2] for token in shlex.split(raw))
+kept = " ".join(f'{k}="{v}"' for k, v in overrides.items() if k != "SecretArn")
+out = {
+    "envs": " ".join(k for k, v in config.items() if isinstance(v, dict) and "deploy" in v),
+    "stack": section.get("stack_name", ""),
+    "region": section.get("region", ""),
+    "saved": "1" if raw.strip() else "",
+    "saved_arn": overrides.get("SecretArn", ""),
+    "saved_arch": overrides.get("Architecture", ""),
+    "kept": kept,
+}
+for k, v in out.items():
+    print(f"{k}={shlex.quote(str(v))}")
+PY
+)" || die "cannot read $CONFIG"
 
-stack="$(key stack_name)"
-if [ -z "$stack" ]; then
-  envs="$(sed -n 's/^\[\([a-z0-9_-]*\)\.deploy\.parameters\]$/\1/p' "$CONFIG" | xargs)"
-  die "no environment '$env' in infra/samconfig.toml (there: $envs)"
-fi
+[ -n "$stack" ] || die "no environment '$env' in $CONFIG (there: $envs)"
 SAM="${SAM:-sam}"
-command -v "${SAM%% *}" >/dev/null || die "the SAM CLI is not installed (pip install aws-sam-cli, or AWS's installer); docs/deploy.md"
-OA="${OA:-cargo run -q --manifest-path $HERE/../Cargo.toml -p oa --}"
+command -v "$SAM" >/dev/null || die "the SAM CLI is not installed (pip install aws-sam-cli, or AWS's installer); docs/deploy.md"
+if [ -n "${OA:-}" ]; then oa=("$OA"); else oa=(cargo run -q --manifest-path "$ROOT/Cargo.toml" -p oa --); fi
+# The region SAM saved for the environment is where the stack is: oa looks for the secret there.
+region_args=()
+if [ -n "$region" ]; then export AWS_REGION="$region"; region_args=(--region "$region"); fi
 
 if [ "$action" = destroy ]; then
-  say "deleting stack $stack (environment $env); its five tables are kept"
-  (cd "$HERE" && $SAM delete --config-env "$env")
+  say "deleting stack $stack (environment $env${region:+, $region}); its five tables and the secret $stack/line are kept"
+  (cd "$HERE" && "$SAM" delete --config-file "$CONFIG" --config-env "$env" --stack-name "$stack" "${region_args[@]}")
   say "kept: $stack-events, $stack-users, $stack-tags, $stack-rules, $stack-campaigns (docs/deploy.md, \"Tearing down\", says how to remove them)"
   exit 0
 fi
 
 secret="$stack/line"
-arn="$($OA secrets arn --name "$secret")" || die "no secret $secret: create it first with  oa secrets put --name $secret"
-say "stack $stack (environment $env), secret $arn"
+arn="$("${oa[@]}" secrets arn --name "$secret")" || die "no usable secret $secret${region:+ in $region}: create it first with  oa secrets put --name $secret"
+arn_region="$(printf '%s' "$arn" | cut -d: -f4)"
+[ -z "$region" ] || [ "$arn_region" = "$region" ] || die "the secret $arn is in $arn_region, the stack in $region"
 
-saved="$(key parameter_overrides)"
+# The architecture: what the stack runs, once deployed; ARCH (or arm64) the first time.
+case "$saved_arch" in
+  x86_64) arch=x86-64 ;;
+  arm64|'') arch="${saved_arch:-${ARCH:-arm64}}" ;;
+  *) die "Architecture=$saved_arch in $CONFIG: arm64 or x86_64" ;;
+esac
+if [ -n "${ARCH:-}" ] && [ "$ARCH" != "$arch" ]; then
+  die "the stack runs $arch functions; ARCH=$ARCH would ship the wrong binaries (change Architecture with a guided deploy first)"
+fi
+case "$arch" in arm64) sam_arch=arm64 ;; x86-64) sam_arch=x86_64 ;; *) die "ARCH=$arch: arm64 or x86-64" ;; esac
+say "stack $stack (environment $env${region:+, $region}), secret $arn, $arch"
+
+if [ -n "${BUILD:-}" ]; then $BUILD "$arch"; else "$ROOT/tools/local/stack.sh" build "$arch"; fi
+
+deploy=("$SAM" deploy --config-file "$CONFIG" --config-env "$env" --template-file template.yaml "${region_args[@]}")
 if [ -z "$saved" ]; then
-  say "first deploy of $env: sam asks for each parameter (Enter keeps the default) and saves the answers in infra/samconfig.toml"
+  say "first deploy of $env: sam asks for each parameter (Enter keeps the default) and saves the answers in $CONFIG"
   say "answer y to \"WebhookFunction Function Url has no authentication. Is this okay?\": every request's signature is checked (docs/deploy.md)"
-  (cd "$HERE" && $SAM deploy --guided --config-env "$env" --parameter-overrides "SecretArn=$arn")
+  (cd "$HERE" && "${deploy[@]}" --guided --parameter-overrides "SecretArn=$arn Architecture=$sam_arch")
+elif [ "$saved_arn" != "$arn" ]; then
+  # A secret deleted and made again has a new ARN suffix, which IAM matches exactly: deploy with
+  # it, the other saved answers as they are, and save it.
+  say "the secret's ARN changed (${saved_arn:-none saved} -> $arn): deploying with the new one"
+  (cd "$HERE" && "${deploy[@]}" --parameter-overrides "$kept SecretArn=\"$arn\"" --save-params)
 else
-  # The answers saved by the guided deploy, with the secret's ARN as it is now (a secret deleted
-  # and created again has a new ARN suffix, which IAM matches exactly).
-  overrides="$(printf '%s' "$saved" | sed 's/\\"/"/g')"
-  current="$(printf '%s' "$overrides" | sed -n 's/.*SecretArn="\([^"]*\)".*/\1/p')"
-  if [ "$current" != "$arn" ]; then
-    say "the secret's ARN changed (${current:-none saved} -> $arn): deploying with the new one"
-    overrides="$(printf '%s' "$overrides" | sed 's/SecretArn="[^"]*" *//') SecretArn=\"$arn\""
-    (cd "$HERE" && $SAM deploy --config-env "$env" --parameter-overrides "$overrides")
-  else
-    (cd "$HERE" && $SAM deploy --config-env "$env")
-  fi
+  (cd "$HERE" && "${deploy[@]}")
 fi
 say "next: oa --stack $stack doctor (docs/deploy.md, \"After deploy\")"

@@ -216,17 +216,51 @@ async fn oa_dlq_lists_dead_letters_without_their_text_and_redrive_moves_them_bac
                 .unwrap();
         }
     }
-    groups.sort();
+    // In the order received, grouped (a stable sort): within a group, the order they were sent.
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(groups.len(), 3, "{groups:?}");
     assert_eq!(groups.iter().map(|(g, _)| g.as_str()).collect::<Vec<_>>(), ["U1", "U1", "U2"]);
     assert!(groups[0].1.contains("private words 0") && groups[1].1.contains("private words 1"), "in order: {groups:?}");
+
+    // A standard queue's dead letters (campaign): a redrive moves what the DLQ held when it began,
+    // at most --max; purge deletes the rest for good, and only when told --yes.
+    let (queue, dlq) =
+        (stack.queue_url("CampaignQueue").to_string(), stack.queue_url("CampaignDeadLetterQueue").to_string());
+    let three_plans = || async {
+        for i in 0..3 {
+            let body = format!(r#"{{"kind":"plan","n":{i}}}"#);
+            stack.sqs.send_message().queue_url(&dlq).message_body(body).send().await.unwrap();
+        }
+    };
+    three_plans().await;
+    let env = [("CAMPAIGN_QUEUE_URL", queue.clone()), ("CAMPAIGN_DLQ_URL", dlq.clone())];
+    let (ok, out) = oa_with(&["dlq", "redrive", "campaign", "--max", "2"], &env, "").await;
+    assert!(ok && out.contains("2 message(s) moved"), "{out}");
+    assert_eq!(stack.drain("CampaignQueue").await.len(), 2);
+    let (ok, out) = oa_with(&["dlq", "purge", "campaign"], &env, "").await;
+    assert!(!ok && out.contains("add --yes"), "{out}");
+    let (ok, out) = oa_with(&["dlq", "list", "campaign"], &env, "").await;
+    assert!(ok && out.contains("campaign: 1 dead letters") && out.contains("kind plan"), "{out}");
+    let (ok, out) = oa_with(&["dlq", "purge", "campaign", "--yes"], &env, "").await;
+    assert!(ok && out.contains("1 dead letter(s) of campaign deleted"), "{out}");
+    let (ok, out) = oa_with(&["dlq", "list", "campaign"], &env, "").await;
+    assert!(ok && out.contains("campaign: 0 dead letters"), "{out}");
+
+    // Whatever fails again comes back to the DLQ (here at once: the queue is the DLQ itself): the
+    // redrive ends instead of going round in circles.
+    three_plans().await;
+    let env = [("CAMPAIGN_QUEUE_URL", dlq.clone()), ("CAMPAIGN_DLQ_URL", dlq.clone())];
+    let redrive = oa_with(&["dlq", "redrive", "campaign"], &env, "");
+    let (ok, out) = tokio::time::timeout(std::time::Duration::from_secs(60), redrive).await.expect("the redrive ends");
+    assert!(ok, "{out}");
+    assert_eq!(stack.drain("CampaignDeadLetterQueue").await.len(), 3, "nothing lost: {out}");
 }
 
 /// A stack as CloudFormation (moto) knows it: this test's tables and queues in its Outputs, one
 /// event source mapping among its resources; and two alarms named as CloudFormation names them,
 /// one of this stack and one of a stack whose name starts with this one's (moto's CloudFormation
 /// does not create alarms, so they are made directly).
-async fn deployed_stack(stack: &TestStack, secret_arn: &str) -> String {
+async fn deployed_stack(stack: &TestStack, secret_arn: &str, line_api_base: &str) -> String {
     let name = format!("oa-{}", ulid::Ulid::new().to_string().to_lowercase());
     let base = setting("WEBHOOK_URL").trim_end_matches("webhook").to_string();
     let mut outputs = serde_json::json!({
@@ -243,6 +277,8 @@ async fn deployed_stack(stack: &TestStack, secret_arn: &str) -> String {
             serde_json::json!({ "Value": stack.queue_url(&format!("{q}DeadLetterQueue")) });
     }
     let template = serde_json::json!({
+        // Where the stack's functions reach LINE (here line-sim): doctor checks the token there.
+        "Parameters": { "LineApiBase": { "Type": "String", "Default": line_api_base } },
         "Resources": {
             "Role": { "Type": "AWS::IAM::Role", "Properties": {
                 "AssumeRolePolicyDocument": { "Version": "2012-10-17", "Statement": [{ "Effect": "Allow",
@@ -310,8 +346,9 @@ async fn oa_doctor_checks_a_deployed_stack_and_says_what_is_wrong() {
             "shopEventsSecret": "s",
         }))
         .await;
-    let name = deployed_stack(&stack, &secret).await;
-    let env = [("LINE_API_BASE", line.base_url())];
+    let name = deployed_stack(&stack, &secret, &line.base_url()).await;
+    // The shell's LINE_API_BASE is not where the stack's functions reach LINE: not used.
+    let env = [("LINE_API_BASE", "http://127.0.0.1:1".to_string())];
     let moto = |sdk: &aws_config::SdkConfig| {
         aws_config::SdkConfig::builder()
             .region(sdk.region().cloned())
@@ -325,6 +362,7 @@ async fn oa_doctor_checks_a_deployed_stack_and_says_what_is_wrong() {
     let (ok, out) = oa_with(&["--stack", &name, "doctor"], &env, "").await;
     assert!(ok, "{out}");
     for line in [
+        "ok    stack         ",
         "ok    secret",
         "ok    webhook",
         "ok    tables        5 tables active",
@@ -341,7 +379,7 @@ async fn oa_doctor_checks_a_deployed_stack_and_says_what_is_wrong() {
         assert!(out.contains(line), "{line:?} in\n{out}");
     }
 
-    // Broken five ways: each named, with what to do, and the exit status says so.
+    // Broken four ways: each named, with what to do, and the exit status says so.
     let lambda = aws_sdk_lambda::Client::new(&moto(&stack.sdk));
     let uuid = lambda
         .list_event_source_mappings()
@@ -394,42 +432,59 @@ async fn oa_doctor_checks_a_deployed_stack_and_says_what_is_wrong() {
     assert!(out.contains("skip  line-webhook  needs a working access token"), "{out}");
 }
 
-/// `infra/deploy.sh ACTION ENV` (what `make deploy` and `make destroy` run) with `sam` replaced by
-/// a script that records its arguments: what sam would have been asked to do, and the output.
-async fn deploy_script(action: &str, env: &str, samconfig: &std::path::Path) -> (bool, String, String) {
+/// `infra/deploy.sh ACTION ENV` (what `make deploy` and `make destroy` run) with `sam` and the
+/// build replaced by scripts that record their arguments: what sam would have been asked to do,
+/// what was built, and the output.
+async fn deploy_script(
+    action: &str,
+    env: &str,
+    samconfig: &std::path::Path,
+    arch: Option<&str>,
+) -> (bool, String, String, String) {
     let dir = samconfig.parent().unwrap();
-    let sam = dir.join("sam");
-    let args = dir.join("sam.args");
-    let _ = std::fs::remove_file(&args);
-    std::fs::write(&sam, format!("#!/bin/sh\necho \"$@\" > {}\n", args.display())).unwrap();
-    std::fs::set_permissions(&sam, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = Command::new(repo_root().join("infra/deploy.sh"))
+    let record = |name: &str| {
+        let script = dir.join(name);
+        std::fs::write(&script, format!("#!/bin/sh\necho \"$@\" > {}.args\n", script.display())).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let _ = std::fs::remove_file(dir.join(format!("{name}.args")));
+        script
+    };
+    let (sam, build) = (record("sam"), record("build"));
+    let mut command = Command::new(repo_root().join("infra/deploy.sh"));
+    command
         .args([action, env])
         .env("SAM", &sam)
+        .env("BUILD", &build)
         .env("OA", oa_binary())
-        .env("SAMCONFIG", samconfig)
-        .output()
-        .unwrap();
+        .env("SAMCONFIG", samconfig);
+    match arch {
+        Some(a) => command.env("ARCH", a),
+        None => command.env_remove("ARCH"),
+    };
+    let out = command.output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), std::fs::read_to_string(&args).unwrap_or_default().trim().to_string(), text)
+    let read =
+        |name: &str| std::fs::read_to_string(dir.join(format!("{name}.args"))).unwrap_or_default().trim().to_string();
+    (out.status.success(), read("sam"), read("build"), text)
 }
 
 #[tokio::test]
-async fn make_deploy_finds_the_secret_by_name_is_guided_the_first_time_and_keeps_the_saved_answers_after() {
+async fn make_deploy_finds_the_secret_by_name_builds_for_the_stack_and_keeps_the_saved_answers() {
     let stack = TestStack::new().await;
     let dir = std::env::temp_dir().join(format!("deploy-{}", stack.stack.name));
     std::fs::create_dir_all(&dir).unwrap();
     let samconfig = dir.join("samconfig.toml");
+    let config = samconfig.display().to_string();
     let name = format!("oa-{}", stack.stack.name);
     let section =
         format!("version = 0.1\n\n[t.deploy.parameters]\nstack_name = \"{name}\"\nconfirm_changeset = true\n");
     std::fs::write(&samconfig, &section).unwrap();
 
-    let (ok, sam, out) = deploy_script("deploy", "t", &samconfig).await;
-    assert!(!ok && sam.is_empty(), "no deploy without the secret: {out}");
+    let (ok, sam, built, out) = deploy_script("deploy", "t", &samconfig, None).await;
+    assert!(!ok && sam.is_empty() && built.is_empty(), "no build or deploy without the secret: {out}");
     assert!(out.contains(&format!("create it first with  oa secrets put --name {name}/line")), "{out}");
-    let (ok, _, out) = deploy_script("deploy", "nope", &samconfig).await;
-    assert!(!ok && out.contains("no environment 'nope' in infra/samconfig.toml (there: t)"), "{out}");
+    let (ok, _, _, out) = deploy_script("deploy", "nope", &samconfig, None).await;
+    assert!(!ok && out.contains("no environment 'nope' in") && out.contains("(there: t)"), "{out}");
 
     let arn = aws_sdk_secretsmanager::Client::new(&stack.sdk)
         .create_secret()
@@ -440,26 +495,51 @@ async fn make_deploy_finds_the_secret_by_name_is_guided_the_first_time_and_keeps
         .unwrap()
         .arn
         .unwrap();
-    let (ok, sam, out) = deploy_script("deploy", "t", &samconfig).await;
+    let (ok, sam, built, out) = deploy_script("deploy", "t", &samconfig, None).await;
     assert!(ok, "{out}");
-    assert_eq!(sam, format!("deploy --guided --config-env t --parameter-overrides SecretArn={arn}"));
+    assert_eq!(built, "arm64", "arm64 unless asked: {out}");
+    assert_eq!(
+        sam,
+        format!("deploy --config-file {config} --config-env t --template-file template.yaml --guided --parameter-overrides SecretArn={arn} Architecture=arm64")
+    );
     assert!(out.contains("answer y to \"WebhookFunction Function Url has no authentication"), "{out}");
 
-    // What the guided deploy saved: later deploys reuse it as it is.
-    let saved = format!("{section}parameter_overrides = \"SecretArn=\\\"{arn}\\\" LogLevel=\\\"DEBUG\\\"\"\n");
+    // What the guided deploy saved (an x86 stack, in the secret's region): later deploys build for
+    // it and reuse the answers as they are; an ARCH that does not match is refused.
+    let region = arn.split(':').nth(3).unwrap().to_string();
+    let saved = format!(
+        "{section}region = \"{region}\"\nparameter_overrides = \"SecretArn=\\\"{arn}\\\" Architecture=\\\"x86_64\\\" LogLevel=\\\"DEBUG\\\"\"\n"
+    );
     std::fs::write(&samconfig, &saved).unwrap();
-    let (ok, sam, out) = deploy_script("deploy", "t", &samconfig).await;
+    let (ok, sam, built, out) = deploy_script("deploy", "t", &samconfig, None).await;
     assert!(ok, "{out}");
-    assert_eq!(sam, "deploy --config-env t");
+    assert_eq!(built, "x86-64");
+    assert_eq!(
+        sam,
+        format!("deploy --config-file {config} --config-env t --template-file template.yaml --region {region}")
+    );
+    let (ok, sam, built, out) = deploy_script("deploy", "t", &samconfig, Some("arm64")).await;
+    assert!(!ok && sam.is_empty() && built.is_empty(), "{out}");
+    assert!(out.contains("the stack runs x86-64 functions; ARCH=arm64 would ship the wrong binaries"), "{out}");
 
-    // The secret made again (a new ARN suffix): the new ARN goes in, the other answers stay.
+    // The secret made again (a new ARN suffix): the new ARN goes in and is saved, the other
+    // answers stay.
     std::fs::write(&samconfig, saved.replace(&arn, &format!("{arn}-old"))).unwrap();
-    let (ok, sam, out) = deploy_script("deploy", "t", &samconfig).await;
+    let (ok, sam, _, out) = deploy_script("deploy", "t", &samconfig, None).await;
     assert!(ok && out.contains("the secret's ARN changed"), "{out}");
-    assert_eq!(sam, format!("deploy --config-env t --parameter-overrides LogLevel=\"DEBUG\" SecretArn=\"{arn}\""));
+    assert_eq!(
+        sam,
+        format!("deploy --config-file {config} --config-env t --template-file template.yaml --region {region} --parameter-overrides Architecture=\"x86_64\" LogLevel=\"DEBUG\" SecretArn=\"{arn}\" --save-params")
+    );
 
-    let (ok, sam, out) = deploy_script("destroy", "t", &samconfig).await;
+    // The stack's region is where the secret is looked for.
+    std::fs::write(&samconfig, saved.replace(&format!("region = \"{region}\""), "region = \"us-west-2\"")).unwrap();
+    let (ok, _, _, out) = deploy_script("deploy", "t", &samconfig, None).await;
+    assert!(!ok && out.contains(&format!("no usable secret {name}/line in us-west-2")), "{out}");
+
+    std::fs::write(&samconfig, &saved).unwrap();
+    let (ok, sam, _, out) = deploy_script("destroy", "t", &samconfig, None).await;
     assert!(ok, "{out}");
-    assert_eq!(sam, "delete --config-env t");
+    assert_eq!(sam, format!("delete --config-file {config} --config-env t --stack-name {name} --region {region}"));
     assert!(out.contains(&format!("kept: {name}-events, {name}-users")), "{out}");
 }

@@ -65,7 +65,8 @@ def convert(value, shape, to_json):
         if isinstance(value, (int, float)):
             return datetime.datetime.fromtimestamp(value, datetime.timezone.utc)
         if isinstance(value, str):
-            return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
         return value
     if kind == "blob":
         return base64.b64encode(value).decode() if to_json else base64.b64decode(value)
@@ -77,7 +78,17 @@ class CborBridge(moto.server.DomainDispatcherApplication):
         found = CBOR_PATH.fullmatch(environ.get("PATH_INFO", ""))
         if not found or found.group(1) not in CBOR_SERVICES:
             return super().__call__(environ, start_response)
-        prefix, operation = found.groups()
+        try:
+            return self.bridge(environ, start_response, *found.groups())
+        except Exception as e:  # an answer in the protocol, not a dropped connection
+            payload = cbor2.dumps({"__type": "InternalFailure", "message": f"cbor bridge: {e!r}"})
+            start_response(
+                "500 Internal Server Error",
+                [("Content-Type", "application/cbor"), ("smithy-protocol", "rpc-v2-cbor"), ("Content-Length", str(len(payload)))],
+            )
+            return [payload]
+
+    def bridge(self, environ, start_response, prefix, operation):
         op = model(CBOR_SERVICES[prefix]).operation_model(operation)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         raw = environ["wsgi.input"].read(length) if length else b""
@@ -107,7 +118,7 @@ class CborBridge(moto.server.DomainDispatcherApplication):
             document = convert(document, op.output_shape, False) if op.output_shape else {}
         elif "__type" not in document:
             document = {"__type": "InternalFailure", "message": text.decode(errors="replace")}
-        payload = cbor2.dumps(document, datetime_as_timestamp=True)
+        payload = cbor2.dumps(document, datetime_as_timestamp=True, timezone=datetime.timezone.utc)
         headers = [
             ("Content-Type", "application/cbor"),
             ("smithy-protocol", "rpc-v2-cbor"),

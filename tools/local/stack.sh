@@ -314,6 +314,8 @@ cmd_build() {
     x86-64) triple=x86_64-unknown-linux-gnu; machine="3e 00" ;;
     *) die "ARCH=$arch: arm64 or x86-64" ;;
   esac
+  # The template's CodeUri is ../target/lambda/<function>/: artifacts built elsewhere are not what ships.
+  [ "$(cargo_target)" = "$ROOT/target" ] || die "CARGO_TARGET_DIR=$CARGO_TARGET_DIR: sam deploys target/lambda/ of the repository; unset it for make build"
   ensure_venv
   if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$triple"; then
     rustup target add "$triple" >&2 || die "the Rust standard library for $triple is not installed and rustup could not fetch it: run  rustup target add $triple"

@@ -25,7 +25,8 @@ pub const QUEUES: [(&str, &str, &str); 4] = [
 #[derive(clap::Subcommand)]
 pub enum DlqCommand {
     /// What each dead-letter queue holds (or one: reply, tag, campaign, multicast): how many, and
-    /// for each message its id, when it was sent, when it first failed and how often it was tried.
+    /// for each message its id, when it was sent, when it was first received (its first try) and
+    /// how often (looking with `oa dlq list` counts too).
     List {
         queue: Option<String>,
         /// Messages shown per queue (at most; SQS returns a sample, not an ordered list).
@@ -34,6 +35,13 @@ pub enum DlqCommand {
         /// Show each message's body too (it may hold what friends wrote).
         #[arg(long)]
         body: bool,
+    },
+    /// Delete a dead-letter queue's messages for good (e.g. replies whose token expired long ago).
+    Purge {
+        queue: String,
+        /// Yes, delete them.
+        #[arg(long)]
+        yes: bool,
     },
     /// Move a dead-letter queue's messages back to its queue, once the cause is fixed.
     Redrive {
@@ -114,7 +122,7 @@ impl Letter {
             })
             .unwrap_or_else(|| format!("{} bytes", self.body.len()));
         let mut line = format!(
-            "  {}  sent {}  first failed {}  tried {}  {}",
+            "  {}  sent {}  first received {}  received {} times  {}",
             self.id,
             time(self.sent_ms),
             time(self.first_received_ms),
@@ -153,7 +161,7 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<(u64, u64), S
 pub async fn peek(sqs: &aws_sdk_sqs::Client, url: &str, limit: usize) -> Result<Vec<Letter>, String> {
     let mut seen: Vec<Letter> = vec![];
     // A few receives: SQS samples servers, so one receive may return fewer than there are.
-    for _ in 0..3 {
+    for _ in 0..limit.div_ceil(10) + 2 {
         if seen.len() >= limit {
             break;
         }
@@ -162,6 +170,7 @@ pub async fn peek(sqs: &aws_sdk_sqs::Client, url: &str, limit: usize) -> Result<
             .queue_url(url)
             .max_number_of_messages(limit.saturating_sub(seen.len()).clamp(1, 10) as i32)
             .visibility_timeout(0)
+            .wait_time_seconds(1)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
             .await
@@ -197,7 +206,10 @@ pub async fn list(sqs: &aws_sdk_sqs::Client, pairs: &[Pair], limit: usize, with_
                 out.push_str(&letter.line(with_body));
                 out.push('\n');
             }
-            out.push_str(&format!("  after fixing the cause: oa dlq redrive {}\n", pair.name));
+            out.push_str(&format!(
+                "  after fixing the cause: oa dlq redrive {0}; or, if they are not worth it: oa dlq purge {0} --yes\n",
+                pair.name
+            ));
         }
     }
     Ok(out)
@@ -206,23 +218,28 @@ pub async fn list(sqs: &aws_sdk_sqs::Client, pairs: &[Pair], limit: usize, with_
 /// How long a redrive holds the messages it received before it sends them on.
 const REDRIVE_VISIBILITY_SECS: i32 = 120;
 
-/// `oa dlq redrive`: moves up to `max` messages from the pair's DLQ to its queue; returns how
-/// many moved.
+/// `oa dlq redrive`: moves the messages the pair's DLQ holds when it starts (at most `max`) to
+/// its queue; returns how many moved. A message sent after the start is one this redrive moved
+/// that failed again (its cause is not fixed): it is left where it is and the redrive stops, so it
+/// never goes round in circles.
 pub async fn redrive(sqs: &aws_sdk_sqs::Client, pair: &Pair, max: Option<usize>) -> Result<usize, String> {
     let fifo = pair.queue.ends_with(".fifo");
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(i64::MAX);
+    let (visible, _) = depth(sqs, &pair.dlq).await?;
+    let max = max.unwrap_or(visible as usize).min(visible as usize);
     let mut moved = 0;
-    loop {
-        let want = max.map_or(10, |m| m.saturating_sub(moved).min(10));
-        if want == 0 {
-            break;
-        }
+    while moved < max {
         let out = sqs
             .receive_message()
             .queue_url(&pair.dlq)
-            .max_number_of_messages(want as i32)
+            .max_number_of_messages((max - moved).min(10) as i32)
             .visibility_timeout(REDRIVE_VISIBILITY_SECS)
             .wait_time_seconds(1)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_attribute_names("All")
             .send()
             .await
@@ -230,40 +247,97 @@ pub async fn redrive(sqs: &aws_sdk_sqs::Client, pair: &Pair, max: Option<usize>)
         if out.messages().is_empty() {
             break;
         }
-        for m in out.messages() {
-            let id = m.message_id().unwrap_or_default();
-            let attributes: HashMap<String, MessageAttributeValue> =
-                m.message_attributes().cloned().unwrap_or_default();
-            let mut send = sqs
-                .send_message()
-                .queue_url(&pair.queue)
-                .message_body(m.body().unwrap_or_default())
-                .set_message_attributes((!attributes.is_empty()).then_some(attributes));
-            if fifo {
-                let group = m
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-                    .cloned()
-                    .unwrap_or_else(|| "redrive".into());
-                send = send.message_group_id(group).message_deduplication_id(id);
+        let mut held: Vec<&aws_sdk_sqs::types::Message> = out.messages().iter().collect();
+        let mut stop = None;
+        while !held.is_empty() {
+            let m = held.remove(0);
+            let letter = Letter::of(m);
+            if letter.sent_ms.is_some_and(|t| t >= started_ms) {
+                held.insert(0, m);
+                stop = Some(format!(
+                    "stopped: {} came back to the DLQ after this redrive sent it; its cause is not fixed",
+                    letter.id
+                ));
+                break;
             }
-            send.send().await.map_err(|e| {
-                format!("moved {moved}; cannot send {id} to {}: {} (it stays in the DLQ)", pair.queue, describe(&e))
-            })?;
-            if let Some(handle) = m.receipt_handle() {
-                sqs.delete_message().queue_url(&pair.dlq).receipt_handle(handle).send().await.map_err(|e| {
-                    format!(
-                        "moved {}; {id} was sent to {} but not deleted from the DLQ ({}): it will be there again",
-                        moved + 1,
-                        pair.name,
-                        describe(&e)
-                    )
-                })?;
+            if let Err(e) = move_one(sqs, pair, m, fifo).await {
+                held.insert(0, m);
+                stop = Some(format!("moved {moved}; {e}"));
+                break;
             }
             moved += 1;
         }
+        if let Some(why) = stop {
+            // What this receive still holds goes back at once, not in two minutes.
+            for m in held {
+                if let Some(handle) = m.receipt_handle() {
+                    let _ = sqs
+                        .change_message_visibility()
+                        .queue_url(&pair.dlq)
+                        .receipt_handle(handle)
+                        .visibility_timeout(0)
+                        .send()
+                        .await;
+                }
+            }
+            return if why.starts_with("stopped") {
+                eprintln!("{why}");
+                Ok(moved)
+            } else {
+                Err(why)
+            };
+        }
     }
     Ok(moved)
+}
+
+/// Sends one dead letter to its queue as it was, then deletes it from the DLQ.
+async fn move_one(
+    sqs: &aws_sdk_sqs::Client,
+    pair: &Pair,
+    m: &aws_sdk_sqs::types::Message,
+    fifo: bool,
+) -> Result<(), String> {
+    let id = m.message_id().unwrap_or_default();
+    let attributes: HashMap<String, MessageAttributeValue> = m.message_attributes().cloned().unwrap_or_default();
+    let mut send = sqs
+        .send_message()
+        .queue_url(&pair.queue)
+        .message_body(m.body().unwrap_or_default())
+        .set_message_attributes((!attributes.is_empty()).then_some(attributes));
+    if fifo {
+        let group = m
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+            .cloned()
+            .unwrap_or_else(|| "redrive".into());
+        send = send.message_group_id(group).message_deduplication_id(id);
+    }
+    send.send()
+        .await
+        .map_err(|e| format!("cannot send {id} to {}: {} (it stays in the DLQ)", pair.queue, describe(&e)))?;
+    if let Some(handle) = m.receipt_handle() {
+        sqs.delete_message().queue_url(&pair.dlq).receipt_handle(handle).send().await.map_err(|e| {
+            format!(
+                "{id} was sent to {} but not deleted from the DLQ ({}): it will be there again",
+                pair.name,
+                describe(&e)
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// `oa dlq purge`: deletes every message of the pair's DLQ (dead letters not worth moving back,
+/// such as replies whose token has long expired).
+pub async fn purge(sqs: &aws_sdk_sqs::Client, pair: &Pair) -> Result<u64, String> {
+    let (visible, in_flight) = depth(sqs, &pair.dlq).await?;
+    sqs.purge_queue()
+        .queue_url(&pair.dlq)
+        .send()
+        .await
+        .map_err(|e| format!("cannot purge {}: {}", pair.dlq, describe(&e)))?;
+    Ok(visible + in_flight)
 }
 
 #[cfg(test)]
@@ -294,7 +368,7 @@ mod tests {
             body: r#"{"type":"message","text":"my address is ..."}"#.into(),
         };
         let line = letter.line(false);
-        assert!(line.contains("first failed 1970-01-01T00:01:00Z") && line.contains("tried 5"), "{line}");
+        assert!(line.contains("first received 1970-01-01T00:01:00Z") && line.contains("received 5 times"), "{line}");
         assert!(line.contains("type message") && !line.contains("address"), "{line}");
         assert!(letter.line(true).contains("my address"));
     }

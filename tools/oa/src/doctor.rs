@@ -276,7 +276,8 @@ impl Doctor {
                 Verdict::Fail,
                 format!(
                     "dead letters: {} dead-letter queue; see what they are with `oa dlq list`, fix the cause \
-                     (docs/operations.md), then `oa dlq redrive QUEUE`",
+                     (docs/operations.md), then `oa dlq redrive QUEUE` (or `oa dlq purge QUEUE --yes` for those not \
+                     worth it)",
                     letters.join(", ")
                 ),
             )
@@ -293,6 +294,9 @@ impl Doctor {
 
     /// The access token works: `GET /v2/bot/info`.
     async fn token(&self, token: &str) -> Finding {
+        if let Err(e) = crate::secrets::check_line_base(&self.line_base()) {
+            return Finding::new("line-token", Verdict::Fail, e);
+        }
         match self.line_get(token, "/v2/bot/info").await {
             Ok((200, bot)) => Finding::new(
                 "line-token",
@@ -436,8 +440,8 @@ impl Doctor {
         }
     }
 
-    /// The event source mappings are enabled and no alarm is in ALARM: both read from the
-    /// CloudFormation stack's resources.
+    /// The stack's last deploy went through, its event source mappings are enabled and no alarm
+    /// is in ALARM: read from the CloudFormation stack and its resources.
     async fn stack_resources(&self) -> Vec<Finding> {
         let Some(stack) = &self.stack else {
             let why = if self.local {
@@ -448,6 +452,31 @@ impl Doctor {
             return vec![Finding::new("mappings", Verdict::Skip, why), Finding::new("alarms", Verdict::Skip, why)];
         };
         let cfn = aws_sdk_cloudformation::Client::new(&self.sdk);
+        let status = match cfn.describe_stacks().stack_name(stack).send().await {
+            Ok(out) => out.stacks().first().and_then(|s| s.stack_status()).map(|s| s.as_str().to_string()),
+            Err(e) => Some(format!("unreadable ({})", describe(&e))),
+        }
+        .unwrap_or_else(|| "missing".into());
+        let state = match status.as_str() {
+            "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "IMPORT_COMPLETE" => {
+                Finding::new("stack", Verdict::Ok, format!("{stack} is {status}"))
+            }
+            s if s.ends_with("_IN_PROGRESS") => Finding::new(
+                "stack",
+                Verdict::Warn,
+                format!("{stack} is {status}: a deploy is under way; run doctor again when it ends"),
+            ),
+            "UPDATE_ROLLBACK_COMPLETE" => Finding::new(
+                "stack",
+                Verdict::Fail,
+                format!("{stack}'s last deploy was rolled back (UPDATE_ROLLBACK_COMPLETE): the code before it runs; see the stack's events, fix, deploy again"),
+            ),
+            _ => Finding::new(
+                "stack",
+                Verdict::Fail,
+                format!("{stack} is {status}: see its events in the CloudFormation console, fix, deploy again"),
+            ),
+        };
         let mut resources = vec![];
         let mut pages = cfn.list_stack_resources().stack_name(stack).into_paginator().send();
         while let Some(page) = pages.next().await {
@@ -460,6 +489,7 @@ impl Doctor {
                 Err(e) => {
                     let said = format!("cannot list the resources of stack {stack}: {}", describe(&e));
                     return vec![
+                        state,
                         Finding::new("mappings", Verdict::Fail, said.clone()),
                         Finding::new("alarms", Verdict::Fail, said),
                     ];
@@ -469,22 +499,31 @@ impl Doctor {
         let of = |kind: &str| -> Vec<String> {
             resources.iter().filter(|(t, _)| t == kind).map(|(_, id)| id.clone()).collect()
         };
-        vec![self.mappings(&of("AWS::Lambda::EventSourceMapping")).await, self.alarms(stack).await]
+        let alarms_declared = of("AWS::CloudWatch::Alarm").len();
+        vec![
+            state,
+            self.mappings(&of("AWS::Lambda::EventSourceMapping")).await,
+            self.alarms(stack, alarms_declared).await,
+        ]
     }
 
     async fn mappings(&self, uuids: &[String]) -> Finding {
         let lambda = aws_sdk_lambda::Client::new(&self.sdk);
-        let mut off = vec![];
+        let (mut off, mut changing) = (vec![], vec![]);
         for uuid in uuids {
             match lambda.get_event_source_mapping().uuid(uuid).send().await {
                 Ok(m) => {
                     let state = m.state().unwrap_or("unknown");
-                    if state != "Enabled" {
-                        let queue = m.event_source_arn().and_then(|a| a.rsplit(':').next()).unwrap_or("?");
-                        off.push(format!(
-                            "{queue} -> {} is {state} (aws lambda update-event-source-mapping --uuid {uuid} --enabled)",
-                            m.function_arn().and_then(|a| a.rsplit(':').next()).unwrap_or("?")
-                        ));
+                    let queue = m.event_source_arn().and_then(|a| a.rsplit(':').next()).unwrap_or("?");
+                    let function = m.function_arn().and_then(|a| a.rsplit(':').next()).unwrap_or("?");
+                    let problem = m.last_processing_result().filter(|r| r.starts_with("PROBLEM"));
+                    match (state, problem) {
+                        ("Enabled", None) => {}
+                        ("Enabled", Some(p)) => off.push(format!("{queue} -> {function}: {p}")),
+                        ("Creating" | "Enabling" | "Updating", _) => changing.push(format!("{queue} -> {function} is {state}")),
+                        _ => off.push(format!(
+                            "{queue} -> {function} is {state} (aws lambda update-event-source-mapping --uuid {uuid} --enabled)"
+                        )),
                     }
                 }
                 Err(e) => off.push(format!("cannot read mapping {uuid}: {}", describe(&e))),
@@ -496,17 +535,19 @@ impl Doctor {
                 Verdict::Fail,
                 "the stack has no event source mappings: is it this product's stack?",
             )
-        } else if off.is_empty() {
-            Finding::new("mappings", Verdict::Ok, format!("{} event source mappings enabled", uuids.len()))
-        } else {
+        } else if !off.is_empty() {
             Finding::new("mappings", Verdict::Fail, format!("queues nobody reads: {}", off.join("; ")))
+        } else if !changing.is_empty() {
+            Finding::new("mappings", Verdict::Warn, format!("{}: run doctor again in a minute", changing.join("; ")))
+        } else {
+            Finding::new("mappings", Verdict::Ok, format!("{} event source mappings enabled", uuids.len()))
         }
     }
 
     /// The stack's alarms: CloudFormation names them `<stack>-<LogicalId>-<suffix>`, and every
     /// alarm of the template has a logical id ending in `Alarm` (so `oa-staging-...` is not read as
     /// stack `oa`'s).
-    async fn alarms(&self, stack: &str) -> Finding {
+    async fn alarms(&self, stack: &str, declared: usize) -> Finding {
         let cloudwatch = aws_sdk_cloudwatch::Client::new(&self.sdk);
         let prefix = format!("{stack}-");
         let mut ours = 0;
@@ -530,14 +571,26 @@ impl Doctor {
                 }
             }
         }
-        if firing.is_empty() {
-            Finding::new("alarms", Verdict::Ok, format!("none of the stack's {ours} alarms fires"))
-        } else {
+        if !firing.is_empty() {
             Finding::new(
                 "alarms",
                 Verdict::Fail,
                 format!("firing: {}; docs/operations.md says what each means and what to run", firing.join(", ")),
             )
+        } else if ours < declared {
+            Finding::new(
+                "alarms",
+                Verdict::Warn,
+                format!("found {ours} of the stack's {declared} alarms: the rest cannot be read (cloudwatch:DescribeAlarms?)"),
+            )
+        } else if ours == 0 {
+            Finding::new(
+                "alarms",
+                Verdict::Warn,
+                format!("no alarm named {stack}-<name>Alarm-...: is this the product's stack?"),
+            )
+        } else {
+            Finding::new("alarms", Verdict::Ok, format!("none of the stack's {ours} alarms fires"))
         }
     }
 

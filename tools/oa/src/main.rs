@@ -333,10 +333,13 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|rt| rt.block_on(stack_outputs(&name)));
         match outputs {
-            Ok(outputs) => {
-                for (var, value) in oa::target::stack_settings(&outputs) {
+            Ok((outputs, parameters)) => {
+                for (var, value) in oa::target::stack_settings(&outputs, &parameters) {
                     // Single-threaded here: nothing else reads the environment yet.
-                    unsafe { std::env::set_var(var, value) };
+                    match value {
+                        Some(v) => unsafe { std::env::set_var(var, v) },
+                        None => unsafe { std::env::remove_var(var) },
+                    }
                 }
             }
             Err(e) => {
@@ -697,7 +700,11 @@ async fn doctor(local: bool, stack: Option<String>) -> Result<(), AnyError> {
         (Some(name), _) => eprintln!("doctor: stack {name} in {region}"),
         (None, _) => eprintln!("doctor: the stack the environment names, in {region} (--stack NAME reads it all)"),
     }
-    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(15)).build()?;
+    // No redirects: a webhook URL that redirects is itself a finding, not something to follow.
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(15))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
     let doctor = oa::doctor::Doctor { sdk, local, stack, env: Box::new(|name| std::env::var(name).ok()), http };
     let (text, passed) = oa::doctor::report(&doctor.run().await);
     print!("{text}");
@@ -718,6 +725,15 @@ async fn dlq(command: oa::dlq::DlqCommand, local: bool) -> Result<(), AnyError> 
             let pairs = oa::dlq::pairs(queue.as_deref(), env)?;
             print!("{}", oa::dlq::list(&sqs, &pairs, limit, body).await?);
         }
+        DlqCommand::Purge { queue, yes } => {
+            let pair = oa::dlq::pairs(Some(&queue), env)?.remove(0);
+            if !yes {
+                return Err(format!("this deletes every message in {} for good: add --yes", pair.dlq).into());
+            }
+            announce(local, &sdk, "AWS_ENDPOINT_URL_SQS", &format!("delete every message of {}", pair.dlq));
+            let n = oa::dlq::purge(&sqs, &pair).await?;
+            println!("{n} dead letter(s) of {} deleted (SQS may take up to a minute to finish)", pair.name);
+        }
         DlqCommand::Redrive { queue, max } => {
             let pair = oa::dlq::pairs(Some(&queue), env)?.remove(0);
             announce(
@@ -733,8 +749,9 @@ async fn dlq(command: oa::dlq::DlqCommand, local: bool) -> Result<(), AnyError> 
     Ok(())
 }
 
-/// A deployed stack's Outputs (CloudFormation `DescribeStacks`), as (key, value).
-async fn stack_outputs(name: &str) -> Result<Vec<(String, String)>, String> {
+/// A deployed stack's Outputs and Parameters (CloudFormation `DescribeStacks`), as (key, value).
+type Pairs = Vec<(String, String)>;
+async fn stack_outputs(name: &str) -> Result<(Pairs, Pairs), String> {
     let sdk = aws_config().await;
     let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "no region".into());
     let out = aws_sdk_cloudformation::Client::new(&sdk)
@@ -744,11 +761,17 @@ async fn stack_outputs(name: &str) -> Result<Vec<(String, String)>, String> {
         .await
         .map_err(|e| format!("cannot read the stack in {region}: {}", shared::adapters::sdk::describe(&e)))?;
     let stack = out.stacks().first().ok_or_else(|| format!("no stack {name} in {region}"))?;
-    Ok(stack
+    let outputs = stack
         .outputs()
         .iter()
         .filter_map(|o| Some((o.output_key()?.to_string(), o.output_value()?.to_string())))
-        .collect())
+        .collect();
+    let parameters = stack
+        .parameters()
+        .iter()
+        .filter_map(|p| Some((p.parameter_key()?.to_string(), p.parameter_value()?.to_string())))
+        .collect();
+    Ok((outputs, parameters))
 }
 
 async fn aws_config() -> aws_config::SdkConfig {

@@ -88,6 +88,20 @@ pub fn keys_of(secret_string: &str) -> BTreeMap<String, String> {
     }
 }
 
+/// Where LINE is may be plain http only on this machine (line-sim): the token would otherwise
+/// cross the network in the clear.
+pub fn check_line_base(base: &str) -> Result<(), String> {
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
+    let on_loopback = loopback.iter().any(|l| {
+        base.strip_prefix(l).is_some_and(|rest| rest.is_empty() || rest.starts_with(':') || rest.starts_with('/'))
+    });
+    if base.starts_with("https://") || on_loopback {
+        Ok(())
+    } else {
+        Err(format!("LINE_API_BASE={base} is not https: the access token is not sent there"))
+    }
+}
+
 /// Reads one line: at a prompt without echo on a terminal, else from standard input.
 fn ask(prompt: &str) -> Result<String, String> {
     use std::io::IsTerminal;
@@ -103,6 +117,7 @@ fn ask(prompt: &str) -> Result<String, String> {
 
 /// Whether LINE takes the token (`GET /v2/bot/info`): the bot's name, or why not.
 pub async fn check_token_with_line(base: &str, token: &str) -> Result<String, String> {
+    check_line_base(base)?;
     let url = format!("{}/v2/bot/info", base.trim_end_matches('/'));
     let client =
         reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
@@ -135,7 +150,9 @@ pub async fn run(sdk: &aws_config::SdkConfig, command: SecretsCommand) -> Result
             println!("{}", keys.get(key).ok_or_else(|| format!("the secret {name} has no {key}"))?);
         }
         SecretsCommand::Put { name, new_shop_secret: rotate, no_check, line_api_base } => {
-            eprintln!("target: AWS, region {region}: secret {name}");
+            eprintln!("target: Secrets Manager in {region}: secret {name}");
+            // Where it stands before anything is typed: credentials, region, a secret being deleted.
+            let existing = arn(&client, &name).await?;
             let channel_secret = ask("channel secret (LINE Developers console, Basic settings): ")?;
             check_channel_secret(&channel_secret)?;
             let token = ask("channel access token (Messaging API tab, long-lived): ")?;
@@ -143,13 +160,12 @@ pub async fn run(sdk: &aws_config::SdkConfig, command: SecretsCommand) -> Result
             if !no_check {
                 eprintln!("LINE takes the token: bot {}", check_token_with_line(&line_api_base, &token).await?);
             }
-            let existing = arn(&client, &name).await?;
-            let kept = match &existing {
-                Some(_) if !rotate => {
-                    read(&client, &name).await?.remove(SecretName::ShopEventsSecret.key()).filter(|s| !s.is_empty())
-                }
-                _ => None,
+            // Keys someone added by hand stay; the three are replaced.
+            let mut others = match &existing {
+                Some(_) => read(&client, &name).await?,
+                None => BTreeMap::new(),
             };
+            let kept = others.remove(SecretName::ShopEventsSecret.key()).filter(|s| !s.is_empty() && !rotate);
             let shop = match kept {
                 Some(s) => {
                     eprintln!("shopEventsSecret: kept (--new-shop-secret makes a new one)");
@@ -160,7 +176,14 @@ pub async fn run(sdk: &aws_config::SdkConfig, command: SecretsCommand) -> Result
                     new_shop_secret()?
                 }
             };
-            let value = secret_json(&channel_secret, &token, &shop);
+            let mut value: serde_json::Map<String, Value> =
+                others.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+            if let Value::Object(three) =
+                serde_json::from_str(&secret_json(&channel_secret, &token, &shop)).unwrap_or_default()
+            {
+                value.extend(three);
+            }
+            let value = Value::Object(value).to_string();
             let arn = match existing {
                 Some(arn) => {
                     client
@@ -194,9 +217,13 @@ pub async fn run(sdk: &aws_config::SdkConfig, command: SecretsCommand) -> Result
     Ok(())
 }
 
-/// The full ARN of the secret `name` (with Secrets Manager's suffix), if it exists.
+/// The full ARN of the secret `name` (with Secrets Manager's suffix), if it exists; a secret
+/// scheduled for deletion is refused (a stack wired to it would lose it in days).
 pub async fn arn(client: &aws_sdk_secretsmanager::Client, name: &str) -> Result<Option<String>, String> {
     match client.describe_secret().secret_id(name).send().await {
+        Ok(out) if out.deleted_date().is_some() => Err(format!(
+            "the secret {name} is scheduled for deletion: restore it first (aws secretsmanager restore-secret --secret-id {name})"
+        )),
         Ok(out) => Ok(out.arn().map(str::to_string)),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
         Err(e) => Err(format!("cannot look up the secret {name}: {}", describe(&e))),
@@ -223,6 +250,15 @@ mod tests {
         assert!(check_channel_secret("0123456789abcdef0123456789ABCDEF").is_ok());
         assert!(check_channel_secret("0123456789abcdef").unwrap_err().contains("16 characters"));
         assert!(check_channel_secret("0123456789abcdef0123456789abcdeg").unwrap_err().contains("not all hexadecimal"));
+    }
+
+    #[test]
+    fn the_token_goes_to_line_over_https_or_to_this_machine_only() {
+        assert!(check_line_base("https://api.line.me").is_ok());
+        assert!(check_line_base("http://127.0.0.1:8090").is_ok());
+        assert!(check_line_base("http://localhost:8090/").is_ok());
+        assert!(check_line_base("http://10.0.0.5:8090").unwrap_err().contains("not https"));
+        assert!(check_line_base("http://127.0.0.1.evil.example").is_err());
     }
 
     #[test]

@@ -62,18 +62,28 @@ pub fn stack_name(args: &[String]) -> Option<String> {
     None
 }
 
-/// The settings a deployed stack's Outputs give: every table's and queue's variable, the webhook
-/// and events URLs, and the secret's ARN.
-pub fn stack_settings(outputs: &[(String, String)]) -> Settings {
-    STACK_OUTPUTS
-        .iter()
-        .filter_map(|(key, var, route)| {
-            let (_, value) = outputs.iter().find(|(k, _)| k == key)?;
-            let value =
-                if route.is_empty() { value.clone() } else { format!("{}/{route}", value.trim_end_matches('/')) };
-            Some((var.to_string(), value))
-        })
-        .collect()
+/// A deployed stack's Parameters that give a setting: where its functions reach LINE is where
+/// `oa` reaches it too (not wherever the shell's `LINE_API_BASE` points).
+const STACK_PARAMETERS: [(&str, &str); 1] = [("LineApiBase", "LINE_API_BASE")];
+
+/// What a deployed stack's Outputs and Parameters do to the environment: every table's and queue's
+/// variable, the webhook and events URLs, the secret's ARN and the LINE API base, each
+/// `(name, Some(value))` to set, or `(name, None)` to remove when the stack gives none (so nothing
+/// the shell had stands in for the stack's own).
+pub fn stack_settings(outputs: &[(String, String)], parameters: &[(String, String)]) -> Vec<(String, Option<String>)> {
+    let find = |list: &[(String, String)], key: &str| list.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let from_outputs = STACK_OUTPUTS.iter().map(|(key, var, route)| {
+        let value = find(outputs, key).map(|value| {
+            if route.is_empty() {
+                value
+            } else {
+                format!("{}/{route}", value.trim_end_matches('/'))
+            }
+        });
+        (var.to_string(), value)
+    });
+    let from_parameters = STACK_PARAMETERS.iter().map(|(key, var)| (var.to_string(), find(parameters, key)));
+    from_outputs.chain(from_parameters).collect()
 }
 
 /// Subcommands that only ever talk to the local stack.
@@ -225,8 +235,9 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let settings = stack_settings(&outputs);
-        let get = |n: &str| settings.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let parameters = vec![("LineApiBase".to_string(), "https://api.line.me".to_string())];
+        let settings = stack_settings(&outputs, &parameters);
+        let get = |n: &str| settings.iter().find(|(k, _)| k == n).and_then(|(_, v)| v.as_deref());
         assert_eq!(get("RULES_TABLE"), Some("prod-rules"));
         assert_eq!(
             get("MULTICAST_QUEUE_URL"),
@@ -234,6 +245,9 @@ mod tests {
         );
         assert_eq!(get("WEBHOOK_URL"), Some("https://abc.lambda-url.ap-northeast-1.on.aws/webhook"));
         assert_eq!(get("EVENTS_URL"), Some("https://abc.lambda-url.ap-northeast-1.on.aws/events"));
-        assert_eq!(settings.len(), 4);
+        assert_eq!(get("LINE_API_BASE"), Some("https://api.line.me"));
+        // What the stack does not give is removed, not left to the shell.
+        assert_eq!(settings.iter().filter(|(_, v)| v.is_some()).count(), 5);
+        assert!(settings.iter().any(|(k, v)| k == "USERS_TABLE" && v.is_none()));
     }
 }
