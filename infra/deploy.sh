@@ -25,7 +25,7 @@ python3 -c 'import tomllib' 2>/dev/null || die "python3 3.11 or later is needed 
 
 # The environment's settings, as shell assignments: what SAM saved under [ENV.deploy.parameters]
 # (parameter_overrides as a string or a list, as SAM reads it).
-eval "$(python3 - "$CONFIG" "$env" <<'PY'
+settings="$(python3 - "$CONFIG" "$env" <<'PY'
 import shlex, sys, tomllib
 with open(sys.argv[1], "rb") as f:
     config = tomllib.load(f)
@@ -33,23 +33,26 @@ def params(command):
     return config.get(sys.argv[2], {}).get(command, {}).get("parameters", {})
 section = {**params("global"), **params("deploy")}
 raw = section.get("parameter_overrides", "")
-if isinstance(raw, list):
-    raw = " ".join(raw)
-overrides = dict(token.partition("=")[::2] for token in shlex.split(raw))
-kept = " ".join(f'{k}="{v}"' for k, v in overrides.items() if k != "SecretArn")
+# SAM reads the string a guided deploy writes, a list of "K=V", or a table.
+if isinstance(raw, dict):
+    overrides = {str(k): str(v) for k, v in raw.items()}
+else:
+    if isinstance(raw, list):
+        raw = " ".join(raw)
+    overrides = dict(token.partition("=")[::2] for token in shlex.split(raw))
 out = {
     "envs": " ".join(k for k, v in config.items() if isinstance(v, dict) and "deploy" in v),
     "stack": section.get("stack_name", ""),
     "region": section.get("region", ""),
-    "saved": "1" if raw.strip() else "",
+    "saved": "1" if overrides else "",
     "saved_arn": overrides.get("SecretArn", ""),
     "saved_arch": overrides.get("Architecture", ""),
-    "kept": kept,
 }
 for k, v in out.items():
     print(f"{k}={shlex.quote(str(v))}")
 PY
 )" || die "cannot read $CONFIG"
+eval "$settings"
 
 [ -n "$stack" ] || die "no environment '$env' in $CONFIG (there: $envs)"
 SAM="${SAM:-sam}"
@@ -61,7 +64,7 @@ if [ -n "$region" ]; then export AWS_REGION="$region"; region_args=(--region "$r
 
 if [ "$action" = destroy ]; then
   say "deleting stack $stack (environment $env${region:+, $region}); its five tables and the secret $stack/line are kept"
-  (cd "$HERE" && "$SAM" delete --config-file "$CONFIG" --config-env "$env" --stack-name "$stack" "${region_args[@]}")
+  (cd "$HERE" && "$SAM" delete --config-file "$CONFIG" --config-env "$env" --stack-name "$stack" ${region_args[@]+"${region_args[@]}"})
   say "kept: $stack-events, $stack-users, $stack-tags, $stack-rules, $stack-campaigns (docs/deploy.md, \"Tearing down\", says how to remove them)"
   exit 0
 fi
@@ -85,16 +88,26 @@ say "stack $stack (environment $env${region:+, $region}), secret $arn, $arch"
 
 if [ -n "${BUILD:-}" ]; then $BUILD "$arch"; else "$ROOT/tools/local/stack.sh" build "$arch"; fi
 
-deploy=("$SAM" deploy --config-file "$CONFIG" --config-env "$env" --template-file template.yaml "${region_args[@]}")
+deploy=("$SAM" deploy --config-file "$CONFIG" --config-env "$env" --template-file template.yaml ${region_args[@]+"${region_args[@]}"})
 if [ -z "$saved" ]; then
   say "first deploy of $env: sam asks for each parameter (Enter keeps the default) and saves the answers in $CONFIG"
   say "answer y to \"WebhookFunction Function Url has no authentication. Is this okay?\": every request's signature is checked (docs/deploy.md)"
+  say "keep Architecture=$sam_arch: the functions were just built for it"
   (cd "$HERE" && "${deploy[@]}" --guided --parameter-overrides "SecretArn=$arn Architecture=$sam_arch")
 elif [ "$saved_arn" != "$arn" ]; then
-  # A secret deleted and made again has a new ARN suffix, which IAM matches exactly: deploy with
-  # it, the other saved answers as they are, and save it.
-  say "the secret's ARN changed (${saved_arn:-none saved} -> $arn): deploying with the new one"
-  (cd "$HERE" && "${deploy[@]}" --parameter-overrides "$kept SecretArn=\"$arn\"" --save-params)
+  # A secret deleted and made again has a new ARN suffix, which IAM matches exactly: the saved
+  # answers get the new ARN in place (the rest of the file as it was), then deploy as usual.
+  say "the secret's ARN changed (${saved_arn:-none saved} -> $arn): saving the new one in $CONFIG"
+  [ -n "$saved_arn" ] || die "no SecretArn in $env's saved parameter_overrides: add SecretArn=\"$arn\" to them"
+  python3 - "$CONFIG" "$saved_arn" "$arn" <<'PY' || die "cannot update $CONFIG"
+import sys
+path, old, new = sys.argv[1:]
+text = open(path).read()
+if text.count(old) != 1:
+    sys.exit(f"{old} is in {path} {text.count(old)} times, not once")
+open(path, "w").write(text.replace(old, new))
+PY
+  (cd "$HERE" && "${deploy[@]}")
 else
   (cd "$HERE" && "${deploy[@]}")
 fi

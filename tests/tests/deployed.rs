@@ -247,12 +247,16 @@ async fn oa_dlq_lists_dead_letters_without_their_text_and_redrive_moves_them_bac
     assert!(ok && out.contains("campaign: 0 dead letters"), "{out}");
 
     // Whatever fails again comes back to the DLQ (here at once: the queue is the DLQ itself): the
-    // redrive ends instead of going round in circles.
+    // redrive moves each once, then stops and says so, instead of going round in circles.
     three_plans().await;
     let env = [("CAMPAIGN_QUEUE_URL", dlq.clone()), ("CAMPAIGN_DLQ_URL", dlq.clone())];
-    let redrive = oa_with(&["dlq", "redrive", "campaign"], &env, "");
+    let redrive = oa_with(&["dlq", "redrive", "campaign", "--max", "10"], &env, "");
     let (ok, out) = tokio::time::timeout(std::time::Duration::from_secs(60), redrive).await.expect("the redrive ends");
-    assert!(ok, "{out}");
+    assert!(
+        !ok && out.contains("3 message(s) moved") && out.contains("3 message(s) this redrive moved came back"),
+        "{out}"
+    );
+    assert!(out.contains("3 left in the dead-letter queue"), "{out}");
     assert_eq!(stack.drain("CampaignDeadLetterQueue").await.len(), 3, "nothing lost: {out}");
 }
 
@@ -522,14 +526,27 @@ async fn make_deploy_finds_the_secret_by_name_builds_for_the_stack_and_keeps_the
     assert!(!ok && sam.is_empty() && built.is_empty(), "{out}");
     assert!(out.contains("the stack runs x86-64 functions; ARCH=arm64 would ship the wrong binaries"), "{out}");
 
-    // The secret made again (a new ARN suffix): the new ARN goes in and is saved, the other
-    // answers stay.
+    // The secret made again (a new ARN suffix): the new ARN is saved in place of the old, the other
+    // answers stay, and the deploy reads them from the file as usual.
     std::fs::write(&samconfig, saved.replace(&arn, &format!("{arn}-old"))).unwrap();
     let (ok, sam, _, out) = deploy_script("deploy", "t", &samconfig, None).await;
     assert!(ok && out.contains("the secret's ARN changed"), "{out}");
     assert_eq!(
         sam,
-        format!("deploy --config-file {config} --config-env t --template-file template.yaml --region {region} --parameter-overrides Architecture=\"x86_64\" LogLevel=\"DEBUG\" SecretArn=\"{arn}\" --save-params")
+        format!("deploy --config-file {config} --config-env t --template-file template.yaml --region {region}")
+    );
+    assert_eq!(std::fs::read_to_string(&samconfig).unwrap(), saved, "the new ARN saved, nothing else changed");
+
+    // Answers kept as a table (as `sam deploy --save-params` writes them) are read too.
+    let table = format!(
+        "{section}region = \"{region}\"\n\n[t.deploy.parameters.parameter_overrides]\nSecretArn = \"{arn}\"\nArchitecture = \"x86_64\"\n"
+    );
+    std::fs::write(&samconfig, &table).unwrap();
+    let (ok, sam, built, out) = deploy_script("deploy", "t", &samconfig, None).await;
+    assert!(ok && built == "x86-64", "{out}");
+    assert_eq!(
+        sam,
+        format!("deploy --config-file {config} --config-env t --template-file template.yaml --region {region}")
     );
 
     // The stack's region is where the secret is looked for.

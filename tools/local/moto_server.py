@@ -113,7 +113,10 @@ class CborBridge(moto.server.DomainDispatcherApplication):
 
         text = b"".join(super().__call__(inner, capture))
         status = answered.get("status", "500 Internal Server Error")
-        document = json.loads(text) if text.strip() else {}
+        try:
+            document = json.loads(text) if text.strip() else {}
+        except ValueError:
+            document = {"__type": "InternalFailure", "message": text.decode(errors="replace")[:500]}
         if status.startswith("2"):
             document = convert(document, op.output_shape, False) if op.output_shape else {}
         elif "__type" not in document:

@@ -110,6 +110,9 @@ impl Deps {
     /// Checks `signature` against `body` with the secret `name`. On a mismatch the secret is read
     /// again (at most once a minute, whatever the traffic) and, if it changed, checked once more.
     async fn verify(&self, name: SecretName, body: &[u8], signature: Option<&[u8]>) -> Result<(), SignatureError> {
+        if signature.is_none() {
+            return Err(SignatureError::Missing);
+        }
         let held = self.secrets.current();
         let check = |values: &shared::secrets::SecretValues| match values.get(name) {
             Some(secret) => verify(secret.expose(), body, signature),

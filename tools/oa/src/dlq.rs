@@ -8,7 +8,7 @@
 //! the deduplication id is the DLQ message's own id, so running the same redrive again within
 //! five minutes does not even send it twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use serde_json::Value;
@@ -74,7 +74,7 @@ pub fn pairs(queue: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Resul
         .map(|(name, queue_var, dlq_var)| {
             let get = |var: &str| {
                 env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
-                    format!("{var} is not set: give --stack NAME (or --local), or set it to the queue's URL")
+                    format!("{var} is not set: give --stack NAME (a stack of today's template outputs it) or --local, or set {var}")
                 })
             };
             Ok(Pair { name, queue: get(queue_var)?, dlq: get(dlq_var)? })
@@ -218,28 +218,33 @@ pub async fn list(sqs: &aws_sdk_sqs::Client, pairs: &[Pair], limit: usize, with_
 /// How long a redrive holds the messages it received before it sends them on.
 const REDRIVE_VISIBILITY_SECS: i32 = 120;
 
-/// `oa dlq redrive`: moves the messages the pair's DLQ holds when it starts (at most `max`) to
-/// its queue; returns how many moved. A message sent after the start is one this redrive moved
-/// that failed again (its cause is not fixed): it is left where it is and the redrive stops, so it
-/// never goes round in circles.
-pub async fn redrive(sqs: &aws_sdk_sqs::Client, pair: &Pair, max: Option<usize>) -> Result<usize, String> {
+/// What a redrive did: how many it moved, and why it stopped early, if it did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Redriven {
+    pub moved: usize,
+    pub stopped: Option<String>,
+}
+
+/// `oa dlq redrive`: moves up to `max` messages (default: as many as the DLQ holds when it starts)
+/// from the pair's DLQ to its queue. A message this redrive sent that is back in the DLQ (same
+/// message id: its cause is not fixed) is left there, hidden for the rest of the run; when a
+/// receive brings only such messages, the redrive stops, so it never goes round in circles.
+pub async fn redrive(sqs: &aws_sdk_sqs::Client, pair: &Pair, max: Option<usize>) -> Result<Redriven, String> {
     let fifo = pair.queue.ends_with(".fifo");
-    let started_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(i64::MAX);
-    let (visible, _) = depth(sqs, &pair.dlq).await?;
-    let max = max.unwrap_or(visible as usize).min(visible as usize);
-    let mut moved = 0;
-    while moved < max {
+    let max = match max {
+        Some(m) => m,
+        None => depth(sqs, &pair.dlq).await?.0 as usize,
+    };
+    let mut sent: HashSet<String> = HashSet::new();
+    let mut done = Redriven::default();
+    while done.moved < max {
         let out = sqs
             .receive_message()
             .queue_url(&pair.dlq)
-            .max_number_of_messages((max - moved).min(10) as i32)
+            .max_number_of_messages((max - done.moved).min(10) as i32)
             .visibility_timeout(REDRIVE_VISIBILITY_SECS)
             .wait_time_seconds(1)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_attribute_names("All")
             .send()
             .await
@@ -247,57 +252,55 @@ pub async fn redrive(sqs: &aws_sdk_sqs::Client, pair: &Pair, max: Option<usize>)
         if out.messages().is_empty() {
             break;
         }
-        let mut held: Vec<&aws_sdk_sqs::types::Message> = out.messages().iter().collect();
-        let mut stop = None;
-        while !held.is_empty() {
-            let m = held.remove(0);
-            let letter = Letter::of(m);
-            if letter.sent_ms.is_some_and(|t| t >= started_ms) {
-                held.insert(0, m);
-                stop = Some(format!(
-                    "stopped: {} came back to the DLQ after this redrive sent it; its cause is not fixed",
-                    letter.id
-                ));
-                break;
-            }
-            if let Err(e) = move_one(sqs, pair, m, fifo).await {
-                held.insert(0, m);
-                stop = Some(format!("moved {moved}; {e}"));
-                break;
-            }
-            moved += 1;
+        let (back, fresh): (Vec<_>, Vec<_>) =
+            out.messages().iter().partition(|m| m.message_id().is_some_and(|id| sent.contains(id)));
+        if fresh.is_empty() {
+            done.stopped = Some(format!(
+                "stopped: {} message(s) this redrive moved came back to the DLQ; their cause is not fixed",
+                back.len()
+            ));
+            release(sqs, pair, &back).await;
+            break;
         }
-        if let Some(why) = stop {
-            // What this receive still holds goes back at once, not in two minutes.
-            for m in held {
-                if let Some(handle) = m.receipt_handle() {
-                    let _ = sqs
-                        .change_message_visibility()
-                        .queue_url(&pair.dlq)
-                        .receipt_handle(handle)
-                        .visibility_timeout(0)
-                        .send()
-                        .await;
+        for (i, m) in fresh.iter().enumerate() {
+            match move_one(sqs, pair, m, fifo).await {
+                Ok(new_id) => {
+                    sent.insert(new_id);
+                    done.moved += 1;
+                }
+                Err(e) => {
+                    // What this receive still holds is visible again at once, not in two minutes.
+                    release(sqs, pair, &fresh[i..]).await;
+                    release(sqs, pair, &back).await;
+                    return Err(format!("moved {}; {e}", done.moved));
                 }
             }
-            return if why.starts_with("stopped") {
-                eprintln!("{why}");
-                Ok(moved)
-            } else {
-                Err(why)
-            };
         }
     }
-    Ok(moved)
+    Ok(done)
 }
 
-/// Sends one dead letter to its queue as it was, then deletes it from the DLQ.
+/// Makes received messages visible again at once.
+async fn release(sqs: &aws_sdk_sqs::Client, pair: &Pair, messages: &[&aws_sdk_sqs::types::Message]) {
+    for handle in messages.iter().filter_map(|m| m.receipt_handle()) {
+        let _ = sqs
+            .change_message_visibility()
+            .queue_url(&pair.dlq)
+            .receipt_handle(handle)
+            .visibility_timeout(0)
+            .send()
+            .await;
+    }
+}
+
+/// Sends one dead letter to its queue as it was, then deletes it from the DLQ; returns the id of
+/// the message sent.
 async fn move_one(
     sqs: &aws_sdk_sqs::Client,
     pair: &Pair,
     m: &aws_sdk_sqs::types::Message,
     fifo: bool,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let id = m.message_id().unwrap_or_default();
     let attributes: HashMap<String, MessageAttributeValue> = m.message_attributes().cloned().unwrap_or_default();
     let mut send = sqs
@@ -313,7 +316,8 @@ async fn move_one(
             .unwrap_or_else(|| "redrive".into());
         send = send.message_group_id(group).message_deduplication_id(id);
     }
-    send.send()
+    let sent = send
+        .send()
         .await
         .map_err(|e| format!("cannot send {id} to {}: {} (it stays in the DLQ)", pair.queue, describe(&e)))?;
     if let Some(handle) = m.receipt_handle() {
@@ -325,7 +329,7 @@ async fn move_one(
             )
         })?;
     }
-    Ok(())
+    Ok(sent.message_id().unwrap_or_default().to_string())
 }
 
 /// `oa dlq purge`: deletes every message of the pair's DLQ (dead letters not worth moving back,

@@ -457,26 +457,7 @@ impl Doctor {
             Err(e) => Some(format!("unreadable ({})", describe(&e))),
         }
         .unwrap_or_else(|| "missing".into());
-        let state = match status.as_str() {
-            "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "IMPORT_COMPLETE" => {
-                Finding::new("stack", Verdict::Ok, format!("{stack} is {status}"))
-            }
-            s if s.ends_with("_IN_PROGRESS") => Finding::new(
-                "stack",
-                Verdict::Warn,
-                format!("{stack} is {status}: a deploy is under way; run doctor again when it ends"),
-            ),
-            "UPDATE_ROLLBACK_COMPLETE" => Finding::new(
-                "stack",
-                Verdict::Fail,
-                format!("{stack}'s last deploy was rolled back (UPDATE_ROLLBACK_COMPLETE): the code before it runs; see the stack's events, fix, deploy again"),
-            ),
-            _ => Finding::new(
-                "stack",
-                Verdict::Fail,
-                format!("{stack} is {status}: see its events in the CloudFormation console, fix, deploy again"),
-            ),
-        };
+        let state = stack_state(stack, &status);
         let mut resources = vec![];
         let mut pages = cfn.list_stack_resources().stack_name(stack).into_paginator().send();
         while let Some(page) = pages.next().await {
@@ -627,6 +608,31 @@ impl Doctor {
     }
 }
 
+/// What a CloudFormation stack status says about the stack.
+pub fn stack_state(stack: &str, status: &str) -> Finding {
+    match status {
+        "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "IMPORT_COMPLETE" => {
+            Finding::new("stack", Verdict::Ok, format!("{stack} is {status}"))
+        }
+        // The last deploy failed and the stack went back to the code before it: it works, as it was.
+        s if s.starts_with("UPDATE_ROLLBACK_COMPLETE") => Finding::new(
+            "stack",
+            Verdict::Warn,
+            format!("{stack}'s last deploy was rolled back ({status}): the code before it runs; see the stack's events, fix, deploy again"),
+        ),
+        s if s.ends_with("_IN_PROGRESS") && !s.contains("ROLLBACK") => Finding::new(
+            "stack",
+            Verdict::Warn,
+            format!("{stack} is {status}: a deploy is under way; run doctor again when it ends"),
+        ),
+        _ => Finding::new(
+            "stack",
+            Verdict::Fail,
+            format!("{stack} is {status}: see its events in the CloudFormation console, fix, deploy again"),
+        ),
+    }
+}
+
 /// Whether the alarm `name` is one of `stack`'s (`<stack>-<LogicalId>Alarm-<suffix>`).
 pub fn is_stack_alarm(stack: &str, name: &str) -> bool {
     name.strip_prefix(stack)
@@ -650,6 +656,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stack_whose_last_deploy_failed_is_named() {
+        assert_eq!(stack_state("oa", "UPDATE_COMPLETE").verdict, Verdict::Ok);
+        assert_eq!(stack_state("oa", "UPDATE_IN_PROGRESS").verdict, Verdict::Warn);
+        let rolled_back = stack_state("oa", "UPDATE_ROLLBACK_COMPLETE");
+        assert_eq!(rolled_back.verdict, Verdict::Warn);
+        assert!(rolled_back.said.contains("the code before it runs"), "{}", rolled_back.said);
+        assert_eq!(stack_state("oa", "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS").verdict, Verdict::Warn);
+        assert_eq!(stack_state("oa", "ROLLBACK_COMPLETE").verdict, Verdict::Fail);
+        assert_eq!(stack_state("oa", "UPDATE_ROLLBACK_FAILED").verdict, Verdict::Fail);
+    }
 
     #[test]
     fn a_stacks_alarms_are_told_from_a_longer_named_stacks() {

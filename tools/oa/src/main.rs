@@ -742,8 +742,15 @@ async fn dlq(command: oa::dlq::DlqCommand, local: bool) -> Result<(), AnyError> 
                 "AWS_ENDPOINT_URL_SQS",
                 &format!("move dead letters from {} to {}", pair.dlq, pair.queue),
             );
-            let moved = oa::dlq::redrive(&sqs, &pair, max).await?;
-            println!("{moved} message(s) moved from {}'s dead-letter queue back to {}", pair.name, pair.queue);
+            let done = oa::dlq::redrive(&sqs, &pair, max).await?;
+            println!("{} message(s) moved from {}'s dead-letter queue back to {}", done.moved, pair.name, pair.queue);
+            let (visible, in_flight) = oa::dlq::depth(&sqs, &pair.dlq).await?;
+            if visible + in_flight > 0 {
+                println!("{} left in the dead-letter queue ({in_flight} not visible yet)", visible + in_flight);
+            }
+            if let Some(why) = done.stopped {
+                return Err(why.into());
+            }
         }
     }
     Ok(())

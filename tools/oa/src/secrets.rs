@@ -91,14 +91,19 @@ pub fn keys_of(secret_string: &str) -> BTreeMap<String, String> {
 /// Where LINE is may be plain http only on this machine (line-sim): the token would otherwise
 /// cross the network in the clear.
 pub fn check_line_base(base: &str) -> Result<(), String> {
-    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
-    let on_loopback = loopback.iter().any(|l| {
-        base.strip_prefix(l).is_some_and(|rest| rest.is_empty() || rest.starts_with(':') || rest.starts_with('/'))
-    });
-    if base.starts_with("https://") || on_loopback {
-        Ok(())
-    } else {
-        Err(format!("LINE_API_BASE={base} is not https: the access token is not sent there"))
+    let refused = || Err(format!("LINE_API_BASE={base} is not https: the access token is not sent there"));
+    let Ok(url) = reqwest::Url::parse(base) else {
+        return Err(format!("LINE_API_BASE={base} is not a URL"));
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return refused();
+    }
+    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => refused(),
     }
 }
 
@@ -259,6 +264,8 @@ mod tests {
         assert!(check_line_base("http://localhost:8090/").is_ok());
         assert!(check_line_base("http://10.0.0.5:8090").unwrap_err().contains("not https"));
         assert!(check_line_base("http://127.0.0.1.evil.example").is_err());
+        assert!(check_line_base("http://localhost:80@evil.example").is_err());
+        assert!(check_line_base("https://user@api.line.me").is_err());
     }
 
     #[test]
