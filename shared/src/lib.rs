@@ -25,6 +25,7 @@ pub mod aws;
 pub mod batch;
 pub mod campaign;
 pub mod config;
+pub mod costs;
 pub mod envelope;
 pub mod ingest;
 pub mod line;

@@ -234,6 +234,10 @@ pub struct AccountSettings {
     /// campaign that would go past it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monthly_budget: Option<Budget>,
+    /// 1 USD in the plan's currency, and the day it was set: AWS costs are reported beside LINE's
+    /// in the account's currency (`exchangeRate: { USD: 32.5, date: 2026-12-01 }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_rate: Option<crate::costs::model::ExchangeRate>,
 }
 
 /// LINE's multicast rate limit per channel, requests a second.

@@ -137,7 +137,7 @@ impl Plan {
     }
 
     /// The price of `count` extra messages, the first being the month's `first`-th message.
-    fn extra_cost(&self, first: u64, count: u64) -> f64 {
+    pub(crate) fn extra_cost(&self, first: u64, count: u64) -> f64 {
         let Some(base) = self.extra else { return 0.0 };
         let mut cost = 0.0;
         let mut at = first;
