@@ -11,6 +11,7 @@ pub mod attr;
 pub mod batches;
 pub mod call;
 pub mod campaigns;
+pub mod capacity;
 pub mod caps;
 pub mod counters;
 pub mod ingest;
