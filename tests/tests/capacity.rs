@@ -9,9 +9,8 @@ use shared::adapters::dynamodb::capacity;
 #[tokio::test]
 async fn every_call_through_the_counted_client_adds_its_units_to_its_tables_tally() {
     let stack = TestStack::new().await;
-    let db = capacity::client(&stack.sdk);
+    let (db, tally) = capacity::client(&stack.sdk);
     let (rules, users) = (stack.table("RulesTable").to_string(), stack.table("UsersTable").to_string());
-    capacity::take();
     let mut reported = std::collections::BTreeMap::<(String, bool), f64>::new();
     let mut note = |c: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>, write: bool| {
         let c = c.expect("the counted client asks every call for its consumed capacity");
@@ -50,10 +49,30 @@ async fn every_call_through_the_counted_client_adds_its_units_to_its_tables_tall
     for c in out.consumed_capacity() {
         note(Some(c), true);
     }
+    // A call that asked for more is left as it asked, and counted the same.
+    let out = db
+        .get_item()
+        .table_name(&rules)
+        .key("id", AttributeValue::S("b".into()))
+        .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Indexes)
+        .send()
+        .await
+        .unwrap();
+    note(out.consumed_capacity(), false);
     // Calls that do not take it are left alone.
     db.describe_table().table_name(&rules).send().await.unwrap();
+    // A write its condition refuses reports nothing but is billed: counted as one write unit.
+    let refused = db
+        .put_item()
+        .table_name(&rules)
+        .item("id", AttributeValue::S("a".into()))
+        .condition_expression("attribute_not_exists(id)")
+        .send()
+        .await;
+    assert!(refused.unwrap_err().into_service_error().is_conditional_check_failed_exception());
+    *reported.entry((rules.clone(), true)).or_default() += 1.0;
 
-    let tally = capacity::take();
+    let tally = tally.take();
     let units = |table: &str| tally.get(table).copied().unwrap_or_default();
     assert_eq!(units(&rules).write, reported[&(rules.clone(), true)]);
     assert_eq!(units(&rules).read, reported[&(rules.clone(), false)]);
@@ -61,5 +80,6 @@ async fn every_call_through_the_counted_client_adds_its_units_to_its_tables_tall
     assert_eq!(units(&users).read, 0.0);
     assert!(units(&rules).write >= 2.0 + 2.0, "a 1.5 KB put and a transactional put: {tally:?}");
     assert!(units(&rules).read >= 1.5, "an eventually and a strongly consistent read: {tally:?}");
-    assert!(capacity::take().is_empty(), "taking empties the tally");
+    let (_, other) = capacity::client(&stack.sdk);
+    assert!(other.take().is_empty(), "each client its own tally");
 }

@@ -66,7 +66,8 @@ impl std::ops::Add for AwsCost {
     }
 }
 
-const GB: f64 = 1024.0 * 1024.0 * 1024.0;
+/// Log ingestion is priced per GB of 2^30 bytes.
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
 impl Usage {
     /// GB-seconds at `memory_mb`: what Lambda bills by.
@@ -85,7 +86,7 @@ impl Usage {
             self.read_units * prices.dynamodb_read_unit.usd + self.write_units * prices.dynamodb_write_unit.usd;
         let sqs = self.sqs_requests as f64 * prices.sqs_request.usd
             + self.sqs_fifo_requests as f64 * prices.sqs_fifo_request.usd;
-        let logs = self.log_bytes as f64 / GB * prices.logs_ingested_gb.usd;
+        let logs = self.log_bytes as f64 / GIB * prices.logs_ingested_gb.usd;
         AwsCost { lambda, dynamodb, sqs, logs, total: lambda + dynamodb + sqs + logs }
     }
 }
@@ -115,7 +116,7 @@ pub struct Fixed {
     pub custom_metrics: u32,
     pub alarms: u32,
     pub secrets: u32,
-    /// Logs kept, in GB.
+    /// Logs kept, in GB of 2^30 bytes.
     pub stored_log_gb: f64,
 }
 
@@ -141,17 +142,16 @@ pub struct LineCost {
 }
 
 /// What `messages` billable messages cost under `plan` when the month had already used
-/// `used_before` when they were sent.
+/// `used_before` when they were sent. Not rounded (a report rounds for display, so campaigns still
+/// add up to the fee). A plan with no included messages has no fee to spread: its messages cost
+/// their extra price only. Messages beyond the included ones on a plan without extras (LINE
+/// stops them unless the quota was raised) cost nothing here.
 pub fn line_cost(plan: &Plan, used_before: u64, messages: u64) -> LineCost {
     let inside = plan.included.saturating_sub(used_before).min(messages);
     let per_included = if plan.included == 0 { 0.0 } else { plan.fee / plan.included as f64 };
     let marginal = plan.extra_cost(used_before.max(plan.included) + 1, messages - inside);
-    let allocated = round_cents(inside as f64 * per_included + marginal);
+    let allocated = inside as f64 * per_included + marginal;
     LineCost { currency: plan.currency.clone(), allocated, marginal }
-}
-
-fn round_cents(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 /// 1 USD in the account's currency, and the date it was set (`exchangeRate: { USD: 32.5, date:
@@ -247,15 +247,19 @@ mod tests {
         // Taiwan medium since 2023: NT$800 for 3,000 messages, none beyond them.
         let medium = PlanSpec::Preset("tw-2023-medium".into()).resolve().unwrap();
         let c = line_cost(&medium, 0, 500);
-        assert_eq!((c.currency.as_str(), c.allocated, c.marginal), ("TWD", 133.33, 0.0));
+        assert_eq!((c.currency.as_str(), c.marginal), ("TWD", 0.0));
+        assert!((c.allocated - 500.0 * 800.0 / 3_000.0).abs() < 1e-9, "{c:?}");
+        // Three such campaigns in a month add up to the fee, not a cent more.
+        let three: f64 = (0..3).map(|i| line_cost(&medium, i * 1_000, 1_000).allocated).sum();
+        assert!((three - 800.0).abs() < 1e-9, "{three}");
         // Taiwan high since 2023: NT$1,200 for 6,000, then NT$0.2 each.
         let high = PlanSpec::Preset("tw-2023-high".into()).resolve().unwrap();
         // 5,800 used: 200 inside (200 x 0.2 = 40 allocated), 300 beyond (300 x 0.2 = 60, marginal).
         let c = line_cost(&high, 5_800, 500);
-        assert_eq!((c.allocated, c.marginal), (100.0, 60.0));
+        assert!((c.allocated - 100.0).abs() < 1e-9 && (c.marginal - 60.0).abs() < 1e-9, "{c:?}");
         // All beyond the included messages: allocated and marginal are the same.
         let c = line_cost(&high, 7_000, 500);
-        assert_eq!((c.allocated, c.marginal), (100.0, 100.0));
+        assert!((c.allocated - 100.0).abs() < 1e-9 && (c.marginal - 100.0).abs() < 1e-9, "{c:?}");
         // A free plan: nothing either way.
         let light = PlanSpec::Preset("tw-2023-light".into()).resolve().unwrap();
         assert_eq!(line_cost(&light, 0, 100).allocated, 0.0);

@@ -1,6 +1,6 @@
 //! AWS on-demand prices per region, in USD, from the checked-in `infra/prices.yaml`: each price
-//! with its unit, source and the date it took effect. The table's `asOf` says how old it is; a
-//! report older than [`STALE_AFTER_DAYS`] says so.
+//! with its unit, source and the date it took effect. The table's `asOf` is the day its sources
+//! were last checked (never before any price's date); past [`STALE_AFTER_DAYS`] a report says so.
 
 use std::collections::BTreeMap;
 
@@ -67,7 +67,13 @@ impl PriceTable {
                 if p.source.trim().is_empty() {
                     return Err(format!("infra/prices.yaml: {region}.{name}: no source"));
                 }
-                date(&p.date).map_err(|e| format!("infra/prices.yaml: {region}.{name}: {e}"))?;
+                let d = date(&p.date).map_err(|e| format!("infra/prices.yaml: {region}.{name}: {e}"))?;
+                if d > date(&table.as_of)? {
+                    return Err(format!(
+                        "infra/prices.yaml: {region}.{name} took effect on {}, after asOf {}: asOf is the day the sources were checked",
+                        p.date, table.as_of
+                    ));
+                }
             }
         }
         Ok(table)

@@ -1,15 +1,19 @@
 //! The DynamoDB units a process actually consumes, per table, as DynamoDB reports them.
 //!
 //! One SDK interceptor ([`Capacity`], installed by [`client`]) does it for every call of every
-//! adapter: before signing, it asks for `ReturnConsumedCapacity: TOTAL` on each operation that
-//! takes it (unless the call asked for more already); after the answer, it adds the
-//! `ConsumedCapacity` DynamoDB returned (one object, or one per table for batches and
-//! transactions) to the process's tally, as read units or write units by the operation. A
-//! function takes the tally after each invocation ([`take`]); in on-demand mode these units are
-//! what DynamoDB bills.
+//! adapter through that client: before signing, it asks for `ReturnConsumedCapacity: TOTAL` on each
+//! item and batch operation (GetItem, Query, Scan, BatchGetItem, TransactGetItems, PutItem,
+//! UpdateItem, DeleteItem, BatchWriteItem, TransactWriteItems; an explicit `INDEXES` is kept, an
+//! explicit `NONE` replaced); after the answer, it adds the `ConsumedCapacity` DynamoDB returned
+//! (one object, or one per table for batches and transactions) to the client's [`Tally`], as read
+//! units or write units by the operation. A write refused by its condition
+//! (`ConditionalCheckFailedException`) carries no consumed capacity but is billed all the same: it
+//! is counted as 1 write unit (DynamoDB bills the size of the item already there, at least 1, which
+//! the answer does not tell). A function takes the tally after each invocation ([`Tally::take`]).
+//! The statement operations (PartiQL) are not counted: the product does not use them.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -28,11 +32,26 @@ pub struct Units {
     pub write: f64,
 }
 
-static TALLY: Mutex<BTreeMap<String, Units>> = Mutex::new(BTreeMap::new());
+/// The units one client's calls consumed, per table (each client its own, so tests and
+/// invocations do not mix).
+#[derive(Debug, Clone, Default)]
+pub struct Tally(Arc<Mutex<BTreeMap<String, Units>>>);
 
-/// The units consumed since the last call, per table, and a fresh tally.
-pub fn take() -> BTreeMap<String, Units> {
-    std::mem::take(&mut *TALLY.lock().unwrap_or_else(|p| p.into_inner()))
+impl Tally {
+    /// The units consumed since the last take, per table; the tally starts again at zero.
+    pub fn take(&self) -> BTreeMap<String, Units> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn add(&self, table: String, units: f64, write: bool) {
+        let mut tally = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let t = tally.entry(table).or_default();
+        if write {
+            t.write += units;
+        } else {
+            t.read += units;
+        }
+    }
 }
 
 /// The operations that take `ReturnConsumedCapacity`, and whether they read or write.
@@ -49,39 +68,74 @@ fn operation(target: Option<&str>) -> Option<&str> {
     target?.rsplit('.').next()
 }
 
-/// The request body with `ReturnConsumedCapacity: TOTAL` added, when it has none.
-pub fn with_capacity(body: &[u8]) -> Option<Vec<u8>> {
-    let mut request: serde_json::Map<String, Value> = serde_json::from_slice(body).ok()?;
-    if request.contains_key("ReturnConsumedCapacity") {
-        return None;
+/// The request body with `ReturnConsumedCapacity: TOTAL`, when it has none (or `NONE`), and the
+/// table it names (single-item operations).
+pub fn with_capacity(body: &[u8]) -> (Option<Vec<u8>>, Option<String>) {
+    let Ok(mut request) = serde_json::from_slice::<serde_json::Map<String, Value>>(body) else { return (None, None) };
+    let table = request.get("TableName").and_then(Value::as_str).map(str::to_string);
+    if request.get("ReturnConsumedCapacity").is_some_and(|v| v != "NONE") {
+        return (None, table);
     }
     request.insert("ReturnConsumedCapacity".into(), Value::String("TOTAL".into()));
-    serde_json::to_vec(&request).ok()
+    (serde_json::to_vec(&request).ok(), table)
+}
+
+/// Only what the tally needs from an answer: the rest of the body is skipped, not built.
+#[derive(serde::Deserialize)]
+struct Answer {
+    #[serde(rename = "ConsumedCapacity")]
+    consumed: Option<OneOrMany>,
+    #[serde(rename = "__type")]
+    error: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(Consumed),
+    Many(Vec<Consumed>),
+}
+
+#[derive(serde::Deserialize)]
+struct Consumed {
+    #[serde(rename = "TableName")]
+    table: String,
+    #[serde(rename = "CapacityUnits")]
+    units: f64,
 }
 
 /// The units an answer reports, per table.
 pub fn consumed(body: &[u8]) -> Vec<(String, f64)> {
-    let Ok(answer) = serde_json::from_slice::<Value>(body) else { return vec![] };
-    let one = |c: &Value| Some((c.get("TableName")?.as_str()?.to_string(), c.get("CapacityUnits")?.as_f64()?));
-    match answer.get("ConsumedCapacity") {
-        Some(Value::Array(list)) => list.iter().filter_map(one).collect(),
-        Some(c) => one(c).into_iter().collect(),
+    match serde_json::from_slice::<Answer>(body).ok().and_then(|a| a.consumed) {
+        Some(OneOrMany::One(c)) => vec![(c.table, c.units)],
+        Some(OneOrMany::Many(list)) => list.into_iter().map(|c| (c.table, c.units)).collect(),
         None => vec![],
     }
 }
 
-/// Whether the operation under way writes (kept in its config bag from the request to the answer:
-/// the request itself is gone once sent).
-#[derive(Debug, Clone, Copy)]
-struct Writes(bool);
+/// Whether an answer is a write refused by its condition.
+fn condition_failed(body: &[u8]) -> bool {
+    serde_json::from_slice::<Answer>(body)
+        .ok()
+        .and_then(|a| a.error)
+        .is_some_and(|e| e.ends_with("ConditionalCheckFailedException"))
+}
 
-impl Storable for Writes {
+/// The operation under way: whether it writes, and its table when it names one (kept in its config
+/// bag from the request to the answer: the request itself is gone once sent).
+#[derive(Debug, Clone)]
+struct Call {
+    write: bool,
+    table: Option<String>,
+}
+
+impl Storable for Call {
     type Storer = StoreReplace<Self>;
 }
 
 /// The interceptor; [`client`] installs it.
 #[derive(Debug)]
-pub struct Capacity;
+pub struct Capacity(Tally);
 
 impl Intercept for Capacity {
     fn name(&self) -> &'static str {
@@ -96,8 +150,9 @@ impl Intercept for Capacity {
     ) -> Result<(), BoxError> {
         let request = context.request_mut();
         let Some(write) = operation(request.headers().get("x-amz-target")).and_then(kind) else { return Ok(()) };
-        cfg.interceptor_state().store_put(Writes(write));
-        if let Some(body) = request.body().bytes().and_then(with_capacity) {
+        let (body, table) = request.body().bytes().map(with_capacity).unwrap_or_default();
+        cfg.interceptor_state().store_put(Call { write, table });
+        if let Some(body) = body {
             request.headers_mut().insert("content-length", body.len().to_string());
             *request.body_mut() = SdkBody::from(body);
         }
@@ -110,27 +165,25 @@ impl Intercept for Capacity {
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let Some(&Writes(write)) = cfg.load::<Writes>() else { return Ok(()) };
+        let Some(call) = cfg.load::<Call>() else { return Ok(()) };
         let Some(body) = context.response().body().bytes() else { return Ok(()) };
-        let used = consumed(body);
-        if !used.is_empty() {
-            let mut tally = TALLY.lock().unwrap_or_else(|p| p.into_inner());
-            for (table, units) in used {
-                let t = tally.entry(table).or_default();
-                if write {
-                    t.write += units;
-                } else {
-                    t.read += units;
-                }
+        for (table, units) in consumed(body) {
+            self.0.add(table, units, call.write);
+        }
+        if call.write && !context.response().status().is_success() && condition_failed(body) {
+            if let Some(table) = &call.table {
+                self.0.add(table.clone(), 1.0, true);
             }
         }
         Ok(())
     }
 }
 
-/// A DynamoDB client whose every call is counted ([`take`]).
-pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
-    aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(Capacity).build())
+/// A DynamoDB client whose every call is counted, and its tally.
+pub fn client(sdk: &aws_config::SdkConfig) -> (aws_sdk_dynamodb::Client, Tally) {
+    let tally = Tally::default();
+    let config = aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(Capacity(tally.clone())).build();
+    (aws_sdk_dynamodb::Client::from_conf(config), tally)
 }
 
 #[cfg(test)]
@@ -139,12 +192,22 @@ mod tests {
 
     #[test]
     fn a_request_asks_for_its_capacity_unless_it_asked_already() {
-        let body = with_capacity(br#"{"TableName":"t","Key":{}}"#).unwrap();
-        let v: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["ReturnConsumedCapacity"], "TOTAL");
-        assert_eq!(v["TableName"], "t");
-        assert!(with_capacity(br#"{"ReturnConsumedCapacity":"INDEXES"}"#).is_none());
-        assert!(with_capacity(b"not json").is_none());
+        let (body, table) = with_capacity(br#"{"TableName":"t","Key":{}}"#);
+        let v: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+        assert_eq!((v["ReturnConsumedCapacity"].as_str(), v["TableName"].as_str()), (Some("TOTAL"), Some("t")));
+        assert_eq!(table.as_deref(), Some("t"));
+        assert!(with_capacity(br#"{"ReturnConsumedCapacity":"INDEXES"}"#).0.is_none());
+        assert!(with_capacity(br#"{"ReturnConsumedCapacity":"NONE"}"#).0.is_some(), "NONE would hide the units");
+        assert_eq!(with_capacity(b"not json"), (None, None));
+    }
+
+    #[test]
+    fn a_write_refused_by_its_condition_is_told_apart() {
+        let refused = br#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException","message":"The conditional request failed"}"#;
+        assert!(condition_failed(refused));
+        assert!(!condition_failed(
+            br#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"}"#
+        ));
     }
 
     #[test]
