@@ -15,15 +15,18 @@ where
             let err = se.err();
             format!("{}: {}", err.code().unwrap_or("error"), err.message().unwrap_or("(no message)"))
         }
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            text
-        }
+        other => chain(other),
     }
+}
+
+/// An error with its causes, on one line ("connection refused" is often only in a cause).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -96,7 +96,7 @@ impl Doctor {
     fn line_unreachable(&self, e: &reqwest::Error) -> String {
         let base = self.line_base();
         let hint = if self.local { " (locally that is line-sim: `make local-up` starts it)" } else { "" };
-        format!("cannot reach LINE at {base}{hint}: {}", error_chain(e))
+        format!("cannot reach LINE at {base}{hint}: {}", shared::adapters::sdk::chain(e))
     }
 
     /// Every check, in order.
@@ -205,7 +205,11 @@ impl Doctor {
             ),
             Err(e) => {
                 let hint = if self.local { " (`make local-up` starts the local stack)" } else { "" };
-                Finding::new("webhook", Verdict::Fail, format!("cannot reach {url}{hint}: {}", error_chain(&e)))
+                Finding::new(
+                    "webhook",
+                    Verdict::Fail,
+                    format!("cannot reach {url}{hint}: {}", shared::adapters::sdk::chain(&e)),
+                )
             }
         }
     }
@@ -639,18 +643,6 @@ pub fn is_stack_alarm(stack: &str, name: &str) -> bool {
         .and_then(|rest| rest.strip_prefix('-'))
         .and_then(|rest| rest.split('-').next())
         .is_some_and(|logical_id| logical_id.ends_with("Alarm"))
-}
-
-/// An error with its causes, on one line ("connection refused" is in a cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
