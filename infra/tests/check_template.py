@@ -171,6 +171,12 @@ def check(template, table):
             if "AlarmTopicArn" not in actions:
                 errors.append(f"{k}: does not notify the AlarmTopicArn topic")
             alarmed.add(v["Properties"].get("MetricName"))
+    # A public URL: floods of refused requests and its 500s must page someone (neither is a
+    # function error).
+    if any(v["Type"] == "AWS::Lambda::Url" for v in resources.values()):
+        for metric in ("Url4xxCount", "Url5xxCount"):
+            if metric not in alarmed:
+                errors.append(f"the public Function URL's {metric}: no alarm watches it (nobody would notice)")
     outputs = json.dumps(template.get("Outputs") or {})
     for k, v in template["Resources"].items():
         kind = v.get("Type")

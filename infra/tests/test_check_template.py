@@ -73,6 +73,11 @@ class CheckTemplate(unittest.TestCase):
         del t["Resources"]["WebhookMalformedEventsAlarm"]
         self.assertIn("WebhookMalformedEvents: counts WebhookMalformedEvents, but no alarm watches it", self.errors(t))
 
+    def test_a_public_url_whose_refused_requests_nobody_alarms_on_is_refused(self):
+        t = copy.deepcopy(TEMPLATE)
+        del t["Resources"]["WebhookRefusedRequestsAlarm"]
+        self.assertIn("the public Function URL's Url4xxCount: no alarm watches it", self.errors(t))
+
     def test_log_retention_and_alarm_actions_are_required(self):
         t = copy.deepcopy(TEMPLATE)
         del t["Resources"]["TaggerLogGroup"]["Properties"]["RetentionInDays"]
