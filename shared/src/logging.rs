@@ -4,7 +4,38 @@
 //! AWS SDK, ...) logs at INFO at most, whatever the setting: at DEBUG and TRACE they print raw
 //! events (message text, signatures) and request bodies (a secret's value).
 
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+
+/// Bytes this process's log lines wrote since the last [`take_log_bytes`] (what CloudWatch Logs
+/// ingests, and bills, of them).
+static LOG_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// The bytes logged since the last take; the count starts again at zero.
+pub fn take_log_bytes() -> u64 {
+    LOG_BYTES.swap(0, Ordering::Relaxed)
+}
+
+/// Standard output, counting what goes through it.
+struct CountedStdout(std::io::Stdout);
+
+impl Write for CountedStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        LOG_BYTES.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn counted_stdout() -> CountedStdout {
+    CountedStdout(std::io::stdout())
+}
 
 /// The crates whose level follows `AWS_LAMBDA_LOG_LEVEL`.
 const OWN_CRATES: &[&str] = &["shared", "webhook", "keyword_reply", "tagger", "campaign", "multicast"];
@@ -25,7 +56,11 @@ pub fn filter(level: Option<&str>) -> EnvFilter {
 pub fn init() {
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_target(false).without_time().with_env_filter(filter(level.as_deref()));
+    let builder = tracing_subscriber::fmt()
+        .with_target(false)
+        .without_time()
+        .with_writer(counted_stdout)
+        .with_env_filter(filter(level.as_deref()));
     let installed = if json { builder.json().try_init() } else { builder.try_init() };
     if let Err(e) = installed {
         eprintln!("logging was already set up: {e}");

@@ -13,6 +13,9 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
 use shared::adapters::dynamodb::campaigns::DynamoCampaigns;
+use shared::adapters::dynamodb::capacity;
+use shared::adapters::sqs_requests;
+use shared::costs::meter::{campaigns_of, charge_campaigns, BatchRead, Meter};
 use shared::adapters::dynamodb::tags::DynamoTags;
 use shared::adapters::sqs::SqsWorkQueue;
 use shared::campaign::model::PlanMessage;
@@ -31,13 +34,16 @@ pub struct Deps {
     pub clock: Arc<dyn Clock>,
     /// Where the sweep's metrics go.
     pub metrics_namespace: String,
+    /// What each invocation used, written as its metrics and added to the campaigns it planned.
+    pub meter: Meter,
 }
 
 impl Deps {
     pub fn new(config: &Config, sdk: &aws_config::SdkConfig) -> Self {
-        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let (dynamodb, units) = capacity::client(sdk);
+        let (sqs, requests) = sqs_requests::client(sdk);
         Deps {
+            meter: Meter::new("campaign", units, requests, None),
             store: DynamoCampaigns::new(dynamodb.clone(), &config.campaigns_table, &config.users_table),
             index: DynamoTags::reader(dynamodb, &config.tags_table, &config.users_table),
             batches: Arc::new(SqsWorkQueue::new(sqs.clone(), &config.multicast_queue_url)),
@@ -62,7 +68,23 @@ pub enum Outcome {
 const NO_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A schedule's event (EventBridge), or an SQS batch.
+/// [`handle`], measured: a sweep is one record; each planned record's campaign is charged its
+/// share of the invocation.
 pub async fn function_handler(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Result<serde_json::Value, Error> {
+    let started = std::time::Instant::now();
+    let records: Vec<SqsMessage> = match event.payload.get("Records") {
+        Some(r) => serde_json::from_value(r.clone()).unwrap_or_default(),
+        None => vec![],
+    };
+    let answer = handle(deps, event).await;
+    let campaigns = campaigns_of(&records);
+    let measured = deps.meter.take(started, records.len().max(1) as u64, BatchRead::of(&records));
+    measured.emit(&campaigns.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
+    charge_campaigns(&deps.store, "campaign", &measured, &campaigns).await;
+    answer
+}
+
+pub async fn handle(deps: &Deps, event: LambdaEvent<serde_json::Value>) -> Result<serde_json::Value, Error> {
     // A deadline already past is none at all (`cargo lambda watch` gives 0): then a minute, as a
     // 60 s function would have.
     let left = Duration::from_millis(event.context.deadline.saturating_sub(deps.clock.now_ms().max(0) as u64));

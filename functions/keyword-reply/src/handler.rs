@@ -13,12 +13,16 @@
 //! Lambda's Errors metric and its alarm fire, and the records come back once the token is fixed.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
+use shared::adapters::dynamodb::capacity::{self, Tally};
 use shared::adapters::dynamodb::ingest::{DynamoFriends, DynamoIdempotency};
 use shared::adapters::dynamodb::rules::{RulesCache, RulesStore};
 use shared::adapters::line::LineClient;
+use shared::adapters::sqs_requests::SqsTally;
+use shared::costs::meter::{BatchRead, Meter};
 use shared::batch::{in_group_order, respond, retry_all, RecordOutcome};
 use shared::envelope::QueuedEvent;
 use shared::line::answer::LineError;
@@ -38,6 +42,8 @@ pub struct Deps {
     pub line: LineClient,
     pub max_token_age_ms: i64,
     pub clock: Arc<dyn Clock>,
+    /// What each invocation used (its DynamoDB units, LINE calls, ...), written as its metrics.
+    pub meter: Meter,
 }
 
 impl Deps {
@@ -45,7 +51,10 @@ impl Deps {
     /// the DynamoDB adapters.
     pub async fn new(config: &Config, sdk: &aws_config::SdkConfig) -> Result<Self, Error> {
         let secrets = Secrets::load(config.secrets.store(sdk), Config::SECRETS).await?;
-        Self::from_parts(config, Arc::new(secrets), aws_sdk_dynamodb::Client::new(sdk))
+        let (dynamodb, units) = capacity::client(sdk);
+        let mut deps = Self::from_parts(config, Arc::new(secrets), dynamodb)?;
+        deps.meter.dynamodb = units;
+        Ok(deps)
     }
 
     pub fn from_parts(
@@ -53,7 +62,9 @@ impl Deps {
         secrets: Arc<Secrets>,
         dynamodb: aws_sdk_dynamodb::Client,
     ) -> Result<Self, Error> {
+        let line = LineClient::new(&config.line_api_base, secrets, config.line_timeout)?;
         Ok(Deps {
+            meter: Meter::new("keyword-reply", Tally::default(), SqsTally::default(), Some(line.calls().clone())),
             rules: RulesCache::new(RulesStore::new(dynamodb.clone(), &config.rules_table)),
             idempotency: Arc::new(DynamoIdempotency::new(
                 dynamodb.clone(),
@@ -62,7 +73,7 @@ impl Deps {
                 config.in_progress_timeout.as_millis() as i64,
             )),
             friends: DynamoFriends::new(dynamodb, &config.users_table),
-            line: LineClient::new(&config.line_api_base, secrets, config.line_timeout)?,
+            line,
             max_token_age_ms: config.max_token_age.as_millis() as i64,
             clock: Arc::new(SystemClock),
         })
@@ -144,7 +155,11 @@ pub struct Systemic {
 }
 
 pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
-    Ok(handle_batch(deps, &event.payload.records).await?)
+    let started = Instant::now();
+    let records = &event.payload.records;
+    let response = handle_batch(deps, records).await;
+    deps.meter.take(started, records.len() as u64, BatchRead::of(records)).emit(&[]);
+    Ok(response?)
 }
 
 /// The whole batch: chats concurrently, each chat's records in queue order. Fails as a whole

@@ -5,7 +5,7 @@
 
 use keyword_reply::config::Config;
 use keyword_reply::{function_handler, Deps};
-use lambda_runtime::{run, service_fn, Error};
+use lambda_runtime::Error;
 use shared::config::ProcessEnv;
 
 #[tokio::main]
@@ -14,5 +14,5 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env(&ProcessEnv).inspect_err(|e| tracing::error!("configuration: {e}"))?;
     let sdk = shared::aws::sdk_config(config.aws_operation_timeout).await;
     let deps = Deps::new(&config, &sdk).await.inspect_err(|e| tracing::error!("start-up: {e}"))?;
-    run(service_fn(|event| function_handler(&deps, event))).await
+    shared::costs::meter::run("keyword-reply", |event| function_handler(&deps, event)).await
 }

@@ -12,6 +12,9 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::stream::{self, StreamExt};
 use lambda_runtime::{Error, LambdaEvent};
 use shared::adapters::dynamodb::campaigns::DynamoCampaigns;
+use shared::adapters::dynamodb::capacity::{self, Tally};
+use shared::adapters::sqs_requests::{self, SqsTally};
+use shared::costs::meter::{campaigns_of, charge_campaigns, BatchRead, Meter};
 use shared::adapters::dynamodb::schedule::DynamoPacer;
 use shared::adapters::line::LineClient;
 use shared::adapters::sqs::SqsWorkQueue;
@@ -37,12 +40,19 @@ pub struct Deps {
     pub backoff: Duration,
     /// Faults tests inject (never set in production).
     pub failpoint: Mutex<Option<Failpoint>>,
+    /// What each invocation used, written as its metrics and added to the campaigns it sent.
+    pub meter: Meter,
 }
 
 impl Deps {
     pub async fn new(config: &Config, sdk: &aws_config::SdkConfig) -> Result<Self, Error> {
         let secrets = Secrets::load(config.secrets.store(sdk), Config::SECRETS).await?;
-        Self::from_parts(config, Arc::new(secrets), aws_sdk_dynamodb::Client::new(sdk), aws_sdk_sqs::Client::new(sdk))
+        let (dynamodb, units) = capacity::client(sdk);
+        let (sqs, requests) = sqs_requests::client(sdk);
+        let mut deps = Self::from_parts(config, Arc::new(secrets), dynamodb, sqs)?;
+        deps.meter.dynamodb = units;
+        deps.meter.sqs = requests;
+        Ok(deps)
     }
 
     pub fn from_parts(
@@ -51,11 +61,13 @@ impl Deps {
         dynamodb: aws_sdk_dynamodb::Client,
         sqs: aws_sdk_sqs::Client,
     ) -> Result<Self, Error> {
+        let line = LineClient::new(&config.line_api_base, secrets, config.line_timeout)?;
         Ok(Deps {
+            meter: Meter::new("multicast", Tally::default(), SqsTally::default(), Some(line.calls().clone())),
             store: DynamoCampaigns::new(dynamodb.clone(), &config.campaigns_table, &config.users_table),
             pacer: DynamoPacer::new(dynamodb, &config.campaigns_table),
             plans: Arc::new(SqsWorkQueue::new(sqs, &config.campaign_queue_url)),
-            line: LineClient::new(&config.line_api_base, secrets, config.line_timeout)?,
+            line,
             clock: Arc::new(SystemClock),
             lease: config.lease,
             attempts: config.attempts,
@@ -74,7 +86,14 @@ pub enum Outcome {
 }
 
 pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
-    Ok(handle_batch(deps, &event.payload.records).await)
+    let started = std::time::Instant::now();
+    let records = &event.payload.records;
+    let response = handle_batch(deps, records).await;
+    let campaigns = campaigns_of(records);
+    let measured = deps.meter.take(started, records.len() as u64, BatchRead::of(records));
+    measured.emit(&campaigns.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
+    charge_campaigns(&deps.store, "multicast", &measured, &campaigns).await;
+    Ok(response)
 }
 
 /// Batches of one invocation go out a few at a time (each is one request to LINE).

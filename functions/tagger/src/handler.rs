@@ -23,6 +23,9 @@ use shared::line::webhook::{is_user_id, EventKind, MessageContent, SourceKind};
 use shared::ports::{Clock, FriendChange, FriendStore, SystemClock};
 use shared::rules::tags::TagTrigger;
 use shared::rules::RuleBook;
+use shared::adapters::dynamodb::capacity::Tally;
+use shared::adapters::sqs_requests::SqsTally;
+use shared::costs::meter::{BatchRead, Meter};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -34,6 +37,8 @@ pub struct Deps {
     pub tags: DynamoTags,
     pub friends: DynamoFriends,
     pub clock: Arc<dyn Clock>,
+    /// What each invocation used, written as its metrics (`main` counts the DynamoDB client's units).
+    pub meter: Meter,
 }
 
 impl Deps {
@@ -50,6 +55,7 @@ impl Deps {
             ),
             friends: DynamoFriends::new(dynamodb, &config.users_table),
             clock: Arc::new(SystemClock),
+            meter: Meter::new("tagger", Tally::default(), SqsTally::default(), None),
         })
     }
 }
@@ -109,7 +115,11 @@ impl RecordOutcome for Outcome {
 }
 
 pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
-    Ok(handle_batch(deps, &event.payload.records).await)
+    let started = std::time::Instant::now();
+    let records = &event.payload.records;
+    let response = handle_batch(deps, records).await;
+    deps.meter.take(started, records.len() as u64, BatchRead::of(records)).emit(&[]);
+    Ok(response)
 }
 
 pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchResponse {

@@ -7,9 +7,12 @@ use std::sync::Arc;
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use serde_json::json;
+use shared::adapters::dynamodb::capacity::{self, Tally};
 use shared::adapters::dynamodb::ingest::{DynamoFriends, DynamoIdempotency};
 use shared::adapters::memory::ingest::{MemoryFriends, MemoryIdempotency, MemoryQueue};
 use shared::adapters::sqs::SqsQueue;
+use shared::adapters::sqs_requests::{self, SqsTally};
+use shared::costs::meter::Meter;
 use shared::ingest::{line_items, shop_items, Ingestor, Report};
 use shared::line::signature::{verify, SignatureError, LINE_SIGNATURE_HEADER};
 use shared::line::webhook::{EventKind, WebhookBody};
@@ -32,6 +35,8 @@ pub struct Deps {
     pub ingestor: Ingestor,
     /// The whole request's time budget, from arrival.
     pub deadline: std::time::Duration,
+    /// What each invocation used, written as its metrics.
+    pub meter: Meter,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,12 +59,11 @@ impl Deps {
     /// clients from `sdk`.
     pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<Self, SecretError> {
         let secrets = Secrets::load(config.secrets.store(sdk), Config::SECRETS).await?;
-        Ok(Self::from_parts(
-            config,
-            Arc::new(secrets),
-            aws_sdk_dynamodb::Client::new(sdk),
-            aws_sdk_sqs::Client::new(sdk),
-        ))
+        let (dynamodb, units) = capacity::client(sdk);
+        let (sqs, requests) = sqs_requests::client(sdk);
+        let mut deps = Self::from_parts(config, Arc::new(secrets), dynamodb, sqs);
+        deps.meter = Meter::new("webhook", units, requests, None);
+        Ok(deps)
     }
 
     pub fn from_parts(
@@ -83,6 +87,7 @@ impl Deps {
             },
             secrets,
             deadline: config.deadline,
+            meter: Meter::new("webhook", Tally::default(), SqsTally::default(), None),
         }
     }
 
@@ -104,6 +109,7 @@ impl Deps {
                 clock: Arc::new(SystemClock),
             },
             deadline: std::time::Duration::from_millis(1500),
+            meter: Meter::new("webhook", Tally::default(), SqsTally::default(), None),
         })
     }
 
@@ -151,7 +157,19 @@ fn message(status: StatusCode, text: &str) -> Response<Body> {
     respond(status, json!({ "message": text }))
 }
 
+/// [`handle`], measured: the events it records are the number its answer gives.
 pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
+    let started = std::time::Instant::now();
+    let response = handle(deps, req).await;
+    let events = match response.as_ref().map(|r| r.body()) {
+        Ok(Body::Text(t)) => serde_json::from_str::<serde_json::Value>(t).ok().and_then(|v| v["events"].as_u64()),
+        _ => None,
+    };
+    deps.meter.take(started, events.unwrap_or(0), None).emit(&[]);
+    response
+}
+
+pub async fn handle(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
     // The request arrived (Lambda hands it over whole): LINE's 2 s started before this.
     let deadline = Instant::now() + deps.deadline;
     let path = req.uri().path().to_string();

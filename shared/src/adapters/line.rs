@@ -2,7 +2,8 @@
 //! [`LineError`] (by status first: LINE documents that error texts are not guaranteed). It is the
 //! campaign path's [`Multicaster`] in production.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -27,6 +28,52 @@ pub struct LineClient {
     base: String,
     secrets: Arc<Secrets>,
     timeout: Duration,
+    calls: LineCalls,
+}
+
+/// The requests a [`LineClient`] made, per API, and the messages LINE billed for them, since the
+/// last take (clones share one tally).
+#[derive(Debug, Clone, Default)]
+pub struct LineCalls(Arc<Mutex<LineCallCount>>);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LineCallCount {
+    /// Requests per API (`reply`, `multicast`, `quota`, ...), answered or not.
+    pub calls: BTreeMap<&'static str, u64>,
+    /// Recipients of the multicasts LINE accepted: a 200, or a 409 saying an earlier try with the
+    /// same retry key was accepted (that try's answer was lost, so it was not counted).
+    pub billed: u64,
+}
+
+impl LineCalls {
+    /// What was counted since the last take; the tally starts again at zero.
+    pub fn take(&self) -> LineCallCount {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn call(&self, path: &str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()).calls.entry(api_of(path)).or_default() += 1;
+    }
+
+    fn billed(&self, recipients: usize) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).billed += recipients as u64;
+    }
+}
+
+/// The API a path calls, by name (the metric's suffix).
+pub fn api_of(path: &str) -> &'static str {
+    let path = path.split('?').next().unwrap_or_default();
+    match path {
+        "/v2/bot/message/reply" => "reply",
+        "/v2/bot/message/multicast" => "multicast",
+        "/v2/bot/message/push" => "push",
+        "/v2/bot/message/validate/multicast" => "validate",
+        "/v2/bot/message/quota" => "quota",
+        "/v2/bot/message/quota/consumption" => "consumption",
+        "/v2/bot/followers/ids" => "followers",
+        p if p.starts_with("/v2/bot/profile/") => "profile",
+        _ => "other",
+    }
 }
 
 #[derive(Serialize)]
@@ -45,7 +92,7 @@ impl LineClient {
             .pool_idle_timeout(Duration::from_secs(50))
             .build()
             .map_err(|e| LineError::Transport(e.to_string()))?;
-        Ok(LineClient { http, base: base.trim_end_matches('/').to_string(), secrets, timeout })
+        Ok(LineClient { http, base: base.trim_end_matches('/').to_string(), secrets, timeout, calls: LineCalls::default() })
     }
 
     /// `POST /v2/bot/message/reply` (free). 1-5 messages.
@@ -72,7 +119,16 @@ impl LineClient {
             Some(unit) => serde_json::json!({ "to": to, "messages": messages, "customAggregationUnits": [unit] }),
             None => serde_json::json!({ "to": to, "messages": messages }),
         };
-        self.post("/v2/bot/message/multicast", &body, Some(retry_key)).await
+        let answer = self.post("/v2/bot/message/multicast", &body, Some(retry_key)).await;
+        if matches!(answer, Ok(_) | Err(LineError::RetryKeyAccepted { .. })) {
+            self.calls.billed(to.len());
+        }
+        answer
+    }
+
+    /// The tally of this client's requests (shared by its clones).
+    pub fn calls(&self) -> &LineCalls {
+        &self.calls
     }
 
     /// `POST /v2/bot/message/validate/multicast`: LINE's own check of message objects.
@@ -118,6 +174,7 @@ impl LineClient {
         const TOKEN: SecretName = SecretName::ChannelAccessToken;
         let used = self.secrets.current();
         let Some(token) = used.get(TOKEN) else { return Err(LineError::Unauthorized) };
+        self.calls.call(path);
         let response = self
             .http
             .get(format!("{}{path}", self.base))
@@ -161,6 +218,7 @@ impl LineClient {
         retry_key: Option<&str>,
     ) -> Result<Accepted, LineError> {
         let Some(token) = token else { return Err(LineError::Unauthorized) };
+        self.calls.call(path);
         let mut request = self.http.post(format!("{}{path}", self.base)).bearer_auth(token.expose()).json(body);
         if let Some(key) = retry_key {
             request = request.header(RETRY_KEY_HEADER, key);

@@ -3,5 +3,6 @@
 //! DynamoDB, SQS and log cost in USD, the stack's fixed monthly cost, and a campaign's LINE bill,
 //! allocated and marginal, in the account's currency.
 
+pub mod meter;
 pub mod model;
 pub mod prices;

@@ -27,19 +27,19 @@ pub enum Arch {
 }
 
 /// What one function used over a period.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct Usage {
-    pub invocations: u64,
+    pub invocations: f64,
     /// The sum of each invocation's billed duration, in milliseconds.
-    pub billed_ms: u64,
+    pub billed_ms: f64,
     pub read_units: f64,
     pub write_units: f64,
     /// Requests to standard queues and to FIFO queues (each 64 KB of payload is one request).
-    pub sqs_requests: u64,
-    pub sqs_fifo_requests: u64,
+    pub sqs_requests: f64,
+    pub sqs_fifo_requests: f64,
     /// Log bytes ingested.
-    pub log_bytes: u64,
+    pub log_bytes: f64,
 }
 
 /// A cost in USD, by service.
@@ -72,7 +72,7 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 impl Usage {
     /// GB-seconds at `memory_mb`: what Lambda bills by.
     pub fn gb_seconds(&self, memory_mb: u32) -> f64 {
-        self.billed_ms as f64 / 1000.0 * memory_mb as f64 / 1024.0
+        self.billed_ms / 1000.0 * memory_mb as f64 / 1024.0
     }
 
     /// What this usage costs in USD at `prices`, for a function of `memory_mb` on `arch`.
@@ -81,12 +81,12 @@ impl Usage {
             Arch::Arm64 => prices.lambda_gb_second_arm64.usd,
             Arch::X86_64 => prices.lambda_gb_second_x86.usd,
         };
-        let lambda = self.gb_seconds(memory_mb) * gb_second + self.invocations as f64 * prices.lambda_request.usd;
+        let lambda = self.gb_seconds(memory_mb) * gb_second + self.invocations * prices.lambda_request.usd;
         let dynamodb =
             self.read_units * prices.dynamodb_read_unit.usd + self.write_units * prices.dynamodb_write_unit.usd;
-        let sqs = self.sqs_requests as f64 * prices.sqs_request.usd
-            + self.sqs_fifo_requests as f64 * prices.sqs_fifo_request.usd;
-        let logs = self.log_bytes as f64 / GIB * prices.logs_ingested_gb.usd;
+        let sqs = self.sqs_requests * prices.sqs_request.usd
+            + self.sqs_fifo_requests * prices.sqs_fifo_request.usd;
+        let logs = self.log_bytes / GIB * prices.logs_ingested_gb.usd;
         AwsCost { lambda, dynamodb, sqs, logs, total: lambda + dynamodb + sqs + logs }
     }
 }
@@ -204,13 +204,13 @@ mod tests {
     fn a_functions_cost_is_billed_duration_times_memory_plus_requests_units_and_logs() {
         // 1,000 invocations of 40 ms billed at 256 MB on arm64: 10 GB-s.
         let usage = Usage {
-            invocations: 1_000,
-            billed_ms: 40_000,
+            invocations: 1_000.0,
+            billed_ms: 40_000.0,
             read_units: 2_000.0,
             write_units: 4_000.0,
-            sqs_requests: 3_000,
-            sqs_fifo_requests: 1_000,
-            log_bytes: 512 * 1024 * 1024,
+            sqs_requests: 3_000.0,
+            sqs_fifo_requests: 1_000.0,
+            log_bytes: 512.0 * 1024.0 * 1024.0,
         };
         assert_eq!(usage.gb_seconds(256), 10.0);
         let c = usage.cost(&tokyo(), 256, Arch::Arm64);
