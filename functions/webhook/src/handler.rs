@@ -162,7 +162,7 @@ pub async fn function_handler(deps: &Deps, req: Request) -> Result<Response<Body
     let started = std::time::Instant::now();
     let response = handle(deps, req).await;
     let events = match response.as_ref().map(|r| r.body()) {
-        Ok(Body::Text(t)) => serde_json::from_str::<serde_json::Value>(t).ok().and_then(|v| v["events"].as_u64()),
+        Ok(Body::Text(t)) => serde_json::from_str::<serde_json::Value>(t).ok().and_then(|v| v.get("events")?.as_u64()),
         _ => None,
     };
     deps.meter.take(started, events.unwrap_or(0), None).emit(&[]);

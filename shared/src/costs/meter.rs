@@ -255,10 +255,11 @@ mod tests {
     #[test]
     fn a_batch_read_is_its_receive_by_64_kb_and_one_delete() {
         let meter = Meter::new("tagger", Tally::default(), SqsTally::default(), None);
-        let record = |body: &str| SqsMessage {
-            body: Some(body.into()),
-            event_source_arn: Some("arn:aws:sqs:ap-northeast-1:1:q.fifo".into()),
-            ..Default::default()
+        let record = |body: &str| {
+            let mut m = SqsMessage::default();
+            m.body = Some(body.into());
+            m.event_source_arn = Some("arn:aws:sqs:ap-northeast-1:1:q.fifo".into());
+            m
         };
         let records = vec![record(&"x".repeat(40 * 1024)), record(&"y".repeat(40 * 1024))];
         let read = BatchRead::of(&records).unwrap();

@@ -6,3 +6,4 @@
 pub mod meter;
 pub mod model;
 pub mod prices;
+pub mod report;
