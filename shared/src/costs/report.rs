@@ -83,6 +83,8 @@ pub struct CampaignRow {
     pub name: String,
     pub recipients: u64,
     pub line_messages: u64,
+    /// Billable messages the month had used before it (what the marginal cost starts from).
+    pub used_before: u64,
     /// Allocated: the fee spread over the included messages, plus extras.
     pub line_cost: Option<f64>,
     pub line_marginal_cost: Option<f64>,
@@ -166,6 +168,7 @@ impl Inputs<'_> {
                     name: c.name.clone(),
                     recipients: c.recipients,
                     line_messages: c.recipients,
+                    used_before: c.used_before,
                     line_cost: line.as_ref().map(|l| l.allocated),
                     line_marginal_cost: line.as_ref().map(|l| l.marginal),
                     aws_cost_usd: aws_usd,
@@ -213,14 +216,15 @@ impl Inputs<'_> {
     }
 }
 
-/// USD with enough places for a small bill ($0.000333).
+/// USD with three significant figures for a small bill ($0.000333), cents from a dollar up.
 fn usd(x: f64) -> String {
     if x == 0.0 {
         "0".into()
     } else if x.abs() >= 1.0 {
         format!("{x:.2}")
     } else {
-        format!("{x:.6}")
+        let places = (2 - x.abs().log10().floor() as i32).clamp(2, 12) as usize;
+        format!("{x:.places$}")
     }
 }
 
@@ -324,7 +328,7 @@ impl Report {
             ),
         );
         if let Some(m) = &self.month {
-            let quota = m.quota.map_or_else(|| "no limit".into(), |q| format!("of {q} ({} left)", m.left.unwrap_or(0)));
+            let quota = m.quota.map_or_else(|| "(no limit)".into(), |q| format!("of {q} ({} left)", m.left.unwrap_or(0)));
             line(&mut out, format!("LINE this month: {} billable messages {quota}", m.used));
         }
         for w in &self.warnings {

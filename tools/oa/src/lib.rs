@@ -5,6 +5,7 @@
 //! ([`doctor`]). The integration tests use them all.
 
 pub mod campaigns;
+pub mod costs;
 pub mod dlq;
 pub mod doctor;
 pub mod friends;

@@ -74,6 +74,8 @@ enum Command {
     /// Dead letters: list what each queue's DLQ holds, move it back once the cause is fixed.
     #[command(subcommand)]
     Dlq(oa::dlq::DlqCommand),
+    /// What each function and campaign cost over a period (oa --local costs, oa --stack NAME costs).
+    Costs(cli::costs::CostsArgs),
 }
 
 #[derive(Args)]
@@ -411,6 +413,7 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
         Command::Secrets(command) => Ok(oa::secrets::run(&aws_config().await, command).await?),
         Command::Doctor => doctor(local, cli.stack).await,
         Command::Dlq(command) => dlq(command, local).await,
+        Command::Costs(args) => cli::costs::costs(args, local, cli.stack).await,
         Command::Webhook(WebhookCommand::Sign { file, secret }) => {
             let body = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             println!("{}", shared::line::signature::sign(&secret, &body));

@@ -2,3 +2,4 @@
 //! `main.rs`; what they call is in the `oa` library).
 
 pub(crate) mod campaign;
+pub(crate) mod costs;
