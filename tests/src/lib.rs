@@ -458,3 +458,21 @@ pub fn keys(events: &[QueuedEvent]) -> Vec<String> {
 pub fn local_secret(name: &str) -> Secret {
     Secret::new(setting(name))
 }
+
+/// The `oa` binary of this build (`cargo build -p oa`, which `make test` runs first).
+pub fn oa_binary() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(Into::into).unwrap_or_else(|| repo_root().join("target"));
+    let path = target.join("debug/oa");
+    assert!(path.exists(), "{} is missing: build it with `cargo build -p oa` (make test does)", path.display());
+    path
+}
+
+/// `oa --local ARGS`, run from the repository.
+pub fn oa_local(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(oa_binary()).current_dir(repo_root()).arg("--local").args(args).output().unwrap()
+}
+
+/// Skips nothing: fails, naming `make local-up`, when the functions of the local stack are not up.
+pub fn require_functions() {
+    require_service("The functions (cargo lambda watch)", &setting("WEBHOOK_URL"));
+}

@@ -7,13 +7,6 @@ use std::process::Command;
 use integration_tests::*;
 use shared::adapters::dynamodb::rules::RulesStore;
 
-fn oa_binary() -> std::path::PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(Into::into).unwrap_or_else(|| repo_root().join("target"));
-    let path = target.join("debug/oa");
-    assert!(path.exists(), "{} is missing: build it with `cargo build -p oa` (make test does)", path.display());
-    path
-}
-
 /// `oa ARGS` as against AWS (no --local), with CloudFormation served by moto.
 fn oa(args: &[&str]) -> (bool, String) {
     let out = Command::new(oa_binary())

@@ -11,10 +11,6 @@ use serde_json::Value;
 /// preview must equal what it sends, take turns.
 static CART_SEGMENT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn require_functions() {
-    require_service("The functions (cargo lambda watch)", &setting("WEBHOOK_URL"));
-}
-
 #[tokio::test]
 async fn local_env_names_exactly_what_the_template_creates() {
     let sdk = local_sdk().await;
@@ -96,13 +92,6 @@ async fn shop_events_reach_the_running_function_on_their_own_route() {
     assert_eq!(get.status().as_u16(), 405);
 }
 
-fn oa_binary() -> std::path::PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(Into::into).unwrap_or_else(|| repo_root().join("target"));
-    let path = target.join("debug/oa");
-    assert!(path.exists(), "{} is missing: build it with `cargo build -p oa` (make test does)", path.display());
-    path
-}
-
 #[test]
 fn the_oa_cli_signs_and_posts_test_events() {
     require_functions();
@@ -155,9 +144,9 @@ async fn the_bundled_invoke_examples_are_accepted() {
     assert_eq!(stack.drain("TagQueue").await.len(), n);
 }
 
-/// Runs the `oa` binary against the local stack (`--local`).
+/// Runs the `oa` binary against the local stack (`--local`): success, and stdout then stderr.
 fn oa(args: &[&str]) -> (bool, String) {
-    let out = Command::new(oa_binary()).current_dir(repo_root()).arg("--local").args(args).output().unwrap();
+    let out = oa_local(args);
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 

@@ -14,13 +14,13 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
 use shared::adapters::dynamodb::campaigns::DynamoCampaigns;
 use shared::adapters::dynamodb::capacity;
-use shared::adapters::sqs_requests;
-use shared::costs::meter::{campaigns_of, charge_campaigns, BatchRead, Meter};
 use shared::adapters::dynamodb::tags::DynamoTags;
 use shared::adapters::sqs::SqsWorkQueue;
+use shared::adapters::sqs_requests;
 use shared::campaign::model::PlanMessage;
 use shared::campaign::plan::{Planned, Planner};
 use shared::campaign::sweep::{Sweeper, Swept};
+use shared::costs::meter::{campaigns_of, charge_campaigns, BatchRead, Meter};
 use shared::ports::{Clock, SystemClock, WorkQueue};
 use tracing::{info, warn};
 

@@ -13,19 +13,19 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
+use shared::adapters::dynamodb::capacity::Tally;
 use shared::adapters::dynamodb::ingest::DynamoFriends;
 use shared::adapters::dynamodb::rules::{RulesCache, RulesStore};
 use shared::adapters::dynamodb::tags::{Changed, DynamoTags};
+use shared::adapters::sqs_requests::SqsTally;
 use shared::batch::{in_group_order, respond, retry_all, RecordOutcome};
+use shared::costs::meter::{BatchRead, Meter};
 use shared::envelope::QueuedEvent;
 use shared::ingest::friend_change;
 use shared::line::webhook::{is_user_id, EventKind, MessageContent, SourceKind};
 use shared::ports::{Clock, FriendChange, FriendStore, SystemClock};
 use shared::rules::tags::TagTrigger;
 use shared::rules::RuleBook;
-use shared::adapters::dynamodb::capacity::Tally;
-use shared::adapters::sqs_requests::SqsTally;
-use shared::costs::meter::{BatchRead, Meter};
 use tracing::{info, warn};
 
 use crate::config::Config;

@@ -92,7 +92,13 @@ impl LineClient {
             .pool_idle_timeout(Duration::from_secs(50))
             .build()
             .map_err(|e| LineError::Transport(e.to_string()))?;
-        Ok(LineClient { http, base: base.trim_end_matches('/').to_string(), secrets, timeout, calls: LineCalls::default() })
+        Ok(LineClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            secrets,
+            timeout,
+            calls: LineCalls::default(),
+        })
     }
 
     /// `POST /v2/bot/message/reply` (free). 1-5 messages.

@@ -84,8 +84,7 @@ impl Usage {
         let lambda = self.gb_seconds(memory_mb) * gb_second + self.invocations * prices.lambda_request.usd;
         let dynamodb =
             self.read_units * prices.dynamodb_read_unit.usd + self.write_units * prices.dynamodb_write_unit.usd;
-        let sqs = self.sqs_requests * prices.sqs_request.usd
-            + self.sqs_fifo_requests * prices.sqs_fifo_request.usd;
+        let sqs = self.sqs_requests * prices.sqs_request.usd + self.sqs_fifo_requests * prices.sqs_fifo_request.usd;
         let logs = self.log_bytes / GIB * prices.logs_ingested_gb.usd;
         AwsCost { lambda, dynamodb, sqs, logs, total: lambda + dynamodb + sqs + logs }
     }

@@ -154,8 +154,7 @@ impl Inputs<'_> {
             .campaigns
             .iter()
             .map(|c| {
-                let aws_usd: f64 =
-                    c.usage.iter().map(|(f, u)| u.cost(self.prices, memory(f), self.arch).total).sum();
+                let aws_usd: f64 = c.usage.iter().map(|(f, u)| u.cost(self.prices, memory(f), self.arch).total).sum();
                 let line = self.plan.as_ref().map(|p| line_cost(p, c.used_before, c.recipients));
                 // The one conversion: the campaign's AWS total, once.
                 let aws = self.exchange_rate.as_ref().map(|r| r.from_usd(aws_usd));
@@ -243,7 +242,12 @@ impl Report {
         };
         line(
             &mut out,
-            format!("Costs over the last {} in {} ({}), USD unless marked", self.since, self.region, arch_name(self.arch)),
+            format!(
+                "Costs over the last {} in {} ({}), USD unless marked",
+                self.since,
+                self.region,
+                arch_name(self.arch)
+            ),
         );
         if by_campaign {
             let cur = self.currency.clone().unwrap_or_else(|| "?".into());
@@ -328,7 +332,8 @@ impl Report {
             ),
         );
         if let Some(m) = &self.month {
-            let quota = m.quota.map_or_else(|| "(no limit)".into(), |q| format!("of {q} ({} left)", m.left.unwrap_or(0)));
+            let quota =
+                m.quota.map_or_else(|| "(no limit)".into(), |q| format!("of {q} ({} left)", m.left.unwrap_or(0)));
             line(&mut out, format!("LINE this month: {} billable messages {quota}", m.used));
         }
         for w in &self.warnings {

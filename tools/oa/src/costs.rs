@@ -58,15 +58,16 @@ fn value_of(v: &Value) -> f64 {
     }
 }
 
-/// Every EMF line of `text` stamped at or after `since_ms`: the per-invocation metrics summed per
-/// function, and every metric seen (with its dimension values). Other lines are skipped.
-pub fn from_log_lines(text: &str, since_ms: i64) -> Collected {
+/// Every EMF line of `text` stamped from `since_ms` to `until_ms`: the per-invocation metrics
+/// summed per function, and every metric seen (with its dimension values). Other lines are skipped.
+pub fn from_log_lines(text: &str, since_ms: i64, until_ms: i64) -> Collected {
     let mut out = Collected::default();
     for line in text.lines() {
         let Some(start) = line.find('{') else { continue };
         let Some(doc) = line.get(start..).and_then(|l| serde_json::from_str::<Value>(l).ok()) else { continue };
         let Some(aws) = doc.get("_aws") else { continue };
-        if aws.get("Timestamp").and_then(Value::as_i64).unwrap_or(0) < since_ms {
+        let at = aws.get("Timestamp").and_then(Value::as_i64).unwrap_or(0);
+        if at < since_ms || at > until_ms {
             continue;
         }
         for directive in aws.get("CloudWatchMetrics").and_then(Value::as_array).into_iter().flatten() {
@@ -158,8 +159,11 @@ pub async fn from_cloudwatch(
             .await
             .map_err(|e| format!("ListMetrics: {}", shared::adapters::sdk::describe(&e)))?;
         for m in answer.metrics() {
-            let dims: Vec<String> =
-                m.dimensions().iter().map(|d| format!("{}={}", d.name().unwrap_or(""), d.value().unwrap_or(""))).collect();
+            let dims: Vec<String> = m
+                .dimensions()
+                .iter()
+                .map(|d| format!("{}={}", d.name().unwrap_or(""), d.value().unwrap_or("")))
+                .collect();
             out.metrics_seen.insert(format!("{} {}", m.metric_name().unwrap_or(""), dims.join(",")));
         }
         next = answer.next_token().map(str::to_string);
@@ -292,7 +296,8 @@ mod tests {
             r#"{"_aws":{"Timestamp":3000,"CloudWatchMetrics":[{"Namespace":"n","Dimensions":[["Reason"]],"Metrics":[{"Name":"CampaignsPaused"}]}]},"Reason":"budget","CampaignsPaused":0}"#.to_string(),
         ]
         .join("\n");
-        let c = from_log_lines(&text, 1_000);
+        let c = from_log_lines(&text, 1_000, 3_000);
+        assert_eq!(from_log_lines(&text, 1_000, 1_500).functions["tagger"].usage.invocations, 1.0);
         let tagger = &c.functions["tagger"];
         assert_eq!((tagger.usage.invocations, tagger.usage.billed_ms, tagger.usage.read_units), (2.0, 14.0, 3.0));
         assert_eq!(c.functions["webhook"].usage.invocations, 1.0);

@@ -113,7 +113,7 @@ pub(crate) async fn costs(args: CostsArgs, local: bool, stack: Option<String>) -
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read {} ({e}): is the local stack up (make local-up)?", path.display()))?;
         let stored = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        (oa::costs::from_log_lines(&text, since_ms), DurationSource::Measured, stored)
+        (oa::costs::from_log_lines(&text, since_ms, now_ms), DurationSource::Measured, stored)
     } else {
         let namespace = match &stack {
             Some(name) => name.clone(),
@@ -153,7 +153,8 @@ pub(crate) async fn costs(args: CostsArgs, local: bool, stack: Option<String>) -
     };
 
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    let settings_store = shared::adapters::dynamodb::rules::RulesStore::settings(dynamodb.clone(), setting("RULES_TABLE")?);
+    let settings_store =
+        shared::adapters::dynamodb::rules::RulesStore::settings(dynamodb.clone(), setting("RULES_TABLE")?);
     let settings = match settings_store.live().await? {
         Some(p) => Some(AccountSettings::parse(&p.source)?),
         None => None,
@@ -214,7 +215,10 @@ async fn month() -> Result<shared::campaign::price::Month, AnyError> {
     let source = SecretSource::from_env(&shared::config::ProcessEnv, SECRETS)?;
     let secrets = Secrets::load(source.store(&sdk), SECRETS).await?;
     let base = std::env::var("LINE_API_BASE").unwrap_or_else(|_| "https://api.line.me".into());
-    let line =
-        shared::adapters::line::LineClient::new(&base, std::sync::Arc::new(secrets), std::time::Duration::from_secs(10))?;
+    let line = shared::adapters::line::LineClient::new(
+        &base,
+        std::sync::Arc::new(secrets),
+        std::time::Duration::from_secs(10),
+    )?;
     Ok(line.month().await?)
 }
