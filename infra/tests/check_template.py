@@ -44,6 +44,9 @@ class OfflinePolicies:
         return {}
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def transformed(template):
     """The template as CloudFormation gets it from `sam deploy` (code packaged to S3 first)."""
     t = copy.deepcopy(template)
@@ -190,6 +193,28 @@ def check(template, table):
             for t in v["Properties"].get("MetricTransformations") or []:
                 if t.get("MetricName") not in alarmed:
                     errors.append(f"{k}: counts {t.get('MetricName')}, but no alarm watches it (nobody would notice)")
+    # Every alarm has its runbook row (docs/operations.md), so whoever it pages knows what to do.
+    runbook_path = os.path.join(ROOT, "docs/operations.md")
+    runbook = open(runbook_path).read() if os.path.exists(runbook_path) else ""
+    for k, v in template["Resources"].items():
+        if v.get("Type") == "AWS::CloudWatch::Alarm" and f"| `{k}` |" not in runbook:
+            errors.append(f"{k}: no row in docs/operations.md's alarm table (what it means, what to run)")
+    # The dashboard's prices are the price table's.
+    prices_path = os.path.join(ROOT, "infra/prices.yaml")
+    mapped = (template.get("Mappings") or {}).get("Prices") or {}
+    if mapped and os.path.exists(prices_path):
+        with open(prices_path) as f:
+            table_prices = yaml.safe_load(f)["regions"]
+        names = {"GbSecondArm64": "lambdaGbSecondArm64", "GbSecondX86": "lambdaGbSecondX86",
+                 "LambdaRequest": "lambdaRequest", "ReadUnit": "dynamodbReadUnit",
+                 "WriteUnit": "dynamodbWriteUnit", "SqsRequest": "sqsRequest",
+                 "SqsFifoRequest": "sqsFifoRequest", "LogsIngestedGb": "logsIngestedGb"}
+        for key, region in (("tokyo", "ap-northeast-1"), ("useast1", "us-east-1")):
+            for name, price in names.items():
+                got = (mapped.get(key) or {}).get(name)
+                want = table_prices[region][price]["usd"]
+                if got is None or abs(float(got) - want) > 1e-15:
+                    errors.append(f"Mappings Prices {key} {name}: {got}, but infra/prices.yaml says {want}")
     return errors
 
 

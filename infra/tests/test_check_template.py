@@ -95,5 +95,16 @@ class CheckTemplate(unittest.TestCase):
         self.assertIn("MulticastQueue: not in the stack's Outputs", errors)
 
 
+    def test_an_alarm_without_a_runbook_row_is_refused(self):
+        t = copy.deepcopy(TEMPLATE)
+        t["Resources"]["UnexplainedAlarm"] = copy.deepcopy(t["Resources"]["CampaignsStalledAlarm"])
+        self.assertIn("UnexplainedAlarm: no row in docs/operations.md", self.errors(t))
+
+    def test_a_dashboard_price_unlike_the_price_table_is_refused(self):
+        t = copy.deepcopy(TEMPLATE)
+        t["Mappings"]["Prices"]["tokyo"]["WriteUnit"] = "0.000000625"
+        self.assertIn("Mappings Prices tokyo WriteUnit", self.errors(t))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -5,7 +5,7 @@
 //! Every test provisions its own stack from `infra/template.yaml` under a unique name, so tests run
 //! in parallel without seeing each other's items or messages.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -475,4 +475,35 @@ pub fn oa_local(args: &[&str]) -> std::process::Output {
 /// Skips nothing: fails, naming `make local-up`, when the functions of the local stack are not up.
 pub fn require_functions() {
     require_service("The functions (cargo lambda watch)", &setting("WEBHOOK_URL"));
+}
+
+/// A region's prices (USD per unit, by name), read straight from infra/prices.yaml: for costs
+/// computed by hand.
+pub fn price_table(region: &str) -> BTreeMap<String, f64> {
+    let text = std::fs::read_to_string(repo_root().join("infra/prices.yaml")).unwrap();
+    let table: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let region = &table["regions"][region];
+    region
+        .as_mapping()
+        .unwrap_or_else(|| panic!("no {region:?} in prices.yaml"))
+        .iter()
+        .map(|(k, v)| (k.as_str().unwrap().to_string(), v["usd"].as_f64().unwrap()))
+        .collect()
+}
+
+/// Memory (MB) per function, straight from the template.
+pub fn template_memory(function: &str) -> f64 {
+    let text = std::fs::read_to_string(repo_root().join("infra/template.yaml")).unwrap();
+    let template: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let id = match function {
+        "webhook" => "WebhookFunction",
+        "keyword-reply" => "KeywordReplyFunction",
+        "tagger" => "TaggerFunction",
+        "campaign" => "CampaignFunction",
+        _ => "MulticastFunction",
+    };
+    template["Resources"][id]["Properties"]["MemorySize"]
+        .as_f64()
+        .or_else(|| template["Globals"]["Function"]["MemorySize"].as_f64())
+        .unwrap()
 }

@@ -16,36 +16,6 @@ fn oa(args: &[&str]) -> String {
     stdout.into_owned()
 }
 
-/// `price(region, name)`: USD per unit, read straight from infra/prices.yaml.
-fn prices(region: &str) -> BTreeMap<String, f64> {
-    let text = std::fs::read_to_string(repo_root().join("infra/prices.yaml")).unwrap();
-    let table: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    let region = &table["regions"][region];
-    region
-        .as_mapping()
-        .unwrap_or_else(|| panic!("no {region:?} in prices.yaml"))
-        .iter()
-        .map(|(k, v)| (k.as_str().unwrap().to_string(), v["usd"].as_f64().unwrap()))
-        .collect()
-}
-
-/// Memory (MB) per function, straight from the template.
-fn memory(function: &str) -> f64 {
-    let text = std::fs::read_to_string(repo_root().join("infra/template.yaml")).unwrap();
-    let template: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    let id = match function {
-        "webhook" => "WebhookFunction",
-        "keyword-reply" => "KeywordReplyFunction",
-        "tagger" => "TaggerFunction",
-        "campaign" => "CampaignFunction",
-        _ => "MulticastFunction",
-    };
-    template["Resources"][id]["Properties"]["MemorySize"]
-        .as_f64()
-        .or_else(|| template["Globals"]["Function"]["MemorySize"].as_f64())
-        .unwrap()
-}
-
 /// One function's usage: invocations, ms, read and write units, SQS and FIFO requests, log bytes.
 #[derive(Debug, Default, Clone, Copy)]
 struct Used([f64; 7]);
@@ -53,7 +23,7 @@ struct Used([f64; 7]);
 /// Lambda, DynamoDB, SQS and logs cost of `u` for `function` on arm64, by hand.
 fn by_hand(p: &BTreeMap<String, f64>, function: &str, u: Used) -> [f64; 4] {
     let [inv, ms, ru, wu, sqs, fifo, bytes] = u.0;
-    let lambda = ms / 1000.0 * memory(function) / 1024.0 * p["lambdaGbSecondArm64"] + inv * p["lambdaRequest"];
+    let lambda = ms / 1000.0 * template_memory(function) / 1024.0 * p["lambdaGbSecondArm64"] + inv * p["lambdaRequest"];
     let dynamodb = ru * p["dynamodbReadUnit"] + wu * p["dynamodbWriteUnit"];
     let sqs = sqs * p["sqsRequest"] + fifo * p["sqsFifoRequest"];
     let logs = bytes / (1024.0 * 1024.0 * 1024.0) * p["logsIngestedGb"];
@@ -145,7 +115,7 @@ async fn a_known_workload_costs_what_the_price_table_and_the_units_dynamodb_repo
             u.0[i] += number(name);
         }
     }
-    let p = prices("ap-northeast-1");
+    let p = price_table("ap-northeast-1");
     let functions = report["functions"].as_array().unwrap();
     let listed: Vec<&str> = functions.iter().map(|f| f["function"].as_str().unwrap()).collect();
     assert_eq!(listed, ["webhook", "keyword-reply", "tagger", "campaign", "multicast"]);
@@ -155,7 +125,11 @@ async fn a_known_workload_costs_what_the_price_table_and_the_units_dynamodb_repo
         let [lambda, dynamodb, sqs, logs] = by_hand(&p, name, u);
         let cost = &f["cost"];
         close(f["invocations"].as_f64().unwrap(), u.0[0], &format!("{name} invocations"));
-        close(f["gbSeconds"].as_f64().unwrap(), u.0[1] / 1000.0 * memory(name) / 1024.0, &format!("{name} GB-s"));
+        close(
+            f["gbSeconds"].as_f64().unwrap(),
+            u.0[1] / 1000.0 * template_memory(name) / 1024.0,
+            &format!("{name} GB-s"),
+        );
         close(cost["lambda"].as_f64().unwrap(), lambda, &format!("{name} Lambda"));
         close(cost["dynamodb"].as_f64().unwrap(), dynamodb, &format!("{name} DynamoDB"));
         close(cost["sqs"].as_f64().unwrap(), sqs, &format!("{name} SQS"));

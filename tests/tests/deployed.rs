@@ -61,6 +61,7 @@ async fn oa_with(args: &[&str], env: &[(&str, String)], stdin: &str) -> (bool, S
             .env("AWS_ENDPOINT_URL_CLOUDFORMATION", &moto)
             .env("AWS_ENDPOINT_URL_LAMBDA", &moto)
             .env("AWS_ENDPOINT_URL_CLOUDWATCH", &moto)
+            .env("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", &moto)
             // What a deployed stack's secret holds is read from Secrets Manager, never local.env.
             .env_remove("LINE_CHANNEL_SECRET")
             .env_remove("LINE_CHANNEL_ACCESS_TOKEN")
@@ -552,4 +553,83 @@ async fn make_deploy_finds_the_secret_by_name_builds_for_the_stack_and_keeps_the
     assert!(ok, "{out}");
     assert_eq!(sam, format!("delete --config-file {config} --config-env t --stack-name {name} --region {region}"));
     assert!(out.contains(&format!("kept: {name}-events, {name}-users")), "{out}");
+}
+
+/// `oa --stack NAME costs` reads the functions' metrics from CloudWatch (`GetMetricData`, served by
+/// moto): a workload put as the functions write it costs what the price table says, by hand; the
+/// idle functions are listed with zeros; without Lambda's report records (moto's Logs Insights
+/// runs no `stats`) the functions' own durations stand in, and the report says so.
+#[tokio::test]
+async fn oa_costs_for_a_stack_reads_its_functions_metrics_from_cloudwatch() {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    let stack = TestStack::new().await;
+    let name = format!("oa-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let template = serde_json::json!({
+        "Resources": { "Probe": { "Type": "AWS::SQS::Queue", "Properties": { "QueueName": format!("{name}-probe") } } },
+        "Outputs": {
+            "RulesTable": { "Value": stack.table("RulesTable") },
+            "CampaignsTable": { "Value": stack.table("CampaignsTable") },
+            "UsersTable": { "Value": stack.table("UsersTable") },
+        },
+    });
+    let moto = setting("AWS_ENDPOINT_URL_SQS");
+    let cfn = aws_sdk_cloudformation::Client::from_conf(
+        aws_sdk_cloudformation::config::Builder::from(&stack.sdk).endpoint_url(&moto).build(),
+    );
+    cfn.create_stack().stack_name(&name).template_body(template.to_string()).send().await.unwrap();
+    let cw = aws_sdk_cloudwatch::Client::from_conf(
+        aws_sdk_cloudwatch::config::Builder::from(&stack.sdk).endpoint_url(&moto).build(),
+    );
+    // The tagger's metrics over two invocation lines, as its EMF lines would become.
+    let workload = [
+        ("Invocations", [30.0, 10.0]),
+        ("DurationMs", [3_000.0, 1_000.0]),
+        ("Records", [90.0, 30.0]),
+        ("ReadUnits", [20.5, 9.5]),
+        ("WriteUnits", [8.0, 2.0]),
+        ("SqsFifoRequests", [60.0, 20.0]),
+        ("LogBytes", [600_000.0, 400_000.0]),
+    ];
+    for (metric, values) in workload {
+        for v in values {
+            let datum = MetricDatum::builder()
+                .metric_name(metric)
+                .dimensions(Dimension::builder().name("function").value("tagger").build())
+                .value(v)
+                .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from(std::time::SystemTime::now()))
+                .build();
+            cw.put_metric_data().namespace(&name).metric_data(datum).send().await.unwrap();
+        }
+    }
+    let (ok, out) =
+        oa_with(&["--stack", &name, "costs", "--since", "1h", "--region", "us-east-1", "--format", "json"], &[], "")
+            .await;
+    assert!(ok, "{out}");
+    // The JSON on stdout, then the notes on stderr.
+    let json = &out[out.find('{').unwrap()..];
+    let report: serde_json::Value =
+        serde_json::Deserializer::from_str(json).into_iter().next().expect("a JSON report").unwrap();
+    let p = price_table("us-east-1");
+    let tagger = report["functions"].as_array().unwrap().iter().find(|f| f["function"] == "tagger").unwrap();
+    let cost = &tagger["cost"];
+    let by_hand = [
+        ("lambda", 4.0 * template_memory("tagger") / 1024.0 * p["lambdaGbSecondArm64"] + 40.0 * p["lambdaRequest"]),
+        ("dynamodb", 30.0 * p["dynamodbReadUnit"] + 10.0 * p["dynamodbWriteUnit"]),
+        ("sqs", 80.0 * p["sqsFifoRequest"]),
+        ("logs", 1_000_000.0 / (1024.0 * 1024.0 * 1024.0) * p["logsIngestedGb"]),
+    ];
+    for (part, want) in by_hand {
+        let got = cost[part].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-12 + 1e-9 * want, "{part}: {got} by oa, {want} by hand\n{out}");
+    }
+    assert_eq!(tagger["invocations"], 40.0);
+    assert_eq!(tagger["records"], 120.0);
+    for f in report["functions"].as_array().unwrap().iter().filter(|f| f["function"] != "tagger") {
+        assert_eq!(f["cost"]["total"], 0.0, "{f}");
+    }
+    assert_eq!(report["functions"].as_array().unwrap().len(), 5);
+    assert_eq!(report["durationSource"], "measured", "{out}");
+    assert!(out.contains("billed durations not read"), "{out}");
+    assert_eq!(report["fixedMonthly"]["customMetrics"], 7, "the namespace's metrics: {}", report["fixedMonthly"]);
+    assert_eq!(report["region"], "us-east-1");
 }

@@ -30,6 +30,9 @@ pub struct Config {
     pub backoff: Duration,
     /// AWS_OPERATION_TIMEOUT_MS (default 3000).
     pub aws_operation_timeout: Duration,
+    /// RULES_TABLE (optional): where the account settings are, whose plan prices the month's
+    /// messages for the month-to-date spend metric; without it only the month's messages are.
+    pub rules_table: Option<String>,
 }
 
 impl Config {
@@ -47,6 +50,7 @@ impl Config {
             attempts: parsed_or(env, "SEND_ATTEMPTS", 4u32)?,
             backoff: Duration::from_millis(parsed_or(env, "SEND_BACKOFF_MS", 200u64)?),
             aws_operation_timeout: Duration::from_millis(parsed_or(env, "AWS_OPERATION_TIMEOUT_MS", 3000u64)?),
+            rules_table: env.get("RULES_TABLE").filter(|t| !t.trim().is_empty()),
         })
     }
 }

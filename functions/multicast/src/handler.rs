@@ -13,6 +13,7 @@ use futures::stream::{self, StreamExt};
 use lambda_runtime::{Error, LambdaEvent};
 use shared::adapters::dynamodb::campaigns::DynamoCampaigns;
 use shared::adapters::dynamodb::capacity::{self, Tally};
+use shared::adapters::dynamodb::rules::RulesStore;
 use shared::adapters::dynamodb::schedule::DynamoPacer;
 use shared::adapters::line::LineClient;
 use shared::adapters::sqs::SqsWorkQueue;
@@ -42,6 +43,8 @@ pub struct Deps {
     pub failpoint: Mutex<Option<Failpoint>>,
     /// What each invocation used, written as its metrics and added to the campaigns it sent.
     pub meter: Meter,
+    /// The account settings (their plan prices the month's messages), when RULES_TABLE is set.
+    pub settings: Option<RulesStore>,
 }
 
 impl Deps {
@@ -62,6 +65,7 @@ impl Deps {
         sqs: aws_sdk_sqs::Client,
     ) -> Result<Self, Error> {
         let line = LineClient::new(&config.line_api_base, secrets, config.line_timeout)?;
+        let dynamodb_for_settings = dynamodb.clone();
         Ok(Deps {
             meter: Meter::new("multicast", Tally::default(), SqsTally::default(), Some(line.calls().clone())),
             store: DynamoCampaigns::new(dynamodb.clone(), &config.campaigns_table, &config.users_table),
@@ -73,6 +77,7 @@ impl Deps {
             attempts: config.attempts,
             backoff: config.backoff,
             failpoint: Mutex::new(None),
+            settings: config.rules_table.as_ref().map(|t| RulesStore::settings(dynamodb_for_settings, t)),
         })
     }
 }
@@ -91,10 +96,45 @@ pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Resu
     let response = handle_batch(deps, records).await;
     let campaigns = campaigns_of(records);
     let measured = deps.meter.take(started, records.len() as u64, BatchRead::of(records));
+    if measured.line.billed > 0 {
+        month_to_date(deps).await;
+    }
     measured.emit(&campaigns.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
     charge_campaigns(&deps.store, "multicast", &measured, &campaigns).await;
     Ok(response)
 }
+
+/// After an invocation LINE billed, the month so far as gauges (alarms look back at most 7 days,
+/// so a month's total is kept as a level): `LineMonthToDateMessages`, LINE's own count
+/// (`quota/consumption`: OA Manager's sends too), and `LineMonthToDateSpend`, the month's bill so
+/// far in the plan's currency (the fee, plus what the messages beyond the included ones cost).
+/// A failure is logged: the sends are done.
+async fn month_to_date(deps: &Deps) {
+    let used = match deps.line.month().await {
+        Ok(month) => month.used,
+        Err(e) => {
+            warn!(error = %e, "cannot read the month's LINE usage for its metric");
+            return;
+        }
+    };
+    metrics::gauge!(MONTH_TO_DATE_MESSAGES).set(used as f64);
+    let Some(store) = &deps.settings else { return };
+    let plan = match store.live().await {
+        Ok(Some(published)) => shared::campaign::file::AccountSettings::parse(&published.source)
+            .map_err(|e| e.to_string())
+            .and_then(|s| s.plan.resolve()),
+        Ok(None) => return,
+        Err(e) => Err(e.to_string()),
+    };
+    match plan {
+        Ok(plan) => metrics::gauge!(MONTH_TO_DATE_SPEND).set(shared::costs::model::month_bill(&plan, used)),
+        Err(e) => warn!(error = %e, "cannot read the plan for the month-to-date spend"),
+    }
+}
+
+/// The gauges' names (the template's alarms watch them).
+pub const MONTH_TO_DATE_MESSAGES: &str = "LineMonthToDateMessages";
+pub const MONTH_TO_DATE_SPEND: &str = "LineMonthToDateSpend";
 
 /// Batches of one invocation go out a few at a time (each is one request to LINE).
 pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchResponse {

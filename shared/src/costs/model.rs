@@ -155,6 +155,12 @@ pub fn line_cost(plan: &Plan, used_before: u64, messages: u64) -> LineCost {
 
 /// 1 USD in the account's currency, and the date it was set (`exchangeRate: { USD: 32.5, date:
 /// 2026-12-01 }` in the account settings).
+/// The month's LINE bill so far, in the plan's currency, once `used` billable messages went out:
+/// the fee, plus the messages beyond the included ones at the extra price (tiered).
+pub fn month_bill(plan: &Plan, used: u64) -> f64 {
+    plan.fee + plan.extra_cost(plan.included + 1, used.saturating_sub(plan.included))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeRate {
@@ -239,6 +245,16 @@ mod tests {
         let fixed = Fixed { custom_metrics: 20, alarms: 16, secrets: 1, stored_log_gb: 2.0 };
         // 20 x 0.30 + 16 x 0.10 + 0.40 + 2 x 0.03.
         assert!((fixed.cost(&tokyo()) - 8.06).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_months_bill_is_the_fee_plus_the_messages_beyond_the_included_ones() {
+        // Taiwan high: NT$1,200 for 6,000, then NT$0.2 each.
+        let high = PlanSpec::Preset("tw-2023-high".into()).resolve().unwrap();
+        assert!((month_bill(&high, 100) - 1_200.0).abs() < 1e-9);
+        assert!((month_bill(&high, 6_500) - (1_200.0 + 500.0 * 0.2)).abs() < 1e-9);
+        let medium = PlanSpec::Preset("tw-2023-medium".into()).resolve().unwrap();
+        assert!((month_bill(&medium, 5_000) - 800.0).abs() < 1e-9, "no extras on medium");
     }
 
     #[test]
