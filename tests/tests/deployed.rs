@@ -580,6 +580,12 @@ async fn oa_costs_for_a_stack_reads_its_functions_metrics_from_cloudwatch() {
     let cw = aws_sdk_cloudwatch::Client::from_conf(
         aws_sdk_cloudwatch::config::Builder::from(&stack.sdk).endpoint_url(&moto).build(),
     );
+    // The period starts now: moto's GetMetricData drops the namespace once dimensions are given,
+    // so the data of an earlier run of this test (another namespace) must fall outside it.
+    // (Its datapoints also show a moment late: the period ends a minute ahead.)
+    let now = jiff::Timestamp::now();
+    let t0 = (now - jiff::SignedDuration::from_secs(1)).to_string();
+    let t1 = (now + jiff::SignedDuration::from_secs(60)).to_string();
     // The tagger's metrics over two invocation lines, as its EMF lines would become.
     let workload = [
         ("Invocations", [30.0, 10.0]),
@@ -601,9 +607,12 @@ async fn oa_costs_for_a_stack_reads_its_functions_metrics_from_cloudwatch() {
             cw.put_metric_data().namespace(&name).metric_data(datum).send().await.unwrap();
         }
     }
-    let (ok, out) =
-        oa_with(&["--stack", &name, "costs", "--since", "1h", "--region", "us-east-1", "--format", "json"], &[], "")
-            .await;
+    let (ok, out) = oa_with(
+        &["--stack", &name, "costs", "--since", &t0, "--until", &t1, "--region", "us-east-1", "--format", "json"],
+        &[],
+        "",
+    )
+    .await;
     assert!(ok, "{out}");
     // The JSON on stdout, then the notes on stderr.
     let json = &out[out.find('{').unwrap()..];
