@@ -99,6 +99,7 @@ async fn a_known_workload_costs_what_the_price_table_and_the_units_dynamodb_repo
     // By hand: the functions' metrics lines in the period, summed per function.
     let log = std::fs::read_to_string(repo_root().join(".local/logs/functions.log")).unwrap();
     let mut used: BTreeMap<String, Used> = BTreeMap::new();
+    let mut billed: BTreeMap<String, f64> = BTreeMap::new();
     let (from, to) = (t0.as_millisecond(), t1.as_millisecond());
     for line in log.lines().filter(|l| l.starts_with('{') && l.contains("\"_aws\"")) {
         let doc: Value = serde_json::from_str(line).unwrap();
@@ -114,6 +115,7 @@ async fn a_known_workload_costs_what_the_price_table_and_the_units_dynamodb_repo
         for (i, name) in names.iter().enumerate() {
             u.0[i] += number(name);
         }
+        *billed.entry(function.to_string()).or_default() += number("LineMessagesBilled");
     }
     let p = price_table("ap-northeast-1");
     let functions = report["functions"].as_array().unwrap();
@@ -144,6 +146,7 @@ async fn a_known_workload_costs_what_the_price_table_and_the_units_dynamodb_repo
         assert!(used.get(f).is_some_and(|u| u.0[0] >= 1.0), "{f} ran: {used:?}");
     }
     assert_eq!(report["durationSource"], "measured", "no REPORT lines locally");
+    assert_eq!(billed.get("multicast").copied(), Some(sent as f64), "the sender's billed messages: the campaign's");
 
     // The campaign: its LINE bill on tw-2023-medium (NT$800 for 3,000, none beyond) and the AWS
     // cost of its usage items, converted once at 32.5.
@@ -167,7 +170,8 @@ async fn a_known_workload_costs_what_the_price_table_and_the_units_dynamodb_repo
     let mut aws_usd = 0.0;
     let mut charged = vec![];
     for item in items.items() {
-        let function = item["sk"].as_s().unwrap().trim_start_matches("usage#").to_string();
+        // usage#<run>#<function>
+        let function = item["sk"].as_s().unwrap().rsplit('#').next().unwrap().to_string();
         let n = |k: &str| item.get(k).map_or(0.0, |v| v.as_n().unwrap().parse::<f64>().unwrap());
         let u = Used([
             n("invocations"),

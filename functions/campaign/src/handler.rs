@@ -20,7 +20,7 @@ use shared::adapters::sqs_requests;
 use shared::campaign::model::PlanMessage;
 use shared::campaign::plan::{Planned, Planner};
 use shared::campaign::sweep::{Sweeper, Swept};
-use shared::costs::meter::{campaigns_of, charge_campaigns, BatchRead, Meter};
+use shared::costs::meter::{after_work_budget, campaigns_of, charge_campaigns, BatchRead, Meter};
 use shared::ports::{Clock, SystemClock, WorkQueue};
 use tracing::{info, warn};
 
@@ -76,11 +76,13 @@ pub async fn function_handler(deps: &Deps, event: LambdaEvent<serde_json::Value>
         Some(r) => serde_json::from_value(r.clone()).unwrap_or_default(),
         None => vec![],
     };
+    let deadline_ms = event.context.deadline;
     let answer = handle(deps, event).await;
     let campaigns = campaigns_of(&records);
     let measured = deps.meter.take(started, records.len().max(1) as u64, BatchRead::of(&records));
-    measured.emit(&campaigns.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
-    charge_campaigns(&deps.store, "campaign", &measured, &campaigns).await;
+    measured.emit(&campaigns.iter().map(|c| c.campaign.clone()).collect::<Vec<_>>());
+    let budget = after_work_budget(deadline_ms, deps.clock.now_ms());
+    charge_campaigns(&deps.store, "campaign", &measured, &campaigns, budget).await;
     answer
 }
 

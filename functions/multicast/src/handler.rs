@@ -21,7 +21,7 @@ use shared::adapters::sqs_requests::{self, SqsTally};
 use shared::campaign::model::uuid_simple;
 use shared::campaign::model::BatchMessage;
 use shared::campaign::send::{Failpoint, Retry, Sender, Sent};
-use shared::costs::meter::{campaigns_of, charge_campaigns, BatchRead, Meter};
+use shared::costs::meter::{after_work_budget, campaigns_of, charge_campaigns, BatchRead, Meter};
 use shared::ports::{Clock, SystemClock, WorkQueue};
 use shared::secrets::Secrets;
 use tracing::{info, warn};
@@ -45,6 +45,8 @@ pub struct Deps {
     pub meter: Meter,
     /// The account settings (their plan prices the month's messages), when RULES_TABLE is set.
     pub settings: Option<RulesStore>,
+    /// When this instance last read the month's usage (epoch ms): at most once a minute.
+    pub month_read_at: std::sync::atomic::AtomicI64,
 }
 
 impl Deps {
@@ -78,6 +80,7 @@ impl Deps {
             backoff: config.backoff,
             failpoint: Mutex::new(None),
             settings: config.rules_table.as_ref().map(|t| RulesStore::settings(dynamodb_for_settings, t)),
+            month_read_at: std::sync::atomic::AtomicI64::new(0),
         })
     }
 }
@@ -93,31 +96,45 @@ pub enum Outcome {
 pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
     let started = std::time::Instant::now();
     let records = &event.payload.records;
-    let response = handle_batch(deps, records).await;
+    let (response, billed) = handle_records(deps, records).await;
     let campaigns = campaigns_of(records);
-    let measured = deps.meter.take(started, records.len() as u64, BatchRead::of(records));
-    if measured.line.billed > 0 {
-        month_to_date(deps).await;
+    let mut measured = deps.meter.take(started, records.len() as u64, BatchRead::of(records));
+    measured.line_billed = billed;
+    let budget = after_work_budget(event.context.deadline, deps.clock.now_ms());
+    if billed > 0 {
+        if let Some(budget) = budget {
+            if tokio::time::timeout(budget, month_to_date(deps)).await.is_err() {
+                warn!("reading the month's LINE usage for its metric ran out of time");
+            }
+        }
     }
-    measured.emit(&campaigns.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
-    charge_campaigns(&deps.store, "multicast", &measured, &campaigns).await;
+    measured.emit(&campaigns.iter().map(|c| c.campaign.clone()).collect::<Vec<_>>());
+    let budget = after_work_budget(event.context.deadline, deps.clock.now_ms());
+    charge_campaigns(&deps.store, "multicast", &measured, &campaigns, budget).await;
     Ok(response)
 }
 
-/// After an invocation LINE billed, the month so far as gauges (alarms look back at most 7 days,
-/// so a month's total is kept as a level): `LineMonthToDateMessages`, LINE's own count
-/// (`quota/consumption`: OA Manager's sends too), and `LineMonthToDateSpend`, the month's bill so
-/// far in the plan's currency (the fee, plus what the messages beyond the included ones cost).
-/// A failure is logged: the sends are done.
+/// After an invocation that sent, the month so far (at most once a minute per instance):
+/// `LineMonthToDateMessages`, LINE's own count (`quota/consumption`: OA Manager's sends too), and
+/// `LineMonthToDateSpend`, the month's bill so far in the plan's currency (the fee, plus what the
+/// messages beyond the included ones cost). Recorded as values of this invocation only (not
+/// gauges, which the collector would write again on every later invocation, into the next month
+/// too); the alarm takes their maximum. A failure is logged: the sends are done.
 async fn month_to_date(deps: &Deps) {
-    let used = match deps.line.month().await {
-        Ok(month) => month.used,
+    let now = deps.clock.now_ms();
+    let last = deps.month_read_at.load(std::sync::atomic::Ordering::Relaxed);
+    if now - last < 60_000 {
+        return;
+    }
+    deps.month_read_at.store(now, std::sync::atomic::Ordering::Relaxed);
+    let used = match deps.line.consumption().await {
+        Ok(used) => used,
         Err(e) => {
             warn!(error = %e, "cannot read the month's LINE usage for its metric");
             return;
         }
     };
-    metrics::gauge!(MONTH_TO_DATE_MESSAGES).set(used as f64);
+    metrics::histogram!(MONTH_TO_DATE_MESSAGES).record(used as f64);
     let Some(store) = &deps.settings else { return };
     let plan = match store.live().await {
         Ok(Some(published)) => shared::campaign::file::AccountSettings::parse(&published.source)
@@ -127,23 +144,33 @@ async fn month_to_date(deps: &Deps) {
         Err(e) => Err(e.to_string()),
     };
     match plan {
-        Ok(plan) => metrics::gauge!(MONTH_TO_DATE_SPEND).set(shared::costs::model::month_bill(&plan, used)),
+        Ok(plan) => metrics::histogram!(MONTH_TO_DATE_SPEND).record(shared::costs::model::month_bill(&plan, used)),
         Err(e) => warn!(error = %e, "cannot read the plan for the month-to-date spend"),
     }
 }
 
-/// The gauges' names (the template's alarms watch them).
+/// The month-to-date metrics' names (the template's alarm and dashboard read them).
 pub const MONTH_TO_DATE_MESSAGES: &str = "LineMonthToDateMessages";
 pub const MONTH_TO_DATE_SPEND: &str = "LineMonthToDateSpend";
 
-/// Batches of one invocation go out a few at a time (each is one request to LINE).
+/// [`handle_records`] without the count.
 pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchResponse {
+    handle_records(deps, records).await.0
+}
+
+/// Batches of one invocation go out a few at a time (each is one request to LINE). Also returns
+/// the recipients of the batches it settled as sent: LINE billed each once, and each settles once.
+pub async fn handle_records(deps: &Deps, records: &[SqsMessage]) -> (SqsBatchResponse, u64) {
     // One lease owner per record: two copies of one batch in the same receive must not both
     // pass the lease.
     let outcomes: Vec<Outcome> =
         stream::iter(records.iter()).map(|record| send_one(deps, record, uuid_simple())).buffered(4).collect().await;
     let mut response = SqsBatchResponse::default();
+    let mut billed = 0;
     for (record, outcome) in records.iter().zip(outcomes) {
+        if let Outcome::Done(Sent::Sent { recipients }) = &outcome {
+            billed += recipients;
+        }
         match &outcome {
             Outcome::Done(sent) => info!(message_id = ?record.message_id, outcome = ?sent, "batch handled"),
             // Reported failed, as the other consumers do: after maxReceiveCount it is in the DLQ,
@@ -158,7 +185,7 @@ pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchRespon
             }
         }
     }
-    response
+    (response, billed)
 }
 
 async fn send_one(deps: &Deps, record: &SqsMessage, owner: String) -> Outcome {

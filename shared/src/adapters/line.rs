@@ -31,8 +31,7 @@ pub struct LineClient {
     calls: LineCalls,
 }
 
-/// The requests a [`LineClient`] made, per API, and the messages LINE billed for them, since the
-/// last take (clones share one tally).
+/// The requests a [`LineClient`] made, per API, since the last take (clones share one tally).
 #[derive(Debug, Clone, Default)]
 pub struct LineCalls(Arc<Mutex<LineCallCount>>);
 
@@ -40,9 +39,6 @@ pub struct LineCalls(Arc<Mutex<LineCallCount>>);
 pub struct LineCallCount {
     /// Requests per API (`reply`, `multicast`, `quota`, ...), answered or not.
     pub calls: BTreeMap<&'static str, u64>,
-    /// Recipients of the multicasts LINE accepted: a 200, or a 409 saying an earlier try with the
-    /// same retry key was accepted (that try's answer was lost, so it was not counted).
-    pub billed: u64,
 }
 
 impl LineCalls {
@@ -53,10 +49,6 @@ impl LineCalls {
 
     fn call(&self, path: &str) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()).calls.entry(api_of(path)).or_default() += 1;
-    }
-
-    fn billed(&self, recipients: usize) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).billed += recipients as u64;
     }
 }
 
@@ -125,11 +117,14 @@ impl LineClient {
             Some(unit) => serde_json::json!({ "to": to, "messages": messages, "customAggregationUnits": [unit] }),
             None => serde_json::json!({ "to": to, "messages": messages }),
         };
-        let answer = self.post("/v2/bot/message/multicast", &body, Some(retry_key)).await;
-        if matches!(answer, Ok(_) | Err(LineError::RetryKeyAccepted { .. })) {
-            self.calls.billed(to.len());
-        }
-        answer
+        self.post("/v2/bot/message/multicast", &body, Some(retry_key)).await
+    }
+
+    /// `GET /v2/bot/message/quota/consumption`: the month's billable messages so far (OA
+    /// Manager's sends included).
+    pub async fn consumption(&self) -> Result<u64, LineError> {
+        let used = self.get("/v2/bot/message/quota/consumption").await?;
+        Ok(used.get("totalUsage").and_then(Value::as_u64).unwrap_or(0))
     }
 
     /// The tally of this client's requests (shared by its clones).

@@ -11,7 +11,11 @@
 //! property), `SqsRequests` and `SqsFifoRequests` (billed requests: the function's own, each 64 KB
 //! of payload one request, plus, for a queue consumer, the event source's receive and delete of
 //! its batch), `LogBytes` (its log lines, plus [`PLATFORM_LOG_BYTES`]), `LineCalls.<api>` (requests
-//! to LINE per API) and `LineMessagesBilled` (multicast recipients LINE accepted).
+//! to LINE per API) and `LineMessagesBilled` (recipients of the batches this invocation settled as
+//! sent: once per batch, as the settlement is).
+//!
+//! What runs after the handler (the metering's own writes, the sender's month-to-date read) is
+//! bounded by [`after_work_budget`], so it cannot push an invocation past its timeout.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -86,6 +90,8 @@ pub struct Measured {
     pub tables: BTreeMap<String, Units>,
     #[serde(skip)]
     pub line: LineCallCount,
+    /// Billable messages this invocation settled as sent (the sender sets it).
+    pub line_billed: u64,
 }
 
 impl Meter {
@@ -116,7 +122,7 @@ impl Meter {
             sqs_fifo_requests: fifo as f64,
             log_bytes: (crate::logging::take_log_bytes() + PLATFORM_LOG_BYTES) as f64,
         };
-        Measured { usage, records, tables, line }
+        Measured { usage, records, tables, line, line_billed: 0 }
     }
 }
 
@@ -142,7 +148,7 @@ impl Measured {
         for (api, n) in &self.line.calls {
             metrics::counter!(format!("{}.{api}", names::LINE_CALLS)).increment(*n);
         }
-        metrics::counter!(names::LINE_MESSAGES_BILLED).increment(self.line.billed);
+        metrics::counter!(names::LINE_MESSAGES_BILLED).increment(self.line_billed);
         if let Some(set_property) = PROPERTIES.get() {
             let tables: serde_json::Map<String, serde_json::Value> = self
                 .tables
@@ -170,35 +176,68 @@ impl Measured {
     }
 }
 
-/// The campaigns a batch's records name (`{"campaign": ID, ...}`: plan and batch messages), each
-/// with the share of the records it has.
-pub fn campaigns_of(records: &[SqsMessage]) -> Vec<(String, f64)> {
+/// A campaign run a batch's records name (`{"campaign": ID, "run": RUN, ...}`: plan and batch
+/// messages), with the share of the records that name it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Charged {
+    pub campaign: String,
+    pub run: String,
+    pub share: f64,
+}
+
+pub fn campaigns_of(records: &[SqsMessage]) -> Vec<Charged> {
     #[derive(serde::Deserialize)]
     struct Named {
         campaign: String,
+        run: String,
     }
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
     for r in records {
         if let Some(named) = r.body.as_deref().and_then(|b| serde_json::from_str::<Named>(b).ok()) {
-            *counts.entry(named.campaign).or_default() += 1;
+            *counts.entry((named.campaign, named.run)).or_default() += 1;
         }
     }
-    counts.into_iter().map(|(id, n)| (id, n as f64 / records.len() as f64)).collect()
+    counts
+        .into_iter()
+        .map(|((campaign, run), n)| Charged { campaign, run, share: n as f64 / records.len() as f64 })
+        .collect()
 }
 
-/// Adds each campaign's share of `measured` to its usage item (see
-/// [`DynamoCampaigns::add_usage`]). A failure is logged, not raised: the invocation's work is done.
-/// The writes themselves are counted in the function's next invocation.
+/// Time for the work after the handler: at most 3 s, and 2 s short of the invocation's deadline
+/// (`deadline_ms`, epoch ms; 0 or past when the runtime gives none, as `cargo lambda watch` does:
+/// then the 3 s). None: too little left to start it.
+pub fn after_work_budget(deadline_ms: u64, now_ms: i64) -> Option<std::time::Duration> {
+    const MOST: i64 = 3_000;
+    let left = deadline_ms as i64 - now_ms;
+    let budget = if deadline_ms == 0 || left <= 0 { MOST } else { (left - 2_000).min(MOST) };
+    (budget >= 200).then(|| std::time::Duration::from_millis(budget as u64))
+}
+
+/// Adds each campaign run's share of `measured` to its usage item (see
+/// [`DynamoCampaigns::add_usage`]), all at once and within `budget`. A failure or the budget running
+/// out is logged, not raised: the invocation's work is done. The writes themselves are counted in
+/// the function's next invocation.
 pub async fn charge_campaigns(
     store: &DynamoCampaigns,
     function: &str,
     measured: &Measured,
-    campaigns: &[(String, f64)],
+    campaigns: &[Charged],
+    budget: Option<std::time::Duration>,
 ) {
-    for (id, share) in campaigns {
-        if let Err(e) = store.add_usage(id, function, &measured.share(*share)).await {
-            tracing::warn!(campaign = %id, error = %e, "cannot add the invocation's usage to the campaign");
+    if campaigns.is_empty() {
+        return;
+    }
+    let Some(budget) = budget else {
+        tracing::warn!(campaigns = campaigns.len(), "no time left to add the invocation's usage to its campaigns");
+        return;
+    };
+    let writes = campaigns.iter().map(|c| async move {
+        if let Err(e) = store.add_usage(&c.campaign, &c.run, function, &measured.share(c.share)).await {
+            tracing::warn!(campaign = %c.campaign, error = %e, "cannot add the invocation's usage to the campaign");
         }
+    });
+    if tokio::time::timeout(budget, futures::future::join_all(writes)).await.is_err() {
+        tracing::warn!(campaigns = campaigns.len(), "adding the invocation's usage to its campaigns ran out of time");
     }
 }
 
@@ -269,6 +308,38 @@ mod tests {
         assert_eq!((m.usage.sqs_requests, m.usage.sqs_fifo_requests), (1.0, 3.0), "2 chunks received, 1 delete");
         assert_eq!((m.usage.invocations, m.records), (1.0, 2));
         assert!(BatchRead::of(&[]).is_none());
+    }
+
+    #[test]
+    fn the_work_after_the_handler_keeps_clear_of_the_deadline() {
+        let now = 1_000_000;
+        assert_eq!(after_work_budget(0, now), Some(std::time::Duration::from_secs(3)), "no deadline given");
+        assert_eq!(after_work_budget((now + 60_000) as u64, now), Some(std::time::Duration::from_secs(3)));
+        assert_eq!(after_work_budget((now + 3_000) as u64, now), Some(std::time::Duration::from_secs(1)));
+        assert_eq!(after_work_budget((now + 2_100) as u64, now), None, "too close to the deadline");
+    }
+
+    #[test]
+    fn campaigns_are_charged_per_run_by_their_share_of_the_records() {
+        let record = |body: &str| {
+            let mut m = SqsMessage::default();
+            m.body = Some(body.into());
+            m
+        };
+        let records = [
+            record(r#"{"campaign":"a","run":"r1","batch":1}"#),
+            record(r#"{"campaign":"a","run":"r1","batch":2}"#),
+            record(r#"{"campaign":"b","run":"r9","batch":1}"#),
+            record("not a batch"),
+        ];
+        let charged = campaigns_of(&records);
+        assert_eq!(
+            charged,
+            [
+                Charged { campaign: "a".into(), run: "r1".into(), share: 0.5 },
+                Charged { campaign: "b".into(), run: "r9".into(), share: 0.25 },
+            ]
+        );
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct Inputs<'a> {
     /// The period, in words (`7d`), and the price table's warning if it is old.
     pub since: String,
     pub price_warning: Option<String>,
+    /// What else the caller wants said (a source it could not read, ...).
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -179,6 +181,7 @@ impl Inputs<'_> {
             })
             .collect();
         let mut warnings: Vec<String> = self.price_warning.iter().cloned().collect();
+        warnings.extend(self.notes.iter().cloned());
         if self.duration == DurationSource::Measured {
             warnings.push(
                 "durations are the functions' own measurements, rounded up to the millisecond: no Lambda \
@@ -430,6 +433,7 @@ mod tests {
             month: Some(Month { quota: Some(3_000), used: 1_200 }),
             since: "7d".into(),
             price_warning: None,
+            notes: vec![],
         }
     }
 

@@ -60,10 +60,15 @@ fn value_of(v: &Value) -> f64 {
 
 /// Every EMF line of `text` stamped from `since_ms` to `until_ms`: the per-invocation metrics
 /// summed per function, and every metric seen (with its dimension values). Other lines are skipped.
-pub fn from_log_lines(text: &str, since_ms: i64, until_ms: i64) -> Collected {
+pub fn from_log_lines(log: impl std::io::BufRead, since_ms: i64, until_ms: i64) -> Collected {
     let mut out = Collected::default();
-    for line in text.lines() {
+    // Line by line (the log can be large); a line that is not UTF-8 is no metrics line.
+    for line in log.split(b'\n').map_while(Result::ok) {
+        let Ok(line) = std::str::from_utf8(&line) else { continue };
         let Some(start) = line.find('{') else { continue };
+        if !line.contains("\"_aws\"") {
+            continue;
+        }
         let Some(doc) = line.get(start..).and_then(|l| serde_json::from_str::<Value>(l).ok()) else { continue };
         let Some(aws) = doc.get("_aws") else { continue };
         let at = aws.get("Timestamp").and_then(Value::as_i64).unwrap_or(0);
@@ -103,7 +108,7 @@ pub async fn from_cloudwatch(
     end_ms: i64,
 ) -> Result<Collected, String> {
     use aws_sdk_cloudwatch::primitives::DateTime;
-    let period = ((((end_ms - start_ms) / 1000).max(60) as u32).div_ceil(60) * 60) as i32;
+    let period = period_secs(start_ms, end_ms, now_ms());
     let mut queries = vec![];
     let mut ids = BTreeMap::new();
     for (i, function) in FUNCTIONS.iter().enumerate() {
@@ -172,6 +177,25 @@ pub async fn from_cloudwatch(
         }
     }
     Ok(out)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One period covering `start..end`, as CloudWatch takes it: a multiple of 60 s, of 300 s once the
+/// start is over 15 days back, of 3,600 s over 63 days back (any other gives no datapoints).
+pub fn period_secs(start_ms: i64, end_ms: i64, now_ms: i64) -> i32 {
+    let age_days = (now_ms - start_ms) / 86_400_000;
+    let unit = if age_days > 63 {
+        3_600
+    } else if age_days > 15 {
+        300
+    } else {
+        60
+    };
+    let span = ((end_ms - start_ms) / 1000).max(1);
+    (((span + unit - 1) / unit) * unit).min(i32::MAX as i64) as i32
 }
 
 /// A function's log group on a deployed stack (the template names them so).
@@ -280,6 +304,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_period_is_a_multiple_cloudwatch_takes_for_how_far_back_it_starts() {
+        let day = 86_400_000;
+        let now = 100 * day;
+        assert_eq!(period_secs(now - 7 * day, now, now), 7 * 86_400);
+        assert_eq!(period_secs(now - 90_500_000, now, now), 90_540, "a multiple of 60");
+        assert_eq!(period_secs(now - 20 * day - 1_000, now - 20 * day + 3_000, now), 300);
+        assert_eq!(period_secs(now - 70 * day, now - 70 * day + 61_000, now), 3_600);
+    }
+
+    #[test]
     fn emf_lines_are_summed_per_function_and_old_or_other_lines_skipped() {
         let line = |t: i64, f: &str, extra: &str| {
             format!(
@@ -296,8 +330,8 @@ mod tests {
             r#"{"_aws":{"Timestamp":3000,"CloudWatchMetrics":[{"Namespace":"n","Dimensions":[["Reason"]],"Metrics":[{"Name":"CampaignsPaused"}]}]},"Reason":"budget","CampaignsPaused":0}"#.to_string(),
         ]
         .join("\n");
-        let c = from_log_lines(&text, 1_000, 3_000);
-        assert_eq!(from_log_lines(&text, 1_000, 1_500).functions["tagger"].usage.invocations, 1.0);
+        let c = from_log_lines(text.as_bytes(), 1_000, 3_000);
+        assert_eq!(from_log_lines(text.as_bytes(), 1_000, 1_500).functions["tagger"].usage.invocations, 1.0);
         let tagger = &c.functions["tagger"];
         assert_eq!((tagger.usage.invocations, tagger.usage.billed_ms, tagger.usage.read_units), (2.0, 14.0, 3.0));
         assert_eq!(c.functions["webhook"].usage.invocations, 1.0);

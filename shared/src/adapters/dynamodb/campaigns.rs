@@ -226,11 +226,11 @@ impl DynamoCampaigns {
         self.meter.units()
     }
 
-    /// Adds `usage` (one function's share of an invocation that worked on campaign `id`) to the
-    /// campaign's usage item for that function (`c#<id>` / `usage#<function>`), with `ADD`: what
-    /// planning and sending a campaign cost can be read back when metrics no longer tell campaigns
-    /// apart.
-    pub async fn add_usage(&self, id: &str, function: &str, usage: &Usage) -> Result<(), BackendError> {
+    /// Adds `usage` (one function's share of an invocation that worked on run `run` of campaign
+    /// `id`) to the run's usage item for that function (`c#<id>` / `usage#<run>#<function>`), with
+    /// `ADD`: what planning and sending a campaign cost can be read back when metrics no longer
+    /// tell campaigns apart. A campaign created again under its id starts a new run, and a new sum.
+    pub async fn add_usage(&self, id: &str, run: &str, function: &str, usage: &Usage) -> Result<(), BackendError> {
         let fields = [
             ("invocations", usage.invocations),
             ("billedMs", usage.billed_ms),
@@ -245,7 +245,7 @@ impl DynamoCampaigns {
             .update_item()
             .table_name(&self.campaigns)
             .key("pk", s(&format!("c#{id}")))
-            .key("sk", s(&format!("usage#{function}")))
+            .key("sk", s(&format!("usage#{run}#{function}")))
             .update_expression(format!(
                 "ADD {}",
                 fields.iter().map(|(name, _)| format!("{name} :{name}")).collect::<Vec<_>>().join(", ")
@@ -256,15 +256,15 @@ impl DynamoCampaigns {
         update.send().await.map(|_| ()).map_err(|e| err("UpdateItem", describe(&e)))
     }
 
-    /// What campaign `id` used, per function (the functions that worked on it).
-    pub async fn usage(&self, id: &str) -> Result<BTreeMap<String, Usage>, BackendError> {
+    /// What run `run` of campaign `id` used, per function (the functions that worked on it).
+    pub async fn usage(&self, id: &str, run: &str) -> Result<BTreeMap<String, Usage>, BackendError> {
         let out = self
             .client
             .query()
             .table_name(&self.campaigns)
             .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
             .expression_attribute_values(":pk", s(&format!("c#{id}")))
-            .expression_attribute_values(":prefix", s("usage#"))
+            .expression_attribute_values(":prefix", s(&format!("usage#{run}#")))
             .send()
             .await
             .map_err(|e| err("Query", describe(&e)))?;
@@ -275,7 +275,7 @@ impl DynamoCampaigns {
             .items()
             .iter()
             .filter_map(|item| {
-                let function = text(item, "sk")?.strip_prefix("usage#")?.to_string();
+                let function = text(item, "sk")?.strip_prefix(&format!("usage#{run}#"))?.to_string();
                 let usage = Usage {
                     invocations: number(item, "invocations"),
                     billed_ms: number(item, "billedMs"),

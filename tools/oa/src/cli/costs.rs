@@ -106,14 +106,16 @@ pub(crate) async fn costs(args: CostsArgs, local: bool, stack: Option<String>) -
     let today = jiff::Zoned::now().date().to_string();
 
     let alarms = template.of_kind("AWS::CloudWatch::Alarm").count() as u32;
+    let mut notes = vec![];
     let (collected, duration, stored_bytes) = if local {
         let here = std::env::current_dir()?;
         let root = oa::target::repository_root(&here).ok_or("not inside the repository (run oa --local from it)")?;
         let path = root.join(".local/logs/functions.log");
-        let text = std::fs::read_to_string(&path)
+        let file = std::fs::File::open(&path)
             .map_err(|e| format!("cannot read {} ({e}): is the local stack up (make local-up)?", path.display()))?;
-        let stored = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        (oa::costs::from_log_lines(&text, since_ms, now_ms), DurationSource::Measured, stored)
+        let stored = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let log = std::io::BufReader::new(file);
+        (oa::costs::from_log_lines(log, since_ms, now_ms), DurationSource::Measured, stored)
     } else {
         let namespace = match &stack {
             Some(name) => name.clone(),
@@ -123,13 +125,35 @@ pub(crate) async fn costs(args: CostsArgs, local: bool, stack: Option<String>) -
         let mut collected = oa::costs::from_cloudwatch(&cw, &namespace, since_ms, now_ms).await?;
         let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
         let duration = match oa::costs::billed_durations(&logs, &namespace, since_ms, now_ms).await {
-            Ok(billed) => {
-                for (f, (ms, n)) in billed {
-                    let used = collected.functions.entry(f).or_default();
-                    used.usage.billed_ms = ms;
-                    used.usage.invocations = n;
+            Ok(billed) if !billed.is_empty() => {
+                // Only where the report records cover the invocations the metrics counted (not a
+                // period reaching back before them, or past the logs' retention).
+                let mut all = true;
+                for (f, used) in collected.functions.iter_mut() {
+                    match billed.get(f) {
+                        Some((ms, n))
+                            if (n - used.usage.invocations).abs() <= (used.usage.invocations * 0.01).max(1.0) =>
+                        {
+                            used.usage.billed_ms = *ms;
+                        }
+                        _ if used.usage.invocations == 0.0 => {}
+                        _ => {
+                            all = false;
+                            notes.push(format!(
+                                "{f}: Lambda's report records do not cover the period's invocations; its own durations stand in"
+                            ));
+                        }
+                    }
                 }
-                DurationSource::Billed
+                if all {
+                    DurationSource::Billed
+                } else {
+                    DurationSource::Measured
+                }
+            }
+            Ok(_) => {
+                notes.push("no Lambda report records in the period: the functions' own durations stand in".into());
+                DurationSource::Measured
             }
             Err(e) => {
                 eprintln!("note: billed durations not read ({e}); the functions' own measurements stand in");
@@ -167,7 +191,7 @@ pub(crate) async fn costs(args: CostsArgs, local: bool, stack: Option<String>) -
     let all = store.list().await?;
     let mut usage = BTreeMap::new();
     for c in all.iter().filter(|c| c.created_at_ms >= since_ms || c.last_sent_at_ms.is_some_and(|t| t >= since_ms)) {
-        usage.insert(c.id.clone(), store.usage(&c.id).await?);
+        usage.insert(c.id.clone(), store.usage(&c.id, &c.run).await?);
     }
     let tz = settings.as_ref().map(|s| s.timezone.tz().clone()).unwrap_or(jiff::tz::TimeZone::UTC);
     let campaigns = oa::costs::campaign_rows(&all, &usage, since_ms, &tz);
@@ -197,6 +221,7 @@ pub(crate) async fn costs(args: CostsArgs, local: bool, stack: Option<String>) -
         month,
         since: args.since.clone(),
         price_warning: table.staleness(&today),
+        notes,
     };
     let report = inputs.report();
     match args.format {
