@@ -199,6 +199,17 @@ def check(template, table):
     for k, v in template["Resources"].items():
         if v.get("Type") == "AWS::CloudWatch::Alarm" and f"| `{k}` |" not in runbook:
             errors.append(f"{k}: no row in docs/operations.md's alarm table (what it means, what to run)")
+    # The dashboard's cost of a function uses that function's memory size.
+    dashboard = next((v for v in template["Resources"].values() if v.get("Type") == "AWS::CloudWatch::Dashboard"), None)
+    if dashboard:
+        body = json.dumps(dashboard["Properties"]["DashboardBody"])
+        default_memory = ((template.get("Globals") or {}).get("Function") or {}).get("MemorySize", 128)
+        for i, (short, logical) in enumerate([("webhook", "WebhookFunction"), ("keyword-reply", "KeywordReplyFunction"),
+                                              ("tagger", "TaggerFunction"), ("campaign", "CampaignFunction"),
+                                              ("multicast", "MulticastFunction")]):
+            memory = template["Resources"][logical]["Properties"].get("MemorySize", default_memory)
+            if f"FILL(dur{i},0)/1000*{memory}/1024" not in body:
+                errors.append(f"CostDashboard: {short}'s cost does not use its MemorySize {memory}")
     # The dashboard's prices are the price table's.
     prices_path = os.path.join(ROOT, "infra/prices.yaml")
     mapped = (template.get("Mappings") or {}).get("Prices") or {}

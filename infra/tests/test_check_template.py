@@ -94,7 +94,6 @@ class CheckTemplate(unittest.TestCase):
         self.assertIn("UsersTable: deleting or replacing the stack would delete its data", errors)
         self.assertIn("MulticastQueue: not in the stack's Outputs", errors)
 
-
     def test_an_alarm_without_a_runbook_row_is_refused(self):
         t = copy.deepcopy(TEMPLATE)
         t["Resources"]["UnexplainedAlarm"] = copy.deepcopy(t["Resources"]["CampaignsStalledAlarm"])
@@ -104,6 +103,11 @@ class CheckTemplate(unittest.TestCase):
         t = copy.deepcopy(TEMPLATE)
         t["Mappings"]["Prices"]["tokyo"]["WriteUnit"] = "0.000000625"
         self.assertIn("Mappings Prices tokyo WriteUnit", self.errors(t))
+
+    def test_a_dashboard_cost_with_another_memory_size_is_refused(self):
+        t = copy.deepcopy(TEMPLATE)
+        t["Resources"]["MulticastFunction"]["Properties"]["MemorySize"] = 1024
+        self.assertIn("CostDashboard: multicast's cost does not use its MemorySize 1024", self.errors(t))
 
 
 if __name__ == "__main__":

@@ -116,8 +116,8 @@ impl Meter {
         let usage = Usage {
             invocations: 1.0,
             billed_ms: elapsed.as_nanos().div_ceil(1_000_000) as f64,
-            read_units: tables.values().map(|u| u.read).sum(),
-            write_units: tables.values().map(|u| u.write).sum(),
+            read_units: tables.values().map(|u| u.read).fold(0.0, |sum, x| sum + x),
+            write_units: tables.values().map(|u| u.write).fold(0.0, |sum, x| sum + x),
             sqs_requests: sqs as f64,
             sqs_fifo_requests: fifo as f64,
             log_bytes: (crate::logging::take_log_bytes() + PLATFORM_LOG_BYTES) as f64,

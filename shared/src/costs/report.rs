@@ -156,7 +156,11 @@ impl Inputs<'_> {
             .campaigns
             .iter()
             .map(|c| {
-                let aws_usd: f64 = c.usage.iter().map(|(f, u)| u.cost(self.prices, memory(f), self.arch).total).sum();
+                let aws_usd: f64 = c
+                    .usage
+                    .iter()
+                    .map(|(f, u)| u.cost(self.prices, memory(f), self.arch).total)
+                    .fold(0.0, |sum, x| sum + x);
                 let line = self.plan.as_ref().map(|p| line_cost(p, c.used_before, c.recipients));
                 // The one conversion: the campaign's AWS total, once.
                 let aws = self.exchange_rate.as_ref().map(|r| r.from_usd(aws_usd));
@@ -479,6 +483,9 @@ mod tests {
         assert_eq!(c.line_marginal_cost, Some(0.0));
         assert!((c.total.unwrap() - (c.line_cost.unwrap() + aws_usd * 32.5)).abs() < 1e-9);
         assert_eq!(c.currency.as_deref(), Some("TWD"));
+        let idle = CampaignUsage { usage: BTreeMap::new(), ..campaign.clone() };
+        let r = inputs(&prices, vec![idle], Some(32.5)).report();
+        assert!(r.campaigns[0].aws_cost_usd == 0.0 && r.campaigns[0].aws_cost_usd.is_sign_positive(), "0, not -0");
         let without = inputs(&prices, vec![campaign], None).report();
         assert_eq!((without.campaigns[0].aws_cost, without.campaigns[0].total), (None, None));
         assert!(without.warnings.iter().any(|w| w.contains("exchangeRate")));

@@ -53,7 +53,7 @@ fn add(used: &mut FunctionUsage, metric: &str, value: f64) {
 fn value_of(v: &Value) -> f64 {
     match v {
         Value::Number(n) => n.as_f64().unwrap_or(0.0),
-        Value::Array(a) => a.iter().map(value_of).sum(),
+        Value::Array(a) => a.iter().map(value_of).fold(0.0, |sum, x| sum + x),
         _ => 0.0,
     }
 }
@@ -146,7 +146,7 @@ pub async fn from_cloudwatch(
             .map_err(|e| format!("GetMetricData: {}", shared::adapters::sdk::describe(&e)))?;
         for result in answer.metric_data_results() {
             let Some((function, metric)) = result.id().and_then(|id| ids.get(id)) else { continue };
-            let sum: f64 = result.values().iter().sum();
+            let sum = result.values().iter().fold(0.0, |sum, x| sum + x);
             add(out.functions.entry(function.to_string()).or_default(), metric, sum);
         }
         next = answer.next_token().map(str::to_string);
