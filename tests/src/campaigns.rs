@@ -41,6 +41,8 @@ pub struct CampaignRig {
     dir: std::path::PathBuf,
     sender_config: multicast::config::Config,
     secrets: Arc<Secrets>,
+    /// The billable messages the sender's invocations counted (`LineMessagesBilled`).
+    pub billed: std::sync::atomic::AtomicU64,
 }
 
 fn vars(env: &BTreeMap<String, String>) -> HashMap<&str, &str> {
@@ -95,7 +97,8 @@ impl CampaignRig {
         };
         let dir = std::env::temp_dir().join(format!("campaign-rig-{}", ulid::Ulid::new()));
         std::fs::create_dir_all(&dir).unwrap();
-        let rig = CampaignRig { stack, sim, oa, planner, sender, clock, store, dir, sender_config, secrets };
+        let billed = Default::default();
+        let rig = CampaignRig { stack, sim, oa, planner, sender, clock, store, dir, sender_config, secrets, billed };
         let path = rig.write("account.yaml", account);
         rig.oa.apply_settings(&path, rig.clock.now_ms()).await.expect("settings apply");
         rig
@@ -164,7 +167,8 @@ impl CampaignRig {
                 failures += self.settle("CampaignQueue", &plans, &response).await;
             }
             if !batches.is_empty() {
-                let response = multicast::handler::handle_batch(&self.sender, &batches).await;
+                let (response, billed) = multicast::handler::handle_records(&self.sender, &batches).await;
+                self.billed.fetch_add(billed, std::sync::atomic::Ordering::SeqCst);
                 failures += self.settle("MulticastQueue", &batches, &response).await;
             }
             if start.elapsed() > within {
@@ -228,7 +232,8 @@ impl CampaignRig {
             busy.fetch_add(1, Ordering::SeqCst);
             let records = self.receive_up_to("MulticastQueue", 4).await;
             if !records.is_empty() {
-                let response = multicast::handler::handle_batch(deps, &records).await;
+                let (response, billed) = multicast::handler::handle_records(deps, &records).await;
+                self.billed.fetch_add(billed, Ordering::SeqCst);
                 failures.fetch_add(self.settle("MulticastQueue", &records, &response).await, Ordering::SeqCst);
                 if let Some(f) = fault.take() {
                     *deps.failpoint.lock().unwrap() = Some(f);
@@ -282,7 +287,8 @@ impl CampaignRig {
         }
         let batches = self.receive("MulticastQueue").await;
         if !batches.is_empty() {
-            let response = multicast::handler::handle_batch(&self.sender, &batches).await;
+            let (response, billed) = multicast::handler::handle_records(&self.sender, &batches).await;
+            self.billed.fetch_add(billed, std::sync::atomic::Ordering::SeqCst);
             failures += self.settle("MulticastQueue", &batches, &response).await;
         }
         failures

@@ -194,6 +194,9 @@ async fn server_errors_are_retried_with_the_same_key_and_a_sender_dying_after_20
     assert_eq!(log.iter().rev().take(2).map(|(s, _)| *s).collect::<Vec<_>>(), vec![409, 200], "{log:?}");
     let c = rig.campaign("thanks-2").await;
     assert_eq!((c.state, c.counters.sent), (State::Done, 6));
+    // LineMessagesBilled: LINE billed each campaign's 6 once; the 200 the dead sender never
+    // recorded and the 409 after it are one batch, counted when it settled.
+    assert_eq!(rig.billed.load(std::sync::atomic::Ordering::SeqCst), 12, "billed metric: 6 + 6");
     for u in &all {
         assert_eq!(rig.received(u).await, 2, "one push of each campaign");
     }
