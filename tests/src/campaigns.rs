@@ -277,6 +277,44 @@ impl CampaignRig {
     }
 
     /// One round: the plans, then the batches, each received once. Returns the failures.
+    /// A sender like the rig's with LINE calls allowed `timeout` (the rig's own allows 1 s).
+    pub fn sender_with_line_timeout(&self, timeout: Duration) -> multicast::Deps {
+        let mut config = self.sender_config.clone();
+        config.line_timeout = timeout;
+        let mut sender = multicast::Deps::from_parts(
+            &config,
+            self.secrets.clone(),
+            self.stack.dynamodb.clone(),
+            self.stack.sqs.clone(),
+        )
+        .unwrap();
+        sender.clock = self.clock.clone();
+        sender
+    }
+
+    /// Plans what is queued, then hands the queued batches to `sender`'s whole Lambda handler
+    /// (metering included) with an invocation deadline `deadline` from now; how long it took.
+    pub async fn invoke_sender(&self, sender: &multicast::Deps, deadline: Duration) -> Duration {
+        let plans = self.receive("CampaignQueue").await;
+        if !plans.is_empty() {
+            let until = tokio::time::Instant::now() + Duration::from_secs(60);
+            let response = campaign::handler::handle_batch(&self.planner, &plans, until).await;
+            self.settle("CampaignQueue", &plans, &response).await;
+        }
+        let records = self.receive("MulticastQueue").await;
+        assert!(!records.is_empty(), "a batch to send");
+        let mut context = lambda_runtime::Context::default();
+        context.deadline = (shared::ports::SystemClock.now_ms() + deadline.as_millis() as i64) as u64;
+        let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
+        batch.records = records.clone();
+        let event = lambda_runtime::LambdaEvent::new(batch, context);
+        let started = Instant::now();
+        let response = multicast::function_handler(sender, event).await.unwrap();
+        let took = started.elapsed();
+        self.settle("MulticastQueue", &records, &response).await;
+        took
+    }
+
     pub async fn pump_once(&self) -> usize {
         let mut failures = 0;
         let plans = self.receive("CampaignQueue").await;

@@ -202,6 +202,27 @@ async fn server_errors_are_retried_with_the_same_key_and_a_sender_dying_after_20
     }
 }
 
+/// What the sender measures after its sends (LINE's month-to-date count) cannot make it run out
+/// of time: LINE's quota endpoint hanging costs the invocation at most 3 s, whatever the LINE
+/// client's own timeout, and the batch is sent and settled all the same.
+#[tokio::test]
+async fn a_hanging_quota_endpoint_does_not_hold_the_sender_past_its_budget() {
+    let rig = CampaignRig::new(ACCOUNT).await;
+    let all = users(3);
+    for u in &all {
+        rig.friend(u, &["buyer"]).await;
+    }
+    let file = rig.campaign_file("quota-hang", "buyer", "");
+    rig.oa.create(&file, false, rig.clock.now_ms()).await.unwrap();
+    rig.oa.start("quota-hang", rig.clock.now_ms()).await.unwrap();
+    rig.sim.client().set_faults("quota", json!({ "hang": 1.0 })).await.unwrap();
+    // LINE calls may take 20 s here: only the budget bounds the measuring.
+    let sender = rig.sender_with_line_timeout(Duration::from_secs(20));
+    let took = rig.invoke_sender(&sender, Duration::from_secs(60)).await;
+    assert!(took < Duration::from_secs(5), "the invocation took {took:?}");
+    assert_eq!(rig.campaign("quota-hang").await.counters.sent, 3, "sent and settled");
+}
+
 #[tokio::test]
 async fn a_message_lines_validator_refuses_is_refused_at_create_and_a_401_pauses_the_campaign() {
     let rig = CampaignRig::new(ACCOUNT).await;
