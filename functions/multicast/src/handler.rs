@@ -5,6 +5,7 @@
 //! lease held elsewhere, LINE not answering yet, storage trouble) are reported as batch item
 //! failures; SQS delivers them again after the visibility timeout.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -100,17 +101,18 @@ pub async fn function_handler(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Resu
     let campaigns = campaigns_of(records);
     let mut measured = deps.meter.take(started, records.len() as u64, BatchRead::of(records));
     measured.line_billed = billed;
-    let budget = after_work_budget(event.context.deadline, deps.clock.now_ms());
-    if billed > 0 {
-        if let Some(budget) = budget {
-            if tokio::time::timeout(budget, month_to_date(deps)).await.is_err() {
-                warn!("reading the month's LINE usage for its metric ran out of time");
-            }
+    // One budget for everything after the handler.
+    let until = after_work_budget(event.context.deadline, deps.clock.now_ms()).map(|b| tokio::time::Instant::now() + b);
+    if let (true, Some(until)) = (billed > 0, until) {
+        if tokio::time::timeout_at(until, month_to_date(deps)).await.is_err() {
+            warn!("reading the month's LINE usage for its metric ran out of time");
         }
     }
     measured.emit(&campaigns.iter().map(|c| c.campaign.clone()).collect::<Vec<_>>());
-    let budget = after_work_budget(event.context.deadline, deps.clock.now_ms());
-    charge_campaigns(&deps.store, "multicast", &measured, &campaigns, budget).await;
+    let left = until
+        .map(|u| u.saturating_duration_since(tokio::time::Instant::now()))
+        .filter(|d| *d >= std::time::Duration::from_millis(200));
+    charge_campaigns(&deps.store, "multicast", &measured, &campaigns, left).await;
     Ok(response)
 }
 
@@ -159,18 +161,19 @@ pub async fn handle_batch(deps: &Deps, records: &[SqsMessage]) -> SqsBatchRespon
 }
 
 /// Batches of one invocation go out a few at a time (each is one request to LINE). Also returns
-/// the recipients of the batches it settled as sent: LINE billed each once, and each settles once.
+/// the recipients of the batches whose settlement as sent it wrote: LINE billed each once, and
+/// each settlement is written once (a settlement written whose answer was lost is not counted).
 pub async fn handle_records(deps: &Deps, records: &[SqsMessage]) -> (SqsBatchResponse, u64) {
     // One lease owner per record: two copies of one batch in the same receive must not both
     // pass the lease.
-    let outcomes: Vec<Outcome> =
-        stream::iter(records.iter()).map(|record| send_one(deps, record, uuid_simple())).buffered(4).collect().await;
+    let billed = AtomicU64::new(0);
+    let outcomes: Vec<Outcome> = stream::iter(records.iter())
+        .map(|record| send_one(deps, record, uuid_simple(), &billed))
+        .buffered(4)
+        .collect()
+        .await;
     let mut response = SqsBatchResponse::default();
-    let mut billed = 0;
     for (record, outcome) in records.iter().zip(outcomes) {
-        if let Outcome::Done(Sent::Sent { recipients }) = &outcome {
-            billed += recipients;
-        }
         match &outcome {
             Outcome::Done(sent) => info!(message_id = ?record.message_id, outcome = ?sent, "batch handled"),
             // Reported failed, as the other consumers do: after maxReceiveCount it is in the DLQ,
@@ -185,10 +188,10 @@ pub async fn handle_records(deps: &Deps, records: &[SqsMessage]) -> (SqsBatchRes
             }
         }
     }
-    (response, billed)
+    (response, billed.load(Ordering::Relaxed))
 }
 
-async fn send_one(deps: &Deps, record: &SqsMessage, owner: String) -> Outcome {
+async fn send_one(deps: &Deps, record: &SqsMessage, owner: String, billed: &AtomicU64) -> Outcome {
     let message: BatchMessage = match record.body.as_deref().map(serde_json::from_str) {
         Some(Ok(m)) => m,
         Some(Err(e)) => return Outcome::Unreadable(e.to_string()),
@@ -206,6 +209,7 @@ async fn send_one(deps: &Deps, record: &SqsMessage, owner: String) -> Outcome {
         failpoint: &deps.failpoint,
         pacer: &deps.pacer,
         plans: deps.plans.as_ref(),
+        billed,
     };
     match sender.send(&message).await {
         Ok(sent) => Outcome::Done(sent),

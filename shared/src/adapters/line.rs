@@ -124,7 +124,9 @@ impl LineClient {
     /// Manager's sends included).
     pub async fn consumption(&self) -> Result<u64, LineError> {
         let used = self.get("/v2/bot/message/quota/consumption").await?;
-        Ok(used.get("totalUsage").and_then(Value::as_u64).unwrap_or(0))
+        used.get("totalUsage")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| LineError::Transport("quota/consumption: no totalUsage in the answer".into()))
     }
 
     /// The tally of this client's requests (shared by its clones).

@@ -88,6 +88,9 @@ pub struct Sender<'a> {
     pub pacer: &'a dyn Pacer,
     /// campaign-queue: the plan message that resumes a campaign after its quiet hours.
     pub plans: &'a dyn WorkQueue,
+    /// Recipients of the batches this sender settled as sent: LINE billed each once, and only
+    /// the sender whose settlement was written counts it (the `LineMessagesBilled` metric).
+    pub billed: &'a std::sync::atomic::AtomicU64,
 }
 
 /// The pause and quiet-hours checks run this long before the slot, so the call leaves on time.
@@ -582,8 +585,12 @@ impl Sender<'_> {
     }
 
     async fn settle(&self, c: &Campaign, batch: &Batch, outcome: &Settlement) -> Result<(), Retry> {
-        if !self.store.settle(c, batch, &self.owner, outcome, self.clock.now_ms()).await? {
-            // Settled by someone else (our lease expired): their record stands.
+        if self.store.settle(c, batch, &self.owner, outcome, self.clock.now_ms()).await? {
+            if outcome.state == BatchState::Sent {
+                self.billed.fetch_add(outcome.sent, std::sync::atomic::Ordering::Relaxed);
+            }
+        } else {
+            // Settled by someone else (our lease expired): their record stands, and their count.
             tracing::warn!(campaign = %c.id, batch = batch.number, "batch settled by another sender");
         }
         self.store.finish_if_done(c).await?;

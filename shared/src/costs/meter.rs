@@ -204,12 +204,13 @@ pub fn campaigns_of(records: &[SqsMessage]) -> Vec<Charged> {
 }
 
 /// Time for the work after the handler: at most 3 s, and 2 s short of the invocation's deadline
-/// (`deadline_ms`, epoch ms; 0 or past when the runtime gives none, as `cargo lambda watch` does:
-/// then the 3 s). None: too little left to start it.
+/// (`deadline_ms`, epoch ms). A deadline of 0 or over a day old is none at all (`cargo lambda
+/// watch` gives a fixed 600,000): then the 3 s. None: too little left to start it.
 pub fn after_work_budget(deadline_ms: u64, now_ms: i64) -> Option<std::time::Duration> {
     const MOST: i64 = 3_000;
+    const DAY: i64 = 86_400_000;
     let left = deadline_ms as i64 - now_ms;
-    let budget = if deadline_ms == 0 || left <= 0 { MOST } else { (left - 2_000).min(MOST) };
+    let budget = if deadline_ms == 0 || left < -DAY { MOST } else { (left - 2_000).min(MOST) };
     (budget >= 200).then(|| std::time::Duration::from_millis(budget as u64))
 }
 
@@ -317,6 +318,9 @@ mod tests {
         assert_eq!(after_work_budget((now + 60_000) as u64, now), Some(std::time::Duration::from_secs(3)));
         assert_eq!(after_work_budget((now + 3_000) as u64, now), Some(std::time::Duration::from_secs(1)));
         assert_eq!(after_work_budget((now + 2_100) as u64, now), None, "too close to the deadline");
+        assert_eq!(after_work_budget((now - 500) as u64, now), None, "past the deadline");
+        let day = 86_400_000;
+        assert_eq!(after_work_budget(600_000, 2 * day), Some(std::time::Duration::from_secs(3)), "cargo lambda watch");
     }
 
     #[test]

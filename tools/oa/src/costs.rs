@@ -186,10 +186,11 @@ fn now_ms() -> i64 {
 /// One period covering `start..end`, as CloudWatch takes it: a multiple of 60 s, of 300 s once the
 /// start is over 15 days back, of 3,600 s over 63 days back (any other gives no datapoints).
 pub fn period_secs(start_ms: i64, end_ms: i64, now_ms: i64) -> i32 {
-    let age_days = (now_ms - start_ms) / 86_400_000;
-    let unit = if age_days > 63 {
+    const DAY: i64 = 86_400_000;
+    let age = now_ms - start_ms;
+    let unit = if age > 63 * DAY {
         3_600
-    } else if age_days > 15 {
+    } else if age > 15 * DAY {
         300
     } else {
         60
@@ -311,6 +312,7 @@ mod tests {
         assert_eq!(period_secs(now - 90_500_000, now, now), 90_540, "a multiple of 60");
         assert_eq!(period_secs(now - 20 * day - 1_000, now - 20 * day + 3_000, now), 300);
         assert_eq!(period_secs(now - 70 * day, now - 70 * day + 61_000, now), 3_600);
+        assert_eq!(period_secs(now - 15 * day - 60_000, now - 15 * day, now), 300, "15 days and a minute back");
     }
 
     #[test]

@@ -28,6 +28,7 @@ struct World {
     failpoint: Mutex<Option<Failpoint>>,
     pacer: MemoryPacer,
     plans: MemoryQueue,
+    billed: std::sync::atomic::AtomicU64,
 }
 
 fn users(n: usize) -> Vec<String> {
@@ -47,6 +48,7 @@ impl World {
             failpoint: Mutex::new(None),
             pacer: MemoryPacer::default(),
             plans: MemoryQueue::default(),
+            billed: Default::default(),
         }
     }
 
@@ -63,6 +65,7 @@ impl World {
             failpoint: &self.failpoint,
             pacer: &self.pacer,
             plans: &self.plans,
+            billed: &self.billed,
         }
     }
 
@@ -134,6 +137,10 @@ async fn delivered_without_an_answer_is_settled_by_the_409_of_the_retry() {
     assert_eq!(outcomes, ["deliveredThenTimedOut", "409"]);
     assert!(friends.iter().all(|u| w.line.received(u) == 1));
     assert_eq!(w.store.stored_batch(&c, 0).unwrap().request_id.as_deref(), Some("req-0"), "the accepted request id");
+    assert_eq!(w.billed.load(std::sync::atomic::Ordering::SeqCst), 2, "billed once: the timed-out call and its 409");
+    // The message again: settled already, nothing more counted.
+    assert_eq!(w.send(&c, "s2").await.unwrap(), Sent::Duplicate);
+    assert_eq!(w.billed.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
@@ -206,6 +213,8 @@ async fn a_sender_dying_after_line_took_the_batch_leaves_it_to_the_lease_and_the
     assert!(friends.iter().all(|u| w.line.received(u) == 1));
     assert_eq!(w.send(&c, "s4").await.unwrap(), Sent::Duplicate);
     assert_eq!(w.counters("a").sent, 3);
+    // LINE's 200 and the 409 are one batch: billed once, by the sender that settled it.
+    assert_eq!(w.billed.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

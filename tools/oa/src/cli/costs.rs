@@ -156,21 +156,27 @@ pub(crate) async fn costs(args: CostsArgs, local: bool, stack: Option<String>) -
                 DurationSource::Measured
             }
             Err(e) => {
-                eprintln!("note: billed durations not read ({e}); the functions' own measurements stand in");
+                notes.push(format!("billed durations not read ({e}): the functions' own measurements stand in"));
                 DurationSource::Measured
             }
         };
         let mut stored = 0u64;
         for f in shared::costs::meter::FUNCTIONS {
             let name = oa::costs::log_group(&namespace, f);
-            if let Ok(out) = logs.describe_log_groups().log_group_name_prefix(&name).send().await {
-                stored += out
-                    .log_groups()
-                    .iter()
-                    .filter(|g| g.log_group_name() == Some(name.as_str()))
-                    .filter_map(|g| g.stored_bytes())
-                    .sum::<i64>()
-                    .max(0) as u64;
+            match logs.describe_log_groups().log_group_name_prefix(&name).send().await {
+                Ok(out) => {
+                    stored += out
+                        .log_groups()
+                        .iter()
+                        .filter(|g| g.log_group_name() == Some(name.as_str()))
+                        .filter_map(|g| g.stored_bytes())
+                        .sum::<i64>()
+                        .max(0) as u64;
+                }
+                Err(e) => notes.push(format!(
+                    "{name}: stored log size not read ({}): counted as 0",
+                    shared::adapters::sdk::describe(&e)
+                )),
             }
         }
         (collected, duration, stored)
@@ -191,14 +197,19 @@ pub(crate) async fn costs(args: CostsArgs, local: bool, stack: Option<String>) -
     let all = store.list().await?;
     let mut usage = BTreeMap::new();
     for c in all.iter().filter(|c| c.created_at_ms >= since_ms || c.last_sent_at_ms.is_some_and(|t| t >= since_ms)) {
-        usage.insert(c.id.clone(), store.usage(&c.id, &c.run).await?);
+        match store.usage(&c.id, &c.run).await {
+            Ok(u) => {
+                usage.insert(c.id.clone(), u);
+            }
+            Err(e) => notes.push(format!("campaign {}: usage not read ({e}): its AWS cost shows as 0", c.id)),
+        }
     }
     let tz = settings.as_ref().map(|s| s.timezone.tz().clone()).unwrap_or(jiff::tz::TimeZone::UTC);
     let campaigns = oa::costs::campaign_rows(&all, &usage, since_ms, &tz);
     let month = match month().await {
         Ok(m) => Some(m),
         Err(e) => {
-            eprintln!("note: the month's LINE quota not read: {e}");
+            notes.push(format!("the month's LINE quota not read: {e}"));
             None
         }
     };
