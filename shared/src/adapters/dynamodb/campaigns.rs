@@ -30,7 +30,7 @@
 //! condition. `suppressed` (`cli` or `settings`) marks an opt-out and puts the friend in the
 //! users table's sparse `suppressed` index.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -46,7 +46,6 @@ use crate::campaign::batch::BatchState;
 use crate::campaign::file::{AccountSettings, CampaignFile, MAX_BATCH};
 use crate::campaign::model::{uuid_simple, Campaign, Counters, Created, PlannedPage, Policy, Skip, Skips, State};
 use crate::campaign::ports::{CampaignAdmin, CampaignRepo};
-use crate::costs::model::Usage;
 use crate::ports::BackendError;
 use crate::segment::resolve::Cursor;
 
@@ -224,70 +223,6 @@ impl DynamoCampaigns {
     /// Capacity units this store's planning and sending calls consumed so far.
     pub fn units(&self) -> Units {
         self.meter.units()
-    }
-
-    /// Adds `usage` (one function's share of an invocation that worked on run `run` of campaign
-    /// `id`) to the run's usage item for that function (`c#<id>` / `usage#<run>#<function>`), with
-    /// `ADD`: what planning and sending a campaign cost can be read back when metrics no longer
-    /// tell campaigns apart. A campaign created again under its id starts a new run, and a new sum.
-    pub async fn add_usage(&self, id: &str, run: &str, function: &str, usage: &Usage) -> Result<(), BackendError> {
-        let fields = [
-            ("invocations", usage.invocations),
-            ("billedMs", usage.billed_ms),
-            ("readUnits", usage.read_units),
-            ("writeUnits", usage.write_units),
-            ("sqsRequests", usage.sqs_requests),
-            ("sqsFifoRequests", usage.sqs_fifo_requests),
-            ("logBytes", usage.log_bytes),
-        ];
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.campaigns)
-            .key("pk", s(&format!("c#{id}")))
-            .key("sk", s(&format!("usage#{run}#{function}")))
-            .update_expression(format!(
-                "ADD {}",
-                fields.iter().map(|(name, _)| format!("{name} :{name}")).collect::<Vec<_>>().join(", ")
-            ));
-        for (name, value) in fields {
-            update = update.expression_attribute_values(format!(":{name}"), AttributeValue::N(format!("{value}")));
-        }
-        update.send().await.map(|_| ()).map_err(|e| err("UpdateItem", describe(&e)))
-    }
-
-    /// What run `run` of campaign `id` used, per function (the functions that worked on it).
-    pub async fn usage(&self, id: &str, run: &str) -> Result<BTreeMap<String, Usage>, BackendError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.campaigns)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", s(&format!("c#{id}")))
-            .expression_attribute_values(":prefix", s(&format!("usage#{run}#")))
-            .send()
-            .await
-            .map_err(|e| err("Query", describe(&e)))?;
-        let number = |item: &Item, name: &str| {
-            item.get(name).and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<f64>().ok()).unwrap_or(0.0)
-        };
-        Ok(out
-            .items()
-            .iter()
-            .filter_map(|item| {
-                let function = text(item, "sk")?.strip_prefix(&format!("usage#{run}#"))?.to_string();
-                let usage = Usage {
-                    invocations: number(item, "invocations"),
-                    billed_ms: number(item, "billedMs"),
-                    read_units: number(item, "readUnits"),
-                    write_units: number(item, "writeUnits"),
-                    sqs_requests: number(item, "sqsRequests"),
-                    sqs_fifo_requests: number(item, "sqsFifoRequests"),
-                    log_bytes: number(item, "logBytes"),
-                };
-                Some((function, usage))
-            })
-            .collect())
     }
 
     /// Runs a transaction (see [`call::transact`]).

@@ -5,6 +5,7 @@
 //! - [`campaigns`], [`batches`], [`caps`]: the campaign path's items (a campaign, its batches
 //!   and the account budget, the friends' caps and opt-outs), behind [`crate::campaign::ports`];
 //! - [`schedule`]: the fleet's send schedule;
+//! - [`usage`]: what each campaign run cost to plan and send;
 //! - [`attr`] and [`call`]: attribute values, conditional calls and transactions.
 
 pub mod attr;
@@ -18,3 +19,4 @@ pub mod ingest;
 pub mod rules;
 pub mod schedule;
 pub mod tags;
+pub mod usage;
