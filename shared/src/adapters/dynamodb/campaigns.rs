@@ -246,6 +246,11 @@ impl DynamoCampaigns {
 
     /// Run `run`'s items whose sort key begins with `run#<run>#<prefix>`, strongly consistent.
     pub(super) async fn run_items(&self, id: &str, run: &str, prefix: &str) -> Result<Vec<Item>, BackendError> {
+        self.items_under(id, &format!("run#{run}#{prefix}")).await
+    }
+
+    /// Campaign `id`'s items whose sort key begins with `prefix`, strongly consistent.
+    pub(super) async fn items_under(&self, id: &str, prefix: &str) -> Result<Vec<Item>, BackendError> {
         let mut items = vec![];
         let mut start = None;
         loop {
@@ -255,7 +260,7 @@ impl DynamoCampaigns {
                 .table_name(&self.campaigns)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
                 .expression_attribute_values(":pk", s(&format!("c#{id}")))
-                .expression_attribute_values(":prefix", s(&format!("run#{run}#{prefix}")))
+                .expression_attribute_values(":prefix", s(prefix))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()

@@ -47,24 +47,15 @@ impl DynamoCampaigns {
 
     /// What run `run` of campaign `id` used, per function (the functions that worked on it).
     pub async fn usage(&self, id: &str, run: &str) -> Result<BTreeMap<String, Usage>, BackendError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.campaigns)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", s(&format!("c#{id}")))
-            .expression_attribute_values(":prefix", s(&format!("usage#{run}#")))
-            .send()
-            .await
-            .map_err(|e| err("Query", describe(&e)))?;
+        let prefix = format!("usage#{run}#");
+        let items = self.items_under(id, &prefix).await?;
         let number = |item: &Item, name: &str| {
             item.get(name).and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<f64>().ok()).unwrap_or(0.0)
         };
-        Ok(out
-            .items()
+        Ok(items
             .iter()
             .filter_map(|item| {
-                let function = text(item, "sk")?.strip_prefix(&format!("usage#{run}#"))?.to_string();
+                let function = text(item, "sk")?.strip_prefix(&prefix)?.to_string();
                 let usage = Usage {
                     invocations: number(item, "invocations"),
                     billed_ms: number(item, "billedMs"),
