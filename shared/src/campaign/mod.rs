@@ -25,6 +25,7 @@ pub mod caps;
 pub mod classify;
 pub mod file;
 pub mod give_back;
+pub mod lift;
 pub mod model;
 pub mod pace;
 pub mod plan;
