@@ -101,9 +101,14 @@ async fn a_known_workload_costs_what_the_price_table_and_the_units_dynamodb_repo
     let mut used: BTreeMap<String, Used> = BTreeMap::new();
     let mut billed: BTreeMap<String, f64> = BTreeMap::new();
     let (from, to) = (t0.as_millisecond(), t1.as_millisecond());
+    // The sender's month-to-date values: (when, messages, spend).
+    let mut month: Vec<(i64, f64, f64)> = vec![];
     for line in log.lines().filter(|l| l.starts_with('{') && l.contains("\"_aws\"")) {
         let doc: Value = serde_json::from_str(line).unwrap();
         let at = doc["_aws"]["Timestamp"].as_i64().unwrap();
+        if let (Some(m), Some(s)) = (doc["LineMonthToDateMessages"].get(0), doc["LineMonthToDateSpend"].get(0)) {
+            month.push((at, m.as_f64().unwrap(), s.as_f64().unwrap()));
+        }
         let Some(function) = doc["function"].as_str().filter(|_| at >= from && at <= to) else { continue };
         let number = |name: &str| match &doc[name] {
             Value::Array(values) => values.iter().map(|v| v.as_f64().unwrap()).sum(),
@@ -147,6 +152,16 @@ async fn a_known_workload_costs_what_the_price_table_and_the_units_dynamodb_repo
     }
     assert_eq!(report["durationSource"], "measured", "no REPORT lines locally");
     assert_eq!(billed.get("multicast").copied(), Some(sent as f64), "the sender's billed messages: the campaign's");
+    // After it sent: LINE's count for the month (line-sim's), and the bill on tw-2023-medium, whose
+    // fee covers 3,000 and which sends none beyond: NT$800. (A sender reads them at most once a
+    // minute: without a reading in the period there must be one in the minute before it.)
+    match month.iter().find(|(at, _, _)| *at >= from && *at <= to) {
+        Some((_, messages, spend)) => {
+            assert!(*messages >= sent as f64 && *messages <= report["month"]["used"].as_f64().unwrap(), "{month:?}");
+            assert_eq!(*spend, 800.0);
+        }
+        None => assert!(month.iter().any(|(at, _, _)| *at >= from - 60_000 && *at < from), "no month-to-date value"),
+    }
 
     // The campaign: its LINE bill on tw-2023-medium (NT$800 for 3,000, none beyond) and the AWS
     // cost of its usage items, converted once at 32.5.

@@ -287,3 +287,18 @@ impl Multicaster for LineClient {
         LineClient::month(self).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_path_is_named_by_its_api_and_queries_do_not_matter() {
+        assert_eq!(api_of("/v2/bot/message/reply"), "reply");
+        assert_eq!(api_of("/v2/bot/message/multicast"), "multicast");
+        assert_eq!(api_of("/v2/bot/message/quota/consumption"), "consumption");
+        assert_eq!(api_of("/v2/bot/followers/ids?limit=1000&start=x"), "followers");
+        assert_eq!(api_of("/v2/bot/profile/U0123"), "profile");
+        assert_eq!(api_of("/v2/bot/info"), "other", "a metric name never carries a path or an id");
+    }
+}

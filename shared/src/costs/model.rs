@@ -153,14 +153,14 @@ pub fn line_cost(plan: &Plan, used_before: u64, messages: u64) -> LineCost {
     LineCost { currency: plan.currency.clone(), allocated, marginal }
 }
 
-/// 1 USD in the account's currency, and the date it was set (`exchangeRate: { USD: 32.5, date:
-/// 2026-12-01 }` in the account settings).
 /// The month's LINE bill so far, in the plan's currency, once `used` billable messages went out:
 /// the fee, plus the messages beyond the included ones at the extra price (tiered).
 pub fn month_bill(plan: &Plan, used: u64) -> f64 {
     plan.fee + plan.extra_cost(plan.included + 1, used.saturating_sub(plan.included))
 }
 
+/// 1 USD in the account's currency, and the date it was set (`exchangeRate: { USD: 32.5, date:
+/// 2026-12-01 }` in the account settings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeRate {

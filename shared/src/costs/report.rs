@@ -289,6 +289,9 @@ impl Report {
             if self.campaigns.is_empty() {
                 line(&mut out, "(no campaign in the period)".into());
             }
+            if let Some(rate) = &self.exchange_rate {
+                line(&mut out, format!("AWS costs converted at 1 USD = {} {cur} (set {})", rate.usd, rate.date));
+            }
         } else {
             line(
                 &mut out,
@@ -460,6 +463,9 @@ mod tests {
         let json = serde_json::to_value(inputs(&prices, vec![], None).report()).unwrap();
         assert!(json["functions"][0]["gbSeconds"].is_number() && json["functions"][0]["cost"]["total"].is_number());
         assert!(json["fixedMonthly"]["usd"].is_number());
+        let table = inputs(&prices, vec![], None).report().table(false);
+        assert_eq!(table.lines().filter(|l| FUNCTIONS.iter().any(|f| l.starts_with(f))).count(), 5, "{table}");
+        assert!(table.contains("LINE this month: 1200 billable messages of 3000 (1800 left)"), "{table}");
     }
 
     #[test]
@@ -486,6 +492,13 @@ mod tests {
         let idle = CampaignUsage { usage: BTreeMap::new(), ..campaign.clone() };
         let r = inputs(&prices, vec![idle], Some(32.5)).report();
         assert!(r.campaigns[0].aws_cost_usd == 0.0 && r.campaigns[0].aws_cost_usd.is_sign_positive(), "0, not -0");
+        let table = r.table(true);
+        assert!(table.contains("spring") && table.contains("1 USD = 32.5 TWD (set 2026-12-01)"), "{table}");
+        let csv = r.csv();
+        let rows: Vec<&str> = csv.lines().collect();
+        assert_eq!(rows.len(), 1 + 5 + 1, "a header, five functions, one campaign:\n{csv}");
+        assert!(rows.iter().all(|r| r.split(',').count() == 16), "{csv}");
+        assert!(rows[6].starts_with("campaign,spring,") && rows[6].ends_with(",TWD"), "{csv}");
         let without = inputs(&prices, vec![campaign], None).report();
         assert_eq!((without.campaigns[0].aws_cost, without.campaigns[0].total), (None, None));
         assert!(without.warnings.iter().any(|w| w.contains("exchangeRate")));

@@ -34,6 +34,8 @@ pub struct Resource {
     pub logical_id: String,
     pub kind: String,
     pub properties: Value,
+    /// The template condition the resource exists under, if any.
+    pub condition: Option<String>,
 }
 
 /// The parsed template (only what the provisioner and tests need).
@@ -66,7 +68,8 @@ impl Template {
                 let logical_id = k.as_str().unwrap_or_default().to_string();
                 let kind = v.get("Type").and_then(Value::as_str).unwrap_or_default().to_string();
                 let properties = v.get("Properties").cloned().unwrap_or(Value::Null);
-                Resource { logical_id, kind, properties }
+                let condition = v.get("Condition").and_then(Value::as_str).map(str::to_string);
+                Resource { logical_id, kind, properties, condition }
             })
             .collect();
         let defaults = match doc.get("Parameters") {

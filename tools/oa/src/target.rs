@@ -64,7 +64,13 @@ pub fn stack_name(args: &[String]) -> Option<String> {
 
 /// A deployed stack's Parameters that give a setting: where its functions reach LINE is where
 /// `oa` reaches it too (not wherever the shell's `LINE_API_BASE` points).
-const STACK_PARAMETERS: [(&str, &str); 1] = [("LineApiBase", "LINE_API_BASE")];
+const STACK_PARAMETERS: [(&str, &str); 4] = [
+    ("LineApiBase", "LINE_API_BASE"),
+    // What `oa costs` prices: the architecture's GB-second, and which spend alarms exist.
+    ("Architecture", "ARCHITECTURE"),
+    ("DailyBillableMessagesThreshold", "DAILY_BILLABLE_MESSAGES_THRESHOLD"),
+    ("MonthlyLineSpendThreshold", "MONTHLY_LINE_SPEND_THRESHOLD"),
+];
 
 /// What a deployed stack's Outputs and Parameters do to the environment: every table's and queue's
 /// variable, the webhook and events URLs, the secret's ARN and the LINE API base, each
@@ -235,7 +241,10 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let parameters = vec![("LineApiBase".to_string(), "https://api.line.me".to_string())];
+        let parameters = vec![
+            ("LineApiBase".to_string(), "https://api.line.me".to_string()),
+            ("Architecture".to_string(), "x86_64".to_string()),
+        ];
         let settings = stack_settings(&outputs, &parameters);
         let get = |n: &str| settings.iter().find(|(k, _)| k == n).and_then(|(_, v)| v.as_deref());
         assert_eq!(get("RULES_TABLE"), Some("prod-rules"));
@@ -246,8 +255,9 @@ mod tests {
         assert_eq!(get("WEBHOOK_URL"), Some("https://abc.lambda-url.ap-northeast-1.on.aws/webhook"));
         assert_eq!(get("EVENTS_URL"), Some("https://abc.lambda-url.ap-northeast-1.on.aws/events"));
         assert_eq!(get("LINE_API_BASE"), Some("https://api.line.me"));
+        assert_eq!(get("ARCHITECTURE"), Some("x86_64"));
         // What the stack does not give is removed, not left to the shell.
-        assert_eq!(settings.iter().filter(|(_, v)| v.is_some()).count(), 5);
+        assert_eq!(settings.iter().filter(|(_, v)| v.is_some()).count(), 6);
         assert!(settings.iter().any(|(k, v)| k == "USERS_TABLE" && v.is_none()));
     }
 }

@@ -105,7 +105,18 @@ pub(crate) async fn costs(args: CostsArgs, local: bool, stack: Option<String>) -
     let prices = table.region(&region)?;
     let today = jiff::Zoned::now().date().to_string();
 
-    let alarms = template.of_kind("AWS::CloudWatch::Alarm").count() as u32;
+    // The alarms every stack has, and each spend alarm its threshold turns on (the stack's
+    // parameters under --stack; locally the template's defaults, 0: none).
+    let threshold_set =
+        |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<f64>().ok()).is_some_and(|t| t > 0.0);
+    let alarms = template
+        .of_kind("AWS::CloudWatch::Alarm")
+        .filter(|a| match a.condition.as_deref() {
+            Some("HasDailyMessagesAlarm") => threshold_set("DAILY_BILLABLE_MESSAGES_THRESHOLD"),
+            Some("HasMonthlySpendAlarm") => threshold_set("MONTHLY_LINE_SPEND_THRESHOLD"),
+            _ => true,
+        })
+        .count() as u32;
     let mut notes = vec![];
     let (collected, duration, stored_bytes) = if local {
         let here = std::env::current_dir()?;
