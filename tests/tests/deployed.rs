@@ -18,23 +18,27 @@ fn oa(args: &[&str]) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
-#[tokio::test]
-async fn oa_with_a_stack_name_finds_its_tables_in_the_stacks_outputs() {
-    let stack = TestStack::new().await;
+/// A CloudFormation stack in moto whose Outputs name `tables` of `stack`, as the template's do; its
+/// name.
+async fn stack_naming(stack: &TestStack, tables: &[&str]) -> String {
     let name = format!("oa-{}", ulid::Ulid::new().to_string().to_lowercase());
-    // A stack whose Outputs name this test's tables, as the template's do.
+    let outputs: serde_json::Map<String, serde_json::Value> =
+        tables.iter().map(|t| (t.to_string(), serde_json::json!({ "Value": stack.table(t) }))).collect();
     let template = serde_json::json!({
         "Resources": { "Probe": { "Type": "AWS::SQS::Queue", "Properties": { "QueueName": format!("{name}-probe") } } },
-        "Outputs": {
-            "RulesTable": { "Value": stack.table("RulesTable") },
-            "TagsTable": { "Value": stack.table("TagsTable") },
-            "UsersTable": { "Value": stack.table("UsersTable") },
-        },
+        "Outputs": outputs,
     });
     let cfn = aws_sdk_cloudformation::Client::from_conf(
         aws_sdk_cloudformation::config::Builder::from(&stack.sdk).endpoint_url(setting("AWS_ENDPOINT_URL_SQS")).build(),
     );
     cfn.create_stack().stack_name(&name).template_body(template.to_string()).send().await.unwrap();
+    name
+}
+
+#[tokio::test]
+async fn oa_with_a_stack_name_finds_its_tables_in_the_stacks_outputs() {
+    let stack = TestStack::new().await;
+    let name = stack_naming(&stack, &["RulesTable", "TagsTable", "UsersTable"]).await;
 
     let rules = repo_root().join("examples/bakery-rules.yaml");
     let (ok, out) = oa(&["--stack", &name, "rules", "apply", rules.to_str().unwrap()]);
@@ -563,20 +567,8 @@ async fn make_deploy_finds_the_secret_by_name_builds_for_the_stack_and_keeps_the
 async fn oa_costs_for_a_stack_reads_its_functions_metrics_from_cloudwatch() {
     use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
     let stack = TestStack::new().await;
-    let name = format!("oa-{}", ulid::Ulid::new().to_string().to_lowercase());
-    let template = serde_json::json!({
-        "Resources": { "Probe": { "Type": "AWS::SQS::Queue", "Properties": { "QueueName": format!("{name}-probe") } } },
-        "Outputs": {
-            "RulesTable": { "Value": stack.table("RulesTable") },
-            "CampaignsTable": { "Value": stack.table("CampaignsTable") },
-            "UsersTable": { "Value": stack.table("UsersTable") },
-        },
-    });
+    let name = stack_naming(&stack, &["RulesTable", "CampaignsTable", "UsersTable"]).await;
     let moto = setting("AWS_ENDPOINT_URL_SQS");
-    let cfn = aws_sdk_cloudformation::Client::from_conf(
-        aws_sdk_cloudformation::config::Builder::from(&stack.sdk).endpoint_url(&moto).build(),
-    );
-    cfn.create_stack().stack_name(&name).template_body(template.to_string()).send().await.unwrap();
     let cw = aws_sdk_cloudwatch::Client::from_conf(
         aws_sdk_cloudwatch::config::Builder::from(&stack.sdk).endpoint_url(&moto).build(),
     );
